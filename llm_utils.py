@@ -1,0 +1,96 @@
+"""The plugin author contract: the ``LLMClient`` base class every sandchat plugin subclasses.
+
+A plugin is one Python file that defines one concrete subclass of :class:`LLMClient`.
+Only two methods are required, exactly as in the original plugin guide:
+
+* ``generate_response(system, user_message, max_tokens=4096, temperature=0.8) -> str``
+* ``count_tokens(text) -> int``
+
+Everything else here is optional and has a working default, so a two-method plugin
+streams (one chunk) and chats (the history rendered into one message) unchanged.
+This module is standard library only: it is imported inside the plugin sandbox.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Iterator, Mapping, Sequence
+
+__all__ = ["DEFAULT_CONTEXT_WINDOW", "LLMClient", "Message", "render_messages"]
+
+#: Tokens a plugin is assumed to accept when it does not say otherwise.
+DEFAULT_CONTEXT_WINDOW = 8192
+
+#: A chat message: ``{"role": "user" | "assistant", "content": str}``.
+Message = Mapping[str, str]
+
+
+def render_messages(messages: Sequence[Message]) -> str:
+    """Render a chat history as one plain-text message for single-turn models.
+
+    A lone user message is passed through untouched, so single-turn plugins see
+    exactly what the user typed.
+    """
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return str(messages[0].get("content", ""))
+    lines = []
+    for message in messages:
+        role = str(message.get("role", "user")).capitalize()
+        lines.append(f"{role}: {message.get('content', '')}")
+    lines.append("Assistant:")
+    return "\n\n".join(lines)
+
+
+class LLMClient(ABC):
+    """Base class for a language-model back-end.
+
+    Subclasses must implement :meth:`generate_response` and :meth:`count_tokens`.
+    They may override :meth:`stream_response`, :meth:`generate_chat`,
+    :meth:`stream_chat` and the :attr:`context_window` attribute.
+    """
+
+    #: How many tokens (prompt plus reply) the model accepts.
+    context_window: int = DEFAULT_CONTEXT_WINDOW
+
+    @abstractmethod
+    def generate_response(
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8
+    ) -> str:
+        """Return the model's reply to ``user_message`` under the ``system`` prompt."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Return how many tokens ``text`` takes for this model."""
+
+    def stream_response(
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8
+    ) -> Iterator[str]:
+        """Yield the reply in pieces; by default the whole reply as one piece."""
+        yield self.generate_response(system, user_message, max_tokens, temperature)
+
+    def generate_chat(
+        self,
+        system: str,
+        messages: Sequence[Message],
+        max_tokens: int = 4096,
+        temperature: float = 0.8,
+    ) -> str:
+        """Reply to a multi-turn history; by default it is rendered into one message."""
+        return self.generate_response(system, render_messages(messages), max_tokens, temperature)
+
+    def stream_chat(
+        self,
+        system: str,
+        messages: Sequence[Message],
+        max_tokens: int = 4096,
+        temperature: float = 0.8,
+    ) -> Iterator[str]:
+        """Stream a reply to a multi-turn history.
+
+        The default streams :meth:`generate_chat` when a subclass overrides it, and
+        otherwise streams :meth:`stream_response` on the rendered history.
+        """
+        if type(self).generate_chat is not LLMClient.generate_chat:
+            yield self.generate_chat(system, messages, max_tokens, temperature)
+            return
+        yield from self.stream_response(system, render_messages(messages), max_tokens, temperature)

@@ -1,0 +1,100 @@
+"""The plugin child's entry point: claim the channel, apply the sandbox, then load and serve.
+
+Run as ``python -I -S runner/child.py OPTIONS``. Until the sandbox is on, this file uses
+the standard library only and imports nothing that could run third-party code: ``-S``
+keeps ``site`` (and every ``.pth`` file) from running before the sandbox does.
+
+Options (all but --root and --plugin optional, lists repeatable)::
+
+    --root DIR  --plugin FILE  --name NAME  --profile untrusted|network|none
+    --ro PATH  --rw PATH  --tcp PORT  --limit KEY=INT  --max-message BYTES
+    --allow-unsandboxed
+
+A child that cannot apply its sandbox prints one ``sandchat-sandbox-error: ...`` line to
+stderr and exits with status 78, before any plugin code has run.
+"""
+
+import os
+import sys
+
+SANDBOX_EXIT = 78
+_LISTS = {"--ro": "ro", "--rw": "rw", "--tcp": "tcp", "--limit": "limit"}
+_FLAGS = {"--allow-unsandboxed": "allow_unsandboxed"}
+
+
+def claim_channel() -> tuple:
+    """Move the protocol to private fds; fd 0 becomes /dev/null and fd 1 becomes stderr.
+
+    After this, a plugin that prints (to sys.stdout or straight to fd 1) writes into the
+    captured stderr and cannot corrupt a single protocol message.
+    """
+    read_fd, write_fd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    os.close(null)
+    return read_fd, write_fd
+
+
+def parse_options(argv: list) -> dict:
+    options = {"profile": "untrusted", "name": "", "max_message": 0, "allow_unsandboxed": False}
+    options.update({key: [] for key in _LISTS.values()})
+    args = iter(argv)
+    for arg in args:
+        if arg in _FLAGS:
+            options[_FLAGS[arg]] = True
+        elif arg in _LISTS:
+            options[_LISTS[arg]].append(next(args))
+        elif arg.startswith("--") and arg[2:].replace("-", "_") in ("root", "plugin", "name", "profile", "max_message"):
+            options[arg[2:].replace("-", "_")] = next(args)
+        else:
+            raise SystemExit(f"sandchat child: unknown option {arg!r}")
+    options["limits"] = {k: int(v) for k, v in (item.split("=", 1) for item in options.pop("limit"))}
+    options["tcp"] = [int(port) for port in options["tcp"]]
+    options["max_message"] = int(options["max_message"])
+    return options
+
+
+def _import_runner_module(root: str, name: str):
+    """Import ``runner.<name>`` without running ``runner/__init__`` (host-only, heavier)."""
+    import importlib
+    import types
+
+    if "runner" not in sys.modules:
+        package = types.ModuleType("runner")
+        package.__path__ = [os.path.join(root, "runner")]
+        sys.modules["runner"] = package
+    return importlib.import_module("runner." + name)
+
+
+def apply_sandbox(options: dict) -> dict:
+    sandbox = _import_runner_module(options["root"], "sandbox")
+    try:
+        return sandbox.apply(
+            options["profile"],
+            read_paths=options["ro"],
+            write_paths=options["rw"],
+            tcp_ports=options["tcp"],
+            limits=options["limits"],
+            allow_unsandboxed=options["allow_unsandboxed"],
+        )
+    except Exception as exc:  # any failure here means no sandbox: refuse to go on
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        os.write(2, f"sandchat-sandbox-error: {message}\n".encode("utf-8", "replace"))
+        os._exit(SANDBOX_EXIT)
+
+
+def main(argv: list) -> int:
+    read_fd, write_fd = claim_channel()
+    options = parse_options(argv)
+    sys.path.insert(0, options["root"])  # llm_utils and the runner package live there
+    report = apply_sandbox(options)
+    import site
+
+    site.main()  # only now: .pth files in site-packages run inside the sandbox
+    server = _import_runner_module(options["root"], "server")
+    return server.serve(read_fd, write_fd, options, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""Run configuration for one plugin: deadlines, resource limits, sandbox policy, launch spec.
+
+All frozen dataclasses, validated at construction. The runner reads no environment and
+no files to build them: the app decides, the runner obeys.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from runner.protocol import DEFAULT_MAX_MESSAGE
+
+__all__ = ["PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
+
+PROFILES = ("untrusted", "network", "none")
+
+
+def _positive(owner: object, **values: float) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{type(owner).__name__}.{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds each phase of a plugin's life may take before it is declared stuck."""
+
+    start: float = 30.0  # spawn to hello; importing an SDK can take seconds on a laptop
+    first_chunk: float = 60.0  # request to the first streamed chunk (or a whole reply)
+    idle: float = 60.0  # between two streamed chunks
+    total: float = 600.0  # a whole generation
+    count_tokens: float = 10.0
+    ping: float = 5.0
+    cancel_grace: float = 2.0  # a cancelled call must end this soon, or the process is killed
+    stop_grace: float = 2.0  # each step of a stop: shutdown request, then SIGTERM, then SIGKILL
+
+    def __post_init__(self) -> None:
+        _positive(self, **{name: getattr(self, name) for name in self.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Kernel resource limits applied inside the child (see ``runner.sandbox``)."""
+
+    address_space: int = 4 * 2**30  # below ~1 GiB glibc's thread arenas starve
+    data: int = 2 * 2**30
+    cpu_seconds: int = 3600  # lifetime CPU, not wall time: wall time is the deadlines' job
+    file_size: int = 256 * 2**20
+    open_files: int = 256
+
+    def __post_init__(self) -> None:
+        _positive(self, **{name: getattr(self, name) for name in self.__dataclass_fields__})
+
+    def as_options(self) -> dict[str, int]:
+        return {
+            "as": self.address_space,
+            "data": self.data,
+            "cpu": self.cpu_seconds,
+            "fsize": self.file_size,
+            "nofile": self.open_files,
+        }
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What a plugin process may touch: its profile, paths, TCP ports and limits."""
+
+    profile: str = "untrusted"
+    read_paths: tuple[str, ...] = ()
+    write_paths: tuple[str, ...] = ()
+    tcp_ports: tuple[int, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    allow_unsandboxed: bool = False  # run even where the kernel lacks Landlock (user opt-in)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown sandbox profile {self.profile!r} (expected one of {', '.join(PROFILES)})")
+        for port in self.tcp_ports:
+            if type(port) is not int or not 0 < port < 65536:
+                raise ValueError(f"TCP port must be 1-65535, got {port!r}")
+        if self.tcp_ports and self.profile != "network":
+            raise ValueError("TCP ports can only be granted in the network profile")
+
+    def as_argv(self) -> list[str]:
+        argv = ["--profile", self.profile]
+        argv += [arg for path in self.read_paths for arg in ("--ro", path)]
+        argv += [arg for path in self.write_paths for arg in ("--rw", path)]
+        argv += [arg for port in self.tcp_ports for arg in ("--tcp", str(port))]
+        argv += [arg for key, value in self.limits.as_options().items() for arg in ("--limit", f"{key}={value}")]
+        return argv + (["--allow-unsandboxed"] if self.allow_unsandboxed else [])
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Everything needed to launch and supervise one plugin file."""
+
+    name: str
+    path: Path
+    scratch_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)  # the child's whole environment
+    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    log_path: Path | None = None
+    python: str = sys.executable
+    max_message: int = DEFAULT_MAX_MESSAGE
+
+    def __post_init__(self) -> None:
+        if not self.name or any(ch.isspace() or ch in "/\\'\"" for ch in self.name):
+            raise ValueError(f"invalid plugin name {self.name!r}")
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "scratch_dir", Path(self.scratch_dir))
+        if self.max_message < 1024:
+            raise ValueError(f"max_message must be at least 1024 bytes, got {self.max_message}")
+
+    def child_argv(self, root: Path) -> list[str]:
+        """The command line that starts this plugin's child process."""
+        return [
+            self.python, "-I", "-S", os.fspath(root / "runner" / "child.py"),
+            "--root", os.fspath(root), "--plugin", os.fspath(self.path), "--name", self.name,
+            "--max-message", str(self.max_message), *self.sandbox.as_argv(),
+        ]  # fmt: skip

@@ -1,0 +1,332 @@
+"""One live plugin process: the handshake, requests with deadlines, streams and cancel.
+
+Every byte from the child is untrusted: messages are size-capped, shape-checked and
+matched to the request that is waiting for them. Foreign exceptions (OSError,
+ProtocolViolation) are translated into the runner's error tree here and nowhere else.
+Any failure that leaves the stream in doubt kills the process: a Connection is then
+dead for good, and the owner starts a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
+
+from runner import process
+from runner.config import PluginConfig
+from runner.errors import (
+    PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
+    PluginResultError, PluginSandboxError, PluginStartError, PluginStartTimeout, PluginTimeout,
+    PluginUnavailable, PluginVersionError,
+)  # fmt: skip
+from runner.protocol import NOTIFICATION, PROTOCOL_VERSION, Decoder, Encoder, ProtocolViolation, check_response
+from runner.stderr import StderrCapture
+
+__all__ = ["Connection"]
+
+_READ_SIZE = 256 * 1024
+_SANDBOX_EXIT = 78  # runner/child.py: the sandbox could not be applied
+_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+class Connection:
+    """A started plugin child and the protocol spoken with it; one caller at a time."""
+
+    def __init__(self, config: PluginConfig, root: Path) -> None:
+        self.config = config
+        self.name = config.name
+        self.hello: dict[str, Any] = {}
+        self.started_at = time.monotonic()
+        config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._proc = process.spawn(config.child_argv(root), config.env, os.fspath(config.scratch_dir))
+        except OSError as exc:
+            raise PluginStartError(self.name, f"could not be started: {exc}") from exc
+        self.pid = self._proc.pid
+        self._stderr = StderrCapture(self.name, self._proc.stderr, config.log_path)  # type: ignore[arg-type]
+        self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
+        self._read_fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        os.set_blocking(self._write_fd, False)  # a child that stops reading must not hang us
+        self._poll_in = select.poll()
+        self._poll_in.register(self._read_fd, _EVENTS)
+        self._encoder = Encoder()
+        self._decoder = Decoder(config.max_message)
+        self._inbox: deque[list[Any]] = deque()
+        self._write_lock = threading.Lock()
+        self._next_id = 0
+        self._ignored: set[int] = set()  # ids whose responses nobody waits for (cancel)
+        self._stopping = False
+        self._doing = "start"  # what the child is busy with, for error messages
+        self._last_request = 0
+        self.dead = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def handshake(self) -> dict[str, Any]:
+        """Wait for the child's hello and check it; raise a PluginStartError on any problem."""
+        seconds = self.config.deadlines.start
+        try:
+            message = self._next_message(time.monotonic() + seconds, "start", seconds)
+        except PluginTimeout:
+            raise PluginStartTimeout(self.name, f"sent no hello within {seconds:g}s", seconds=seconds, stderr_tail=self.stderr_tail()) from None
+        except PluginCrashed as exc:
+            raise self._start_failure(exc) from None
+        except PluginProtocolError as exc:
+            raise PluginStartError(self.name, f"sent a bad hello: {exc.message}", stderr_tail=self.stderr_tail()) from None
+        return self._check_hello(message)
+
+    def _start_failure(self, crash: PluginCrashed) -> PluginStartError:
+        tail = crash.stderr_tail
+        if crash.exit_code == _SANDBOX_EXIT:
+            reason = next((line.split(":", 1)[1].strip() for line in reversed(tail) if line.startswith("sandchat-sandbox-error:")), "unknown reason")
+            return PluginSandboxError(self.name, f"refused to start: sandbox could not be applied: {reason}", exit_code=_SANDBOX_EXIT, stderr_tail=tail)
+        how = _describe_exit(crash.exit_code, crash.signal)
+        return PluginStartError(self.name, f"{how} before its hello{_last_line(tail)}", exit_code=crash.exit_code, stderr_tail=tail)
+
+    def _check_hello(self, message: list[Any]) -> dict[str, Any]:
+        hello = message[2] if message[0] == NOTIFICATION and message[1] == "hello" else None
+        if not isinstance(hello, dict):
+            self.kill()
+            raise PluginStartError(self.name, "did not start with a hello message")
+        if hello.get("protocol") != PROTOCOL_VERSION:
+            self.kill()
+            raise PluginVersionError(self.name, f"speaks protocol {hello.get('protocol')!r}, expected {PROTOCOL_VERSION}", version=hello.get("protocol"))
+        error = hello.get("error")
+        if error is not None:
+            self.close()
+            if not isinstance(error, dict):
+                raise PluginLoadError(self.name, "failed to load (no details)")
+            text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+            raise PluginLoadError(self.name, f"failed to load: {text}", remote_type=str(error.get("type", "")), remote_traceback=str(error.get("traceback", "")), stderr_tail=self.stderr_tail())
+        if type(hello.get("pid")) is not int or not isinstance(hello.get("sandbox"), dict):
+            self.kill()
+            raise PluginStartError(self.name, "sent a hello without pid or sandbox report")
+        self.hello = hello
+        return hello
+
+    def close(self) -> int | None:
+        """Stop politely: shutdown request, then SIGTERM, then SIGKILL, each bounded."""
+        if self.dead:
+            return self._proc.returncode
+        self._stopping = True
+        grace = self.config.deadlines.stop_grace
+        try:
+            self._send("shutdown", {})
+            self._proc.stdin.close()  # type: ignore[union-attr]
+        except (OSError, PluginError):
+            pass
+        code = process.stop(self._proc, grace)
+        self._finish()
+        return code
+
+    def kill(self) -> None:
+        """Kill the process group at once; safe to call twice and from any thread."""
+        self._stopping = True
+        if not self.dead:
+            process.kill(self._proc)
+            self._finish()
+
+    def _finish(self) -> None:
+        self.dead = True
+        self._stderr.join(0.5)
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+
+    def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:
+        return self._stderr.tail(lines)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
+        """Send one request and return its result, or raise the matching PluginError."""
+        msgid = self._send(method, params)
+        deadline = time.monotonic() + seconds
+        while True:
+            message = self._next_message(deadline, phase, seconds)
+            if message[0] == NOTIFICATION or self._drop_ignored(message):
+                continue  # a chunk of a cancelled stream, or the reply to a cancel
+            return self._result(method, message, msgid)
+
+    def stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
+        """Send a streaming request and yield its chunks under the three generation deadlines."""
+        d = self.config.deadlines
+        msgid = self._send(method, params)
+        started = time.monotonic()
+        total_at = started + d.total
+        parts: list[str] = []
+        finished = False
+        try:
+            while True:
+                phase, seconds = ("idle", d.idle) if parts else ("first_chunk", d.first_chunk)
+                at = time.monotonic() + seconds
+                if total_at < at:
+                    phase, seconds, at = "total", d.total, total_at
+                message = self._next_message(at, phase, seconds)
+                if self._drop_ignored(message):
+                    continue
+                if message[0] == NOTIFICATION:
+                    text = self._chunk(message, msgid)
+                    if text is not None:
+                        parts.append(text)
+                        yield text
+                    continue
+                finished = True
+                try:
+                    self._result(method, message, msgid)
+                except PluginCancelled as exc:
+                    exc.partial = "".join(parts)
+                    raise
+                return
+        finally:
+            if not finished and not self.dead:
+                self._abandon(msgid)  # the consumer stopped early (Ctrl-C, break): cancel it
+
+    def cancel(self, msgid: int | None = None) -> None:
+        """Ask the child to cancel request ``msgid`` (default: the latest); any thread."""
+        target = self._last_request if msgid is None else msgid
+        try:
+            cid = self._send("cancel", {"id": target})
+            self._ignored.add(cid)
+        except PluginError:
+            pass
+
+    def _abandon(self, msgid: int) -> None:
+        self.cancel(msgid)
+        grace = self.config.deadlines.cancel_grace
+        deadline = time.monotonic() + grace
+        try:
+            while True:
+                message = self._next_message(deadline, "cancel", grace)
+                if message[0] != NOTIFICATION and not self._drop_ignored(message) and message[1] == msgid:
+                    return
+        except PluginError:
+            self.kill()  # it ignored the cancel: the process goes, the next call starts a fresh one
+
+    def _drop_ignored(self, message: list[Any]) -> bool:
+        if message[0] != NOTIFICATION and message[1] in self._ignored:
+            self._ignored.discard(message[1])
+            return True
+        return False
+
+    def _chunk(self, message: list[Any], msgid: int) -> str | None:
+        if message[1] != "chunk":
+            return None  # unknown notifications are ignored, for forward compatibility
+        params = message[2]
+        if not (isinstance(params, list) and len(params) == 2 and params[0] == msgid and type(params[1]) is str):
+            if isinstance(params, list) and params and params[0] in self._ignored:
+                return None
+            self.kill()
+            raise PluginProtocolError(self.name, f"sent a malformed chunk for request {msgid}")
+        return params[1]
+
+    def _result(self, method: str, message: list[Any], msgid: int) -> Any:
+        try:
+            error, result = check_response(message, msgid)
+        except ProtocolViolation as exc:
+            self.kill()
+            raise PluginProtocolError(self.name, str(exc)) from None
+        if error is not None:
+            raise self._remote_error(error)
+        return result
+
+    def _remote_error(self, error: dict[str, str]) -> PluginError:
+        kind, type_, text = error.get("kind", "plugin"), error["type"], error["message"]
+        if kind == "contract":
+            return PluginResultError(self.name, text)
+        if kind == "cancelled":
+            return PluginCancelled(self.name, "reply was cancelled")
+        if kind in ("request", "busy"):
+            return PluginProtocolError(self.name, f"rejected the request: {type_}: {text}")
+        return PluginRaised(self.name, f"raised {type_}: {text}" if text else f"raised {type_}", remote_type=type_, remote_traceback=error.get("traceback", ""))
+
+    # -- the wire --------------------------------------------------------------------------
+
+    def _send(self, method: str, params: dict[str, Any]) -> int:
+        with self._write_lock:
+            if self.dead:
+                raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
+            self._next_id = msgid = (self._next_id + 1) & 0xFFFFFFFF
+            if method != "cancel":
+                self._doing, self._last_request = method, msgid
+            data = memoryview(self._encoder.request(msgid, method, params))
+            deadline = time.monotonic() + self.config.deadlines.first_chunk
+            poll_out = select.poll()
+            poll_out.register(self._write_fd, select.POLLOUT)
+            while data:
+                try:
+                    data = data[os.write(self._write_fd, data) :]
+                except BlockingIOError:
+                    if not poll_out.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                        self._fail_locked(PluginTimeout(self.name, f"stopped reading its input during {method}", phase="write"))
+                except OSError:
+                    self._fail_locked(self._crashed(method))
+            return msgid
+
+    def _fail_locked(self, error: PluginError) -> None:
+        process.kill(self._proc)
+        self._finish()
+        raise error
+
+    def _next_message(self, deadline: float, phase: str, seconds: float) -> list[Any]:
+        while not self._inbox:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._poll_in.poll(remaining * 1000):
+                self.kill()
+                what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
+                raise PluginTimeout(self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail())
+            try:
+                data = os.read(self._read_fd, _READ_SIZE)
+            except OSError:
+                data = b""
+            if not data:
+                raise self._crashed(self._doing)
+            try:
+                self._inbox.extend(self._decoder.feed(data))
+            except ProtocolViolation as exc:
+                self.kill()
+                raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
+        return self._inbox.popleft()
+
+    def _crashed(self, during: str) -> PluginError:
+        if self._stopping:
+            return PluginUnavailable(self.name, f"was stopped during {during}", reason="stopped")
+        try:
+            self._proc.wait(timeout=self.config.deadlines.stop_grace)
+        except Exception:
+            pass
+        code = self._proc.returncode
+        process.kill(self._proc)  # its descendants, and the leader if it closed stdout but lives
+        self._finish()
+        code = self._proc.returncode if code is None else code
+        exit_code, sig = (None, -code) if code is not None and code < 0 else (code, None)
+        tail = self.stderr_tail()
+        how = _describe_exit(exit_code, sig)
+        return PluginCrashed(self.name, f"{how} during {during}{_last_line(tail)}", exit_code=exit_code, signal=sig, stderr_tail=tail)
+
+
+def _describe_exit(exit_code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        try:
+            return f"crashed: killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"crashed: killed by signal {sig}"
+    if exit_code is None:
+        return "closed its output"
+    return f"exited with status {exit_code}"
+
+
+def _last_line(tail: tuple[str, ...]) -> str:
+    lines = [line for line in tail if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1].strip()
+    return f" (stderr: {line[:200]})"

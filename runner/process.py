@@ -1,0 +1,155 @@
+"""The one place that spawns, signals, reaps and sweeps plugin processes.
+
+Each plugin runs as the leader of its own session and process group, so one
+``killpg`` reaches everything it started (the sandbox pins the group). ``sweep``
+finds anything left in that session afterwards and kills it too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Iterable, Mapping
+
+__all__ = ["harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
+
+_POLL = 0.005
+
+
+def harden_host() -> list[str]:
+    """Make the host unreadable to same-user plugins and the reaper of their orphans.
+
+    Returns the names of the protections applied; a missing one is not fatal.
+    """
+    from runner import kernel  # ctypes is only paid for when a plugin is about to run
+
+    applied = []
+    for name, action in (("non-dumpable", lambda: kernel.set_dumpable(False)), ("subreaper", kernel.set_child_subreaper)):
+        try:
+            action()
+            applied.append(name)
+        except OSError:
+            pass
+    return applied
+
+
+def spawn(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with all three streams piped, a clean environment and its own session."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        close_fds=True,
+        start_new_session=True,
+        bufsize=0,
+    )
+
+
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    # pgid == pid while the leader is unreaped, so the group cannot have been reused.
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    else:
+        for pid in session_members(proc.pid):
+            _signal(pid, sig)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill(proc: subprocess.Popen[bytes]) -> int:
+    """SIGKILL the whole group now, reap the leader, sweep the session; return the exit code."""
+    _signal_group(proc, signal.SIGKILL)
+    _wait(proc, 5.0)
+    sweep(proc.pid)
+    return proc.returncode if proc.returncode is not None else -signal.SIGKILL
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """Wait ``grace`` for a polite exit, then SIGTERM the group, then SIGKILL it."""
+    if not _wait(proc, grace):
+        _signal_group(proc, signal.SIGTERM)
+        if not _wait(proc, grace):
+            return kill(proc)
+    _signal_group(proc, signal.SIGKILL)  # the leader left: its descendants go with it
+    sweep(proc.pid)
+    return proc.returncode  # type: ignore[return-value]
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of live (not yet reaped) processes whose session or group is ``sid``."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields and (int(fields[2]) == sid or int(fields[3]) == sid):
+            members.append(int(entry.name))
+    return members
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def sweep(sid: int, *, deadline: float = 2.0) -> list[int]:
+    """Kill every process left in session ``sid`` and reap those that became our children."""
+    killed = session_members(sid)
+    for pid in killed:
+        _signal(pid, signal.SIGKILL)
+    _reap(killed, deadline)
+    return killed
+
+
+def _reap(pids: Iterable[int], deadline: float) -> None:
+    me = os.getpid()
+    pending = {pid for pid in pids if (_stat_fields(pid) or ["", "0"])[1] == str(me)}
+    end = time.monotonic() + deadline
+    while pending and time.monotonic() < end:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(_POLL)
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The process's resident set size, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

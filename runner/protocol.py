@@ -1,0 +1,142 @@
+"""The sandchat wire protocol: msgpack-RPC message shapes, framing and validation.
+
+This is the only module that knows msgpack. Both sides use it: the host to talk to a
+plugin child, the child (after its sandbox is on) to answer. ``docs/protocol.md`` is
+the normative description; this module is its implementation.
+
+Messages are msgpack arrays written back to back on a byte stream (no extra framing)::
+
+    request       [0, msgid, method, params]
+    response      [1, msgid, error, result]      error is nil or an error map
+    notification  [2, method, params]
+
+An error map is ``{"kind", "type", "message", "traceback"}`` with string values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import msgpack
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE",
+    "ERROR_KINDS",
+    "METHODS",
+    "NOTIFICATION",
+    "PROTOCOL_VERSION",
+    "REQUEST",
+    "RESPONSE",
+    "Decoder",
+    "Encoder",
+    "ProtocolViolation",
+    "check_response",
+    "error_map",
+]
+
+PROTOCOL_VERSION = 1
+
+REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
+
+#: Requests a child must answer.
+METHODS = ("generate", "chat", "stream", "count_tokens", "ping", "cancel", "shutdown")
+
+#: The ``kind`` of an error map says whose fault it was.
+ERROR_KINDS = ("plugin", "contract", "cancelled", "request", "load", "sandbox", "busy")
+
+#: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+_MAX_MSGID = 2**32 - 1
+
+
+class ProtocolViolation(ValueError):
+    """Raised when bytes or a decoded message do not follow the protocol."""
+
+
+class Encoder:
+    """Packs messages to bytes; not thread-safe (callers hold their write lock)."""
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, datetime=False)
+
+    def request(self, msgid: int, method: str, params: Any) -> bytes:
+        return self._packer.pack([REQUEST, msgid, method, params])
+
+    def response(self, msgid: int, error: dict[str, str] | None, result: Any) -> bytes:
+        return self._packer.pack([RESPONSE, msgid, error, result])
+
+    def notification(self, method: str, params: Any) -> bytes:
+        return self._packer.pack([NOTIFICATION, method, params])
+
+
+class Decoder:
+    """Turns a byte stream into messages, refusing anything over ``max_message`` bytes."""
+
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=max_message, raw=False, strict_map_key=True, use_list=True
+        )
+
+    def feed(self, data: bytes) -> Iterator[list[Any]]:
+        """Yield every complete message in the stream so far, each checked for shape."""
+        try:
+            self._unpacker.feed(data)
+            for message in self._unpacker:
+                yield _check_shape(message)
+        except msgpack.BufferFull:
+            raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
+        except ProtocolViolation:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+            raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {exc})") from None
+
+
+def _check_shape(message: Any) -> list[Any]:
+    if not isinstance(message, list) or not message:
+        raise ProtocolViolation(f"expected a message array, got {_describe(message)}")
+    kind = message[0]
+    if kind == REQUEST and len(message) == 4:
+        if _is_msgid(message[1]) and isinstance(message[2], str):
+            return message
+    elif kind == RESPONSE and len(message) == 4:
+        if _is_msgid(message[1]) and (message[2] is None or _is_error(message[2])):
+            return message
+    elif kind == NOTIFICATION and len(message) == 3:
+        if isinstance(message[1], str):
+            return message
+    raise ProtocolViolation(f"malformed message {_describe(message)}")
+
+
+def _is_msgid(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_MSGID
+
+
+def _is_error(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("type"), str)
+        and isinstance(value.get("message"), str)
+        and isinstance(value.get("traceback", ""), str)
+        and value.get("kind", "plugin") in ERROR_KINDS
+    )
+
+
+def check_response(message: list[Any], expected_id: int) -> tuple[dict[str, str] | None, Any]:
+    """Return ``(error, result)`` of a response to ``expected_id`` or raise ProtocolViolation."""
+    if message[0] != RESPONSE:
+        raise ProtocolViolation(f"expected a response, got {_describe(message)}")
+    if message[1] != expected_id:
+        raise ProtocolViolation(f"response to unknown request id {message[1]} (expected {expected_id})")
+    return message[2], message[3]
+
+
+def error_map(kind: str, type_: str, message: str, traceback: str = "") -> dict[str, str]:
+    """Build the error map that crosses the process boundary as plain data."""
+    return {"kind": kind, "type": type_, "message": message, "traceback": traceback}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

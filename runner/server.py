@@ -1,0 +1,232 @@
+"""The child side of the protocol: send the hello, then answer requests until shutdown.
+
+Generation runs on a worker thread so ``ping`` and ``cancel`` are answered while a
+plugin generates; ``count_tokens`` and ``ping`` run inline on the read loop because
+they are short and sit on the hot path (no thread hand-off).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import traceback
+from typing import Any, Callable
+
+from llm_utils import LLMClient
+from runner import loader
+from runner.protocol import DEFAULT_MAX_MESSAGE, PROTOCOL_VERSION, Decoder, Encoder, ProtocolViolation, error_map
+
+__all__ = ["Server", "serve"]
+
+_GENERATION = {"generate", "chat", "stream"}
+_OPTIONAL = ("stream_response", "generate_chat", "stream_chat")
+_READ_SIZE = 256 * 1024
+_MAX_TRACEBACK = 8000
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer the request with an error map."""
+
+    def __init__(self, kind: str, type_: str, message: str, traceback_text: str = "") -> None:
+        self.error = error_map(kind, type_, message, traceback_text[-_MAX_TRACEBACK:])
+
+
+class Server:
+    """Serves one plugin instance over a pair of private file descriptors."""
+
+    def __init__(self, read_fd: int, write_fd: int, plugin: LLMClient | None, max_message: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self.plugin = plugin
+        self.max_message = max_message
+        self._encoder = Encoder()
+        self._write_lock = threading.Lock()
+        self._active: dict[int, threading.Event] = {}
+        self._running = True
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        with self._write_lock:
+            while view:
+                view = view[os.write(self.write_fd, view) :]
+
+    def respond(self, msgid: int, error: dict[str, str] | None, result: Any = None) -> None:
+        with self._write_lock:
+            data = self._encoder.response(msgid, error, result)
+        self.send(data)
+
+    def notify(self, method: str, params: Any) -> None:
+        with self._write_lock:
+            data = self._encoder.notification(method, params)
+        self.send(data)
+
+    def run(self) -> int:
+        decoder = Decoder(self.max_message)
+        while self._running:
+            data = os.read(self.read_fd, _READ_SIZE)
+            if not data:
+                return 0  # the host closed our input: it is gone or done with us
+            for message in decoder.feed(data):
+                if message[0] == 0:
+                    self.dispatch(message[1], message[2], message[3])
+        return 0
+
+    def dispatch(self, msgid: int, method: str, params: Any) -> None:
+        if not isinstance(params, dict):
+            self.respond(msgid, error_map("request", "BadRequest", f"params of {method} must be a map"))
+        elif method in _GENERATION:
+            self._start_generation(msgid, method, params)
+        elif method == "count_tokens":
+            self._call(msgid, self._count_tokens, params)
+        elif method == "ping":
+            self.respond(msgid, None, {"pid": os.getpid(), "busy": bool(self._active)})
+        elif method == "cancel":
+            event = self._active.get(params.get("id"))  # type: ignore[arg-type]
+            if event is not None:
+                event.set()
+            self.respond(msgid, None, event is not None)
+        elif method == "shutdown":
+            self._running = False
+            self.respond(msgid, None, None)
+        else:
+            self.respond(msgid, error_map("request", "UnknownMethod", f"unknown method {method!r}"))
+
+    def _start_generation(self, msgid: int, method: str, params: dict[str, Any]) -> None:
+        if self._active:
+            self.respond(msgid, error_map("busy", "Busy", "a generation is already running"))
+            return
+        cancel = self._active[msgid] = threading.Event()
+        handler = self._stream if method == "stream" else self._generate
+        worker = threading.Thread(
+            target=self._call, args=(msgid, handler, params, cancel), name=f"{method}-{msgid}", daemon=True
+        )
+        worker.start()
+
+    def _call(self, msgid: int, handler: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = handler(msgid, *args)
+        except _Reply as reply:
+            self.respond(msgid, reply.error)
+        except SystemExit as exc:
+            _exit_like(exc)
+        except BaseException as exc:  # plugin code raised: send it as data, keep serving
+            text = "".join(traceback.format_exception(exc))
+            self.respond(msgid, error_map("plugin", type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:]))
+        else:
+            self.respond(msgid, None, result)
+        finally:
+            self._active.pop(msgid, None)
+
+    def _count_tokens(self, msgid: int, params: dict[str, Any]) -> int:
+        text = _param(params, "text", str)
+        count = self.plugin.count_tokens(text)  # type: ignore[union-attr]
+        if type(count) is not int or count < 0:
+            shown = type(count).__name__ if type(count) is not int else str(count)
+            raise _Reply("contract", "BadReturn", f"returned {shown} from count_tokens, expected a non-negative int")
+        return count
+
+    def _generate(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> str:
+        args = _generation_args(params)
+        if "messages" in params:
+            text, method = self.plugin.generate_chat(*args), "generate_chat"  # type: ignore[union-attr]
+        else:
+            text, method = self.plugin.generate_response(*args), "generate_response"  # type: ignore[union-attr]
+        if type(text) is not str:
+            raise _Reply("contract", "BadReturn", f"returned {type(text).__name__} from {method}, expected str")
+        if cancel.is_set():
+            raise _Reply("cancelled", "Cancelled", "cancelled by the host")
+        return text
+
+    def _stream(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> dict[str, int]:
+        args = _generation_args(params)
+        chat = "messages" in params
+        method = "stream_chat" if chat else "stream_response"
+        chunks = (self.plugin.stream_chat if chat else self.plugin.stream_response)(*args)  # type: ignore[union-attr]
+        count = 0
+        try:
+            for chunk in chunks:
+                if cancel.is_set():
+                    raise _Reply("cancelled", "Cancelled", "cancelled by the host")
+                if type(chunk) is not str:
+                    raise _Reply("contract", "BadReturn", f"yielded {type(chunk).__name__} from {method}, expected str")
+                if chunk:
+                    self.notify("chunk", [msgid, chunk])
+                    count += 1
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return {"chunks": count}
+
+
+def _param(params: dict[str, Any], key: str, kind: type) -> Any:
+    value = params.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _Reply("request", "BadRequest", f"param {key!r} must be {kind.__name__}")
+    return value
+
+
+def _generation_args(params: dict[str, Any]) -> tuple[Any, ...]:
+    system = _param(params, "system", str)
+    if "messages" in params:
+        messages = params["messages"]
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        ):
+            raise _Reply("request", "BadRequest", "param 'messages' must be a list of {role, content} maps")
+        prompt: Any = messages
+    else:
+        prompt = _param(params, "user_message", str)
+    max_tokens = _param(params, "max_tokens", int)
+    temperature = params.get("temperature")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
+        raise _Reply("request", "BadRequest", "param 'temperature' must be a number")
+    return system, prompt, max_tokens, float(temperature)
+
+
+def _exit_like(exc: SystemExit) -> None:
+    """The plugin called sys.exit(): honour it at once, as an exit of the whole process."""
+    code = exc.code
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _hello(options: dict[str, Any], report: dict[str, Any], plugin: LLMClient | None) -> dict[str, Any]:
+    cls = type(plugin) if plugin is not None else None
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "plugin": options.get("name", ""),
+        "class": cls.__name__ if cls else None,
+        "doc": ((cls.__doc__ or "") if cls else "").strip()[:2000],
+        "context_window": getattr(plugin, "context_window", 0),
+        "methods": [m for m in _OPTIONAL if cls and getattr(cls, m) is not getattr(LLMClient, m)],
+        "sandbox": report,
+        "python": sys.version.split()[0],
+        "error": None,
+    }
+
+
+def serve(read_fd: int, write_fd: int, options: dict[str, Any], report: dict[str, Any]) -> int:
+    """Load the plugin named in ``options``, say hello, and serve until told to stop."""
+    sys.dont_write_bytecode = True  # plugin folders are read-only in the sandbox
+    server = Server(read_fd, write_fd, None, options.get("max_message") or DEFAULT_MAX_MESSAGE)
+    try:
+        module = loader.load_module(options["plugin"], "sandchat_plugin_" + (options.get("name") or "plugin"))
+        server.plugin = loader.instantiate(loader.plugin_class(module))
+    except loader.LoadFailure as failure:
+        hello = _hello(options, report, None)
+        hello["error"] = error_map("load", failure.type, failure.message, failure.traceback[-_MAX_TRACEBACK:])
+        server.notify("hello", hello)
+        return 1
+    server.notify("hello", _hello(options, report, server.plugin))
+    try:
+        return server.run()
+    except ProtocolViolation as exc:
+        print(f"sandchat child: protocol violation from host: {exc}", file=sys.stderr)
+        return 2
