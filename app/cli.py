@@ -1,0 +1,137 @@
+"""The sandchat command line: argument parsing and wiring; the commands live in app/commands/.
+
+``sandchat`` and ``python -m app`` are the same program. Exit status: 0 on success,
+1 when a plugin failed, 2 for a usage error (bad option, unknown plugin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Sequence
+
+__all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+        self.exit(EXIT_USAGE, f"sandchat: {message} (see: {self.prog} --help)\n")
+
+
+def _generation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--plugin", metavar="NAME", help="plugin to use (default: see 'sandchat plugins list')")
+    p.add_argument("-s", "--system", default="", metavar="SYSTEM", help="system prompt")
+    p.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T")
+    p.add_argument("--timeout", type=_positive_float, metavar="S", help="give up on the reply after S seconds")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sandchat", description="Chat with LLM plugins, each in its own sandbox.")
+    parser.add_argument("--plugins-dir", action="append", default=[], metavar="DIR", help="also load plugins from DIR (repeatable)")
+    parser.add_argument("--no-plugins", action="store_true", help="safe mode: start with every plugin off")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    prompt = sub.add_parser("prompt", help="answer one prompt (TEXT, or standard input) and exit")
+    _generation_options(prompt)
+    prompt.add_argument("text", nargs="?", metavar="TEXT")
+
+    tokens = sub.add_parser("tokens", help="count the tokens of TEXT (or standard input)")
+    tokens.add_argument("-p", "--plugin", metavar="NAME")
+    tokens.add_argument("text", nargs="?", metavar="TEXT")
+
+    plugins = sub.add_parser("plugins", help="list, inspect and manage plugins")
+    psub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser, required=True)
+    lst = psub.add_parser("list", help="list plugins without starting them")
+    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--all", action="store_true", help="also show skipped files and why")
+    health = psub.add_parser("health", help="start, ping and probe plugins; non-zero exit if any is unhealthy")
+    health.add_argument("names", nargs="*", metavar="NAME")
+    health.add_argument("--json", action="store_true")
+    grant = psub.add_parser("grant", help="grant a plugin the permissions it requests")
+    grant.add_argument("name", metavar="NAME")
+    grant.add_argument("--yes", action="store_true", help="do not ask")
+    grant.add_argument("--network", action="append", default=None, metavar="HOST:PORT")
+    grant.add_argument("--env", action="append", default=None, metavar="VAR")
+    revoke = psub.add_parser("revoke", help="take back everything granted to a plugin")
+    revoke.add_argument("name", metavar="NAME")
+
+    keys = sub.add_parser("keys", help="store API keys for plugins")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser, required=True)
+    kset = ksub.add_parser("set", help="store a key (hidden prompt, or standard input)")
+    kset.add_argument("name", metavar="NAME")
+    ksub.add_parser("list", help="list stored key names (never values)")
+    ksub.add_parser("path", help="print the keys file's path")
+    return parser
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so every plugin process is stopped on the way out."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from app.config import SettingsError, load
+    from app.context import Context
+    from app.render import Output
+
+    args = build_parser().parse_args(argv)
+    output = Output.for_process(os.environ)
+    try:
+        settings = load(os.environ, no_plugins=args.no_plugins)
+    except SettingsError as exc:
+        output.error(str(exc))
+        return EXIT_USAGE
+    _install_signal_handlers()
+    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir])
+    try:
+        return _dispatch(args, context)
+    except KeyboardInterrupt:
+        output.notice("interrupted")
+        return 130
+    finally:
+        context.close()
+
+
+def _dispatch(args: argparse.Namespace, context: object) -> int:
+    if args.command in (None, "prompt", "tokens"):
+        from app.commands import oneshot
+
+        if args.command is None:
+            build_parser().print_help(sys.stderr)
+            return EXIT_USAGE
+        return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)  # type: ignore[arg-type]
+    if args.command == "plugins":
+        from app.commands import plugins
+
+        return plugins.run(args, context)  # type: ignore[arg-type]
+    from app.commands import keys
+
+    return keys.run(args, context)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""``sandchat plugins``: list, health, grant and revoke."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.context import Context
+from app.discovery import PluginFile
+from app.render import table
+
+__all__ = ["run"]
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    action = args.plugins_command
+    if action == "list":
+        return list_plugins(args, context)
+    if action == "health":
+        return health(args, context)
+    if action == "grant":
+        return grant(args, context)
+    return revoke(args, context)
+
+
+def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
+    manager = context.manager
+    access = manager.access(plugin)
+    state = "disabled" if plugin.name in context.settings.disabled else ("failed" if plugin.metadata_error else "available")
+    return {
+        "name": plugin.name,
+        "state": state,
+        "profile": access.profile,
+        "network": list(access.network),
+        "env": list(access.env),
+        "requested_network": list(plugin.metadata.network),
+        "requested_env": list(plugin.metadata.env),
+        "source": plugin.source,
+        "path": str(plugin.path),
+        "description": plugin.metadata.description,
+        "problem": plugin.metadata_error or (access.lapsed.explain() if access.lapsed else None),
+    }
+
+
+def list_plugins(args: argparse.Namespace, context: Context) -> int:
+    manager = context.manager
+    discovery = manager.discovery
+    rows = [] if context.settings.no_plugins else [_listing(context, discovery.plugins[n]) for n in discovery.names()]
+    skipped = [{"path": str(s.path), "reason": s.reason} for s in discovery.skipped]
+    if args.json:
+        body: dict[str, Any] = {"plugins": rows}
+        if args.all:
+            body["skipped"] = skipped
+        context.output.write(json.dumps(body, indent=2) + "\n")
+        return EXIT_OK
+    if context.settings.no_plugins:
+        context.output.notice("safe mode (--no-plugins): every plugin is off")
+    lines = [[r["name"], r["state"], r["profile"], r["description"] or r["path"]] for r in rows]
+    context.output.write(table(lines, ["NAME", "STATE", "PROFILE", "DESCRIPTION"]) + "\n")
+    for row in rows:
+        if row["problem"]:
+            context.output.write(f"  ! {row['name']}: {row['problem']}\n")
+    if args.all and skipped:
+        context.output.write("\nskipped files:\n" + table([[s["path"], s["reason"]] for s in skipped], ["FILE", "REASON"], width=120) + "\n")
+    return EXIT_OK
+
+
+def health(args: argparse.Namespace, context: Context) -> int:
+    manager = context.manager
+    unknown = [n for n in args.names if n not in manager.discovery.plugins]
+    if unknown:
+        context.output.error(f"unknown plugin(s): {', '.join(unknown)} (available: {', '.join(manager.names()) or 'none'})")
+        return EXIT_USAGE
+    reports = manager.health(args.names or None)
+    if args.json:
+        context.output.write(json.dumps(reports, indent=2) + "\n")
+    else:
+        rows = [[r["name"], r["state"], r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["rss_bytes"]), r["profile"] or "-", r["last_error"] or ""] for r in reports]
+        context.output.write(table(rows, ["NAME", "STATE", "PID", "PING", "RSS", "PROFILE", "LAST ERROR"]) + "\n")
+    return EXIT_OK if all(r["healthy"] for r in reports) else EXIT_PLUGIN
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}MiB"
+
+
+def grant(args: argparse.Namespace, context: Context) -> int:
+    from app.discovery import Metadata, MetadataError
+    from app.grants import file_sha256
+
+    manager = context.manager
+    plugin = manager.discovery.plugins.get(args.name)
+    if plugin is None:
+        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
+        return EXIT_USAGE
+    try:
+        wanted = Metadata(network=tuple(args.network if args.network is not None else plugin.metadata.network),
+                          env=tuple(args.env if args.env is not None else plugin.metadata.env))  # fmt: skip
+    except MetadataError as exc:
+        context.output.error(f"plugin {args.name!r}: {exc}")
+        return EXIT_USAGE
+    out = context.output
+    out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
+    out.write(f"  network: {', '.join(wanted.network) or 'none'}\n  env:     {', '.join(wanted.env) or 'none'}\n")
+    if not args.yes and not _confirm(f"grant these to {plugin.name!r}?"):
+        context.output.error(f"plugin {plugin.name!r}: nothing granted")
+        return EXIT_PLUGIN
+    manager.grants.grant(plugin.name, file_sha256(plugin.path), wanted.network, wanted.env)
+    out.write(f"granted; bound to this version of {plugin.path.name}: any change to the file revokes it\n")
+    return EXIT_OK
+
+
+def _confirm(question: str) -> bool:
+    if sys.stdin is None or not sys.stdin.isatty():
+        return False  # never grant silently: scripts must say --yes
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def revoke(args: argparse.Namespace, context: Context) -> int:
+    if context.manager.grants.revoke(args.name):
+        context.output.write(f"revoked everything granted to {args.name!r}\n")
+    else:
+        context.output.write(f"plugin {args.name!r} had no grant\n")
+    return EXIT_OK

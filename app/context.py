@@ -1,0 +1,35 @@
+"""The per-invocation context a command runs in: settings, output, and a lazy PluginManager."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.config import Settings
+from app.render import Output
+
+if TYPE_CHECKING:
+    from app.manager import PluginManager
+
+__all__ = ["Context"]
+
+
+class Context:
+    """Built once by ``cli.main``; the manager (and the runner) are imported only if used."""
+
+    def __init__(self, settings: Settings, output: Output, plugin_dirs: list[str]) -> None:
+        self.settings = settings
+        self.output = output
+        self.plugin_dirs = plugin_dirs
+        self._manager: PluginManager | None = None
+
+    @property
+    def manager(self) -> PluginManager:
+        if self._manager is None:
+            from app.manager import PluginManager
+
+            self._manager = PluginManager(self.plugin_dirs, settings=self.settings)
+        return self._manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()

@@ -1,0 +1,175 @@
+"""Plugin discovery: find plugin files, name them and read their metadata, never running them.
+
+A plugin is a ``*.py`` file in a plugin folder. Its name is the file stem with a trailing
+``_plugin`` removed (``claude_plugin.py`` -> ``claude``). Its optional metadata block
+is TOML in comment lines, read as text::
+
+    # /// plugin
+    # description = "..."
+    # network = ["api.example.com:443"]
+    # env = ["EXAMPLE_API_KEY"]
+    # ///
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped", "discover", "parse_metadata", "plugin_name"]
+
+_BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9.*-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEAD_BYTES = 64 * 1024  # the block must sit near the top; big files are not read whole
+
+
+class MetadataError(ValueError):
+    """Raised when a plugin's metadata block is not valid TOML or has bad values."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a plugin file says about itself: a description and the permissions it requests."""
+
+    description: str = ""
+    network: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for endpoint in self.network:
+            match = _ENDPOINT.match(endpoint)
+            if not match or not 0 < int(match["port"]) < 65536:
+                raise MetadataError(f"network entry {endpoint!r} must be HOST:PORT")
+        for name in self.env:
+            if not _ENV.match(name):
+                raise MetadataError(f"env entry {name!r} is not a valid variable name")
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(sorted({int(endpoint.rsplit(":", 1)[1]) for endpoint in self.network}))
+
+
+@dataclass(frozen=True)
+class PluginFile:
+    """A discovered plugin: its name, file, folder kind, and metadata (or why it is bad)."""
+
+    name: str
+    path: Path
+    source: str  # "shipped", "user" or "dir"
+    metadata: Metadata = field(default_factory=Metadata)
+    metadata_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file in a plugin folder that is not a plugin, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The result of scanning the plugin folders."""
+
+    plugins: dict[str, PluginFile]
+    skipped: tuple[Skipped, ...] = ()
+    conflicts: dict[str, tuple[PluginFile, ...]] = field(default_factory=dict)
+    missing_dirs: tuple[Path, ...] = ()
+
+    def names(self) -> list[str]:
+        return sorted(self.plugins)
+
+
+def plugin_name(path: Path) -> str:
+    stem = path.stem
+    return stem[: -len("_plugin")] if stem.endswith("_plugin") and len(stem) > len("_plugin") else stem
+
+
+def parse_metadata(text: str) -> Metadata:
+    """Read the ``# /// plugin`` block from a plugin's source text; absent means empty."""
+    blocks = list(_BLOCK.finditer(text))
+    if not blocks:
+        return Metadata()
+    if len(blocks) > 1:
+        raise MetadataError("more than one '# /// plugin' block")
+    import tomllib  # only paid for by files that have a block
+
+    body = "".join(line[2:] if line.startswith("# ") else line[1:] for line in blocks[0]["body"].splitlines(keepends=True))
+    try:
+        data = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as exc:
+        raise MetadataError(f"metadata block is not valid TOML: {exc}") from None
+    unknown = set(data) - {"description", "network", "env"}
+    if unknown:
+        raise MetadataError(f"unknown metadata keys: {', '.join(sorted(unknown))}")
+    description, network, env = data.get("description", ""), data.get("network", []), data.get("env", [])
+    if not isinstance(description, str):
+        raise MetadataError("description must be a string")
+    for key, value in (("network", network), ("env", env)):
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise MetadataError(f"{key} must be a list of strings")
+    return Metadata(description=description, network=tuple(network), env=tuple(env))
+
+
+def _skip_reason(path: Path) -> str | None:
+    name = path.name
+    if name == "__pycache__":
+        return "python cache"
+    if path.is_dir():
+        return "a directory"
+    if name.startswith("."):
+        return "hidden file (name starts with '.')"
+    if name.startswith("_"):
+        return "private file (name starts with '_')"
+    if path.suffix != ".py":
+        return "not a .py file"
+    if " " in name:
+        return "file name contains a space"
+    if not _NAME.match(plugin_name(path)):
+        return "name must be letters, digits, '_' or '-'"
+    return None
+
+
+def _read_file(path: Path, source: str) -> PluginFile:
+    name = plugin_name(path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(_HEAD_BYTES)
+        return PluginFile(name, path, source, parse_metadata(head))
+    except (OSError, MetadataError) as exc:
+        return PluginFile(name, path, source, Metadata(), metadata_error=str(exc))
+
+
+def discover(folders: Iterable[tuple[Path, str]]) -> Discovery:
+    """Scan ``(folder, source)`` pairs in order; later folders do not override earlier ones."""
+    found: dict[str, list[PluginFile]] = {}
+    skipped: list[Skipped] = []
+    missing: list[Path] = []
+    seen: set[Path] = set()
+    for folder, source in folders:
+        folder = folder.resolve()
+        if folder in seen:
+            continue
+        seen.add(folder)
+        if not folder.is_dir():
+            missing.append(folder)
+            continue
+        for path in sorted(folder.iterdir()):
+            reason = _skip_reason(path)
+            if reason == "python cache":
+                continue
+            if reason:
+                skipped.append(Skipped(path, reason))
+                continue
+            plugin = _read_file(path, source)
+            found.setdefault(plugin.name, []).append(plugin)
+    plugins = {name: files[0] for name, files in found.items() if len(files) == 1}
+    conflicts = {name: tuple(files) for name, files in found.items() if len(files) > 1}
+    for files in conflicts.values():
+        skipped.extend(Skipped(f.path, f"name {f.name!r} is used by {len(files)} files") for f in files)
+    return Discovery(plugins, tuple(skipped), conflicts, tuple(missing))

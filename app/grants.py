@@ -1,0 +1,122 @@
+"""Permission grants: what the user allowed a plugin, bound to the file's content hash.
+
+A plugin *requests* network endpoints and environment variables in its metadata block;
+only a grant lets it have them. A grant records the SHA-256 of the file it was given
+to: when the file changes, the grant lapses and the plugin runs untrusted again.
+Shipped plugins carry a built-in grant of exactly what they request, bound the same
+way to the content hashes recorded in ``llm_plugins/TRUSTED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Grant", "GrantStore", "Lapsed", "file_sha256", "shipped_hashes"]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Network endpoints and environment variables granted to one plugin file."""
+
+    plugin: str
+    sha256: str
+    network: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    granted_at: float = 0.0
+    source: str = "user"  # "user" or "shipped"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(sorted({int(endpoint.rsplit(":", 1)[1]) for endpoint in self.network}))
+
+
+@dataclass(frozen=True)
+class Lapsed:
+    """A grant that no longer applies because the plugin file changed since it was given."""
+
+    grant: Grant
+    current_sha256: str
+
+    def explain(self) -> str:
+        return (
+            f"plugin {self.grant.plugin!r} changed since its permissions were granted, so it runs untrusted; "
+            f"review it, then run: sandchat plugins grant {self.grant.plugin}"
+        )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_hashes(shipped_dir: Path) -> dict[str, str]:
+    """File name -> SHA-256 of the shipped plugins as released (``llm_plugins/TRUSTED``)."""
+    try:
+        lines = (shipped_dir / "TRUSTED").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split() for line in lines if line.strip() and not line.startswith("#"))
+    return {name: digest for digest, name in pairs}
+
+
+class GrantStore:
+    """The user's grants, kept as JSON in the config directory (written atomically, 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Grant]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.path}: unreadable grants file: {exc}") from None
+        grants = {}
+        for name, entry in raw.get("grants", {}).items():
+            grants[name] = Grant(
+                plugin=name,
+                sha256=str(entry["sha256"]),
+                network=tuple(entry.get("network", ())),
+                env=tuple(entry.get("env", ())),
+                granted_at=float(entry.get("granted_at", 0.0)),
+            )
+        return grants
+
+    def _save(self, grants: dict[str, Grant]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"version": 1, "grants": {name: _entry(g) for name, g in sorted(grants.items())}}
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=2)
+        os.replace(tmp, self.path)
+
+    def grant(self, plugin: str, sha256: str, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
+        grants = self.load()
+        grants[plugin] = Grant(plugin, sha256, tuple(network), tuple(env), time.time())
+        self._save(grants)
+        return grants[plugin]
+
+    def revoke(self, plugin: str) -> bool:
+        grants = self.load()
+        if grants.pop(plugin, None) is None:
+            return False
+        self._save(grants)
+        return True
+
+
+def _entry(grant: Grant) -> dict[str, object]:
+    entry = asdict(grant)
+    for key in ("plugin", "source"):
+        entry.pop(key)
+    entry["network"], entry["env"] = list(grant.network), list(grant.env)
+    return entry

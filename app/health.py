@@ -1,0 +1,80 @@
+"""Health probes: start a plugin if needed, ping it, count tokens, and report one dict.
+
+The dict's keys are stable: ``plugins health --json`` prints these objects and the
+README documents them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import runner
+
+if TYPE_CHECKING:
+    from app.manager import PluginManager
+
+__all__ = ["HEALTH_KEYS", "probe"]
+
+HEALTH_KEYS = (
+    "name", "state", "healthy", "pid", "profile", "layers", "missing_layers", "network", "env",
+    "uptime_s", "startup_ms", "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts",
+    "rss_bytes", "last_error", "stderr_tail", "path", "description",
+)  # fmt: skip
+_PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
+
+
+def _blank(name: str) -> dict[str, Any]:
+    report: dict[str, Any] = dict.fromkeys(HEALTH_KEYS)
+    report.update(name=name, healthy=False, layers=[], missing_layers=[], network=[], env=[], stderr_tail=[])
+    report.update(calls=0, errors=0, timeouts=0, restarts=0, last_error="")
+    return report
+
+
+def probe(manager: PluginManager, name: str) -> dict[str, Any]:
+    """Probe plugin ``name`` and describe it; never raises for a plugin's failure."""
+    report = _blank(name)
+    try:
+        plugin_file = manager.plugin_file(name)
+        report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
+        access = manager.access(plugin_file)
+        report.update(profile=access.profile, network=list(access.network), env=list(access.env))
+        client = manager.client(name)
+    except runner.PluginUnavailable as exc:
+        report.update(state="disabled" if exc.reason == "disabled" else "failed", last_error=str(exc))
+        return report
+    except runner.PluginError as exc:
+        report.update(state="failed", last_error=str(exc))
+        return report
+    try:
+        client.start()  # start-up is reported on its own; the ping measures a warm round trip
+        report["ping_ms"] = round(client.ping() * 1000, 3)
+        report["probe_tokens"] = client.count_tokens(_PROBE_TEXT)
+        report.update(state="ready", healthy=True)
+    except runner.PluginStartError as exc:
+        report.update(state="failed", last_error=str(exc))
+    except runner.PluginError as exc:
+        report.update(state="ready" if client.running else "stopped", last_error=str(exc))
+    _fill_runtime(report, client)
+    return report
+
+
+def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
+    stats = client.stats
+    sandbox = client.hello.get("sandbox") or {}
+    uptime = client.uptime()
+    report.update(
+        pid=client.pid,
+        layers=list(sandbox.get("layers", [])),
+        missing_layers=list(sandbox.get("missing", [])),
+        uptime_s=round(uptime, 3) if uptime is not None else None,
+        startup_ms=round(stats.startup_seconds * 1000, 1) if stats.startup_seconds is not None else None,
+        calls=stats.calls,
+        errors=stats.errors,
+        timeouts=stats.timeouts,
+        restarts=max(0, stats.starts - 1),
+        rss_bytes=runner.resident_bytes(client.pid) if client.pid else None,
+        last_error=report["last_error"] or stats.last_error,
+        stderr_tail=list(client.stderr_tail(5)),
+    )
+    if sandbox.get("profile"):
+        report["profile"] = sandbox["profile"]

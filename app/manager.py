@@ -1,0 +1,203 @@
+"""PluginManager: the app's one entry to plugins — discover, configure, start lazily, report.
+
+It turns a discovered plugin file plus the user's grants into a runner
+``PluginConfig`` (sandbox profile, paths, environment) and hands out ``Plugin``
+handles, which are ``LLMClient`` objects. Plugins start on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import runner
+from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
+from app.discovery import Discovery, PluginFile, discover
+from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
+from app.keys import KeyStore
+
+__all__ = ["SHIPPED_DIR", "Access", "PluginManager"]
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
+_SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
+_NETWORK_READ = (
+    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
+    "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf", "/etc/services", "/etc/protocols",
+)  # fmt: skip
+_NETWORK_ENV = (
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY",
+    "NO_PROXY", "https_proxy", "http_proxy", "all_proxy", "no_proxy",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one plugin may do right now: its profile, the grant behind it, or why it lapsed."""
+
+    profile: str
+    grant: Grant | None = None
+    lapsed: Lapsed | None = None
+
+    @property
+    def network(self) -> tuple[str, ...]:
+        return self.grant.network if self.grant else ()
+
+    @property
+    def env(self) -> tuple[str, ...]:
+        return self.grant.env if self.grant else ()
+
+
+class PluginManager:
+    """Finds plugins in folders and runs each in its own sandboxed process on demand."""
+
+    def __init__(
+        self,
+        plugin_dirs: Iterable[str | os.PathLike[str]] = (),
+        home: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        include_shipped: bool = True,
+        deadlines: runner.Deadlines | None = None,
+    ) -> None:
+        if settings is None:
+            if home is None:
+                raise ValueError("PluginManager needs home= (a directory for config and data) or settings=")
+            settings = Settings(paths=Paths.from_home(home))
+        self.settings = settings
+        self.paths = settings.paths
+        self.deadlines = deadlines or runner.Deadlines()
+        self._folders = ([(SHIPPED_DIR, "shipped")] if include_shipped else []) + [(self.paths.user_plugins, "user")]
+        self._folders += [(Path(d), "dir") for d in plugin_dirs]
+        self.grants = GrantStore(self.paths.grants_file)
+        self.keys = KeyStore(self.paths.keys_file)
+        self._discovery: Discovery | None = None
+        self._clients: dict[str, runner.Plugin] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._hardened = False
+
+    def __enter__(self) -> PluginManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- discovery -----------------------------------------------------------------------
+
+    @property
+    def discovery(self) -> Discovery:
+        if self._discovery is None:
+            self._discovery = discover(self._folders)
+        return self._discovery
+
+    def rescan(self) -> Discovery:
+        self._discovery = None
+        return self.discovery
+
+    def names(self) -> list[str]:
+        """Names of every discovered plugin, sorted (disabled ones included)."""
+        return [] if self.settings.no_plugins else self.discovery.names()
+
+    def plugin_file(self, name: str) -> PluginFile:
+        found = self.discovery.plugins.get(name)
+        if found is not None and not self.settings.no_plugins:
+            return found
+        conflict = self.discovery.conflicts.get(name)
+        if conflict:
+            paths = ", ".join(str(f.path) for f in conflict)
+            raise runner.PluginUnavailable(name, f"is ambiguous: {len(conflict)} files share that name ({paths}); rename one", reason="conflict")
+        known = ", ".join(self.names()) or "none"
+        raise runner.PluginUnavailable(name, f"is not installed (available: {known})", reason="unknown")
+
+    # -- permissions ---------------------------------------------------------------------
+
+    def access(self, plugin: PluginFile) -> Access:
+        """The profile and grant that apply to ``plugin`` as its file is now."""
+        digest = file_sha256(plugin.path)
+        user = self.grants.load().get(plugin.name)
+        if user is not None and user.sha256 == digest:
+            return Access("network" if user.network else "untrusted", user)
+        lapsed = Lapsed(user, digest) if user is not None else None
+        if plugin.source == "shipped" and shipped_hashes(SHIPPED_DIR).get(plugin.path.name) == digest:
+            meta = plugin.metadata
+            shipped = Grant(plugin.name, digest, meta.network, meta.env, source="shipped")
+            return Access("network" if meta.network else "untrusted", shipped, lapsed)
+        return Access("untrusted", None, lapsed)
+
+    def config(self, name: str) -> runner.PluginConfig:
+        """The runner configuration for plugin ``name`` under its current access."""
+        plugin = self.plugin_file(name)
+        if plugin.metadata_error:
+            raise runner.PluginLoadError(name, f"has a bad metadata block: {plugin.metadata_error}")
+        access = self.access(plugin)
+        scratch = self.paths.scratch / name
+        env = {key: self.settings.environ[key] for key in HOST_ENV_PASSTHROUGH if key in self.settings.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env.update(HOME=str(scratch), TMPDIR=str(scratch))
+        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), str(plugin.path.parent)]
+        if access.profile == "network":
+            env.update({k: v for k, v in self.settings.environ.items() if k in _NETWORK_ENV})
+            read += [*_NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
+        env.update(self.keys.resolve(access.env, self.settings.environ))
+        policy = runner.SandboxPolicy(
+            profile=access.profile,
+            read_paths=tuple(dict.fromkeys(read)),
+            write_paths=(str(scratch), "/dev/null"),
+            tcp_ports=access.grant.ports if access.profile == "network" and access.grant else (),
+            allow_unsandboxed=self.settings.allow_unsandboxed,
+        )
+        return runner.PluginConfig(
+            name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
+            deadlines=self.deadlines, log_path=self.paths.plugin_logs / f"{name}.log",
+        )  # fmt: skip
+
+    # -- clients -------------------------------------------------------------------------
+
+    def client(self, name: str) -> runner.Plugin:
+        """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
+        if self._closed:
+            raise runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
+        if name in self.settings.disabled:
+            raise runner.PluginUnavailable(name, f"is disabled (enable it with: sandchat plugins enable {name})", reason="disabled")
+        with self._lock:
+            existing = self._clients.get(name)
+            if existing is not None:
+                return existing
+            config = self.config(name)
+            if not self._hardened:
+                runner.harden_host()
+                self._hardened = True
+            client = self._clients[name] = runner.Plugin(config)
+            return client
+
+    def running(self) -> dict[str, runner.Plugin]:
+        return dict(self._clients)
+
+    def health(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Start, ping and probe each plugin; one dict per plugin (``plugins health --json``)."""
+        from app.health import probe  # the probe is only needed when asked for
+
+        return [probe(self, name) for name in (list(names) if names is not None else self.names())]
+
+    def close(self) -> None:
+        """Stop every plugin process; safe to call twice."""
+        self._closed = True
+        with self._lock:
+            clients = list(self._clients.values())
+        for client in clients:
+            client.close()
+
+
+def runner_root() -> Path:
+    """The folder holding ``llm_utils.py`` and ``runner/`` (the child needs both)."""
+    return Path(runner.__file__).resolve().parent.parent
+
+
+def _python_paths() -> list[str]:
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()]
+    return [p for p in dict.fromkeys(paths) if p]

@@ -1,0 +1,60 @@
+"""Terminal output: one-line errors and notices on stderr, cleaned model text, plain tables.
+
+Colour only on a terminal, never when ``NO_COLOR`` is set. Anything a plugin produced
+goes through ``runner.clean_text`` before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, Sequence
+
+__all__ = ["Output", "table"]
+
+
+class Output:
+    """Where the CLI writes: the answer to stdout, everything else to stderr."""
+
+    def __init__(self, stdout: IO[str], stderr: IO[str], *, color: bool) -> None:
+        self.stdout, self.stderr, self.color = stdout, stderr, color
+
+    @classmethod
+    def for_process(cls, environ: dict[str, str] | Any) -> Output:
+        color = sys.stderr.isatty() and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
+        return cls(sys.stdout, sys.stderr, color=bool(color))
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def error(self, message: str) -> None:
+        self.stderr.write(self._paint("31", "sandchat: ") + _one_line(message) + "\n")
+        self.stderr.flush()
+
+    def notice(self, message: str) -> None:
+        self.stderr.write(self._paint("2", f"sandchat: {_one_line(message)}") + "\n")
+        self.stderr.flush()
+
+    def write(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, width: int = 80) -> str:
+    """A left-aligned text table; the last column is cut to keep lines within ``width``."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    used = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    widths[-1] = max(8, min(widths[-1], width - used))
+    lines = []
+    for row in cells:
+        parts = [cell.ljust(w) if i < len(row) - 1 else _cut(cell, w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
