@@ -27,10 +27,10 @@ from runner.protocol import PROTOCOL_VERSION
 from runner.stderr import clean_text
 
 __all__ = [
-    "PROFILES",
-    "PROTOCOL_VERSION",
     "Deadlines",
     "Limits",
+    "PROFILES",
+    "PROTOCOL_VERSION",
     "Plugin",
     "PluginCancelled",
     "PluginConfig",

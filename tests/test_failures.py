@@ -1,0 +1,169 @@
+"""Each way a plugin can fail costs only that plugin: a named error, and echo still answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import PluginManager
+from runner import (
+    PluginCrashed,
+    PluginLoadError,
+    PluginProtocolError,
+    PluginRaised,
+    PluginResultError,
+    PluginStartError,
+    PluginStartTimeout,
+    PluginTimeout,
+    PluginVersionError,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def echo_still_answers(manager: PluginManager) -> None:
+    assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+
+
+def test_syntax_error_is_a_load_error_naming_the_line(manager: PluginManager) -> None:
+    with pytest.raises(PluginLoadError) as info:
+        manager.client("syntax_error").generate_response("", "hi")
+    assert info.value.remote_type == "SyntaxError"
+    assert "line 4" in str(info.value) and str(info.value).startswith("plugin 'syntax_error' failed to load")
+    echo_still_answers(manager)
+
+
+def test_missing_library_names_the_module(manager: PluginManager) -> None:
+    with pytest.raises(PluginLoadError) as info:
+        manager.client("import_error").count_tokens("x")
+    assert "ModuleNotFoundError" in str(info.value) and "your_llm_library" in str(info.value)
+    assert "import your_llm_library" in info.value.remote_traceback
+    echo_still_answers(manager)
+
+
+def test_sys_exit_at_import_is_a_load_error(manager: PluginManager) -> None:
+    with pytest.raises(PluginLoadError, match=r"sys\.exit\(3\) at import"):
+        manager.client("exit_at_import").count_tokens("x")
+    echo_still_answers(manager)
+
+
+def test_hard_exit_before_hello_reports_status_and_stderr(manager: PluginManager) -> None:
+    with pytest.raises(PluginStartError) as info:
+        manager.client("hard_exit_at_import").count_tokens("x")
+    assert not isinstance(info.value, PluginTimeout)
+    assert info.value.exit_code == 4
+    assert "exited with status 4 before its hello" in str(info.value)
+    assert "giving up at import" in str(info.value)
+    echo_still_answers(manager)
+
+
+def test_no_hello_before_deadline_is_a_start_timeout(home, tmp_path) -> None:
+    from dataclasses import replace
+
+    from tests.conftest import FAST, TEST_PLUGINS
+
+    with PluginManager([TEST_PLUGINS], home, deadlines=replace(FAST, start=1.5)) as manager:
+        with pytest.raises(PluginStartTimeout, match=r"sent no hello within 1\.5s"):
+            manager.client("slow_start").count_tokens("x")
+        echo_still_answers(manager)
+
+
+def test_forged_hello_with_other_version_is_refused(manager: PluginManager) -> None:
+    with pytest.raises(PluginVersionError, match="protocol 99"):
+        manager.client("forged_hello").count_tokens("x")
+    echo_still_answers(manager)
+
+
+def test_segfault_in_a_call_is_a_crash_with_the_signal(manager: PluginManager) -> None:
+    client = manager.client("segfault")
+    assert client.count_tokens("a b c") == 3
+    with pytest.raises(PluginCrashed) as info:
+        client.generate_response("", "boom")
+    assert info.value.signal == 11 and "SIGSEGV during generate" in str(info.value)
+    assert client.count_tokens("a b") == 2  # a fresh process on the next call
+    echo_still_answers(manager)
+
+
+def test_sys_exit_in_a_call_is_a_crash_with_the_status(manager: PluginManager) -> None:
+    with pytest.raises(PluginCrashed) as info:
+        manager.client("exit_in_call").generate_response("", "bye")
+    assert info.value.exit_code == 7 and "exited with status 7 during generate" in str(info.value)
+    echo_still_answers(manager)
+
+
+def test_hang_past_the_deadline_is_killed(manager: PluginManager) -> None:
+    client = manager.client("hang")
+    with pytest.raises(PluginTimeout) as info:
+        client.count_tokens("x")
+    assert info.value.phase == "count_tokens" and "timed out after 3s" in str(info.value)
+    assert not client.running
+    with pytest.raises(PluginTimeout) as info:
+        client.generate_response("", "x")
+    assert info.value.phase == "total"
+    echo_still_answers(manager)
+
+
+def test_prints_to_stdout_never_corrupt_messages(manager: PluginManager) -> None:
+    client = manager.client("noisy")
+    assert client.generate_response("", "q") == "noisy answer to q"
+    assert list(client.stream_response("", "q")) == ["one", " two", " three"]
+    assert client.count_tokens("abcd") == 4
+    assert any("noisy: hello from import" in line for line in client.stderr_tail(40))
+    echo_still_answers(manager)
+
+
+def test_wrong_return_types_are_named(manager: PluginManager) -> None:
+    client = manager.client("wrong_types")
+    with pytest.raises(PluginResultError) as info:
+        client.generate_response("", "x")
+    assert str(info.value) == "plugin 'wrong_types' returned NoneType from generate_response, expected str"
+    with pytest.raises(PluginResultError, match="returned str from count_tokens, expected a non-negative int"):
+        client.count_tokens("x")
+    with pytest.raises(PluginResultError, match="returned -1 from count_tokens"):
+        client.count_tokens("negative")
+    with pytest.raises(PluginResultError, match="returned bool from count_tokens"):
+        client.count_tokens("bool")
+    with pytest.raises(PluginResultError, match="yielded int from stream_response, expected str"):
+        list(client.stream_response("", "x"))
+    assert client.running  # a contract error is not a crash: the process is kept
+    echo_still_answers(manager)
+
+
+def test_exception_in_plugin_carries_its_traceback(manager: PluginManager) -> None:
+    with pytest.raises(PluginRaised) as info:
+        manager.client("raises").generate_response("", "hello")
+    assert str(info.value) == "plugin 'raises' raised ValueError: model rejected 'hello'"
+    assert info.value.remote_type == "ValueError"
+    assert "_inner_helper" in info.value.remote_traceback
+    echo_still_answers(manager)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("no_class", "defines no LLMClient subclass"),
+        ("two_classes", r"defines 2 LLMClient subclasses \(First, Second\)"),
+        ("abstract", "Half does not implement count_tokens"),
+        ("init_raises", r"RuntimeError: EXAMPLE_API_KEY is not set \(in NeedsKey.__init__\)"),
+    ],
+)
+def test_class_problems_are_load_errors(manager: PluginManager, name: str, expected: str) -> None:
+    with pytest.raises(PluginLoadError, match=expected):
+        manager.client(name).count_tokens("x")
+    echo_still_answers(manager)
+
+
+def test_response_over_the_size_cap_is_a_protocol_error(manager: PluginManager) -> None:
+    client = manager.client("huge")
+    with pytest.raises(PluginProtocolError, match="larger than the 16777216-byte cap"):
+        client.generate_response("", "x")
+    assert not client.running
+    echo_still_answers(manager)
+
+
+def test_garbage_on_the_channel_is_a_protocol_error(manager: PluginManager) -> None:
+    client = manager.client("garbage")
+    with pytest.raises(PluginProtocolError):
+        client.generate_response("", "x")
+    with pytest.raises(PluginProtocolError, match="unknown request id|malformed"):
+        client.count_tokens("x")
+    echo_still_answers(manager)

@@ -1,0 +1,45 @@
+"""The public surfaces are small and pinned: changing them is a deliberate act."""
+
+from __future__ import annotations
+
+import pytest
+
+import app
+import runner
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_runner_all_is_sorted_and_exported() -> None:
+    assert runner.__all__ == sorted(runner.__all__)
+    assert all(hasattr(runner, name) for name in runner.__all__)
+
+
+def test_runner_surface_is_pinned() -> None:
+    assert set(runner.__all__) == {
+        "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
+        "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
+        "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
+        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "SandboxPolicy", "clean_text",
+        "harden_host", "resident_bytes",
+    }  # fmt: skip
+
+
+def test_app_surface_is_the_manager() -> None:
+    assert app.__all__ == ["PluginManager"]
+    from app.manager import PluginManager
+
+    assert app.PluginManager is PluginManager
+
+
+def test_every_error_is_a_plugin_error_with_a_docstring() -> None:
+    errors = [getattr(runner, n) for n in runner.__all__ if n.startswith("Plugin") and n.endswith(("Error", "Crashed", "Timeout", "Raised", "Cancelled", "Unavailable"))]
+    for cls in errors:
+        assert issubclass(cls, runner.PluginError)
+        assert (cls.__doc__ or "").startswith("Raised when"), cls
+
+
+def test_host_handle_is_an_llmclient() -> None:
+    from llm_utils import LLMClient
+
+    assert issubclass(runner.Plugin, LLMClient)
