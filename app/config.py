@@ -69,6 +69,10 @@ class Paths:
         return self.config_dir / "keys.json"
 
     @property
+    def switches_file(self) -> Path:
+        return self.config_dir / "disabled.json"
+
+    @property
     def health_db(self) -> Path:
         return self.data_dir / "health.db"
 

@@ -19,6 +19,7 @@ HEALTH_KEYS = (
     "name", "state", "healthy", "pid", "profile", "layers", "missing_layers", "network", "env",
     "uptime_s", "startup_ms", "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts",
     "rss_bytes", "last_error", "stderr_tail", "path", "description",
+    "crashes_24h", "restarts_24h", "deadlines_24h", "quarantines_24h",
 )  # fmt: skip
 _PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
 
@@ -33,6 +34,13 @@ def _blank(name: str) -> dict[str, Any]:
 def probe(manager: PluginManager, name: str) -> dict[str, Any]:
     """Probe plugin ``name`` and describe it; never raises for a plugin's failure."""
     report = _blank(name)
+    counts = manager.events.counts(name)
+    report.update(
+        crashes_24h=counts.get("crashed", 0) + counts.get("start_failed", 0),
+        restarts_24h=counts.get("restarting", 0),
+        deadlines_24h=counts.get("deadline", 0),
+        quarantines_24h=counts.get("quarantined", 0),
+    )
     try:
         plugin_file = manager.plugin_file(name)
         report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
@@ -49,11 +57,10 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
         client.start()  # start-up is reported on its own; the ping measures a warm round trip
         report["ping_ms"] = round(client.ping() * 1000, 3)
         report["probe_tokens"] = client.count_tokens(_PROBE_TEXT)
-        report.update(state="ready", healthy=True)
-    except runner.PluginStartError as exc:
-        report.update(state="failed", last_error=str(exc))
+        report["healthy"] = True
     except runner.PluginError as exc:
-        report.update(state="ready" if client.running else "stopped", last_error=str(exc))
+        report["last_error"] = str(exc)
+    report["state"] = client.state
     _fill_runtime(report, client)
     return report
 

@@ -7,6 +7,7 @@ handles, which are ``LLMClient`` objects. Plugins start on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import site
 import sys
@@ -19,7 +20,9 @@ import runner
 from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
 from app.discovery import Discovery, PluginFile, discover
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
+from app.healthlog import HealthLog
 from app.keys import KeyStore
+from app.switches import SwitchStore
 
 __all__ = ["SHIPPED_DIR", "Access", "PluginManager"]
 
@@ -63,6 +66,7 @@ class PluginManager:
         settings: Settings | None = None,
         include_shipped: bool = True,
         deadlines: runner.Deadlines | None = None,
+        restart_policy: runner.RestartPolicy | None = None,
     ) -> None:
         if settings is None:
             if home is None:
@@ -71,10 +75,13 @@ class PluginManager:
         self.settings = settings
         self.paths = settings.paths
         self.deadlines = deadlines or runner.Deadlines()
+        self.restart_policy = restart_policy or runner.RestartPolicy()
         self._folders = ([(SHIPPED_DIR, "shipped")] if include_shipped else []) + [(self.paths.user_plugins, "user")]
         self._folders += [(Path(d), "dir") for d in plugin_dirs]
         self.grants = GrantStore(self.paths.grants_file)
         self.keys = KeyStore(self.paths.keys_file)
+        self.switches = SwitchStore(self.paths.switches_file)
+        self.events = HealthLog(self.paths.health_db)
         self._discovery: Discovery | None = None
         self._clients: dict[str, runner.Plugin] = {}
         self._lock = threading.Lock()
@@ -102,6 +109,19 @@ class PluginManager:
     def names(self) -> list[str]:
         """Names of every discovered plugin, sorted (disabled ones included)."""
         return [] if self.settings.no_plugins else self.discovery.names()
+
+    def is_disabled(self, name: str) -> bool:
+        return name in self.settings.disabled or name in self.switches.disabled()
+
+    def state(self, name: str) -> str:
+        """The plugin's state in the one vocabulary of ``runner.STATES``, without starting it."""
+        if self.is_disabled(name):
+            return "disabled"
+        client = self._clients.get(name)
+        if client is not None:
+            return client.state
+        plugin = self.discovery.plugins.get(name)
+        return "failed" if plugin is None or plugin.metadata_error else "stopped"
 
     def plugin_file(self, name: str) -> PluginFile:
         found = self.discovery.plugins.get(name)
@@ -153,8 +173,18 @@ class PluginManager:
         )
         return runner.PluginConfig(
             name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
-            deadlines=self.deadlines, log_path=self.paths.plugin_logs / f"{name}.log",
+            deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log",
         )  # fmt: skip
+
+    def _deadlines(self, name: str) -> runner.Deadlines:
+        """The manager's deadlines with the ``[plugins.NAME]`` overrides of the settings file."""
+        options = self.settings.plugin_options.get(name, {})
+        fields = {f.name for f in dataclasses.fields(runner.Deadlines)}
+        overrides = {key: value for key, value in options.items() if key in fields}
+        try:
+            return dataclasses.replace(self.deadlines, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise runner.PluginUnavailable(name, f"has a bad deadline in the settings file: {exc}", reason="config") from None
 
     # -- clients -------------------------------------------------------------------------
 
@@ -162,7 +192,7 @@ class PluginManager:
         """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
         if self._closed:
             raise runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
-        if name in self.settings.disabled:
+        if self.is_disabled(name):
             raise runner.PluginUnavailable(name, f"is disabled (enable it with: sandchat plugins enable {name})", reason="disabled")
         with self._lock:
             existing = self._clients.get(name)
@@ -172,11 +202,16 @@ class PluginManager:
             if not self._hardened:
                 runner.harden_host()
                 self._hardened = True
-            client = self._clients[name] = runner.Plugin(config)
+            client = self._clients[name] = runner.Plugin(config, policy=self.restart_policy, on_event=self.events.record)
             return client
 
     def running(self) -> dict[str, runner.Plugin]:
         return dict(self._clients)
+
+    def check_idle(self) -> dict[str, bool]:
+        """Ping every running, idle plugin (a liveness check); busy ones are left alone."""
+        results = {name: client.check_alive() for name, client in list(self._clients.items())}
+        return {name: ok for name, ok in results.items() if ok is not None}
 
     def health(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Start, ping and probe each plugin; one dict per plugin (``plugins health --json``)."""

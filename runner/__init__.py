@@ -25,6 +25,7 @@ from runner.errors import (
 from runner.process import harden_host, resident_bytes
 from runner.protocol import PROTOCOL_VERSION
 from runner.stderr import clean_text
+from runner.supervisor import STATES, RestartPolicy
 
 __all__ = [
     "Deadlines",
@@ -47,6 +48,8 @@ __all__ = [
     "PluginTimeout",
     "PluginUnavailable",
     "PluginVersionError",
+    "RestartPolicy",
+    "STATES",
     "SandboxPolicy",
     "clean_text",
     "harden_host",

@@ -7,6 +7,7 @@ one. Calls are serialized: one request at a time per plugin process.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -15,12 +16,17 @@ from typing import Any, Callable, Iterator, Sequence
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.config import PluginConfig
 from runner.connection import Connection
-from runner.errors import PluginCancelled, PluginError, PluginProtocolError, PluginRaised, PluginResultError, PluginTimeout
+from runner.errors import (
+    PluginCancelled, PluginError, PluginLoadError, PluginProtocolError, PluginRaised, PluginResultError,
+    PluginSandboxError, PluginTimeout, PluginUnavailable, PluginVersionError,
+)  # fmt: skip
+from runner.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["Plugin", "PluginStats"]
 
 ROOT = Path(__file__).resolve().parent.parent  # holds llm_utils.py and runner/
 _KEEPS_PROCESS = (PluginRaised, PluginResultError, PluginCancelled)  # failures that leave the child healthy
+_CANNOT_LOAD = (PluginLoadError, PluginSandboxError, PluginVersionError)  # restarting will not help
 
 #: A listener told about lifecycle events: (plugin name, event, details).
 EventListener = Callable[[str, str, dict[str, Any]], None]
@@ -45,14 +51,39 @@ class PluginStats:
 class Plugin(LLMClient):
     """A plugin running in its own sandboxed subprocess, used as an ordinary LLMClient."""
 
-    def __init__(self, config: PluginConfig, *, on_event: EventListener | None = None) -> None:
+    def __init__(
+        self,
+        config: PluginConfig,
+        *,
+        policy: RestartPolicy | None = None,
+        on_event: EventListener | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.stats = PluginStats()
+        self.supervisor = Supervisor(policy)
         self._on_event = on_event
         self._conn: Connection | None = None
         self._lock = threading.RLock()
         self._closed = False
+        self._starting = False
+        self._busy = 0
+        self._load_error: PluginError | None = None
+
+    @property
+    def state(self) -> str:
+        """One of ``runner.supervisor.STATES`` (all but ``disabled``, which is the app's)."""
+        if self._closed:
+            return "stopped"
+        if self.supervisor.is_quarantined(time.monotonic()):
+            return "quarantined"
+        if self._starting:
+            return "starting"
+        if self.running:
+            return "busy" if self._busy else "ready"
+        if self._load_error is not None:
+            return "failed"
+        return "restarting" if self.supervisor.failures else "stopped"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -97,7 +128,7 @@ class Plugin(LLMClient):
                     self._lock.release()
             else:
                 conn.kill()  # a call is running: end it now rather than wait behind it
-            self._emit("stop", {"pid": conn.pid})
+            self._emit("stopped", {"pid": conn.pid})
 
     def close(self) -> None:
         """Stop and refuse further calls."""
@@ -112,25 +143,46 @@ class Plugin(LLMClient):
 
     def _connection(self) -> Connection:
         if self._closed:
-            from runner.errors import PluginUnavailable
+            raise PluginUnavailable(self.name, "is stopped: sandchat is shutting down", reason="closed")
+        if self._conn is not None and not self._conn.dead:
+            return self._conn
+        decision = self.supervisor.decide(time.monotonic())
+        if decision.quarantined:
+            raise PluginUnavailable(
+                self.name,
+                f"is quarantined after {self.supervisor.consecutive} failures; it may start again in "
+                f"{decision.wait:.0f}s (last error: {self.stats.last_error or 'unknown'})",
+                reason="quarantined",
+            )
+        if decision.wait:
+            time.sleep(decision.wait)  # exponential back-off between restarts, bounded by the policy
+        return self._start()
 
-            raise PluginUnavailable(self.name, "is closed", reason="closed")
-        if self._conn is None or self._conn.dead:
-            began = time.monotonic()
-            self.stats.starts += 1
-            self._emit("starting", {})
+    def _start(self) -> Connection:
+        _precompile_child()
+        began = time.monotonic()
+        self.stats.starts += 1
+        self._starting = True
+        self._emit("restarting" if self.supervisor.failures else "starting", {})
+        try:
             conn = Connection(self.config, ROOT)
-            try:
-                conn.handshake()
-            except PluginError as exc:
-                self._record(exc)
-                self._emit("start_failed", {"error": str(exc), "exit_code": getattr(exc, "exit_code", None)})
-                conn.kill()
-                raise
-            self._conn = conn
-            self.stats.startup_seconds = time.monotonic() - began
-            self._emit("started", {"pid": conn.pid, "seconds": self.stats.startup_seconds})
-        return self._conn
+            conn.handshake()
+        except PluginError as exc:
+            self._record(exc)
+            self._emit("start_failed", {"error": str(exc), **_exit_details(exc)})
+            if isinstance(exc, _CANNOT_LOAD):
+                self._load_error = exc
+            elif self.supervisor.failed(time.monotonic()):
+                self._emit("quarantined", {"failures": self.supervisor.consecutive})
+            raise
+        finally:
+            self._starting = False
+        self._load_error = None
+        self._conn = conn
+        self.supervisor.started(time.monotonic())
+        self.stats.startup_seconds = time.monotonic() - began
+        self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})
+        return conn
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -138,29 +190,43 @@ class Plugin(LLMClient):
         with self._lock:
             conn = self._connection()
             self.stats.calls += 1
+            self._busy += 1
             try:
-                return conn.call(method, params, seconds, phase)
+                result = conn.call(method, params, seconds, phase)
             except PluginError as exc:
                 self._failed(conn, exc)
                 raise
+            finally:
+                self._busy -= 1
+            self.supervisor.succeeded(time.monotonic())
+            return result
 
     def _stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
         with self._lock:
             conn = self._connection()
             self.stats.calls += 1
+            self._busy += 1
             try:
                 yield from conn.stream(method, params)
             except PluginError as exc:
                 self._failed(conn, exc)
                 raise
+            finally:
+                self._busy -= 1
+            self.supervisor.succeeded(time.monotonic())
 
     def _failed(self, conn: Connection, exc: PluginError) -> None:
         self._record(exc)
-        if not isinstance(exc, _KEEPS_PROCESS):
-            conn.kill()  # whatever state it is in, the next call gets a fresh process
-            self._emit("call_failed", {"error": str(exc), "type": type(exc).__name__, **_exit_details(exc)})
+        if isinstance(exc, _KEEPS_PROCESS) or (isinstance(exc, PluginUnavailable) and exc.reason == "stopped"):
+            return  # the plugin's own error, a cancel, or a deliberate stop: nothing to restart for
+        conn.kill()  # whatever state it is in, the next call gets a fresh process
+        self._emit("crashed" if not isinstance(exc, PluginTimeout) else "deadline", {"error": str(exc), **_exit_details(exc)})
+        if not self._closed and self.supervisor.failed(time.monotonic()):
+            self._emit("quarantined", {"failures": self.supervisor.consecutive, "cooldown": self.supervisor.policy.cooldown})
 
     def _record(self, exc: PluginError) -> None:
+        if isinstance(exc, PluginCancelled):
+            return
         self.stats.errors += 1
         self.stats.timeouts += isinstance(exc, PluginTimeout)
         self.stats.last_error = str(exc)
@@ -175,6 +241,23 @@ class Plugin(LLMClient):
         began = time.perf_counter()
         self._call("ping", {}, self.config.deadlines.ping, "ping")
         return time.perf_counter() - began
+
+    def check_alive(self) -> bool | None:
+        """Ping the process if it is running and idle; None when skipped (busy or stopped).
+
+        A busy plugin is never presumed dead: its call has deadlines of its own.
+        """
+        if not self.running or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if not self.running:
+                return None
+            self._call("ping", {}, self.config.deadlines.ping, "ping")
+            return True
+        except PluginError:
+            return False
+        finally:
+            self._lock.release()
 
     def count_tokens(self, text: str) -> int:
         result = self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens")
@@ -203,6 +286,19 @@ class Plugin(LLMClient):
         if type(result) is not str:
             raise PluginProtocolError(self.name, f"answered a generation with {type(result).__name__}")
         return result
+
+
+@functools.cache
+def _precompile_child() -> None:
+    """Write the bytecode of the modules the child imports, once per host process.
+
+    Inside its sandbox the child cannot write ``__pycache__``, so without this every
+    plugin start would recompile the runner (about 10 ms) on an editable install.
+    """
+    import compileall
+
+    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=0)
+    compileall.compile_file(ROOT / "llm_utils.py", quiet=2)
 
 
 def _generation(system: str, max_tokens: int, temperature: float, **prompt: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ dead for good, and the owner starts a new one.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import signal
@@ -64,6 +65,7 @@ class Connection:
         self._stopping = False
         self._doing = "start"  # what the child is busy with, for error messages
         self._last_request = 0
+        self._cancel_at = math.inf  # set by cancel(): the running call must end by then
         self.dead = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -180,19 +182,23 @@ class Connection:
                         yield text
                     continue
                 finished = True
-                try:
-                    self._result(method, message, msgid)
-                except PluginCancelled as exc:
-                    exc.partial = "".join(parts)
-                    raise
+                self._result(method, message, msgid)
                 return
+        except PluginCancelled as exc:
+            finished = True
+            exc.partial = "".join(parts)
+            raise
         finally:
             if not finished and not self.dead:
                 self._abandon(msgid)  # the consumer stopped early (Ctrl-C, break): cancel it
 
     def cancel(self, msgid: int | None = None) -> None:
-        """Ask the child to cancel request ``msgid`` (default: the latest); any thread."""
+        """Ask the child to cancel request ``msgid`` (default: the latest); any thread.
+
+        The call must then end within ``cancel_grace`` seconds, or the process is killed.
+        """
         target = self._last_request if msgid is None else msgid
+        self._cancel_at = min(self._cancel_at, time.monotonic() + self.config.deadlines.cancel_grace)
         try:
             cid = self._send("cancel", {"id": target})
             self._ignored.add(cid)
@@ -257,6 +263,7 @@ class Connection:
             self._next_id = msgid = (self._next_id + 1) & 0xFFFFFFFF
             if method != "cancel":
                 self._doing, self._last_request = method, msgid
+                self._cancel_at = math.inf
             data = memoryview(self._encoder.request(msgid, method, params))
             deadline = time.monotonic() + self.config.deadlines.first_chunk
             poll_out = select.poll()
@@ -278,9 +285,12 @@ class Connection:
 
     def _next_message(self, deadline: float, phase: str, seconds: float) -> list[Any]:
         while not self._inbox:
-            remaining = deadline - time.monotonic()
+            remaining = min(deadline, self._cancel_at) - time.monotonic()
             if remaining <= 0 or not self._poll_in.poll(remaining * 1000):
                 self.kill()
+                if self._cancel_at <= deadline:
+                    grace = self.config.deadlines.cancel_grace
+                    raise PluginCancelled(self.name, f"ignored a cancel for {grace:g}s and was stopped")
                 what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
                 raise PluginTimeout(self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail())
             try:

@@ -20,7 +20,7 @@ def test_runner_surface_is_pinned() -> None:
         "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
-        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "SandboxPolicy", "clean_text",
+        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "clean_text",
         "harden_host", "resident_bytes",
     }  # fmt: skip
 

@@ -450,6 +450,11 @@ def host_and_child(child_code: str):
         if pidfd is not None:
             if not select.select([pidfd], [], [], 0)[0]:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [], 10)
+            try:  # if pytest is a child subreaper (PluginManager made it one), the orphan is ours to reap
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+            except ChildProcessError:
+                pass
             os.close(pidfd)
         os.close(hold_w)
         host.kill()

@@ -16,20 +16,17 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    action = args.plugins_command
-    if action == "list":
-        return list_plugins(args, context)
-    if action == "health":
-        return health(args, context)
-    if action == "grant":
-        return grant(args, context)
-    return revoke(args, context)
+    actions = {
+        "list": list_plugins, "health": health, "grant": grant, "revoke": revoke,
+        "logs": logs, "enable": toggle, "disable": toggle,
+    }  # fmt: skip
+    return actions[args.plugins_command](args, context)
 
 
 def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
     manager = context.manager
     access = manager.access(plugin)
-    state = "disabled" if plugin.name in context.settings.disabled else ("failed" if plugin.metadata_error else "available")
+    state = manager.state(plugin.name)
     return {
         "name": plugin.name,
         "state": state,
@@ -74,13 +71,81 @@ def health(args: argparse.Namespace, context: Context) -> int:
     if unknown:
         context.output.error(f"unknown plugin(s): {', '.join(unknown)} (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE
+    if args.watch:
+        return _watch(args, context)
     reports = manager.health(args.names or None)
-    if args.json:
-        context.output.write(json.dumps(reports, indent=2) + "\n")
-    else:
-        rows = [[r["name"], r["state"], r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["rss_bytes"]), r["profile"] or "-", r["last_error"] or ""] for r in reports]
-        context.output.write(table(rows, ["NAME", "STATE", "PID", "PING", "RSS", "PROFILE", "LAST ERROR"]) + "\n")
+    context.output.write(_health_text(reports, args.json) + "\n")
     return EXIT_OK if all(r["healthy"] for r in reports) else EXIT_PLUGIN
+
+
+def _health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(reports, indent=2)
+    rows = [
+        [r["name"], r["state"], r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["rss_bytes"]),
+         f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
+        for r in reports
+    ]  # fmt: skip
+    lines = [table(rows, ["NAME", "STATE", "PID", "PING", "RSS", "FAIL/RST 24H", "PROFILE"])]
+    for r in reports:
+        prefix = f"plugin {r['name']!r} "
+        if r["last_error"]:
+            error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
+            lines.append(_cut(f"  {r['name']}: {error}", 79))
+        if r["layers"] and r["missing_layers"]:
+            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(r['missing_layers'])}", 79))
+        lines.extend(_cut(f"  {r['name']} stderr| {line}", 79) for line in r["stderr_tail"][-3:] if not r["healthy"])
+    return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _watch(args: argparse.Namespace, context: Context) -> int:
+    """Redraw the health table in place every few seconds until Ctrl-C."""
+    import time
+
+    out = context.output
+    while True:
+        reports = context.manager.health(args.names or None)
+        out.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
+        out.write(_health_text(reports, args.json) + "\n")
+        time.sleep(args.watch)
+
+
+def logs(args: argparse.Namespace, context: Context) -> int:
+    from runner import clean_text
+
+    path = context.settings.paths.plugin_logs / f"{args.name}.log"
+    if not path.exists():
+        context.output.error(f"plugin {args.name!r} has no log yet ({path})")
+        return EXIT_PLUGIN if args.name in context.manager.discovery.plugins else EXIT_USAGE
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f.readlines()[-args.lines :]:
+            context.output.write(clean_text(line))
+        while args.follow:
+            line = f.readline()
+            if line:
+                context.output.write(clean_text(line))
+            else:
+                import time
+
+                time.sleep(0.25)  # like tail -f: poll the file for growth
+    return EXIT_OK
+
+
+def toggle(args: argparse.Namespace, context: Context) -> int:
+    enable = args.plugins_command == "enable"
+    if args.name not in context.manager.discovery.plugins:
+        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
+        return EXIT_USAGE
+    changed = context.manager.switches.set_enabled(args.name, enable)
+    word = "enabled" if enable else "disabled"
+    context.output.write(f"plugin {args.name!r} {word}\n" if changed else f"plugin {args.name!r} was already {word}\n")
+    if enable and args.name in context.settings.disabled:
+        context.output.notice(f"{args.name!r} is still off: it is listed in SANDCHAT_DISABLE_PLUGINS or the settings file")
+    return EXIT_OK
 
 
 def _ms(value: float | None) -> str:
