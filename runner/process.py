@@ -8,10 +8,13 @@ finds anything left in that session afterwards and kills it too.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
-from typing import Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
 
@@ -35,8 +38,51 @@ def harden_host() -> list[str]:
     return applied
 
 
+class _Spawner:
+    """A long-lived thread that every plugin process is started from.
+
+    The child asks for SIGKILL when its parent dies (PR_SET_PDEATHSIG), and Linux means
+    the parent *thread*: a plugin started from a short-lived worker thread would be
+    killed when that thread ends. Starting every child here ties its life to the host
+    process instead, whichever thread asked for it.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="sandchat-spawner", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job, future = self._jobs.get()
+            try:
+                future.set_result(job())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, job: Callable[[], Any]) -> Any:
+        future: Future[Any] = Future()
+        self._jobs.put((job, future))
+        return future.result()
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def _on_spawner(job: Callable[[], Any]) -> Any:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+    return _spawner.submit(job)
+
+
 def spawn(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
     """Start ``argv`` with all three streams piped, a clean environment and its own session."""
+    return _on_spawner(lambda: _popen(argv, env, cwd))
+
+
+def _popen(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
