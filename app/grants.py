@@ -43,10 +43,8 @@ class Lapsed:
     current_sha256: str
 
     def explain(self) -> str:
-        return (
-            f"plugin {self.grant.plugin!r} changed since its permissions were granted, so it runs untrusted; "
-            f"review it, then run: sandchat plugins grant {self.grant.plugin}"
-        )
+        what = "differs from the shipped version" if self.grant.source == "shipped" else "changed since its permissions were granted"
+        return f"plugin {self.grant.plugin!r} {what}, so it runs untrusted; review it, then run: sandchat plugins grant {self.grant.plugin}"
 
 
 def file_sha256(path: Path) -> str:

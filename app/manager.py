@@ -64,7 +64,7 @@ class PluginManager:
         home: str | os.PathLike[str] | None = None,
         *,
         settings: Settings | None = None,
-        include_shipped: bool = True,
+        shipped_dir: Path | None = SHIPPED_DIR,
         deadlines: runner.Deadlines | None = None,
         restart_policy: runner.RestartPolicy | None = None,
     ) -> None:
@@ -76,7 +76,8 @@ class PluginManager:
         self.paths = settings.paths
         self.deadlines = deadlines or runner.Deadlines()
         self.restart_policy = restart_policy or runner.RestartPolicy()
-        self._folders = ([(SHIPPED_DIR, "shipped")] if include_shipped else []) + [(self.paths.user_plugins, "user")]
+        self.shipped_dir = shipped_dir
+        self._folders = ([(shipped_dir, "shipped")] if shipped_dir is not None else []) + [(self.paths.user_plugins, "user")]
         self._folders += [(Path(d), "dir") for d in plugin_dirs]
         self.grants = GrantStore(self.paths.grants_file)
         self.keys = KeyStore(self.paths.keys_file)
@@ -143,11 +144,37 @@ class PluginManager:
         if user is not None and user.sha256 == digest:
             return Access("network" if user.network else "untrusted", user)
         lapsed = Lapsed(user, digest) if user is not None else None
-        if plugin.source == "shipped" and shipped_hashes(SHIPPED_DIR).get(plugin.path.name) == digest:
+        pinned = shipped_hashes(plugin.path.parent).get(plugin.path.name) if plugin.source == "shipped" else None
+        if pinned is not None:
             meta = plugin.metadata
-            shipped = Grant(plugin.name, digest, meta.network, meta.env, source="shipped")
-            return Access("network" if meta.network else "untrusted", shipped, lapsed)
+            shipped = Grant(plugin.name, pinned, meta.network, meta.env, source="shipped")
+            if pinned == digest:
+                return Access("network" if meta.network else "untrusted", shipped, lapsed)
+            lapsed = lapsed or Lapsed(shipped, digest)
         return Access("untrusted", None, lapsed)
+
+    def permission_hint(self, name: str) -> str | None:
+        """Why plugin ``name`` may lack a permission, and the exact command that fixes it."""
+        try:
+            plugin = self.plugin_file(name)
+        except runner.PluginError:
+            return None
+        access = self.access(plugin)
+        if access.lapsed is not None:
+            return access.lapsed.explain()
+        meta = plugin.metadata
+        missing_net = [e for e in meta.network if e not in access.network]
+        missing_env = [v for v in meta.env if v not in access.env]
+        if missing_net or missing_env:
+            wants = "; ".join(filter(None, [
+                f"network {', '.join(missing_net)}" if missing_net else "",
+                f"env {', '.join(missing_env)}" if missing_env else "",
+            ]))  # fmt: skip
+            return f"plugin {name!r} requests {wants}, not granted; to grant it, run: sandchat plugins grant {name}"
+        unset = [v for v in access.env if v.endswith(("_KEY", "_TOKEN")) and not self.keys.resolve((v,), self.settings.environ)]
+        if unset:
+            return f"plugin {name!r} needs {unset[0]}, which is not set; run: sandchat keys set {unset[0]}"
+        return None
 
     def config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name`` under its current access."""
