@@ -86,9 +86,15 @@ class Supervisor:
         self.started_at = now
 
     def succeeded(self, now: float) -> None:
-        """A call went well; after a stable period the failure count is forgotten."""
-        self.half_open = False
-        if self.failures and self.started_at is not None and now - self.started_at >= self.policy.stable_after:
+        """A call went well; after a stable period the failure count is forgotten.
+
+        The first success after a quarantine (the half-open probe) closes the circuit:
+        counting starts from zero, so one later crash is not a re-quarantine at once.
+        """
+        if self.half_open:
+            self.half_open = False
+            self.failures.clear()
+        elif self.failures and self.started_at is not None and now - self.started_at >= self.policy.stable_after:
             self.failures.clear()
 
     def failed(self, now: float) -> bool:
