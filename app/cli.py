@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_options(prompt)
     prompt.add_argument("text", nargs="?", metavar="TEXT")
 
+    chat = sub.add_parser("chat", help="chat in the terminal (the default command)")
+    _generation_options(chat)
+    chat.add_argument("-c", "--continue", dest="resume", action="store_true", help="resume the last conversation")
+
+    logs = sub.add_parser("logs", help="show logged exchanges")
+    logs.add_argument("-n", dest="count", type=_positive_int, default=10, metavar="N")
+    logs.add_argument("--json", action="store_true")
+
     tokens = sub.add_parser("tokens", help="count the tokens of TEXT (or standard input)")
     tokens.add_argument("-p", "--plugin", metavar="NAME")
     tokens.add_argument("text", nargs="?", metavar="TEXT")
@@ -117,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir])
     try:
         return _dispatch(args, context)
+    except SettingsError as exc:
+        output.error(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         output.notice("interrupted")
         return 130
@@ -125,12 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, context: object) -> int:
-    if args.command in (None, "prompt", "tokens"):
+    if args.command in (None, "chat", "logs"):
+        from app.commands import chat
+
+        return chat.logs(args, context) if args.command == "logs" else chat.chat(args, context)  # type: ignore[arg-type]
+    if args.command in ("prompt", "tokens"):
         from app.commands import oneshot
 
-        if args.command is None:
-            build_parser().print_help(sys.stderr)
-            return EXIT_USAGE
         return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)  # type: ignore[arg-type]
     if args.command == "plugins":
         from app.commands import plugins

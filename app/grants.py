@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.config import SettingsError
+
 __all__ = ["Grant", "GrantStore", "Lapsed", "file_sha256", "shipped_hashes"]
 
 
@@ -77,7 +79,7 @@ class GrantStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.path}: unreadable grants file: {exc}") from None
+            raise SettingsError(f"{self.path}: unreadable grants file ({exc}); fix or delete it") from None
         grants = {}
         for name, entry in raw.get("grants", {}).items():
             grants[name] = Grant(

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+from app.config import SettingsError
+
 __all__ = ["KeyStore"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -28,7 +30,7 @@ class KeyStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.path}: unreadable keys file: {exc}") from None
+            raise SettingsError(f"{self.path}: unreadable keys file ({exc}); fix or delete it") from None
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def set(self, name: str, value: str) -> None:

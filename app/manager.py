@@ -76,6 +76,7 @@ class PluginManager:
         self.paths = settings.paths
         self.deadlines = deadlines or runner.Deadlines()
         self.restart_policy = restart_policy or runner.RestartPolicy()
+        self.timeout: float | None = None  # caps every generation deadline (the CLI's --timeout)
         self.shipped_dir = shipped_dir
         self._folders = ([(shipped_dir, "shipped")] if shipped_dir is not None else []) + [(self.paths.user_plugins, "user")]
         self._folders += [(Path(d), "dir") for d in plugin_dirs]
@@ -186,7 +187,8 @@ class PluginManager:
         env = {key: self.settings.environ[key] for key in HOST_ENV_PASSTHROUGH if key in self.settings.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(HOME=str(scratch), TMPDIR=str(scratch))
-        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), str(plugin.path.parent)]
+        # The plugin's own file, not its folder: a folder may be $SANDCHAT_HOME or ~ (keys.json, ~/.ssh).
+        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), str(plugin.path)]
         if access.profile == "network":
             env.update({k: v for k, v in self.settings.environ.items() if k in _NETWORK_ENV})
             read += [*_NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
@@ -208,6 +210,9 @@ class PluginManager:
         options = self.settings.plugin_options.get(name, {})
         fields = {f.name for f in dataclasses.fields(runner.Deadlines)}
         overrides = {key: value for key, value in options.items() if key in fields}
+        if self.timeout is not None:
+            overrides.update(total=self.timeout, first_chunk=min(overrides.get("first_chunk", self.deadlines.first_chunk), self.timeout))
+            overrides["idle"] = min(overrides.get("idle", self.deadlines.idle), self.timeout)
         try:
             return dataclasses.replace(self.deadlines, **overrides)
         except (TypeError, ValueError) as exc:
@@ -231,6 +236,13 @@ class PluginManager:
                 self._hardened = True
             client = self._clients[name] = runner.Plugin(config, policy=self.restart_policy, on_event=self.events.record)
             return client
+
+    def forget(self, name: str) -> None:
+        """Stop plugin ``name`` and drop its handle: the next use rebuilds its configuration."""
+        with self._lock:
+            client = self._clients.pop(name, None)
+        if client is not None:
+            client.close()
 
     def running(self) -> dict[str, runner.Plugin]:
         return dict(self._clients)

@@ -15,13 +15,16 @@ __all__ = ["Output", "table"]
 class Output:
     """Where the CLI writes: the answer to stdout, everything else to stderr."""
 
-    def __init__(self, stdout: IO[str], stderr: IO[str], *, color: bool) -> None:
-        self.stdout, self.stderr, self.color = stdout, stderr, color
+    def __init__(self, stdout: IO[str], stderr: IO[str], *, color: bool, interactive: bool = False) -> None:
+        self.stdout, self.stderr, self.color, self.interactive = stdout, stderr, color, interactive
 
     @classmethod
     def for_process(cls, environ: dict[str, str] | Any) -> Output:
         color = sys.stderr.isatty() and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
-        return cls(sys.stdout, sys.stderr, color=bool(color))
+        return cls(sys.stdout, sys.stderr, color=bool(color), interactive=sys.stdout.isatty())
+
+    def dim(self, text: str) -> str:
+        return self._paint("2", text)
 
     def _paint(self, code: str, text: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text

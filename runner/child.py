@@ -12,12 +12,17 @@ Options (all but --root and --plugin optional, lists repeatable)::
 
 A child that cannot apply its sandbox prints one ``sandchat-sandbox-error: ...`` line to
 stderr and exits with status 78, before any plugin code has run.
+
+Text a plugin prints through ``sys.stdout`` reaches the log line-buffered, each line
+tagged ``[stdout] `` (:data:`STDOUT_TAG`), so stray prints can be told from logging.
 """
 
+import io
 import os
 import sys
 
 SANDBOX_EXIT = 78
+STDOUT_TAG = b"[stdout] "
 _LISTS = {"--ro": "ro", "--rw": "rw", "--tcp": "tcp", "--limit": "limit"}
 _FLAGS = {"--allow-unsandboxed": "allow_unsandboxed"}
 
@@ -36,19 +41,62 @@ def claim_channel() -> tuple:
     return read_fd, write_fd
 
 
+class TaggedStdout(io.RawIOBase):
+    """The raw writer under ``sys.stdout``: fd 1 (now stderr), each line starting with the tag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._line_start = True
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        out = bytearray()
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end + 1
+            if self._line_start:
+                out += STDOUT_TAG
+            out += data[start:end]
+            self._line_start = data[end - 1 : end] == b"\n"
+            start = end
+        view = memoryview(out)
+        while view:
+            view = view[os.write(1, view) :]
+        return len(data)
+
+
+def tag_stdout() -> None:
+    """Make ``sys.stdout`` line-buffered UTF-8 over :class:`TaggedStdout`."""
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(TaggedStdout()), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
 def parse_options(argv: list) -> dict:
     options = {"profile": "untrusted", "name": "", "max_message": 0, "allow_unsandboxed": False}
     options.update({key: [] for key in _LISTS.values()})
     args = iter(argv)
     for arg in args:
+        key = arg[2:].replace("-", "_")
         if arg in _FLAGS:
             options[_FLAGS[arg]] = True
-        elif arg in _LISTS:
-            options[_LISTS[arg]].append(next(args))
-        elif arg.startswith("--") and arg[2:].replace("-", "_") in ("root", "plugin", "name", "profile", "max_message"):
-            options[arg[2:].replace("-", "_")] = next(args)
+        elif arg in _LISTS or key in ("root", "plugin", "name", "profile", "max_message"):
+            value = next(args, None)
+            if value is None:
+                raise SystemExit(f"sandchat child: option {arg} needs a value")
+            if arg in _LISTS:
+                options[_LISTS[arg]].append(value)
+            else:
+                options[key] = value
         else:
             raise SystemExit(f"sandchat child: unknown option {arg!r}")
+    if not options.get("root") or not options.get("plugin"):
+        raise SystemExit("sandchat child: --root and --plugin are required")
     options["limits"] = {k: int(v) for k, v in (item.split("=", 1) for item in options.pop("limit"))}
     options["tcp"] = [int(port) for port in options["tcp"]]
     options["max_message"] = int(options["max_message"])
@@ -68,8 +116,8 @@ def _import_runner_module(root: str, name: str):
 
 
 def apply_sandbox(options: dict) -> dict:
-    sandbox = _import_runner_module(options["root"], "sandbox")
     try:
+        sandbox = _import_runner_module(options["root"], "sandbox")
         return sandbox.apply(
             options["profile"],
             read_paths=options["ro"],
@@ -86,6 +134,7 @@ def apply_sandbox(options: dict) -> dict:
 
 def main(argv: list) -> int:
     read_fd, write_fd = claim_channel()
+    tag_stdout()
     options = parse_options(argv)
     sys.path.insert(0, options["root"])  # llm_utils and the runner package live there
     report = apply_sandbox(options)

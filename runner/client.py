@@ -69,6 +69,7 @@ class Plugin(LLMClient):
         self._starting = False
         self._busy = 0
         self._load_error: PluginError | None = None
+        self._load_error_stamp: tuple[int, int] | None = None
 
     @property
     def state(self) -> str:
@@ -146,6 +147,8 @@ class Plugin(LLMClient):
             raise PluginUnavailable(self.name, "is stopped: sandchat is shutting down", reason="closed")
         if self._conn is not None and not self._conn.dead:
             return self._conn
+        if self._load_error is not None and self._load_error_stamp == _stamp(self.config.path):
+            raise self._load_error  # the file is unchanged: starting it again would fail the same way
         decision = self.supervisor.decide(time.monotonic())
         if decision.quarantined:
             raise PluginUnavailable(
@@ -171,7 +174,7 @@ class Plugin(LLMClient):
             self._record(exc)
             self._emit("start_failed", {"error": str(exc), **_exit_details(exc)})
             if isinstance(exc, _CANNOT_LOAD):
-                self._load_error = exc
+                self._load_error, self._load_error_stamp = exc, _stamp(self.config.path)
             elif self.supervisor.failed(time.monotonic()):
                 self._emit("quarantined", {"failures": self.supervisor.consecutive})
             raise
@@ -286,6 +289,14 @@ class Plugin(LLMClient):
         if type(result) is not str:
             raise PluginProtocolError(self.name, f"answered a generation with {type(result).__name__}")
         return result
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 @functools.cache

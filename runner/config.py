@@ -30,7 +30,7 @@ class Deadlines:
     """Seconds each phase of a plugin's life may take before it is declared stuck."""
 
     start: float = 30.0  # spawn to hello; importing an SDK can take seconds on a laptop
-    first_chunk: float = 60.0  # request to the first streamed chunk (or a whole reply)
+    first_chunk: float = 60.0  # request to the first streamed chunk; also bounds writing a request
     idle: float = 60.0  # between two streamed chunks
     total: float = 600.0  # a whole generation
     count_tokens: float = 10.0
@@ -113,6 +113,8 @@ class PluginConfig:
             raise ValueError(f"invalid plugin name {self.name!r}")
         object.__setattr__(self, "path", Path(self.path))
         object.__setattr__(self, "scratch_dir", Path(self.scratch_dir))
+        if self.log_path is not None:
+            object.__setattr__(self, "log_path", Path(self.log_path))
         if self.max_message < 1024:
             raise ValueError(f"max_message must be at least 1024 bytes, got {self.max_message}")
 

@@ -15,6 +15,7 @@ import select
 import signal
 import threading
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,12 +55,17 @@ class Connection:
         self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
         self._read_fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
         os.set_blocking(self._write_fd, False)  # a child that stops reading must not hang us
+        # cancel() wakes the reader through this pipe; it is closed with the object, never
+        # earlier, so a reader on another thread can never poll a closed or reused fd.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
         self._poll_in = select.poll()
         self._poll_in.register(self._read_fd, _EVENTS)
+        self._poll_in.register(self._wake_r, select.POLLIN)
         self._encoder = Encoder()
         self._decoder = Decoder(config.max_message)
         self._inbox: deque[list[Any]] = deque()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # also guards the wake pipe against close
         self._next_id = 0
         self._ignored: set[int] = set()  # ids whose responses nobody waits for (cancel)
         self._stopping = False
@@ -96,7 +102,7 @@ class Connection:
         if not isinstance(hello, dict):
             self.kill()
             raise PluginStartError(self.name, "did not start with a hello message")
-        if hello.get("protocol") != PROTOCOL_VERSION:
+        if type(hello.get("protocol")) is not int or hello["protocol"] != PROTOCOL_VERSION:
             self.kill()
             raise PluginVersionError(self.name, f"speaks protocol {hello.get('protocol')!r}, expected {PROTOCOL_VERSION}", version=hello.get("protocol"))
         error = hello.get("error")
@@ -135,7 +141,10 @@ class Connection:
             self._finish()
 
     def _finish(self) -> None:
-        self.dead = True
+        with self._write_lock:
+            if self.dead:
+                return
+            self.dead = True
         self._stderr.join(0.5)
         for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             try:
@@ -200,10 +209,12 @@ class Connection:
         target = self._last_request if msgid is None else msgid
         self._cancel_at = min(self._cancel_at, time.monotonic() + self.config.deadlines.cancel_grace)
         try:
-            cid = self._send("cancel", {"id": target})
-            self._ignored.add(cid)
+            self._send("cancel", {"id": target}, ignore_reply=True)
         except PluginError:
             pass
+        with self._write_lock:
+            if not self.dead:
+                os.write(self._wake_w, b"!")  # the reading thread re-reads the now earlier deadline
 
     def _abandon(self, msgid: int) -> None:
         self.cancel(msgid)
@@ -216,6 +227,9 @@ class Connection:
                     return
         except PluginError:
             self.kill()  # it ignored the cancel: the process goes, the next call starts a fresh one
+        except BaseException:
+            self.kill()  # a second Ctrl-C while draining: the stream is in doubt, so start afresh
+            raise
 
     def _drop_ignored(self, message: list[Any]) -> bool:
         if message[0] != NOTIFICATION and message[1] in self._ignored:
@@ -228,8 +242,6 @@ class Connection:
             return None  # unknown notifications are ignored, for forward compatibility
         params = message[2]
         if not (isinstance(params, list) and len(params) == 2 and params[0] == msgid and type(params[1]) is str):
-            if isinstance(params, list) and params and params[0] in self._ignored:
-                return None
             self.kill()
             raise PluginProtocolError(self.name, f"sent a malformed chunk for request {msgid}")
         return params[1]
@@ -256,11 +268,13 @@ class Connection:
 
     # -- the wire --------------------------------------------------------------------------
 
-    def _send(self, method: str, params: dict[str, Any]) -> int:
+    def _send(self, method: str, params: dict[str, Any], *, ignore_reply: bool = False) -> int:
         with self._write_lock:
             if self.dead:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
             self._next_id = msgid = (self._next_id + 1) & 0xFFFFFFFF
+            if ignore_reply:
+                self._ignored.add(msgid)  # before writing: the reply may be read at once
             if method != "cancel":
                 self._doing, self._last_request = method, msgid
                 self._cancel_at = math.inf
@@ -286,7 +300,11 @@ class Connection:
     def _next_message(self, deadline: float, phase: str, seconds: float) -> list[Any]:
         while not self._inbox:
             remaining = min(deadline, self._cancel_at) - time.monotonic()
-            if remaining <= 0 or not self._poll_in.poll(remaining * 1000):
+            events = self._poll_in.poll(remaining * 1000) if remaining > 0 else []
+            if events and all(fd == self._wake_r for fd, _ in events):
+                _drain(self._wake_r)
+                continue
+            if not events:
                 self.kill()
                 if self._cancel_at <= deadline:
                     grace = self.config.deadlines.cancel_grace
@@ -321,6 +339,19 @@ class Connection:
         tail = self.stderr_tail()
         how = _describe_exit(exit_code, sig)
         return PluginCrashed(self.name, f"{how} during {during}{_last_line(tail)}", exit_code=exit_code, signal=sig, stderr_tail=tail)
+
+
+def _close_all(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _describe_exit(exit_code: int | None, sig: int | None) -> str:

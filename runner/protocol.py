@@ -48,6 +48,7 @@ ERROR_KINDS = ("plugin", "contract", "cancelled", "request", "load", "sandbox", 
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 _MAX_MSGID = 2**32 - 1
+_READ_SLACK = 256 * 1024  # the most either side reads at once
 
 
 class ProtocolViolation(ValueError):
@@ -75,8 +76,15 @@ class Decoder:
 
     def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self.max_message = max_message
+        # The buffer may hold one read beyond a whole message; each string, binary, array
+        # and map is capped at max_message on its own, so no one message can exceed it.
         self._unpacker = msgpack.Unpacker(
-            max_buffer_size=max_message, raw=False, strict_map_key=True, use_list=True
+            max_buffer_size=max_message + _READ_SLACK,
+            max_str_len=max_message,
+            max_bin_len=max_message,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
         )
 
     def feed(self, data: bytes) -> Iterator[list[Any]]:
@@ -90,6 +98,8 @@ class Decoder:
         except ProtocolViolation:
             raise
         except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+            if "exceeds max_" in str(exc):
+                raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
             raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {exc})") from None
 
 
@@ -119,7 +129,7 @@ def _is_error(value: Any) -> bool:
         and isinstance(value.get("type"), str)
         and isinstance(value.get("message"), str)
         and isinstance(value.get("traceback", ""), str)
-        and value.get("kind", "plugin") in ERROR_KINDS
+        and isinstance(value.get("kind", "plugin"), str)  # unknown kinds are read as "plugin"
     )
 
 

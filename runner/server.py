@@ -67,7 +67,7 @@ class Server:
             if not data:
                 return 0  # the host closed our input: it is gone or done with us
             for message in decoder.feed(data):
-                if message[0] == 0:
+                if message[0] == 0 and self._running:  # nothing after a shutdown is served
                     self.dispatch(message[1], message[2], message[3])
         return 0
 
@@ -81,7 +81,8 @@ class Server:
         elif method == "ping":
             self.respond(msgid, None, {"pid": os.getpid(), "busy": bool(self._active)})
         elif method == "cancel":
-            event = self._active.get(params.get("id"))  # type: ignore[arg-type]
+            target = params.get("id")
+            event = self._active.get(target) if type(target) is int else None
             if event is not None:
                 event.set()
             self.respond(msgid, None, event is not None)
@@ -96,7 +97,7 @@ class Server:
             self.respond(msgid, error_map("busy", "Busy", "a generation is already running"))
             return
         cancel = self._active[msgid] = threading.Event()
-        handler = self._stream if method == "stream" else self._generate
+        handler = {"stream": self._stream, "generate": self._generate, "chat": self._chat}[method]
         worker = threading.Thread(
             target=self._call, args=(msgid, handler, params, cancel), name=f"{method}-{msgid}", daemon=True
         )
@@ -126,29 +127,36 @@ class Server:
         return count
 
     def _generate(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> str:
-        args = _generation_args(params)
-        if "messages" in params:
-            text, method = self.plugin.generate_chat(*args), "generate_chat"  # type: ignore[union-attr]
-        else:
-            text, method = self.plugin.generate_response(*args), "generate_response"  # type: ignore[union-attr]
+        return self._whole(self.plugin.generate_response, _generation_args(params, chat=False), cancel)  # type: ignore[union-attr]
+
+    def _chat(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> str:
+        return self._whole(self.plugin.generate_chat, _generation_args(params, chat=True), cancel)  # type: ignore[union-attr]
+
+    def _whole(self, function: Callable[..., Any], args: tuple[Any, ...], cancel: threading.Event) -> str:
+        text, method = function(*args), function.__name__
         if type(text) is not str:
+            method = _origin(type(self.plugin), method)
             raise _Reply("contract", "BadReturn", f"returned {type(text).__name__} from {method}, expected str")
         if cancel.is_set():
             raise _Reply("cancelled", "Cancelled", "cancelled by the host")
         return text
 
     def _stream(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> dict[str, int]:
-        args = _generation_args(params)
         chat = "messages" in params
+        args = _generation_args(params, chat=chat)
         method = "stream_chat" if chat else "stream_response"
         chunks = (self.plugin.stream_chat if chat else self.plugin.stream_response)(*args)  # type: ignore[union-attr]
+        if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
+            raise _Reply("contract", "BadReturn", f"returned {type(chunks).__name__} from {method}, expected an iterator of str")
         count = 0
         try:
             for chunk in chunks:
                 if cancel.is_set():
                     raise _Reply("cancelled", "Cancelled", "cancelled by the host")
                 if type(chunk) is not str:
-                    raise _Reply("contract", "BadReturn", f"yielded {type(chunk).__name__} from {method}, expected str")
+                    origin = _origin(type(self.plugin), method)
+                    verb = "yielded" if origin.startswith("stream_") else "returned"
+                    raise _Reply("contract", "BadReturn", f"{verb} {type(chunk).__name__} from {origin}, expected str")
                 if chunk:
                     self.notify("chunk", [msgid, chunk])
                     count += 1
@@ -159,6 +167,21 @@ class Server:
         return {"chunks": count}
 
 
+def _origin(cls: type, method: str) -> str:
+    """The plugin's own method behind ``method``, which may be an inherited ``LLMClient`` default.
+
+    A two-method plugin streams through the default ``stream_response``, which yields what
+    ``generate_response`` returned: a bad value is then blamed on ``generate_response``.
+    """
+    if method == "stream_chat" and getattr(cls, "stream_chat", None) is LLMClient.stream_chat:
+        method = "generate_chat" if getattr(cls, "generate_chat", None) is not LLMClient.generate_chat else "stream_response"
+    if method == "generate_chat" and getattr(cls, "generate_chat", None) is LLMClient.generate_chat:
+        method = "generate_response"
+    if method == "stream_response" and getattr(cls, "stream_response", None) is LLMClient.stream_response:
+        method = "generate_response"
+    return method
+
+
 def _param(params: dict[str, Any], key: str, kind: type) -> Any:
     value = params.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -166,9 +189,9 @@ def _param(params: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _generation_args(params: dict[str, Any]) -> tuple[Any, ...]:
+def _generation_args(params: dict[str, Any], *, chat: bool) -> tuple[Any, ...]:
     system = _param(params, "system", str)
-    if "messages" in params:
+    if chat:
         messages = params["messages"]
         if not isinstance(messages, list) or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)

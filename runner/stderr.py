@@ -17,6 +17,7 @@ __all__ = ["StderrCapture", "clean_text"]
 
 _MAX_LINE = 4096
 _TAIL_LINES = 40
+_MAX_LOG = 1 << 20  # a plugin's log file is rotated to NAME.log.1 past this size
 # CSI/OSC/other ESC sequences, then any remaining C0/C1 control except tab and newline.
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -62,6 +63,9 @@ class StderrCapture:
                     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
                     log.write(f"{stamp} [{self.name}] {line}\n")
                     log.flush()
+                    if log.tell() > _MAX_LOG:
+                        log.close()
+                        log = self._open_log()
         except (OSError, ValueError):
             return  # the pipe was closed under us during a kill
         finally:
@@ -73,6 +77,8 @@ class StderrCapture:
             return None
         try:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            if self._log_path.exists() and self._log_path.stat().st_size > _MAX_LOG:
+                self._log_path.replace(self._log_path.with_name(self._log_path.name + ".1"))
             return open(self._log_path, "a", encoding="utf-8")
         except OSError:
             return None

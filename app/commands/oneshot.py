@@ -7,7 +7,6 @@ line on stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import runner
@@ -52,11 +51,7 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     text = _read_text(args, context)
     if text is None:
         return EXIT_USAGE
-    if args.timeout:
-        d = context.manager.deadlines
-        context.manager.deadlines = dataclasses.replace(
-            d, total=args.timeout, first_chunk=min(d.first_chunk, args.timeout), idle=min(d.idle, args.timeout)
-        )
+    context.manager.timeout = args.timeout
     name = _plugin_name(args, context)
     out = context.output
     last = ""

@@ -74,11 +74,11 @@ def health(args: argparse.Namespace, context: Context) -> int:
     if args.watch:
         return _watch(args, context)
     reports = manager.health(args.names or None)
-    context.output.write(_health_text(reports, args.json) + "\n")
+    context.output.write(health_text(reports, args.json) + "\n")
     return EXIT_OK if all(r["healthy"] for r in reports) else EXIT_PLUGIN
 
 
-def _health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
+def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return json.dumps(reports, indent=2)
     rows = [
@@ -110,7 +110,7 @@ def _watch(args: argparse.Namespace, context: Context) -> int:
     while True:
         reports = context.manager.health(args.names or None)
         out.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
-        out.write(_health_text(reports, args.json) + "\n")
+        out.write(health_text(reports, args.json) + "\n")
         time.sleep(args.watch)
 
 

@@ -1,0 +1,65 @@
+"""``sandchat chat`` (and bare ``sandchat``): the interactive chat, and ``sandchat logs``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from app.choice import choose_default, explain_once
+from app.cli import EXIT_OK, EXIT_USAGE
+from app.context import Context
+
+__all__ = ["chat", "logs"]
+
+
+def chat(args: argparse.Namespace, context: Context) -> int:
+    if not sys.stdin.isatty():
+        context.output.error("the chat needs a terminal; for pipes use: sandchat prompt")
+        return EXIT_USAGE
+    from app.chat import ChatSession
+    from app.repl import Repl
+
+    manager = context.manager
+    manager.timeout = getattr(args, "timeout", None)
+    name = getattr(args, "plugin", None)
+    if not name:
+        name, why = choose_default(manager)
+        notice = explain_once(manager, name, why)
+        if notice:
+            context.output.notice(notice)
+    if name not in manager.names():
+        context.output.error(f"plugin {name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
+        return EXIT_USAGE
+    session = ChatSession(manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", 0.8))
+    session.conversation.system = getattr(args, "system", "") or ""
+    session.warm(name)
+    session.watch_liveness()
+    if getattr(args, "resume", False):
+        count = session.resume()
+        context.output.notice(f"continuing the last conversation ({count} exchanges)" if count else "no earlier conversation: starting a new one")
+    context.output.write(f"sandchat — chatting with {name!r}. /help for commands, Ctrl-D to leave.\n")
+    try:
+        Repl(session).run()
+    finally:
+        session.close()
+    return EXIT_OK
+
+
+def logs(args: argparse.Namespace, context: Context) -> int:
+    from app.chatlog import ChatLog
+
+    exchanges = ChatLog(context.settings.paths.logs_db).recent(args.count)
+    if args.json:
+        context.output.write(json.dumps([asdict(e) for e in exchanges], indent=2) + "\n")
+        return EXIT_OK
+    import time
+
+    for e in exchanges:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
+        status = "cancelled" if e.cancelled else ("error" if e.error else "ok")
+        tokens = f" {e.prompt_tokens}+{e.response_tokens} tokens" if e.prompt_tokens is not None else ""
+        context.output.write(f"── {when}  {e.plugin}  {status}{tokens}  {e.duration_s or 0:.2f}s  conversation {e.conversation[:8]}\n")
+        context.output.write(f"> {e.prompt}\n{e.response if not e.error else e.error}\n\n")
+    return EXIT_OK

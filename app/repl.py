@@ -1,0 +1,108 @@
+"""The chat's terminal front end on prompt_toolkit: line editing, history, completion, menus.
+
+prompt_toolkit gives a real line editor (history across sessions, multi-line input,
+completion) and the arrow-key "LLM Plugin" menu; it is imported only by the chat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.shortcuts import choice
+
+from app.slash import COMMANDS, run_command
+
+if TYPE_CHECKING:
+    from app.chat import ChatSession
+
+__all__ = ["Repl"]
+
+
+class _SlashCompleter(Completer):
+    """Completes slash commands, and plugin names after ``/plugin``."""
+
+    def __init__(self, session: ChatSession) -> None:
+        self.session = session
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        if not text.startswith("/"):
+            return
+        if text.startswith("/plugin "):
+            word = text[len("/plugin ") :]
+            for name in self.session.manager.names():
+                if name.startswith(word):
+                    yield Completion(name, start_position=-len(word), display_meta=self.session.manager.state(name))
+            return
+        for name, (_, help_text) in sorted(COMMANDS.items()):
+            if name.startswith(text):
+                yield Completion(name, start_position=-len(text), display_meta=help_text)
+
+
+def _bindings() -> KeyBindings:
+    keys = KeyBindings()
+
+    @keys.add("escape", "enter")
+    def _newline(event) -> None:  # type: ignore[no-untyped-def]
+        event.current_buffer.insert_text("\n")
+
+    return keys
+
+
+class Repl:
+    """Reads lines and runs them as messages or slash commands until the user leaves."""
+
+    def __init__(self, session: ChatSession) -> None:
+        self.session = session
+        history = session.manager.paths.data_dir / "chat_history"
+        history.parent.mkdir(parents=True, exist_ok=True)
+        self.prompt = PromptSession(
+            history=FileHistory(str(history)),
+            completer=_SlashCompleter(session),
+            complete_while_typing=True,
+            key_bindings=_bindings(),
+        )
+        session.confirm = self.confirm
+
+    def choose_plugin(self, session: ChatSession) -> str | None:
+        manager = session.manager
+        options = []
+        for name in manager.names():
+            state = manager.state(name)
+            why = ""
+            client = manager.running().get(name)
+            if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
+                why = ": " + client.stats.last_error.split(" ", 2)[-1][:60]
+            description = manager.discovery.plugins[name].metadata.description[:40]
+            options.append((name, f"{name:<18} {state}{why}  {description}".rstrip()))
+        try:
+            return choice("LLM Plugin", options=options, default=session.plugin)
+        except (KeyboardInterrupt, EOFError):
+            return None
+
+    def confirm(self, question: str) -> bool:
+        try:
+            return self.prompt.prompt(question).strip().lower() in ("y", "yes")
+        except (KeyboardInterrupt, EOFError):
+            return False
+
+    def run(self) -> None:
+        while True:
+            try:
+                line = self.prompt.prompt(f"{self.session.plugin}› ")
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line, as in a shell
+            except EOFError:
+                return
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                if not run_command(self.session, self, line):
+                    return
+                continue
+            self.session.ask(line)

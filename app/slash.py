@@ -1,0 +1,133 @@
+"""Slash commands of the chat: ``/plugin``, ``/tokens``, ``/save`` and the rest.
+
+Each command is a function ``(session, ui, argument) -> bool`` (False means leave the
+chat), registered in :data:`COMMANDS` with a one-line help text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from app.chat import ChatSession
+
+__all__ = ["COMMANDS", "UI", "run_command"]
+
+
+class UI(Protocol):
+    """What commands need from the terminal front end."""
+
+    def choose_plugin(self, session: ChatSession) -> str | None: ...
+
+
+Command = Callable[["ChatSession", UI, str], bool]
+COMMANDS: dict[str, tuple[Command, str]] = {}
+
+
+def _command(name: str, help_text: str) -> Callable[[Command], Command]:
+    def register(func: Command) -> Command:
+        COMMANDS[name] = (func, help_text)
+        return func
+
+    return register
+
+
+def run_command(session: ChatSession, ui: UI, line: str) -> bool:
+    """Run one ``/command argument`` line; return False when the chat should end."""
+    name, _, argument = line.strip().partition(" ")
+    entry = COMMANDS.get(name)
+    if entry is None:
+        session.output.error(f"unknown command {name}; commands are: {', '.join(sorted(COMMANDS))}")
+        return True
+    return entry[0](session, ui, argument.strip())
+
+
+@_command("/help", "show the commands")
+def _help(session: ChatSession, ui: UI, argument: str) -> bool:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name.ljust(width)}  {text}" for name, (_, text) in sorted(COMMANDS.items())]
+    session.output.write("\n".join(lines) + "\n  Enter sends; Esc then Enter (or Alt-Enter) adds a line; Ctrl-C stops a reply; Ctrl-D leaves\n")
+    return True
+
+
+@_command("/exit", "leave the chat")
+def _exit(session: ChatSession, ui: UI, argument: str) -> bool:
+    return False
+
+
+@_command("/plugin", "choose the plugin (menu), or /plugin NAME to switch directly")
+def _plugin(session: ChatSession, ui: UI, argument: str) -> bool:
+    name = argument or ui.choose_plugin(session)
+    if name and name != session.plugin:
+        session.switch(name)
+    return True
+
+
+@_command("/plugins", "list plugins and their states")
+def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
+    from app.render import table
+
+    manager = session.manager
+    rows = [[("* " if n == session.plugin else "  ") + n, manager.state(n), manager.discovery.plugins[n].metadata.description] for n in manager.names()]
+    session.output.write(table(rows, ["  NAME", "STATE", "DESCRIPTION"]) + "\n")
+    return True
+
+
+@_command("/health", "start, ping and probe every plugin")
+def _health(session: ChatSession, ui: UI, argument: str) -> bool:
+    from app.commands.plugins import health_text
+
+    names = argument.split() or None
+    session.output.write(health_text(session.manager.health(names), as_json=False) + "\n")
+    return True
+
+
+@_command("/system", "set the system prompt (/system alone shows it)")
+def _system(session: ChatSession, ui: UI, argument: str) -> bool:
+    if argument:
+        session.conversation.system = argument
+        session.output.notice("system prompt set")
+    else:
+        session.output.write((session.conversation.system or "(no system prompt)") + "\n")
+    return True
+
+
+@_command("/tokens", "show how the context window is spent")
+def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
+    import runner
+
+    try:
+        client = session.manager.client(session.plugin)
+        _, budget = session.conversation.fit(session.counter(client).count, client.context_window, session.max_tokens)
+    except (runner.PluginError, ValueError) as exc:
+        session.output.error(str(exc))
+        return True
+    session.output.write(
+        f"context window {budget.window} tokens ({session.plugin}): system {budget.system}, "
+        f"history {budget.history} ({budget.kept} messages kept, {budget.dropped} trimmed), "
+        f"reply budget {budget.reply}, free {budget.free}\n"
+    )
+    return True
+
+
+@_command("/reset", "start a new conversation (the system prompt stays)")
+def _reset(session: ChatSession, ui: UI, argument: str) -> bool:
+    session.conversation.reset()
+    session.output.notice("new conversation")
+    return True
+
+
+@_command("/save", "save the conversation as Markdown: /save FILE")
+def _save(session: ChatSession, ui: UI, argument: str) -> bool:
+    if not argument:
+        session.output.error("usage: /save FILE")
+        return True
+    path = Path(argument).expanduser()
+    try:
+        session.save(path)
+    except OSError as exc:
+        session.output.error(f"cannot save to {path}: {exc.strerror or exc}")
+        return True
+    session.output.notice(f"saved {len(session.conversation.messages)} messages to {path}")
+    return True
