@@ -69,6 +69,7 @@ class ChatSession:
         self.last_budget: Any = None
         self._counters: dict[str, TokenCounter] = {}
         self._stop = threading.Event()
+        self.notices: list[str] = []  # from background threads, printed before the next prompt
         self.confirm: Callable[[str], bool] = lambda question: False
 
     # -- plugins -------------------------------------------------------------------------
@@ -107,6 +108,14 @@ class ChatSession:
                 self.manager.check_idle()
 
         threading.Thread(target=loop, name="liveness", daemon=True).start()
+
+    def watch_plugins(self) -> None:
+        """Notice added, changed and removed plugin files while the chat runs."""
+        self.manager.watch(lambda changes: self.notices.append(changes.describe()))
+
+    def reload(self) -> None:
+        changes = self.manager.refresh()
+        self.output.notice(changes.describe() if changes else "no plugin changes")
 
     def close(self) -> None:
         self._stop.set()

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped", "discover", "parse_metadata", "plugin_name"]
+__all__ = [
+    "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
+    "discover", "file_stamp", "parse_metadata", "plugin_name",
+]  # fmt: skip
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -62,6 +65,7 @@ class PluginFile:
     source: str  # "shipped", "user" or "dir"
     metadata: Metadata = field(default_factory=Metadata)
     metadata_error: str | None = None
+    stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) when read: a different stamp means "changed"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ class Discovery:
 
     def names(self) -> list[str]:
         return sorted(self.plugins)
+
+    def files(self) -> dict[Path, PluginFile]:
+        """Every plugin file seen, conflicting ones included, by path."""
+        every = list(self.plugins.values()) + [f for files in self.conflicts.values() for f in files]
+        return {f.path: f for f in every}
 
 
 def plugin_name(path: Path) -> str:
@@ -135,18 +144,31 @@ def _skip_reason(path: Path) -> str | None:
     return None
 
 
-def _read_file(path: Path, source: str) -> PluginFile:
+def file_stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, 0)
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _read_file(path: Path, source: str, previous: dict[Path, PluginFile]) -> PluginFile:
+    stamp = file_stamp(path)
+    known = previous.get(path)
+    if known is not None and known.stamp == stamp and known.source == source:
+        return known  # unchanged since the last scan: not read again
     name = plugin_name(path)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             head = f.read(_HEAD_BYTES)
-        return PluginFile(name, path, source, parse_metadata(head))
+        return PluginFile(name, path, source, parse_metadata(head), stamp=stamp)
     except (OSError, MetadataError) as exc:
-        return PluginFile(name, path, source, Metadata(), metadata_error=str(exc))
+        return PluginFile(name, path, source, Metadata(), metadata_error=str(exc), stamp=stamp)
 
 
-def discover(folders: Iterable[tuple[Path, str]]) -> Discovery:
-    """Scan ``(folder, source)`` pairs in order; later folders do not override earlier ones."""
+def discover(folders: Iterable[tuple[Path, str]], previous: Discovery | None = None) -> Discovery:
+    """Scan ``(folder, source)`` pairs in order; files unchanged since ``previous`` are reused."""
+    known = {} if previous is None else previous.files()
     found: dict[str, list[PluginFile]] = {}
     skipped: list[Skipped] = []
     missing: list[Path] = []
@@ -166,7 +188,7 @@ def discover(folders: Iterable[tuple[Path, str]]) -> Discovery:
             if reason:
                 skipped.append(Skipped(path, reason))
                 continue
-            plugin = _read_file(path, source)
+            plugin = _read_file(path, source, known)
             found.setdefault(plugin.name, []).append(plugin)
     plugins = {name: files[0] for name, files in found.items() if len(files) == 1}
     conflicts = {name: tuple(files) for name, files in found.items() if len(files) > 1}

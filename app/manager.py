@@ -14,17 +14,17 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import runner
 from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
-from app.discovery import Discovery, PluginFile, discover
+from app.discovery import Discovery, PluginFile, discover, file_stamp
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
 from app.healthlog import HealthLog
 from app.keys import KeyStore
 from app.switches import SwitchStore
 
-__all__ = ["SHIPPED_DIR", "Access", "PluginManager"]
+__all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
@@ -53,6 +53,22 @@ class Access:
     @property
     def env(self) -> tuple[str, ...]:
         return self.grant.env if self.grant else ()
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a rescan of the plugin folders found, by plugin name."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    def describe(self) -> str:
+        parts = [f"{word} {', '.join(names)}" for word, names in (("added", self.added), ("changed", self.changed), ("removed", self.removed)) if names]
+        return "plugins " + "; ".join(parts)
 
 
 class PluginManager:
@@ -88,6 +104,7 @@ class PluginManager:
         self._clients: dict[str, runner.Plugin] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._stopped = threading.Event()
         self._hardened = False
 
     def __enter__(self) -> PluginManager:
@@ -104,9 +121,35 @@ class PluginManager:
             self._discovery = discover(self._folders)
         return self._discovery
 
-    def rescan(self) -> Discovery:
-        self._discovery = None
-        return self.discovery
+    def refresh(self) -> Changes:
+        """Rescan the plugin folders; a changed or removed plugin's process is stopped.
+
+        A changed plugin starts again, from its new file and under its current grants,
+        on its next use.
+        """
+        with self._lock:
+            old = self.discovery
+            new = self._discovery = discover(self._folders, previous=old)
+        changes = Changes(
+            added=tuple(sorted(set(new.plugins) - set(old.plugins))),
+            removed=tuple(sorted(set(old.plugins) - set(new.plugins))),
+            changed=tuple(sorted(n for n in set(old.plugins) & set(new.plugins) if old.plugins[n] != new.plugins[n])),
+        )
+        for name in changes.removed + changes.changed:
+            self.forget(name)
+        return changes
+
+    def watch(self, on_change: Callable[[Changes], None] | None = None, interval: float = 0.5) -> None:
+        """Refresh every ``interval`` seconds on a background thread until ``close()``."""
+        self.discovery  # the baseline the first refresh compares against: now, not later
+
+        def loop() -> None:
+            while not self._stopped.wait(interval):
+                changes = self.refresh()
+                if changes and on_change is not None:
+                    on_change(changes)
+
+        threading.Thread(target=loop, name="plugin-watch", daemon=True).start()
 
     def names(self) -> list[str]:
         """Names of every discovered plugin, sorted (disabled ones included)."""
@@ -226,6 +269,9 @@ class PluginManager:
             raise runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
         if self.is_disabled(name):
             raise runner.PluginUnavailable(name, f"is disabled (enable it with: sandchat plugins enable {name})", reason="disabled")
+        known = self.discovery.plugins.get(name)
+        if known is not None and name in self._clients and file_stamp(known.path) != known.stamp:
+            self.refresh()  # its file changed since we last looked: restart it from the new file
         with self._lock:
             existing = self._clients.get(name)
             if existing is not None:
@@ -261,6 +307,7 @@ class PluginManager:
     def close(self) -> None:
         """Stop every plugin process; safe to call twice."""
         self._closed = True
+        self._stopped.set()
         with self._lock:
             clients = list(self._clients.values())
         for client in clients:

@@ -93,6 +93,8 @@ class Repl:
 
     def run(self) -> None:
         while True:
+            while self.session.notices:
+                self.session.output.notice(self.session.notices.pop(0))
             try:
                 line = self.prompt.prompt(f"{self.session.plugin}› ")
             except KeyboardInterrupt:

@@ -111,6 +111,12 @@ def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
     return True
 
 
+@_command("/reload", "rescan the plugin folders now (they are also watched)")
+def _reload(session: ChatSession, ui: UI, argument: str) -> bool:
+    session.reload()
+    return True
+
+
 @_command("/reset", "start a new conversation (the system prompt stays)")
 def _reset(session: ChatSession, ui: UI, argument: str) -> bool:
     session.conversation.reset()

@@ -36,6 +36,7 @@ def chat(args: argparse.Namespace, context: Context) -> int:
     session.conversation.system = getattr(args, "system", "") or ""
     session.warm(name)
     session.watch_liveness()
+    session.watch_plugins()
     if getattr(args, "resume", False):
         count = session.resume()
         context.output.notice(f"continuing the last conversation ({count} exchanges)" if count else "no earlier conversation: starting a new one")
