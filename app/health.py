@@ -65,6 +65,15 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
     return report
 
 
+def _optional_layers() -> list[str]:
+    """Optional layers sandchat does not apply, said plainly rather than assumed."""
+    import shutil
+
+    if shutil.which("bwrap"):
+        return ["bubblewrap (installed, but sandchat does not use it yet)"]
+    return ["bubblewrap (optional; not installed)"]
+
+
 def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
     stats = client.stats
     sandbox = client.hello.get("sandbox") or {}
@@ -72,7 +81,7 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
     report.update(
         pid=client.pid,
         layers=list(sandbox.get("layers", [])),
-        missing_layers=list(sandbox.get("missing", [])),
+        missing_layers=list(sandbox.get("missing", [])) + _optional_layers(),
         uptime_s=round(uptime, 3) if uptime is not None else None,
         startup_ms=round(stats.startup_seconds * 1000, 1) if stats.startup_seconds is not None else None,
         calls=stats.calls,

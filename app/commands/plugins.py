@@ -92,8 +92,9 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
         if r["last_error"]:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
             lines.append(_cut(f"  {r['name']}: {error}", 79))
-        if r["layers"] and r["missing_layers"]:
-            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(r['missing_layers'])}", 79))
+        missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
+        if r["layers"] and missing:
+            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", 79))
         lines.extend(_cut(f"  {r['name']} stderr| {line}", 79) for line in r["stderr_tail"][-3:] if not r["healthy"])
     return "\n".join(lines)
 
