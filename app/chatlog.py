@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from app.sqlitefile import SqliteFile
 
 __all__ = ["ChatLog", "Exchange"]
 
@@ -51,30 +52,14 @@ class ChatLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._ready = False
-
-    def _connect(self) -> sqlite3.Connection:
-        if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=5.0)
-        if not self._ready:
-            with db:
-                db.executescript(_SCHEMA)
-            self._ready = True
-        return db
+        self._file = SqliteFile(path, _SCHEMA)
 
     def add(self, exchange: Exchange) -> None:
         row = asdict(exchange)
         row["ts"] = row["ts"] or time.time()
         row["cancelled"] = int(row["cancelled"])
-        db = self._connect()
-        try:
-            with db:
-                db.execute(
-                    f"INSERT INTO exchanges ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
-                )
-        finally:
-            db.close()
+        with self._file.connect() as db:
+            db.execute(f"INSERT INTO exchanges ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
     def recent(self, limit: int = 10) -> list[Exchange]:
         """The newest ``limit`` exchanges, oldest first."""
@@ -89,9 +74,6 @@ class ChatLog:
         if not self.path.exists():
             return []
         fields = [f for f in Exchange.__dataclass_fields__]
-        db = self._connect()
-        try:
+        with self._file.connect() as db:
             rows = db.execute(f"SELECT {', '.join(fields)} FROM exchanges {tail}", args).fetchall()
-        finally:
-            db.close()
         return [Exchange(**{**dict(zip(fields, row)), "cancelled": bool(row[fields.index("cancelled")])}) for row in rows]

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.sqlitefile import SqliteFile
+
 __all__ = ["HealthLog"]
 
 _SCHEMA = """
@@ -37,32 +39,17 @@ class HealthLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._ready = False
-
-    def _connect(self) -> sqlite3.Connection:
-        if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=5.0)
-        if not self._ready:
-            with db:
-                db.executescript(_SCHEMA)
-                db.execute("DELETE FROM events WHERE ts < ?", (time.time() - _KEEP_SECONDS,))
-            self._ready = True
-        return db
+        self._file = SqliteFile(path, _SCHEMA, on_first_open="DELETE FROM events WHERE ts < ?", args=(time.time() - _KEEP_SECONDS,))
 
     def record(self, plugin: str, event: str, details: dict[str, Any] | None = None) -> None:
         details = dict(details or {})
         exit_code, signal = details.pop("exit_code", None), details.pop("signal", None)
         try:
-            db = self._connect()
-            try:
-                with db:
-                    db.execute(
-                        "INSERT INTO events (ts, plugin, event, exit_code, signal, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                        (time.time(), plugin, event, exit_code, signal, json.dumps(details, default=str)),
-                    )
-            finally:
-                db.close()
+            with self._file.connect() as db:
+                db.execute(
+                    "INSERT INTO events (ts, plugin, event, exit_code, signal, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    (time.time(), plugin, event, exit_code, signal, json.dumps(details, default=str)),
+                )
         except sqlite3.Error:
             pass  # the log is a diagnostic aid: a locked or broken file must not break a chat
 
@@ -70,13 +57,10 @@ class HealthLog:
         """Events of ``plugin`` per kind since ``since`` (default: the last 24 hours)."""
         since = time.time() - _DAY if since is None else since
         try:
-            db = self._connect()
-            try:
+            with self._file.connect() as db:
                 rows = db.execute(
                     "SELECT event, COUNT(*) FROM events WHERE plugin = ? AND ts >= ? GROUP BY event", (plugin, since)
                 ).fetchall()
-            finally:
-                db.close()
         except sqlite3.Error:
             return {}
         return {event: count for event, count in rows}
@@ -88,11 +72,8 @@ class HealthLog:
         if plugin is not None:
             query, args = query + " WHERE plugin = ?", (plugin,)
         try:
-            db = self._connect()
-            try:
+            with self._file.connect() as db:
                 rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-            finally:
-                db.close()
         except sqlite3.Error:
             return []
         keys = ("ts", "plugin", "event", "exit_code", "signal")
