@@ -230,8 +230,7 @@ class PluginManager:
         env = {key: self.settings.environ[key] for key in HOST_ENV_PASSTHROUGH if key in self.settings.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(HOME=str(scratch), TMPDIR=str(scratch))
-        # The plugin's own file, not its folder: a folder may be $SANDCHAT_HOME or ~ (keys.json, ~/.ssh).
-        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), str(plugin.path)]
+        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), *_plugin_files(plugin.path)]
         if access.profile == "network":
             env.update({k: v for k, v in self.settings.environ.items() if k in _NETWORK_ENV})
             read += [*_NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
@@ -317,6 +316,16 @@ class PluginManager:
 def runner_root() -> Path:
     """The folder holding ``llm_utils.py`` and ``runner/`` (the child needs both)."""
     return Path(runner.__file__).resolve().parent.parent
+
+
+def _plugin_files(path: Path) -> list[str]:
+    """The plugin file and its companions (``NAME_plugin.toml`` ... beside it), never its folder.
+
+    A plugin folder may be ``$SANDCHAT_HOME`` (keys.json) or ``~`` (~/.ssh). Companions
+    that are symlinks are left out: one could point anywhere.
+    """
+    companions = [p for p in path.parent.glob(path.stem + ".*") if p != path and p.is_file() and not p.is_symlink()]
+    return [str(path), *sorted(str(p) for p in companions)]
 
 
 def _python_paths() -> list[str]:

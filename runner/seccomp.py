@@ -10,6 +10,10 @@ Why each group is denied:
 - socket(): every family, or all but AF_INET/AF_INET6 in the network profile.
   Landlock does not cover pathname AF_UNIX connect (D-Bus, ssh-agent,
   docker.sock), netlink or raw sockets.  socketpair stays: asyncio needs it.
+  In the network profile only SOCK_STREAM/SOCK_DGRAM with protocol 0, TCP or
+  UDP: Landlock's port rules see TCP only, so an MPTCP socket (protocol 262)
+  would connect to any port, and a raw or packet socket (root) would sniff and
+  forge any traffic.
 - io_uring: it can open files and sockets without the syscalls filtered here.
 - fork/vfork/clone without CLONE_THREAD, execve/execveat: no child processes
   escape the rlimits, the pinned process group, or PDEATHSIG.  clone3 gets
@@ -23,6 +27,13 @@ Why each group is denied:
   plugin never needs (they matter when sandchat runs as root).
 - chmod/chown/xattr families, mknod of char/block devices: Landlock does not
   cover metadata changes; a device node in a writable dir would bypass it.
+- SysV IPC (shm*, msg*, sem*): segments and queues are named by a global key,
+  not a path, so Landlock never sees them; a plugin could read or write the
+  shared memory of any process of its uid (any process at all as root).
+- setpriority, sched_set{scheduler,param,attr,affinity}, ioprio_set: they take
+  a pid, and Landlock does not scope them: renicing or pinning the host, or a
+  real-time busy loop that starves the machine (root).
+- sethostname, setdomainname, vhangup, quotactl: machine-wide, root only.
 - setrlimit/prlimit64 with a new limit: the rlimits are the memory/CPU cap.
   prlimit64(..., new=NULL, ...) is a pure read (resource.getrlimit) and allowed.
 - ioctl TIOCSTI/TIOCLINUX: typing into a terminal the plugin may share.
@@ -59,6 +70,8 @@ _OFF_ARCH = 4
 _X32_SYSCALL_BIT = 0x40000000
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+SOCK_STREAM, SOCK_DGRAM, SOCK_TYPE_MASK = 1, 2, 0xF  # the type's low bits; the rest are flags
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
 CLONE_THREAD = 0x00010000
 # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET.  CLONE_NEWTIME
 # (0x80) is only valid for unshare/clone3; in clone() those bits are CSIGNAL.
@@ -81,7 +94,34 @@ DENIED = (
     "reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime",
     "clock_adjtime", "adjtimex", "personality", "iopl", "ioperm", "syslog",
     "fanotify_init", "open_by_handle_at",
+    "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl",
+    "setpriority", "sched_setscheduler", "sched_setparam", "sched_setattr",
+    "sched_setaffinity", "ioprio_set",
+    "sethostname", "setdomainname", "vhangup", "quotactl", "quotactl_fd",
 )
+
+# Numbers for the names above that runner.kernel's table does not carry
+# (checked against asm/unistd_64.h and asm-generic/unistd.h).
+_MORE_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {
+        "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "msgget": 68, "msgsnd": 69,
+        "msgrcv": 70, "msgctl": 71, "semget": 64, "semop": 65, "semctl": 66, "semtimedop": 220,
+        "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
+        "sched_setaffinity": 203, "sched_setattr": 314, "ioprio_set": 251,
+        "sethostname": 170, "setdomainname": 171, "vhangup": 153, "quotactl": 179,
+        "quotactl_fd": 443,
+    },
+    "aarch64": {
+        "msgget": 186, "msgctl": 187, "msgrcv": 188, "msgsnd": 189, "semget": 190,
+        "semctl": 191, "semtimedop": 192, "semop": 193, "shmget": 194, "shmctl": 195,
+        "shmat": 196, "shmdt": 197, "setpriority": 140, "sched_setparam": 118,
+        "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274,
+        "ioprio_set": 30, "sethostname": 161, "setdomainname": 162, "vhangup": 58,
+        "quotactl": 60, "quotactl_fd": 443,
+    },
+}
+_SYSCALLS = {**_MORE_SYSCALLS.get(kernel.MACHINE, {}), **kernel.SYSCALLS} if kernel.SUPPORTED else {}
 
 
 def _stmt(code: int, k: int) -> tuple[int, int, int, int]:
@@ -101,20 +141,30 @@ def _on_syscall(name: str, body: list[tuple[int, int, int, int]]) -> list:
 
     The accumulator holds nr on entry and, after a miss, still does.
     """
-    if name not in kernel.SYSCALLS:
+    if name not in _SYSCALLS:
         return []
     assert body[-1][0] == _RET_K and len(body) < 256
-    return [_jump(_JEQ_K, kernel.SYSCALLS[name], 0, len(body))] + body
+    return [_jump(_JEQ_K, _SYSCALLS[name], 0, len(body))] + body
 
 
 def _socket_rule(allow_inet: bool) -> list:
     if not allow_inet:
         return _on_syscall("socket", [_stmt(_RET_K, _EPERM)])
-    # The family is an int: its low word is all the kernel looks at.
+    # socket(family, type, protocol): ints, so their low words are all the kernel
+    # looks at.  Allowed: AF_INET/AF_INET6, SOCK_STREAM/SOCK_DGRAM (any flags),
+    # protocol 0, TCP or UDP.  Everything else jumps to the EPERM at the end.
     return _on_syscall("socket", [
         _load_arg(0),
-        _jump(_JEQ_K, AF_INET, 2, 0),
-        _jump(_JEQ_K, AF_INET6, 1, 0),
+        _jump(_JEQ_K, AF_INET, 1, 0),
+        _jump(_JEQ_K, AF_INET6, 0, 8),
+        _load_arg(1),
+        _stmt(_AND_K, SOCK_TYPE_MASK),
+        _jump(_JEQ_K, SOCK_STREAM, 1, 0),
+        _jump(_JEQ_K, SOCK_DGRAM, 0, 4),
+        _load_arg(2),
+        _jump(_JEQ_K, 0, 3, 0),
+        _jump(_JEQ_K, IPPROTO_TCP, 2, 0),
+        _jump(_JEQ_K, IPPROTO_UDP, 1, 0),
         _stmt(_RET_K, _EPERM),
         _stmt(_RET_K, RET_ALLOW),
     ])
