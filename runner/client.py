@@ -64,6 +64,7 @@ class Plugin(LLMClient):
         self.supervisor = Supervisor(policy)
         self._on_event = on_event
         self._conn: Connection | None = None
+        self._pending: Connection | None = None  # a process still in its handshake
         self._lock = threading.RLock()
         self._closed = False
         self._starting = False
@@ -120,6 +121,10 @@ class Plugin(LLMClient):
 
     def stop(self) -> None:
         """Stop the process politely (then by force); safe to call twice and from any thread."""
+        pending = self._pending
+        if pending is not None and not pending.dead:
+            pending.kill()  # still starting: its handshake ends at once with "stopped"
+            self._emit("stopped", {"pid": pending.pid})
         conn = self._conn
         if conn is not None and not conn.dead:
             if self._lock.acquire(timeout=0.05):
@@ -168,9 +173,13 @@ class Plugin(LLMClient):
         self._starting = True
         self._emit("restarting" if self.supervisor.failures else "starting", {})
         try:
-            conn = Connection(self.config, ROOT)
+            conn = self._pending = Connection(self.config, ROOT)
+            if self._closed:
+                conn.kill()  # closed while spawning: stop() may have looked before _pending was set
             conn.handshake()
         except PluginError as exc:
+            if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
+                raise  # stopped or shut down from another thread while starting: not a failure
             self._record(exc)
             self._emit("start_failed", {"error": str(exc), **_exit_details(exc)})
             if isinstance(exc, _CANNOT_LOAD):
@@ -182,6 +191,10 @@ class Plugin(LLMClient):
             self._starting = False
         self._load_error = None
         self._conn = conn
+        self._pending = None
+        if self._closed:  # closed during the handshake: stop() may have seen neither connection
+            conn.kill()
+            raise PluginUnavailable(self.name, "was stopped while starting: sandchat is shutting down", reason="closed")
         self.supervisor.started(time.monotonic())
         self.stats.startup_seconds = time.monotonic() - began
         self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})
@@ -253,8 +266,8 @@ class Plugin(LLMClient):
         if not self.running or not self._lock.acquire(blocking=False):
             return None
         try:
-            if not self.running:
-                return None
+            if not self.running or self._busy:
+                return None  # busy on this very thread (the lock is re-entrant): a stream between chunks
             self._call("ping", {}, self.config.deadlines.ping, "ping")
             return True
         except PluginError:

@@ -114,9 +114,11 @@ class PluginStartTimeout(PluginStartError, PluginTimeout):
     """Raised when no hello arrives before the start deadline."""
 
     def __init__(self, plugin: str, message: str, *, seconds: float, stderr_tail: tuple[str, ...] = ()) -> None:
+        # After the parent's __init__: through the MRO it reaches PluginTimeout.__init__,
+        # which would reset phase and seconds to their defaults ("total", 0.0).
+        PluginStartError.__init__(self, plugin, message, stderr_tail=stderr_tail)
         self.phase = "start"
         self.seconds = seconds
-        PluginStartError.__init__(self, plugin, message, stderr_tail=stderr_tail)
 
 
 class PluginCrashed(PluginError):

@@ -104,19 +104,21 @@ class Server:
         worker.start()
 
     def _call(self, msgid: int, handler: Callable[..., Any], *args: Any) -> None:
+        error, result = None, None
         try:
             result = handler(msgid, *args)
         except _Reply as reply:
-            self.respond(msgid, reply.error)
+            error = reply.error
         except SystemExit as exc:
             _exit_like(exc)
         except BaseException as exc:  # plugin code raised: send it as data, keep serving
             text = "".join(traceback.format_exception(exc))
-            self.respond(msgid, error_map("plugin", type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:]))
-        else:
-            self.respond(msgid, None, result)
+            error = error_map("plugin", type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:])
         finally:
+            # Before the reply: the host may send its next generation as soon as it reads
+            # the reply, and must not find this one still marked running ("busy").
             self._active.pop(msgid, None)
+        self.respond(msgid, error, result)
 
     def _count_tokens(self, msgid: int, params: dict[str, Any]) -> int:
         text = _param(params, "text", str)
