@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("--env", action="append", default=None, metavar="VAR")
     revoke = psub.add_parser("revoke", help="take back everything granted to a plugin")
     revoke.add_argument("name", metavar="NAME")
+    new = psub.add_parser("new", help="write a ready-to-edit plugin file (user plugin folder, or --dir)")
+    new.add_argument("name", metavar="NAME")
+    new.add_argument("--network", action="append", metavar="HOST:PORT", help="request this endpoint (repeatable)")
+    new.add_argument("--env", action="append", metavar="VAR", help="request this environment variable (repeatable)")
+    new.add_argument("--dir", metavar="DIR", help="write it into DIR instead")
+    for action, text in (("check", "check a plugin file: static checks, then a conformance run in its sandbox"),
+                         ("install", "check a plugin file and copy it into the user plugin folder (grants nothing)")):  # fmt: skip
+        checker = psub.add_parser(action, help=text)
+        checker.add_argument("file", metavar="FILE")
+        checker.add_argument("--timeout", type=_positive_float, metavar="S", help="deadline for each call (default 20)")
+    psub.choices["install"].add_argument("--force", action="store_true", help="install even if conformance checks fail")
+    remove = psub.add_parser("remove", help="delete a plugin from the user plugin folder and revoke its grant")
+    remove.add_argument("name", metavar="NAME")
 
     keys = sub.add_parser("keys", help="store API keys for plugins")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser, required=True)

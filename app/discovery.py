@@ -20,7 +20,7 @@ from typing import Iterable
 
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
-    "discover", "file_stamp", "parse_metadata", "plugin_name",
+    "discover", "file_problem", "file_stamp", "parse_metadata", "plugin_name",
 ]  # fmt: skip
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
@@ -142,6 +142,12 @@ def _skip_reason(path: Path) -> str | None:
     if not _NAME.match(plugin_name(path)):
         return "name must be letters, digits, '_' or '-'"
     return None
+
+
+def file_problem(path: Path) -> str | None:
+    """Why discovery would skip a file at ``path`` (its name breaks a rule), or None."""
+    reason = _skip_reason(path)
+    return "python cache folder" if reason == "python cache" else reason
 
 
 def file_stamp(path: Path) -> tuple[int, int]:

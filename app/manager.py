@@ -28,6 +28,7 @@ __all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
+_SAFE_MODE = "is off: safe mode (--no-plugins) starts no plugin; run without --no-plugins, or turn off one plugin with SANDCHAT_DISABLE_PLUGINS=NAME"
 _NETWORK_READ = (
     "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
     "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf", "/etc/services", "/etc/protocols",
@@ -169,8 +170,10 @@ class PluginManager:
         return "failed" if plugin is None or plugin.metadata_error else "stopped"
 
     def plugin_file(self, name: str) -> PluginFile:
+        if self.settings.no_plugins:
+            raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
         found = self.discovery.plugins.get(name)
-        if found is not None and not self.settings.no_plugins:
+        if found is not None:
             return found
         conflict = self.discovery.conflicts.get(name)
         if conflict:
@@ -266,6 +269,10 @@ class PluginManager:
         """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
         if self._closed:
             raise runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
+        if self.settings.no_plugins:
+            raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
+        if name in self.settings.disabled:
+            raise runner.PluginUnavailable(name, "is turned off by SANDCHAT_DISABLE_PLUGINS or the settings file's 'disabled' list", reason="disabled")
         if self.is_disabled(name):
             raise runner.PluginUnavailable(name, f"is disabled (enable it with: sandchat plugins enable {name})", reason="disabled")
         known = self.discovery.plugins.get(name)

@@ -30,6 +30,8 @@ def _plugin_name(args: argparse.Namespace, context: Context) -> str:
     if args.plugin:
         return args.plugin
     name, why = choose_default(context.manager)
+    if context.settings.no_plugins:
+        return name  # it will not start (safe mode): nothing to explain, nothing to remember
     notice = explain_once(context.manager, name, why)
     if notice:
         context.output.notice(notice)

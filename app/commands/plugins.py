@@ -16,9 +16,12 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
+    from app.commands import authoring
+
     actions = {
         "list": list_plugins, "health": health, "grant": grant, "revoke": revoke,
         "logs": logs, "enable": toggle, "disable": toggle,
+        "new": authoring.new, "check": authoring.check, "install": authoring.install, "remove": authoring.remove,
     }  # fmt: skip
     return actions[args.plugins_command](args, context)
 
@@ -45,7 +48,10 @@ def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
 def list_plugins(args: argparse.Namespace, context: Context) -> int:
     manager = context.manager
     discovery = manager.discovery
-    rows = [] if context.settings.no_plugins else [_listing(context, discovery.plugins[n]) for n in discovery.names()]
+    rows = [_listing(context, discovery.plugins[n]) for n in discovery.names()]  # never starts a plugin
+    if context.settings.no_plugins:
+        for row in rows:
+            row["state"] = "disabled"
     skipped = [{"path": str(s.path), "reason": s.reason} for s in discovery.skipped]
     if args.json:
         body: dict[str, Any] = {"plugins": rows}
@@ -54,7 +60,7 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
         context.output.write(json.dumps(body, indent=2) + "\n")
         return EXIT_OK
     if context.settings.no_plugins:
-        context.output.notice("safe mode (--no-plugins): every plugin is off")
+        context.output.notice("safe mode (--no-plugins): every plugin is off and none was started; remove a broken one with: sandchat plugins remove NAME")
     lines = [[r["name"], r["state"], r["profile"], r["description"] or r["path"]] for r in rows]
     context.output.write(table(lines, ["NAME", "STATE", "PROFILE", "DESCRIPTION"]) + "\n")
     for row in rows:
