@@ -17,7 +17,8 @@ __all__ = ["choose_default", "explain_once"]
 
 def choose_default(manager: PluginManager) -> tuple[str, str]:
     """Return ``(name, why)`` for the plugin to use when none was named."""
-    settings, names = manager.settings, set(manager.names()) - set(manager.settings.disabled)
+    settings = manager.settings
+    names = {name for name in manager.names() if not manager.is_disabled(name)}  # config, env and `plugins disable`
     if settings.default_plugin:
         return settings.default_plugin, "it is your configured default"
     if "claude" in names and manager.keys.resolve(("ANTHROPIC_API_KEY",), settings.environ):
@@ -25,7 +26,8 @@ def choose_default(manager: PluginManager) -> tuple[str, str]:
     if "local" in names and importlib.util.find_spec("llama_cpp") is not None:
         return "local", "the local model is installed and no API key is set"
     if "echo" in names:
-        return "echo", "no API key is set and the local model is not installed"
+        local = "is disabled" if "local" in manager.names() and manager.is_disabled("local") else "is not installed"
+        return "echo", f"no API key is set and the local model {local}"
     if names:
         first = sorted(names)[0]
         return first, "it is the first plugin found"

@@ -65,6 +65,7 @@ class Plugin(LLMClient):
         self._on_event = on_event
         self._conn: Connection | None = None
         self._pending: Connection | None = None  # a process still in its handshake
+        self._stops = 0  # stop() calls so far: a start that sees this change gives up
         self._lock = threading.RLock()
         self._closed = False
         self._starting = False
@@ -121,6 +122,7 @@ class Plugin(LLMClient):
 
     def stop(self) -> None:
         """Stop the process politely (then by force); safe to call twice and from any thread."""
+        self._stops += 1
         pending = self._pending
         if pending is not None and not pending.dead:
             pending.kill()  # still starting: its handshake ends at once with "stopped"
@@ -172,10 +174,11 @@ class Plugin(LLMClient):
         self.stats.starts += 1
         self._starting = True
         self._emit("restarting" if self.supervisor.failures else "starting", {})
+        stops = self._stops
         try:
             conn = self._pending = Connection(self.config, ROOT)
-            if self._closed:
-                conn.kill()  # closed while spawning: stop() may have looked before _pending was set
+            if self._closed or self._stops != stops:
+                conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
             conn.handshake()
         except PluginError as exc:
             if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
@@ -192,9 +195,11 @@ class Plugin(LLMClient):
         self._load_error = None
         self._conn = conn
         self._pending = None
-        if self._closed:  # closed during the handshake: stop() may have seen neither connection
+        if self._closed or self._stops != stops:  # stopped during the handshake: stop() may have seen neither
             conn.kill()
-            raise PluginUnavailable(self.name, "was stopped while starting: sandchat is shutting down", reason="closed")
+            if self._closed:
+                raise PluginUnavailable(self.name, "was stopped while starting: sandchat is shutting down", reason="closed")
+            raise PluginUnavailable(self.name, "was stopped while starting", reason="stopped")
         self.supervisor.started(time.monotonic())
         self.stats.startup_seconds = time.monotonic() - began
         self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})

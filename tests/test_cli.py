@@ -24,11 +24,12 @@ def sandchat(home: Path, *args: str, stdin: str | None = None, **env: str) -> su
 
 
 def test_prompt_streams_the_default_plugin_answer(home: Path) -> None:
-    result = sandchat(home, "prompt", "hello")
+    local_off = {"SANDCHAT_DISABLE_PLUGINS": "local"}  # with the local extra installed, local would answer
+    result = sandchat(home, "prompt", "hello", **local_off)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "echo: hello\n"
     assert "using plugin 'echo'" in result.stderr  # said once ...
-    again = sandchat(home, "prompt", "hello")
+    again = sandchat(home, "prompt", "hello", **local_off)
     assert again.stderr == ""  # ... and not again
 
 
