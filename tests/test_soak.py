@@ -1,0 +1,197 @@
+"""A bounded soak: many concurrent calls on several plugins while a chaos thread SIGKILLs them.
+
+Every call must end, within its deadline, either with the right answer or with a named
+``runner.PluginError``; no call may be lost or hang; each kill may cost at most the one
+call it hit; and after ``close()`` no plugin process is left.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import PluginManager
+from runner import Deadlines, PluginCrashed, PluginError, PluginStartError, RestartPolicy
+from tests.conftest import TEST_PLUGINS, plugin_processes as _all_plugin_processes
+
+
+def plugin_processes(marker: str) -> list[tuple[int, str]]:
+    """Live plugin processes whose command line names ``marker`` (this test's home).
+
+    Unreaped children of the test process are left to the autouse leak check, which
+    knows which of them were there before the test (other tests may have left some).
+    """
+    return [(pid, cmd) for pid, cmd in _all_plugin_processes(marker) if marker in cmd]
+
+
+DEADLINES = Deadlines(start=20, first_chunk=2, idle=2, total=4, count_tokens=2, ping=2, cancel_grace=1, stop_grace=1)
+#: Never quarantine: chaos is not the plugin's fault, and every call should get its chance.
+POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=10_000, window=30, cooldown=0.5, stable_after=0.2)
+PLUGINS = ("echo", "sup_jitter", "sup_trickle")
+KINDS = ("generate", "stream", "stream_break", "count_tokens")
+MESSAGES = ("hello", "two words", "a slightly longer message of seven words", "ünïcödé ✓ text")
+CALLS = 360
+WORKERS = 12
+KILLS = 12
+MARGIN = 2.0  # on top of a call's own deadline: lock queueing behind other calls, restarts, CI slack
+GLOBAL_TIMEOUT = 90.0
+
+
+@dataclass
+class Outcome:
+    plugin: str
+    kind: str
+    message: str
+    elapsed: float
+    result: Any = None
+    error: BaseException | None = None
+
+
+def answer(plugin: str, message: str) -> str:
+    return {"echo": "echo: ", "sup_jitter": "jitter: ", "sup_trickle": "trickle: "}[plugin] + message
+
+
+def deadline_of(kind: str) -> float:
+    return DEADLINES.count_tokens if kind == "count_tokens" else DEADLINES.total
+
+
+def one_call(manager: PluginManager, plugin: str, kind: str, message: str) -> Outcome:
+    began = time.monotonic()
+    outcome = Outcome(plugin, kind, message, 0.0)
+    try:
+        client = manager.client(plugin)
+        if kind == "generate":
+            outcome.result = client.generate_response("", message)
+        elif kind == "stream":
+            outcome.result = "".join(client.stream_response("", message))
+        elif kind == "stream_break":
+            for chunk in client.stream_response("", message):
+                outcome.result = chunk
+                break  # the abandoned stream is cancelled under the lock
+        else:
+            outcome.result = client.count_tokens(message)
+    except BaseException as exc:  # noqa: BLE001 - judged by the test thread
+        outcome.error = exc
+    outcome.elapsed = time.monotonic() - began
+    return outcome
+
+
+def kill_plugin_process(pid: int, marker: str) -> bool:
+    """SIGKILL ``pid`` only if it is still one of this test's plugin processes (pidfd: no pid reuse race)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return False
+    try:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        if "runner/child.py" not in cmdline or marker not in cmdline:
+            return False
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def chaos(manager: PluginManager, marker: str, rng: random.Random, done: threading.Event, kills: list[tuple[str, int]]) -> None:
+    while len(kills) < KILLS and not done.is_set():
+        if done.wait(rng.uniform(0.05, 0.35)):
+            return
+        running = [(name, client.pid) for name, client in manager.running().items() if client.pid]
+        if not running:
+            continue
+        name, pid = rng.choice(running)
+        if kill_plugin_process(pid, marker):  # type: ignore[arg-type]
+            kills.append((name, pid))  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(150)
+def test_concurrent_calls_under_random_kills(home: Path) -> None:
+    seed = int(os.environ.get("SOAK_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    marker = str(home)
+    manager = PluginManager([TEST_PLUGINS], home, deadlines=DEADLINES, restart_policy=POLICY)
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="soak")  # alive until after close()
+    done = threading.Event()
+    kills: list[tuple[str, int]] = []
+    try:
+        # Calm first: every plugin answers, and echo's token counts are learned.
+        tokens = {}
+        for plugin in PLUGINS:
+            client = manager.client(plugin)
+            for message in MESSAGES:
+                assert client.generate_response("", message) == answer(plugin, message)
+                tokens[plugin, message] = client.count_tokens(message)
+        for message in MESSAGES:
+            assert tokens["sup_jitter", message] == len(message.split())
+            assert tokens["sup_trickle", message] == len(message)
+
+        plan = [(rng.choice(PLUGINS), rng.choice(KINDS), rng.choice(MESSAGES)) for _ in range(CALLS)]
+        chaos_thread = threading.Thread(target=chaos, args=(manager, marker, rng, done, kills), daemon=True)
+        began = time.monotonic()
+        futures: list[Future[Outcome]] = [pool.submit(one_call, manager, *call) for call in plan]
+        chaos_thread.start()
+        liveness: list[dict[str, bool]] = []
+        while not all(f.done() for f in futures) and time.monotonic() - began < GLOBAL_TIMEOUT:
+            liveness.append(manager.check_idle())  # pings race the calls and the kills too
+            wait(futures, timeout=0.05)
+        finished, unfinished = wait(futures, timeout=max(0.0, GLOBAL_TIMEOUT - (time.monotonic() - began)))
+        done.set()
+        chaos_thread.join(5)
+        assert not unfinished, f"{len(unfinished)} of {CALLS} calls never ended (seed {seed})"
+        outcomes = [f.result() for f in futures]  # one_call never raises: nothing is lost
+        assert len(outcomes) == CALLS
+
+        wrong, slow, unnamed, errors = [], [], [], []
+        for o in outcomes:
+            if o.elapsed >= deadline_of(o.kind) + MARGIN:
+                slow.append(o)
+            if o.error is not None:
+                (errors if isinstance(o.error, PluginError) else unnamed).append(o)
+                continue
+            if o.kind == "count_tokens":
+                ok = o.result == tokens[o.plugin, o.message]
+            elif o.kind == "stream_break":
+                ok = isinstance(o.result, str) and o.result != "" and answer(o.plugin, o.message).startswith(o.result)
+            else:
+                ok = o.result == answer(o.plugin, o.message)
+            if not ok:
+                wrong.append(o)
+        context = f"(seed {seed}, {len(kills)} kills)"
+        assert not unnamed, f"errors outside the runner's tree {context}: {[repr(o.error) for o in unnamed[:5]]}"
+        assert not wrong, f"wrong answers {context}: {[(o.plugin, o.kind, o.message, o.result) for o in wrong[:5]]}"
+        assert not slow, f"calls past their deadline {context}: {[(o.plugin, o.kind, round(o.elapsed, 2), repr(o.error)) for o in slow[:5]]}"
+        # A kill ends the call it hit (or the start it hit): nothing else may fail.
+        kinds = {type(o.error).__name__ for o in errors}
+        assert all(isinstance(o.error, (PluginCrashed, PluginStartError)) for o in errors), f"{kinds} {context}: {[str(o.error) for o in errors[:5]]}"
+        assert len(errors) <= len(kills), f"{len(errors)} failed calls for {len(kills)} kills {context}: {[str(o.error) for o in errors]}"
+        assert len(outcomes) - len(errors) >= 0.9 * CALLS
+        assert len(kills) >= KILLS // 2, f"the chaos thread only killed {len(kills)} processes {context}"
+        assert all(isinstance(ok, bool) for report in liveness for ok in report.values())
+        crashed = sum(manager.events.counts(p).get("crashed", 0) for p in PLUGINS)
+        assert crashed <= len(kills)
+        assert all(manager.events.counts(p).get("quarantined", 0) == 0 for p in PLUGINS)
+
+        # Calm again: every plugin still answers.
+        for plugin in PLUGINS:
+            assert manager.client(plugin).generate_response("", "after") == answer(plugin, "after")
+    finally:
+        done.set()
+        manager.close()
+        assert plugin_processes(marker) == [], "plugin processes left after close()"
+        pool.shutdown(wait=True, cancel_futures=True)
+    assert plugin_processes(marker) == []
