@@ -1,0 +1,128 @@
+"""A token-count cache: count each distinct (plugin, text) once.
+
+A chat re-counts its whole history before every turn to fit it into the model's
+window; without a cache that is one plugin round trip per message per turn. A
+:class:`TokenCounter` wraps one client and remembers each count:
+
+* **Key.** The text, within the identity of the plugin that counted it. The identity
+  is the plugin file's path, modification time and size (``client.config.path``), so
+  counts survive a restart of an unchanged plugin and are all dropped when the file
+  changes. The text itself is the dict key: the lookup uses Python's string hash
+  (computed once per string object and cached in it), and an equal-hash collision is
+  resolved by comparing the text, so a hit is never a wrong count. A digest such as
+  SHA-256 would cost about a microsecond per lookup and still need the same dict.
+* **Cheap validity check.** The file is stat()ed only when the plugin's process
+  changed (a new pid, or none running): a plugin process loads its file once, so
+  while the same process answers, its counts stay valid.
+* **Bound.** At most ``maxsize`` texts, least recently used evicted first.
+
+A client without ``config.path`` (an in-process ``LLMClient``) is its own identity.
+Counts are only cached when the plugin answered; errors propagate and cache nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Iterable
+
+__all__ = ["TokenCounter"]
+
+
+class TokenCounter:
+    """Counts tokens through ``client`` (an ``LLMClient``), asking it once per distinct text."""
+
+    def __init__(self, client: Any, maxsize: int = 4096) -> None:
+        if type(maxsize) is not int or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive int, got {maxsize!r}")
+        self.client = client
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._table: dict[str, int] = {}  # text -> count, least recently used first
+        self._identity: tuple[Any, ...] | None = None
+        self._process: Any = _UNSET  # the process whose counts the table holds (its pid)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._table.clear()
+
+    def identity(self) -> tuple[Any, ...]:
+        """What the cached counts belong to: the plugin file as it is now (path, mtime, size)."""
+        path = getattr(getattr(self.client, "config", None), "path", None)
+        if path is None:
+            return ("object", id(self.client))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return ("missing", os.fspath(path))
+        return ("file", os.fspath(path), st.st_mtime_ns, st.st_size)
+
+    def count(self, text: str) -> int:
+        """The token count of ``text``; the plugin is asked only on a miss."""
+        return self.count_many((text,))[0]
+
+    def count_many(self, texts: Iterable[str]) -> list[int]:
+        """The token counts of ``texts``, in order; each distinct missing text is counted once."""
+        texts = list(texts)
+        for text in texts:
+            if type(text) is not str:
+                raise TypeError(f"texts must be str, got {type(text).__name__}")
+        counts: list[int] = [0] * len(texts)
+        missing: dict[str, list[int]] = {}
+        with self._lock:
+            table = self._current()
+            identity = self._identity
+            pop = table.pop
+            for i, text in enumerate(texts):
+                count = pop(text, None)
+                if count is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    table[text] = count  # re-inserted last: most recently used
+                    counts[i] = count
+            self.hits += len(texts) - sum(len(places) for places in missing.values())
+        if not missing:
+            return counts
+        found: dict[str, int] = {}
+        try:
+            for text in missing:
+                count = self.client.count_tokens(text)
+                if type(count) is not int or count < 0:
+                    raise TypeError(f"count_tokens returned {count!r}, expected a non-negative int")
+                found[text] = count
+        finally:
+            self._store(found, identity)
+        for text, places in missing.items():
+            for i in places:
+                counts[i] = found[text]
+        return counts
+
+    def _current(self) -> dict[str, int]:
+        """The table for the plugin as it is now; emptied when its file changed. Lock held."""
+        process = getattr(self.client, "pid", None)
+        if process is None or process != self._process:
+            identity = self.identity()
+            if identity != self._identity:
+                self._table.clear()
+                self._identity = identity
+            self._process = process
+        return self._table
+
+    def _store(self, found: dict[str, int], identity: tuple[Any, ...] | None) -> None:
+        with self._lock:
+            self.misses += len(found)
+            if identity != self._identity:
+                return  # the plugin changed while we asked it: these counts belong to no table
+            table = self._table
+            for text, count in found.items():
+                table[text] = count
+            while len(table) > self.maxsize:
+                del table[next(iter(table))]
+
+
+_UNSET = object()
