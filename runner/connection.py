@@ -32,7 +32,7 @@ from runner.stderr import StderrCapture
 
 __all__ = ["Connection"]
 
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 _SANDBOX_EXIT = 78  # runner/child.py: the sandbox could not be applied
 _EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
 
@@ -62,6 +62,13 @@ class Connection:
         self._poll_in = select.poll()
         self._poll_in.register(self._read_fd, _EVENTS)
         self._poll_in.register(self._wake_r, select.POLLIN)
+        self._poll_out = select.poll()  # used only when the child's input pipe is full
+        self._poll_out.register(self._write_fd, select.POLLOUT)
+        # Every read lands in this one buffer and is decoded from it in place: no per-read
+        # allocation (a large os.read() buffer costs an mmap/munmap pair per call).
+        self._read_buf = bytearray(_READ_SIZE)
+        self._read_bufs = [self._read_buf]
+        self._read_view = memoryview(self._read_buf)
         self._encoder = Encoder()
         self._decoder = Decoder(config.max_message)
         self._inbox: deque[list[Any]] = deque()
@@ -278,19 +285,27 @@ class Connection:
             if method != "cancel":
                 self._doing, self._last_request = method, msgid
                 self._cancel_at = math.inf
-            data = memoryview(self._encoder.request(msgid, method, params))
-            deadline = time.monotonic() + self.config.deadlines.first_chunk
-            poll_out = select.poll()
-            poll_out.register(self._write_fd, select.POLLOUT)
-            while data:
-                try:
-                    data = data[os.write(self._write_fd, data) :]
-                except BlockingIOError:
-                    if not poll_out.poll(max(0.0, deadline - time.monotonic()) * 1000):
-                        self._fail_locked(PluginTimeout(self.name, f"stopped reading its input during {method}", phase="write"))
-                except OSError:
-                    self._fail_locked(self._crashed(method))
+            data = self._encoder.request(msgid, method, params)
+            try:
+                written = os.write(self._write_fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self._fail_locked(self._crashed(method))
+            if written < len(data):  # the pipe is full: wait for room, under the write deadline
+                self._write_rest(memoryview(data)[written:], method)
             return msgid
+
+    def _write_rest(self, data: memoryview, method: str) -> None:
+        deadline = time.monotonic() + self.config.deadlines.first_chunk
+        while data:
+            try:
+                data = data[os.write(self._write_fd, data) :]
+            except BlockingIOError:
+                if not self._poll_out.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    self._fail_locked(PluginTimeout(self.name, f"stopped reading its input during {method}", phase="write"))
+            except OSError:
+                self._fail_locked(self._crashed(method))
 
     def _fail_locked(self, error: PluginError) -> None:
         process.kill(self._proc)
@@ -298,10 +313,12 @@ class Connection:
         raise error
 
     def _next_message(self, deadline: float, phase: str, seconds: float) -> list[Any]:
-        while not self._inbox:
+        if self._inbox:
+            return self._inbox.popleft()
+        while True:
             remaining = min(deadline, self._cancel_at) - time.monotonic()
             events = self._poll_in.poll(remaining * 1000) if remaining > 0 else []
-            if events and all(fd == self._wake_r for fd, _ in events):
+            if len(events) == 1 and events[0][0] == self._wake_r:  # only woken by cancel()
                 _drain(self._wake_r)
                 continue
             if not events:
@@ -312,17 +329,20 @@ class Connection:
                 what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
                 raise PluginTimeout(self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail())
             try:
-                data = os.read(self._read_fd, _READ_SIZE)
+                size = os.readv(self._read_fd, self._read_bufs)
             except OSError:
-                data = b""
-            if not data:
+                size = 0
+            if not size:
                 raise self._crashed(self._doing)
             try:
-                self._inbox.extend(self._decoder.feed(data))
+                messages = self._decoder.decode(self._read_view[:size])
             except ProtocolViolation as exc:
                 self.kill()
                 raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
-        return self._inbox.popleft()
+            if messages:
+                if len(messages) > 1:
+                    self._inbox.extend(messages[1:])
+                return messages[0]
 
     def _crashed(self, during: str) -> PluginError:
         if self._stopping:

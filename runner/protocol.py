@@ -48,6 +48,7 @@ ERROR_KINDS = ("plugin", "contract", "cancelled", "request", "load", "sandbox", 
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 _MAX_MSGID = 2**32 - 1
+_unpackb = msgpack.unpackb
 _READ_SLACK = 256 * 1024  # the most either side reads at once
 
 
@@ -87,12 +88,37 @@ class Decoder:
             use_list=True,
         )
 
-    def feed(self, data: bytes) -> Iterator[list[Any]]:
+        self._fed = 0  # bytes fed to the streaming unpacker
+        self._partial = False  # it holds the start of a message: the next read must go there too
+
+    def decode(self, data: bytes | memoryview) -> list[list[Any]]:
+        """Every message completed by ``data`` (one read), each checked for shape.
+
+        The fast path: when nothing is buffered and ``data`` holds exactly one whole
+        message no larger than the cap, one ``unpackb`` call decodes it straight from the
+        caller's read buffer (no copy into the streaming buffer, no generator). Anything
+        else (several messages, a partial one, bad bytes) goes through the streaming
+        unpacker, which enforces the same caps and raises for bad bytes.
+        """
+        if not self._partial and len(data) <= self.max_message:
+            try:
+                message = _unpackb(data, raw=False, strict_map_key=True, use_list=True)
+            except Exception:  # ExtraData, incomplete input or bad bytes: the slow path decides
+                pass
+            else:
+                return [_check_shape(message)]
+        return list(self.feed(data))
+
+    def feed(self, data: bytes | memoryview) -> Iterator[list[Any]]:
         """Yield every complete message in the stream so far, each checked for shape."""
+        unpacker = self._unpacker
         try:
-            self._unpacker.feed(data)
-            for message in self._unpacker:
+            self._partial = True
+            unpacker.feed(data)
+            self._fed += len(data)
+            for message in unpacker:
                 yield _check_shape(message)
+            self._partial = unpacker.tell() != self._fed
         except msgpack.BufferFull:
             raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
         except ProtocolViolation:

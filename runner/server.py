@@ -21,7 +21,7 @@ __all__ = ["Server", "serve"]
 
 _GENERATION = {"generate", "chat", "stream"}
 _OPTIONAL = ("stream_response", "generate_chat", "stream_chat")
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 _MAX_TRACEBACK = 8000
 
 
@@ -45,28 +45,34 @@ class Server:
         self._running = True
 
     def send(self, data: bytes) -> None:
-        view = memoryview(data)
         with self._write_lock:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Write one whole message; the caller holds the write lock (messages never interleave)."""
+        written = os.write(self.write_fd, data)
+        if written < len(data):
+            view = memoryview(data)[written:]
             while view:
                 view = view[os.write(self.write_fd, view) :]
 
     def respond(self, msgid: int, error: dict[str, str] | None, result: Any = None) -> None:
-        with self._write_lock:
-            data = self._encoder.response(msgid, error, result)
-        self.send(data)
+        with self._write_lock:  # one hold for packing (the Packer is shared) and writing
+            self._write(self._encoder.response(msgid, error, result))
 
     def notify(self, method: str, params: Any) -> None:
         with self._write_lock:
-            data = self._encoder.notification(method, params)
-        self.send(data)
+            self._write(self._encoder.notification(method, params))
 
     def run(self) -> int:
         decoder = Decoder(self.max_message)
+        buffer = bytearray(_READ_SIZE)  # every read lands here and is decoded in place
+        buffers, view = [buffer], memoryview(buffer)
         while self._running:
-            data = os.read(self.read_fd, _READ_SIZE)
-            if not data:
+            size = os.readv(self.read_fd, buffers)
+            if not size:
                 return 0  # the host closed our input: it is gone or done with us
-            for message in decoder.feed(data):
+            for message in decoder.decode(view[:size]):
                 if message[0] == 0 and self._running:  # nothing after a shutdown is served
                     self.dispatch(message[1], message[2], message[3])
         return 0
