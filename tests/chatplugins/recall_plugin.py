@@ -1,0 +1,13 @@
+"""Answers with the whole history it was sent, so a test can see what the plugin saw."""
+from llm_utils import LLMClient
+
+
+class Recall(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return f"recall: {user_message}"
+
+    def generate_chat(self, system, messages, max_tokens=4096, temperature=0.8):
+        return "recall saw " + " | ".join(m["content"] for m in messages)
+
+    def count_tokens(self, text):
+        return len(text.split())

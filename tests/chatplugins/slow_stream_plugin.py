@@ -1,0 +1,1 @@
+../plugins/slow_stream_plugin.py

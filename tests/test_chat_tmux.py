@@ -1,0 +1,91 @@
+"""The chat driven in a real terminal (tmux): typing, streaming, the plugin menu, Ctrl-C, crashes."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.tmux import Tmux, chat_env, have_tmux
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not have_tmux(), reason="tmux is not installed")]
+
+CHAT_PLUGINS = Path(__file__).parent / "chatplugins"
+
+
+@pytest.fixture
+def chat(home: Path) -> Iterator[Tmux]:
+    term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(CHAT_PLUGINS), "chat", "-p", "echo"], chat_env(str(home)))
+    try:
+        term.wait_for(r"chatting with 'echo'")
+        yield term
+        term.send("C-d")
+        term.wait_exit()
+    finally:
+        term.close()
+
+
+def test_a_message_gets_a_streamed_answer(chat: Tmux) -> None:
+    chat.type("hello there")
+    chat.send("Enter")
+    chat.wait_for(r"^echo: hello there$")
+    chat.wait_for(r"^echo›\s*$")
+
+
+def test_the_plugin_menu_switches_and_keeps_the_history(chat: Tmux) -> None:
+    chat.type("first words")
+    chat.send("Enter")
+    chat.wait_for(r"^echo: first words$")
+    chat.type("/plugin")
+    chat.send("Enter")
+    chat.wait_for(r"LLM Plugin")
+    options = {m[3]: int(m[2]) for m in re.finditer(r"^\s*(>)?\s*(\d+)\. (\S+)", chat.screen(), re.M)}
+    current = int(chat.wait_for(r"^\s*>\s*(\d+)\. echo").group(1))
+    for index in range(current + 1, options["recall"] + 1):  # one arrow key at a time, each seen to land
+        chat.send("Down")
+        chat.wait_for(rf"^\s*>\s*{index}\. ")
+    chat.send("Enter")
+    chat.wait_for(r"now chatting with 'recall'")
+    chat.type("second words")
+    chat.send("Enter")
+    chat.wait_for(r"recall saw first words \| echo: first words \| second words")
+
+
+def test_ctrl_c_cancels_a_slow_reply_and_keeps_the_partial_answer(chat: Tmux) -> None:
+    chat.type("/plugin slow_stream")
+    chat.send("Enter")
+    chat.wait_for(r"now chatting with 'slow_stream'")
+    chat.type("go")
+    chat.send("Enter")
+    chat.wait_for(r"^0 1 2 3 ")
+    chat.send("C-c")
+    chat.wait_for(r"\[cancelled\]")
+    chat.wait_for(r"^slow_stream›\s*$")
+    chat.type("/plugin echo")
+    chat.send("Enter")
+    chat.type("after cancel")
+    chat.send("Enter")
+    chat.wait_for(r"^echo: after cancel$")
+
+
+def test_a_crash_mid_chat_leaves_the_chat_usable(chat: Tmux) -> None:
+    chat.type("/plugin crashy")
+    chat.send("Enter")
+    chat.wait_for(r"now chatting with 'crashy'")
+    chat.type("boom")
+    chat.send("Enter")
+    chat.wait_for(r"plugin 'crashy' crashed: killed by SIGSEGV.*conversation is kept")
+    chat.type("/plugin echo")
+    chat.send("Enter")
+    chat.type("still alive?")
+    chat.send("Enter")
+    chat.wait_for(r"^echo: still alive\?$")
+
+
+def test_unknown_command_lists_the_right_ones(chat: Tmux) -> None:
+    chat.type("/frobnicate")
+    chat.send("Enter")
+    chat.wait_for(r"unknown command /frobnicate; commands are: /exit, /health, /help")
