@@ -1,0 +1,48 @@
+"""The terminal is never the plugin's: escape sequences are stripped, every exit path reaps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_PLUGINS, plugin_processes
+from tests.test_cli import sandchat
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_escape_sequences_from_a_plugin_never_reach_the_terminal(home: Path) -> None:
+    result = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "prompt", "-p", "escapes", "hi")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\x9b" not in result.stdout
+    assert result.stdout.startswith("start ") and "red" in result.stdout and result.stdout.endswith("finish\n")
+    logs = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "plugins", "logs", "escapes")
+    assert "log line" in logs.stdout and "\x1b" not in logs.stdout and "\x07" not in logs.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signals_to_sandchat_stop_every_plugin_process(home: Path, sig: signal.Signals) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--plugins-dir", str(TEST_PLUGINS), "prompt", "-p", "slow_stream", "go"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read(4) == "0 1 "  # the plugin is running and streaming
+        assert plugin_processes(str(home)), "the plugin process should be running now"
+        proc.send_signal(sig)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    assert code == (130 if sig == signal.SIGINT else 128 + sig)
+    assert plugin_processes(str(home)) == []
