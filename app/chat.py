@@ -207,8 +207,8 @@ class ChatSession:
     def _failed(self, exc: runner.PluginError, text: str) -> None:
         """One line on what happened and what to do; offer a grant when one is missing."""
         self.output.error(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
-        hint = self.manager.permission_hint(exc.plugin)
-        if not hint or not isinstance(exc, (runner.PluginRaised, runner.PluginLoadError)):
+        hint = self.manager.permission_hint(exc.plugin, exc)
+        if not hint or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
             return
         if "plugins grant" in hint and self.confirm(f"{hint}\ngrant it now? [y/N] "):
             plugin = self.manager.plugin_file(exc.plugin)

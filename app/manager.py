@@ -200,8 +200,13 @@ class PluginManager:
             lapsed = lapsed or Lapsed(shipped, digest)
         return Access("untrusted", None, lapsed)
 
-    def permission_hint(self, name: str) -> str | None:
+    def permission_hint(self, name: str, error: Exception | None = None) -> str | None:
         """Why plugin ``name`` may lack a permission, and the exact command that fixes it."""
+        if isinstance(error, runner.PluginSandboxError) and "Landlock" in str(error):
+            return (
+                "this kernel lacks Landlock, so sandchat cannot confine plugin file access; to run plugins "
+                "anyway, unprotected, set allow_unsandboxed = true in config.toml or SANDCHAT_ALLOW_UNSANDBOXED=1"
+            )
         try:
             plugin = self.plugin_file(name)
         except runner.PluginError:

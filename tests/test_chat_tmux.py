@@ -89,3 +89,24 @@ def test_unknown_command_lists_the_right_ones(chat: Tmux) -> None:
     chat.type("/frobnicate")
     chat.send("Enter")
     chat.wait_for(r"unknown command /frobnicate; commands are: /exit, /health, /help")
+
+
+def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> None:
+    import json
+
+    chat.type("/plugin needsnet")
+    chat.send("Enter")
+    chat.wait_for(r"now chatting with 'needsnet'")
+    chat.type("connect please")
+    chat.send("Enter")
+    chat.wait_for(r"PermissionError")
+    chat.wait_for(r"requests network 127\.0\.0\.1:9, not granted")
+    chat.wait_for(r"grant it now\? \[y/N\]")
+    chat.type("y")
+    chat.send("Enter")
+    chat.wait_for(r"granted 'needsnet' what it requests")
+    grants = json.loads((home / "grants.json").read_text())["grants"]
+    assert grants["needsnet"]["network"] == ["127.0.0.1:9"]
+    chat.type("connect again")
+    chat.send("Enter")
+    chat.wait_for(r"ConnectionRefusedError")  # the sandbox now lets it try; nothing listens there

@@ -40,8 +40,8 @@ def _plugin_name(args: argparse.Namespace, context: Context) -> str:
 
 def _failure(exc: runner.PluginError, context: Context) -> int:
     context.output.error(str(exc))
-    if isinstance(exc, (runner.PluginRaised, runner.PluginLoadError)):
-        hint = context.manager.permission_hint(exc.plugin)
+    if isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
+        hint = context.manager.permission_hint(exc.plugin, exc)
         if hint and hint.rsplit("run: ", 1)[-1] not in str(exc):
             context.output.notice(hint)
     if isinstance(exc, runner.PluginUnavailable) and exc.reason in ("unknown", "conflict"):
