@@ -61,8 +61,8 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
         return EXIT_OK
     if context.settings.no_plugins:
         context.output.notice("safe mode (--no-plugins): every plugin is off and none was started; remove a broken one with: sandchat plugins remove NAME")
-    lines = [[r["name"], r["state"], r["profile"], r["description"] or r["path"]] for r in rows]
-    context.output.write(table(lines, ["NAME", "STATE", "PROFILE", "DESCRIPTION"]) + "\n")
+    lines = [[r["name"], r["state"], r["profile"], _grants(r), r["description"] or r["path"]] for r in rows]
+    context.output.write(table(lines, ["NAME", "STATE", "PROFILE", "GRANTS", "DESCRIPTION"]) + "\n")
     for row in rows:
         if row["problem"]:
             context.output.write(f"  ! {row['name']}: {row['problem']}\n")
@@ -99,10 +99,27 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
             lines.append(_cut(f"  {r['name']}: {error}", 79))
         missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
+        if r["layers"]:
+            lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", 79))
+        if r["network"] or r["env"]:
+            lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", 79))
         if r["layers"] and missing:
             lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", 79))
         lines.extend(_cut(f"  {r['name']} stderr| {line}", 79) for line in r["stderr_tail"][-3:] if not r["healthy"])
     return "\n".join(lines)
+
+
+def _grants(report: dict[str, Any]) -> str:
+    """Granted permissions in a few characters: 'net 1, env 3' or '-'."""
+    parts = [f"{kind} {len(report[key])}" for kind, key in (("net", "network"), ("env", "env")) if report[key]]
+    return ", ".join(parts) or "-"
+
+
+def _short_layers(layers: list[str]) -> list[str]:
+    """Applied sandbox layers, Landlock's parts folded: 'landlock(fs,net,scope) seccomp rlimits'."""
+    landlock = [layer.split("-", 1)[1] for layer in layers if layer.startswith("landlock-")]
+    rest = [layer for layer in layers if not layer.startswith("landlock-")]
+    return ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
 
 
 def _cut(text: str, width: int) -> str:
