@@ -27,7 +27,7 @@ from runner.errors import (
     PluginResultError, PluginSandboxError, PluginStartError, PluginStartTimeout, PluginTimeout,
     PluginUnavailable, PluginVersionError,
 )  # fmt: skip
-from runner.protocol import NOTIFICATION, PROTOCOL_VERSION, Decoder, Encoder, ProtocolViolation, check_response
+from runner.protocol import NOTIFICATION, PROTOCOL_VERSION, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
 from runner.stderr import StderrCapture
 
 __all__ = ["Connection"]
@@ -55,6 +55,9 @@ class Connection:
         self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
         self._read_fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
         os.set_blocking(self._write_fd, False)  # a child that stops reading must not hang us
+        os.set_blocking(self._read_fd, False)  # reads never block: only poll() waits, under a deadline
+        self._read_first = True  # see _read_ready()
+        self._probe = 0
         # cancel() wakes the reader through this pipe; it is closed with the object, never
         # earlier, so a reader on another thread can never poll a closed or reused fd.
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -170,6 +173,8 @@ class Connection:
         deadline = time.monotonic() + seconds
         while True:
             message = self._next_message(deadline, phase, seconds)
+            if message[1] == msgid and message[0] == RESPONSE and message[2] is None and msgid not in self._ignored:
+                return message[3]  # the common case: our own reply, no error
             if message[0] == NOTIFICATION or self._drop_ignored(message):
                 continue  # a chunk of a cancelled stream, or the reply to a cancel
             return self._result(method, message, msgid)
@@ -317,21 +322,20 @@ class Connection:
             return self._inbox.popleft()
         while True:
             remaining = min(deadline, self._cancel_at) - time.monotonic()
-            events = self._poll_in.poll(remaining * 1000) if remaining > 0 else []
-            if len(events) == 1 and events[0][0] == self._wake_r:  # only woken by cancel()
-                _drain(self._wake_r)
-                continue
-            if not events:
-                self.kill()
-                if self._cancel_at <= deadline:
-                    grace = self.config.deadlines.cancel_grace
-                    raise PluginCancelled(self.name, f"ignored a cancel for {grace:g}s and was stopped")
-                what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
-                raise PluginTimeout(self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail())
-            try:
-                size = os.readv(self._read_fd, self._read_bufs)
-            except OSError:
-                size = 0
+            if remaining <= 0:
+                raise self._timed_out(deadline, phase, seconds)
+            size = self._read_ready() if self._read_first or not self._probe else None
+            self._probe = (self._probe + 1) & 15
+            if size is None:  # nothing there yet: wait for it under the deadline
+                events = self._poll_in.poll(remaining * 1000)
+                if not events:
+                    raise self._timed_out(deadline, phase, seconds)
+                if len(events) == 1 and events[0][0] == self._wake_r:  # only woken by cancel()
+                    _drain(self._wake_r)
+                    continue
+                size = self._read_ready()
+                if size is None:
+                    continue
             if not size:
                 raise self._crashed(self._doing)
             try:
@@ -343,6 +347,32 @@ class Connection:
                 if len(messages) > 1:
                     self._inbox.extend(messages[1:])
                 return messages[0]
+
+    def _read_ready(self) -> int | None:
+        """Read what the child has sent without blocking: bytes read, 0 at EOF, None if nothing yet.
+
+        On one CPU the child usually runs (and replies) inside our write() that woke it,
+        so its reply is already here: reading first then saves the poll() syscall. When
+        it is not (the child runs on another CPU), later calls poll first, and try
+        reading first again on every 16th read to notice when it pays again.
+        """
+        try:
+            size = os.readv(self._read_fd, self._read_bufs)
+        except BlockingIOError:
+            self._read_first = False
+            return None
+        except OSError:
+            return 0
+        self._read_first = True
+        return size
+
+    def _timed_out(self, deadline: float, phase: str, seconds: float) -> PluginError:
+        self.kill()
+        if self._cancel_at <= deadline:
+            grace = self.config.deadlines.cancel_grace
+            return PluginCancelled(self.name, f"ignored a cancel for {grace:g}s and was stopped")
+        what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
+        return PluginTimeout(self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail())
 
     def _crashed(self, during: str) -> PluginError:
         if self._stopping:

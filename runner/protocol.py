@@ -87,7 +87,6 @@ class Decoder:
             strict_map_key=True,
             use_list=True,
         )
-
         self._fed = 0  # bytes fed to the streaming unpacker
         self._partial = False  # it holds the start of a message: the next read must go there too
 
@@ -102,7 +101,7 @@ class Decoder:
         """
         if not self._partial and len(data) <= self.max_message:
             try:
-                message = _unpackb(data, raw=False, strict_map_key=True, use_list=True)
+                message = _unpackb(data)  # msgpack>=1.0 defaults: raw=False, strict_map_key=True, use_list=True
             except Exception:  # ExtraData, incomplete input or bad bytes: the slow path decides
                 pass
             else:
@@ -130,6 +129,22 @@ class Decoder:
 
 
 def _check_shape(message: Any) -> list[Any]:
+    # Fast path for the common well-formed shapes; anything else takes the full check below.
+    if type(message) is list:
+        if len(message) == 4:
+            msgid = message[1]
+            if type(msgid) is int and 0 <= msgid <= _MAX_MSGID:
+                kind = message[0]
+                if kind == RESPONSE and message[2] is None:
+                    return message
+                if kind == REQUEST and type(message[2]) is str:
+                    return message
+        elif len(message) == 3 and message[0] == NOTIFICATION and type(message[1]) is str:
+            return message
+    return _check_shape_fully(message)
+
+
+def _check_shape_fully(message: Any) -> list[Any]:
     if not isinstance(message, list) or not message:
         raise ProtocolViolation(f"expected a message array, got {_describe(message)}")
     kind = message[0]

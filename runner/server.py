@@ -52,13 +52,19 @@ class Server:
         """Write one whole message; the caller holds the write lock (messages never interleave)."""
         written = os.write(self.write_fd, data)
         if written < len(data):
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self.write_fd, view) :]
+            self._write_rest(data, written)
+
+    def _write_rest(self, data: bytes, written: int) -> None:
+        view = memoryview(data)[written:]  # a large message: the pipe took only part of it
+        while view:
+            view = view[os.write(self.write_fd, view) :]
 
     def respond(self, msgid: int, error: dict[str, str] | None, result: Any = None) -> None:
         with self._write_lock:  # one hold for packing (the Packer is shared) and writing
-            self._write(self._encoder.response(msgid, error, result))
+            data = self._encoder.response(msgid, error, result)
+            written = os.write(self.write_fd, data)
+            if written < len(data):
+                self._write_rest(data, written)
 
     def notify(self, method: str, params: Any) -> None:
         with self._write_lock:
@@ -68,17 +74,20 @@ class Server:
         decoder = Decoder(self.max_message)
         buffer = bytearray(_READ_SIZE)  # every read lands here and is decoded in place
         buffers, view = [buffer], memoryview(buffer)
+        readv, fd, decode, dispatch = os.readv, self.read_fd, decoder.decode, self.dispatch
         while self._running:
-            size = os.readv(self.read_fd, buffers)
+            size = readv(fd, buffers)
             if not size:
                 return 0  # the host closed our input: it is gone or done with us
-            for message in decoder.decode(view[:size]):
+            for message in decode(view[:size]):
                 if message[0] == 0 and self._running:  # nothing after a shutdown is served
-                    self.dispatch(message[1], message[2], message[3])
+                    dispatch(message[1], message[2], message[3])
         return 0
 
     def dispatch(self, msgid: int, method: str, params: Any) -> None:
-        if not isinstance(params, dict):
+        if method == "count_tokens" and type(params) is dict:  # the hot path, tested first
+            self._count_now(msgid, params)
+        elif not isinstance(params, dict):
             self.respond(msgid, error_map("request", "BadRequest", f"params of {method} must be a map"))
         elif method in _GENERATION:
             self._start_generation(msgid, method, params)
@@ -113,18 +122,22 @@ class Server:
         error, result = None, None
         try:
             result = handler(msgid, *args)
-        except _Reply as reply:
-            error = reply.error
-        except SystemExit as exc:
-            _exit_like(exc)
-        except BaseException as exc:  # plugin code raised: send it as data, keep serving
-            text = "".join(traceback.format_exception(exc))
-            error = error_map("plugin", type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:])
+        except BaseException as exc:
+            error = _error_of(exc)
         finally:
             # Before the reply: the host may send its next generation as soon as it reads
             # the reply, and must not find this one still marked running ("busy").
             self._active.pop(msgid, None)
         self.respond(msgid, error, result)
+
+    def _count_now(self, msgid: int, params: dict[str, Any]) -> None:
+        """count_tokens on the read loop: like ``_call`` without the generation bookkeeping."""
+        try:
+            count = self._count_tokens(msgid, params)
+        except BaseException as exc:
+            self.respond(msgid, _error_of(exc))
+        else:
+            self.respond(msgid, None, count)
 
     def _count_tokens(self, msgid: int, params: dict[str, Any]) -> int:
         text = _param(params, "text", str)
@@ -188,6 +201,16 @@ def _origin(cls: type, method: str) -> str:
     if method == "stream_response" and getattr(cls, "stream_response", None) is LLMClient.stream_response:
         method = "generate_response"
     return method
+
+
+def _error_of(exc: BaseException) -> dict[str, str]:
+    """The error map answering a request whose handler raised ``exc``."""
+    if isinstance(exc, _Reply):
+        return exc.error
+    if isinstance(exc, SystemExit):
+        _exit_like(exc)
+    text = "".join(traceback.format_exception(exc))  # plugin code raised: send it as data, keep serving
+    return error_map("plugin", type(exc).__name__, str(exc), text[-_MAX_TRACEBACK:])
 
 
 def _param(params: dict[str, Any], key: str, kind: type) -> Any:
