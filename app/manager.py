@@ -14,15 +14,21 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import runner
 from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
 from app.discovery import Discovery, PluginFile, discover, file_stamp
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
-from app.healthlog import HealthLog
 from app.keys import KeyStore
 from app.switches import SwitchStore
+
+if TYPE_CHECKING:
+    import runner
+    from app.healthlog import HealthLog
+
+# The runner (and through it subprocess, msgpack, concurrent.futures) and the health log
+# (sqlite3) are imported by the methods that start or report on plugins, not at import:
+# ``sandchat plugins list`` and the other commands that start no plugin never load them.
 
 __all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
 
@@ -91,8 +97,8 @@ class PluginManager:
             settings = Settings(paths=Paths.from_home(home))
         self.settings = settings
         self.paths = settings.paths
-        self.deadlines = deadlines or runner.Deadlines()
-        self.restart_policy = restart_policy or runner.RestartPolicy()
+        self._default_deadlines = deadlines
+        self._restart_policy = restart_policy
         self.timeout: float | None = None  # caps every generation deadline (the CLI's --timeout)
         self.shipped_dir = shipped_dir
         self._folders = ([(shipped_dir, "shipped")] if shipped_dir is not None else []) + [(self.paths.user_plugins, "user")]
@@ -100,13 +106,38 @@ class PluginManager:
         self.grants = GrantStore(self.paths.grants_file)
         self.keys = KeyStore(self.paths.keys_file)
         self.switches = SwitchStore(self.paths.switches_file)
-        self.events = HealthLog(self.paths.health_db)
+        self._events: HealthLog | None = None
         self._discovery: Discovery | None = None
         self._clients: dict[str, runner.Plugin] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._stopped = threading.Event()
         self._hardened = False
+
+    @property
+    def deadlines(self) -> runner.Deadlines:
+        if self._default_deadlines is None:
+            import runner
+
+            self._default_deadlines = runner.Deadlines()
+        return self._default_deadlines
+
+    @property
+    def restart_policy(self) -> runner.RestartPolicy:
+        if self._restart_policy is None:
+            import runner
+
+            self._restart_policy = runner.RestartPolicy()
+        return self._restart_policy
+
+    @property
+    def events(self) -> HealthLog:
+        """The health event log (SQLite, opened on first use)."""
+        if self._events is None:
+            from app.healthlog import HealthLog
+
+            self._events = HealthLog(self.paths.health_db)
+        return self._events
 
     def __enter__(self) -> PluginManager:
         return self
@@ -170,6 +201,8 @@ class PluginManager:
         return "failed" if plugin is None or plugin.metadata_error else "stopped"
 
     def plugin_file(self, name: str) -> PluginFile:
+        import runner
+
         if self.settings.no_plugins:
             raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
         found = self.discovery.plugins.get(name)
@@ -202,6 +235,8 @@ class PluginManager:
 
     def permission_hint(self, name: str, error: Exception | None = None) -> str | None:
         """Why plugin ``name`` may lack a permission, and the exact command that fixes it."""
+        import runner
+
         if isinstance(error, runner.PluginSandboxError) and "Landlock" in str(error):
             return (
                 "this kernel lacks Landlock, so sandchat cannot confine plugin file access; to run plugins "
@@ -230,6 +265,8 @@ class PluginManager:
 
     def config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name`` under its current access."""
+        import runner
+
         plugin = self.plugin_file(name)
         if plugin.metadata_error:
             raise runner.PluginLoadError(name, f"has a bad metadata block: {plugin.metadata_error}")
@@ -257,6 +294,8 @@ class PluginManager:
 
     def _deadlines(self, name: str) -> runner.Deadlines:
         """The manager's deadlines with the ``[plugins.NAME]`` overrides of the settings file."""
+        import runner
+
         options = self.settings.plugin_options.get(name, {})
         fields = {f.name for f in dataclasses.fields(runner.Deadlines)}
         overrides = {key: value for key, value in options.items() if key in fields}
@@ -272,6 +311,8 @@ class PluginManager:
 
     def client(self, name: str) -> runner.Plugin:
         """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
+        import runner
+
         if self._closed:
             raise runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
         if self.settings.no_plugins:
@@ -327,6 +368,8 @@ class PluginManager:
 
 def runner_root() -> Path:
     """The folder holding ``llm_utils.py`` and ``runner/`` (the child needs both)."""
+    import runner
+
     return Path(runner.__file__).resolve().parent.parent
 
 

@@ -16,14 +16,16 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    from app.commands import authoring
-
     actions = {
         "list": list_plugins, "health": health, "grant": grant, "revoke": revoke,
         "logs": logs, "enable": toggle, "disable": toggle,
-        "new": authoring.new, "check": authoring.check, "install": authoring.install, "remove": authoring.remove,
     }  # fmt: skip
-    return actions[args.plugins_command](args, context)
+    if args.plugins_command in actions:
+        return actions[args.plugins_command](args, context)
+    from app.commands import authoring  # imports the runner: only for the authoring actions
+
+    authoring_actions = {"new": authoring.new, "check": authoring.check, "install": authoring.install, "remove": authoring.remove}
+    return authoring_actions[args.plugins_command](args, context)
 
 
 def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
