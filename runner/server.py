@@ -8,8 +8,10 @@ they are short and sit on the hot path (no thread hand-off).
 from __future__ import annotations
 
 import os
+import select
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -23,6 +25,7 @@ _GENERATION = {"generate", "chat", "stream"}
 _OPTIONAL = ("stream_response", "generate_chat", "stream_chat")
 _READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 _MAX_TRACEBACK = 8000
+_SPIN_SECONDS = 100e-6  # runner/connection.py SPIN_SECONDS, for the same reason
 
 
 class _Reply(Exception):
@@ -75,7 +78,15 @@ class Server:
         buffer = bytearray(_READ_SIZE)  # every read lands here and is decoded in place
         buffers, view = [buffer], memoryview(buffer)
         readv, fd, decode, dispatch = os.readv, self.read_fd, decoder.decode, self.dispatch
+        # Between requests, poll without sleeping for a moment first (see connection.SPIN_SECONDS):
+        # a request that follows at once then costs no cross-CPU wake-up. Never while a
+        # generation runs (its thread needs the GIL), nor when this process has one CPU.
+        spin = _SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
+        readable = select.poll()
+        readable.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while self._running:
+            if spin and not self._active:
+                _spin_until_readable(readable.poll, spin)
             size = readv(fd, buffers)
             if not size:
                 return 0  # the host closed our input: it is gone or done with us
@@ -201,6 +212,12 @@ def _origin(cls: type, method: str) -> str:
     if method == "stream_response" and getattr(cls, "stream_response", None) is LLMClient.stream_response:
         method = "generate_response"
     return method
+
+
+def _spin_until_readable(poll: Callable[[int], list[Any]], seconds: float) -> None:
+    until = time.monotonic() + seconds
+    while not poll(0) and time.monotonic() < until:
+        os.sched_yield()
 
 
 def _error_of(exc: BaseException) -> dict[str, str]:
