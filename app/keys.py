@@ -40,6 +40,10 @@ class KeyStore:
             raise ValueError("a key must be one non-empty line")
         keys = self.load()
         keys[name] = value
+        self._write(keys)
+
+    def _write(self, keys: dict[str, str]) -> None:
+        """Replace the file atomically; it is created 0600 and stays so."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -52,9 +56,7 @@ class KeyStore:
         keys = self.load()
         if keys.pop(name, None) is None:
             return False
-        self.path.unlink(missing_ok=True)
-        for key, value in keys.items():
-            self.set(key, value)
+        self._write(keys)
         return True
 
     def resolve(self, names: tuple[str, ...], environ: Mapping[str, str]) -> dict[str, str]:

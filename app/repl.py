@@ -107,4 +107,8 @@ class Repl:
                 if not run_command(self.session, self, line):
                     return
                 continue
-            self.session.ask(line)
+            try:
+                self.session.ask(line)
+            except KeyboardInterrupt:  # before the reply began (counting, starting): drop the message
+                self.session.conversation.pop_unanswered()
+                self.session.output.notice("cancelled")

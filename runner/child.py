@@ -82,7 +82,7 @@ def parse_options(argv: list) -> dict:
     options.update({key: [] for key in _LISTS.values()})
     args = iter(argv)
     for arg in args:
-        key = arg[2:].replace("-", "_")
+        key = arg[2:].replace("-", "_") if arg.startswith("--") else ""
         if arg in _FLAGS:
             options[_FLAGS[arg]] = True
         elif arg in _LISTS or key in ("root", "plugin", "name", "profile", "max_message"):
@@ -97,9 +97,12 @@ def parse_options(argv: list) -> dict:
             raise SystemExit(f"sandchat child: unknown option {arg!r}")
     if not options.get("root") or not options.get("plugin"):
         raise SystemExit("sandchat child: --root and --plugin are required")
-    options["limits"] = {k: int(v) for k, v in (item.split("=", 1) for item in options.pop("limit"))}
-    options["tcp"] = [int(port) for port in options["tcp"]]
-    options["max_message"] = int(options["max_message"])
+    try:
+        options["limits"] = {k: int(v) for k, v in (item.split("=", 1) for item in options.pop("limit"))}
+        options["tcp"] = [int(port) for port in options["tcp"]]
+        options["max_message"] = int(options["max_message"])
+    except ValueError as exc:
+        raise SystemExit(f"sandchat child: bad option value ({exc})") from None
     return options
 
 

@@ -22,6 +22,8 @@ as attributes; nothing here is pickled across the process boundary.
 
 from __future__ import annotations
 
+from runner.stderr import clean_text
+
 __all__ = [
     "PluginCancelled",
     "PluginCrashed",
@@ -44,7 +46,9 @@ class PluginError(Exception):
 
     def __init__(self, plugin: str, message: str, *, stderr_tail: tuple[str, ...] = ()) -> None:
         self.plugin = plugin
-        self.message = " ".join(message.split()) if "\n" in message else message
+        # Messages carry text a plugin wrote (exception text, stderr): escape sequences
+        # and control characters are removed here, where that text becomes ours.
+        self.message = " ".join(clean_text(message, keep_newlines=False).split())
         self.stderr_tail = stderr_tail
         super().__init__(f"plugin {plugin!r} {self.message}")
 

@@ -25,6 +25,28 @@ def test_escape_sequences_from_a_plugin_never_reach_the_terminal(home: Path) -> 
     assert "log line" in logs.stdout and "\x1b" not in logs.stdout and "\x07" not in logs.stdout
 
 
+def test_escape_sequences_in_a_plugin_error_are_stripped(home: Path) -> None:
+    result = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "tokens", "-p", "escapes", "raise")
+    assert result.returncode == 1
+    assert result.stderr.startswith("sandchat: plugin 'escapes' raised ValueError: bad ")
+    assert not any(ch in result.stderr for ch in "\x1b\x07\x9b")
+
+
+def test_a_plugin_log_file_is_rotated_past_a_mebibyte(tmp_path: Path) -> None:
+    import io
+
+    from runner.stderr import StderrCapture
+
+    log = tmp_path / "logs" / "big.log"
+    lines = b"".join(b"%06d " % i + b"x" * 200 + b"\n" for i in range(6000))  # about 1.2 MiB
+    capture = StderrCapture("big", io.BufferedReader(io.BytesIO(lines)), log)
+    capture.join(10)
+    rotated = log.with_name("big.log.1")
+    assert rotated.exists() and rotated.stat().st_size <= (1 << 20) + 4096
+    assert log.exists() and log.stat().st_size < 400_000
+    assert log.read_text().rstrip().endswith("005999 " + "x" * 200)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signals_to_sandchat_stop_every_plugin_process(home: Path, sig: signal.Signals) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}

@@ -12,4 +12,6 @@ class Escapes(LLMClient):
         return f"start {EVIL} finish"
 
     def count_tokens(self, text):
+        if text == "raise":
+            raise ValueError(f"bad {EVIL} input")
         return 1
