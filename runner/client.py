@@ -209,7 +209,9 @@ class Plugin(LLMClient):
 
     def _call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
         with self._lock:
-            conn = self._connection()
+            conn = self._conn
+            if conn is None or conn.dead or self._closed:  # the usual live process skips the checks
+                conn = self._connection()
             self.stats.calls += 1
             self._busy += 1
             try:
@@ -219,7 +221,9 @@ class Plugin(LLMClient):
                 raise
             finally:
                 self._busy -= 1
-            self.supervisor.succeeded(time.monotonic())
+            supervisor = self.supervisor
+            if supervisor.half_open or supervisor.failures:  # else succeeded() has nothing to forget
+                supervisor.succeeded(time.monotonic())
             return result
 
     def _stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:

@@ -27,7 +27,7 @@ from runner.errors import (
     PluginResultError, PluginSandboxError, PluginStartError, PluginStartTimeout, PluginTimeout,
     PluginUnavailable, PluginVersionError,
 )  # fmt: skip
-from runner.protocol import NOTIFICATION, PROTOCOL_VERSION, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
+from runner.protocol import NOTIFICATION, PROTOCOL_VERSION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
 from runner.stderr import StderrCapture
 
 __all__ = ["Connection"]
@@ -79,7 +79,7 @@ class Connection:
         self._read_buf = bytearray(_READ_SIZE)
         self._read_bufs = [self._read_buf]
         self._read_view = memoryview(self._read_buf)
-        self._encoder = Encoder()
+        self._pack = Encoder().pack  # one reused Packer; requests are packed under the write lock
         self._decoder = Decoder(config.max_message)
         self._inbox: deque[list[Any]] = deque()
         self._write_lock = threading.RLock()  # also guards the wake pipe against close
@@ -297,7 +297,7 @@ class Connection:
             if method != "cancel":
                 self._doing, self._last_request = method, msgid
                 self._cancel_at = math.inf
-            data = self._encoder.request(msgid, method, params)
+            data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
             try:
                 written = os.write(self._write_fd, data)
             except BlockingIOError:
@@ -328,32 +328,53 @@ class Connection:
         if self._inbox:
             return self._inbox.popleft()
         while True:
-            remaining = min(deadline, self._cancel_at) - time.monotonic()
-            if remaining <= 0:
+            if min(deadline, self._cancel_at) <= time.monotonic():
                 raise self._timed_out(deadline, phase, seconds)
-            size = self._read_ready() if self._read_first or not self._probe else None
+            size = None
+            if self._read_first or not self._probe:  # see _read_ready(), inlined here (hot path)
+                try:
+                    size = os.readv(self._read_fd, self._read_bufs)
+                except BlockingIOError:
+                    self._read_first = False
+                except OSError:
+                    size = 0
+                else:
+                    self._read_first = True
             self._probe = (self._probe + 1) & 15
             if size is None:  # nothing there yet: wait for it under the deadline
-                events = self._wait(min(deadline, self._cancel_at))
-                if not events:
-                    raise self._timed_out(deadline, phase, seconds)
-                if len(events) == 1 and events[0][0] == self._wake_r:  # only woken by cancel()
-                    _drain(self._wake_r)
-                    continue
-                size = self._read_ready()
+                size = self._wait_and_read(min(deadline, self._cancel_at), phase, seconds, deadline)
                 if size is None:
                     continue
             if not size:
                 raise self._crashed(self._doing)
-            try:
-                messages = self._decoder.decode(self._read_view[:size])
-            except ProtocolViolation as exc:
-                self.kill()
-                raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
-            if messages:
-                if len(messages) > 1:
-                    self._inbox.extend(messages[1:])
-                return messages[0]
+            message = self._decode(self._read_view[:size])
+            if message is not None:
+                return message
+
+    def _wait_and_read(self, until: float, phase: str, seconds: float, deadline: float) -> int | None:
+        events = self._wait(until)
+        if not events:
+            raise self._timed_out(deadline, phase, seconds)
+        if len(events) == 1 and events[0][0] == self._wake_r:  # only woken by cancel()
+            _drain(self._wake_r)
+            return None
+        return self._read_ready()
+
+    def _decode(self, data: memoryview) -> list[Any] | None:
+        """The first message completed by one read (the others wait in the inbox), or None."""
+        try:
+            message = self._decoder.single(data)  # the usual read: one whole message
+            if message is not None:
+                return message
+            messages = list(self._decoder.feed(data))
+        except ProtocolViolation as exc:
+            self.kill()
+            raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
+        if not messages:
+            return None
+        if len(messages) > 1:
+            self._inbox.extend(messages[1:])
+        return messages[0]
 
     def _wait(self, until: float) -> list[tuple[int, int]]:
         """poll() for the child's output (or a cancel) until the monotonic time ``until``."""
