@@ -114,6 +114,13 @@ class Decoder:
             message = _unpackb(data)  # msgpack>=1.0 defaults: raw=False, strict_map_key=True, use_list=True
         except Exception:  # ExtraData, incomplete input or bad bytes: feed() decides
             return None
+        # _check_shape's test for the two shapes of a call, inlined (a Python call is ~0.1 us here)
+        if type(message) is list and len(message) == 4:
+            msgid, kind = message[1], message[0]
+            if type(msgid) is int and 0 <= msgid <= _MAX_MSGID and (
+                (kind == RESPONSE and message[2] is None) or (kind == REQUEST and type(message[2]) is str)
+            ):
+                return message
         return _check_shape(message)
 
     def feed(self, data: bytes | memoryview) -> Iterator[list[Any]]:
