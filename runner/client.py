@@ -219,6 +219,9 @@ class Plugin(LLMClient):
             except PluginError as exc:
                 self._failed(conn, exc)
                 raise
+            except BaseException:
+                conn.kill()  # Ctrl-C mid-call: the reply may still come, so the stream is in doubt
+                raise
             finally:
                 self._busy -= 1
             supervisor = self.supervisor
@@ -287,7 +290,7 @@ class Plugin(LLMClient):
     def count_tokens(self, text: str) -> int:
         result = self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens")
         if type(result) is not int or result < 0:
-            raise PluginProtocolError(self.name, f"answered count_tokens with {type(result).__name__}")
+            self._distrust(f"answered count_tokens with {type(result).__name__}")
         return result
 
     def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:
@@ -307,9 +310,18 @@ class Plugin(LLMClient):
     def _generation_seconds(self) -> float:
         return self.config.deadlines.total
 
+    def _distrust(self, what: str) -> None:
+        """The child's own runtime validates results, so a bad one means a forged reply."""
+        error = PluginProtocolError(self.name, what)
+        conn = self._conn
+        if conn is not None:
+            with self._lock:
+                self._failed(conn, error)
+        raise error
+
     def _text(self, result: Any) -> str:
         if type(result) is not str:
-            raise PluginProtocolError(self.name, f"answered a generation with {type(result).__name__}")
+            self._distrust(f"answered a generation with {type(result).__name__}")
         return result
 
 

@@ -260,7 +260,7 @@ class Connection:
         if message[1] != "chunk":
             return None  # unknown notifications are ignored, for forward compatibility
         params = message[2]
-        if not (isinstance(params, list) and len(params) == 2 and params[0] == msgid and type(params[1]) is str):
+        if not (type(params) is list and len(params) == 2 and type(params[0]) is int and params[0] == msgid and type(params[1]) is str):
             self.kill()
             raise PluginProtocolError(self.name, f"sent a malformed chunk for request {msgid}")
         return params[1]

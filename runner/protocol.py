@@ -91,6 +91,7 @@ class Decoder:
             use_list=True,
         )
         self._fed = 0  # bytes fed to the streaming unpacker
+        self._start = 0  # stream offset where the message being received began
         self._partial = False  # it holds the start of a message: the next read must go there too
 
     def decode(self, data: bytes | memoryview) -> list[list[Any]]:
@@ -131,8 +132,14 @@ class Decoder:
             unpacker.feed(data)
             self._fed += len(data)
             for message in unpacker:
+                self._start = unpacker.tell()
                 yield _check_shape(message)
-            self._partial = unpacker.tell() != self._fed
+            pending = self._fed - self._start  # bytes of a message not yet complete
+            if pending > self.max_message:
+                # The unpacker parses as bytes arrive and keeps no copy of the parsed part,
+                # so its buffer limit alone does not bound one message made of many pieces.
+                raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap")
+            self._partial = pending != 0
         except msgpack.BufferFull:
             raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
         except ProtocolViolation:

@@ -265,7 +265,7 @@ def _param(params: dict[str, Any], key: str, kind: type) -> Any:
 def _generation_args(params: dict[str, Any], *, chat: bool) -> tuple[Any, ...]:
     system = _param(params, "system", str)
     if chat:
-        messages = params["messages"]
+        messages = params.get("messages")
         if not isinstance(messages, list) or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in messages

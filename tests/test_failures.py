@@ -167,3 +167,25 @@ def test_garbage_on_the_channel_is_a_protocol_error(manager: PluginManager) -> N
     with pytest.raises(PluginProtocolError, match="unknown request id|malformed"):
         client.count_tokens("x")
     echo_still_answers(manager)
+
+
+def test_a_message_in_many_small_pieces_is_capped_too(manager: PluginManager) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    client = manager.client("many_pieces")
+    with pytest.raises(PluginProtocolError, match="larger than the 16777216-byte cap"):
+        client.generate_response("", "x")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200 * 1024, f"the host buffered {grown_kib} KiB of one message"
+    assert not client.running
+    echo_still_answers(manager)
+
+
+def test_a_forged_result_of_the_wrong_type_costs_the_process(manager: PluginManager) -> None:
+    client = manager.client("forged_result")
+    with pytest.raises(PluginProtocolError, match="answered count_tokens with str"):
+        client.count_tokens("x")
+    assert not client.running and client.stats.errors == 1
+    assert client.generate_response("", "x") == "fine"  # a fresh process
+    echo_still_answers(manager)
