@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import select
-import signal
 import threading
 import time
 import weakref
@@ -24,11 +23,12 @@ from runner import process
 from runner.config import PluginConfig
 from runner.errors import (
     PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
-    PluginResultError, PluginSandboxError, PluginStartError, PluginStartTimeout, PluginTimeout,
-    PluginUnavailable, PluginVersionError,
+    PluginResultError, PluginStartError, PluginStartTimeout, PluginTimeout, PluginUnavailable,
 )  # fmt: skip
-from runner.protocol import NOTIFICATION, PROTOCOL_VERSION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
-from runner.stderr import StderrCapture
+from runner.handshake import check_hello, start_failure
+from runner.process import describe_exit
+from runner.protocol import NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
+from runner.stderr import StderrCapture, last_line
 
 __all__ = ["Connection"]
 
@@ -39,7 +39,6 @@ _READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 #: within the window costs none. Only when this process may use more than one CPU: on one
 #: CPU the child cannot run while we poll, so there we sleep at once.
 SPIN_SECONDS = 100e-6
-_SANDBOX_EXIT = 78  # runner/child.py: the sandbox could not be applied
 _EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -101,39 +100,18 @@ class Connection:
         except PluginTimeout:
             raise PluginStartTimeout(self.name, f"sent no hello within {seconds:g}s", seconds=seconds, stderr_tail=self.stderr_tail()) from None
         except PluginCrashed as exc:
-            raise self._start_failure(exc) from None
+            raise start_failure(self.name, exc) from None
         except PluginProtocolError as exc:
             raise PluginStartError(self.name, f"sent a bad hello: {exc.message}", stderr_tail=self.stderr_tail()) from None
-        return self._check_hello(message)
-
-    def _start_failure(self, crash: PluginCrashed) -> PluginStartError:
-        tail = crash.stderr_tail
-        if crash.exit_code == _SANDBOX_EXIT:
-            reason = next((line.split(":", 1)[1].strip() for line in reversed(tail) if line.startswith("sandchat-sandbox-error:")), "unknown reason")
-            return PluginSandboxError(self.name, f"refused to start: sandbox could not be applied: {reason}", exit_code=_SANDBOX_EXIT, stderr_tail=tail)
-        how = _describe_exit(crash.exit_code, crash.signal)
-        return PluginStartError(self.name, f"{how} before its hello{_last_line(tail)}", exit_code=crash.exit_code, stderr_tail=tail)
-
-    def _check_hello(self, message: list[Any]) -> dict[str, Any]:
-        hello = message[2] if message[0] == NOTIFICATION and message[1] == "hello" else None
-        if not isinstance(hello, dict):
+        try:
+            self.hello = check_hello(self.name, message, self.stderr_tail())
+        except PluginLoadError:
+            self.close()  # it reported its own failure and is exiting: let it
+            raise
+        except PluginStartError:
             self.kill()
-            raise PluginStartError(self.name, "did not start with a hello message")
-        if type(hello.get("protocol")) is not int or hello["protocol"] != PROTOCOL_VERSION:
-            self.kill()
-            raise PluginVersionError(self.name, f"speaks protocol {hello.get('protocol')!r}, expected {PROTOCOL_VERSION}", version=hello.get("protocol"))
-        error = hello.get("error")
-        if error is not None:
-            self.close()
-            if not isinstance(error, dict):
-                raise PluginLoadError(self.name, "failed to load (no details)")
-            text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
-            raise PluginLoadError(self.name, f"failed to load: {text}", remote_type=str(error.get("type", "")), remote_traceback=str(error.get("traceback", "")), stderr_tail=self.stderr_tail())
-        if type(hello.get("pid")) is not int or not isinstance(hello.get("sandbox"), dict):
-            self.kill()
-            raise PluginStartError(self.name, "sent a hello without pid or sandbox report")
-        self.hello = hello
-        return hello
+            raise
+        return self.hello
 
     def close(self) -> int | None:
         """Stop politely: shutdown request, then SIGTERM, then SIGKILL, each bounded."""
@@ -429,8 +407,8 @@ class Connection:
         code = self._proc.returncode if code is None else code
         exit_code, sig = (None, -code) if code is not None and code < 0 else (code, None)
         tail = self.stderr_tail()
-        how = _describe_exit(exit_code, sig)
-        return PluginCrashed(self.name, f"{how} during {during}{_last_line(tail)}", exit_code=exit_code, signal=sig, stderr_tail=tail)
+        how = describe_exit(exit_code, sig)
+        return PluginCrashed(self.name, f"{how} during {during}{last_line(tail)}", exit_code=exit_code, signal=sig, stderr_tail=tail)
 
 
 def _close_all(*fds: int) -> None:
@@ -445,21 +423,3 @@ def _drain(fd: int) -> None:
     except BlockingIOError:
         pass
 
-
-def _describe_exit(exit_code: int | None, sig: int | None) -> str:
-    if sig is not None:
-        try:
-            return f"crashed: killed by {signal.Signals(sig).name}"
-        except ValueError:
-            return f"crashed: killed by signal {sig}"
-    if exit_code is None:
-        return "closed its output"
-    return f"exited with status {exit_code}"
-
-
-def _last_line(tail: tuple[str, ...]) -> str:
-    lines = [line for line in tail if line.strip()]
-    if not lines:
-        return ""
-    line = lines[-1].strip()
-    return f" (stderr: {line[:200]})"

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
+__all__ = ["describe_exit", "harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
 
 _POLL = 0.005
 
@@ -187,6 +187,18 @@ def _reap(pids: Iterable[int], deadline: float) -> None:
                 pending.discard(pid)
         if pending:
             time.sleep(_POLL)
+
+
+def describe_exit(exit_code: int | None, sig: int | None) -> str:
+    """How a process ended, in words: 'crashed: killed by SIGSEGV', 'exited with status 3'."""
+    if sig is not None:
+        try:
+            return f"crashed: killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"crashed: killed by signal {sig}"
+    if exit_code is None:
+        return "closed its output"
+    return f"exited with status {exit_code}"
 
 
 def resident_bytes(pid: int) -> int | None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-__all__ = ["StderrCapture", "clean_text"]
+__all__ = ["StderrCapture", "clean_text", "last_line"]
 
 _MAX_LINE = 4096
 _TAIL_LINES = 40
@@ -27,6 +27,12 @@ def clean_text(text: str, *, keep_newlines: bool = True) -> str:
     """Strip escape sequences and control characters from text a plugin produced."""
     text = _CONTROLS.sub("", _ESCAPES.sub("", text))
     return text if keep_newlines else text.replace("\n", " ")
+
+
+def last_line(tail: tuple[str, ...]) -> str:
+    """' (stderr: LAST LINE)' for an error message, or '' when the tail is empty."""
+    lines = [line for line in tail if line.strip()]
+    return f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
 
 
 class StderrCapture:
