@@ -34,13 +34,20 @@ def _blank(name: str) -> dict[str, Any]:
 def probe(manager: PluginManager, name: str) -> dict[str, Any]:
     """Probe plugin ``name`` and describe it; never raises for a plugin's failure."""
     report = _blank(name)
-    counts = manager.events.counts(name)
-    report.update(
-        crashes_24h=counts.get("crashed", 0) + counts.get("start_failed", 0),
-        restarts_24h=counts.get("restarting", 0),
-        deadlines_24h=counts.get("deadline", 0),
-        quarantines_24h=counts.get("quarantined", 0),
-    )
+    try:
+        _probe(manager, name, report)
+    finally:  # read after the probe, so a crash the probe itself caused is counted
+        counts = manager.events.counts(name)
+        report.update(
+            crashes_24h=counts.get("crashed", 0) + counts.get("start_failed", 0),
+            restarts_24h=counts.get("restarting", 0),
+            deadlines_24h=counts.get("deadline", 0),
+            quarantines_24h=counts.get("quarantined", 0),
+        )
+    return report
+
+
+def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
     try:
         plugin_file = manager.plugin_file(name)
         report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
@@ -49,10 +56,10 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
         client = manager.client(name)
     except runner.PluginUnavailable as exc:
         report.update(state="disabled" if exc.reason == "disabled" else "failed", last_error=str(exc))
-        return report
+        return
     except runner.PluginError as exc:
         report.update(state="failed", last_error=str(exc))
-        return report
+        return
     try:
         client.start()  # start-up is reported on its own; the ping measures a warm round trip
         report["ping_ms"] = round(client.ping() * 1000, 3)
@@ -62,7 +69,6 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
         report["last_error"] = str(exc)
     report["state"] = client.state
     _fill_runtime(report, client)
-    return report
 
 
 def _optional_layers() -> list[str]:

@@ -8,6 +8,7 @@ one. Calls are serialized: one request at a time per plugin process.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from pathlib import Path
@@ -161,7 +162,7 @@ class Plugin(LLMClient):
             raise PluginUnavailable(
                 self.name,
                 f"is quarantined after {self.supervisor.consecutive} failures; it may start again in "
-                f"{decision.wait:.0f}s (last error: {self.stats.last_error or 'unknown'})",
+                f"{math.ceil(decision.wait)}s (last error: {self.stats.last_error or 'unknown'})",
                 reason="quarantined",
             )
         if decision.wait:
