@@ -27,16 +27,8 @@ import tiktoken  # noqa: E402
 
 from llm_utils import LLMClient  # noqa: E402
 from tests.fakeapi import FakeAnthropicServer, FakeOpenAIServer  # noqa: E402
+from tests.fakeapi.canned import CHAT_PATH, COUNT_PATH, HISTORY, MESSAGES_PATH, REPLY  # noqa: E402
 
-REPLY = "The quick brown fox jumps over the lazy dog."
-MESSAGES_PATH = "/v1/messages"
-COUNT_PATH = "/v1/messages/count_tokens"
-CHAT_PATH = "/v1/chat/completions"
-HISTORY = [
-    {"role": "user", "content": "My name is Ada."},
-    {"role": "assistant", "content": "Hello Ada."},
-    {"role": "user", "content": "What is my name?"},
-]
 _names = itertools.count()
 
 

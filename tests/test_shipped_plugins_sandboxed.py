@@ -23,20 +23,12 @@ from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
 from tests.conftest import TEST_PLUGINS
 from tests.fakeapi import FakeAnthropicServer, FakeOpenAIServer
+from tests.fakeapi.canned import CHAT_PATH, COUNT_PATH, HISTORY, MESSAGES_PATH, REPLY
 from tests.fakeapi.anthropic_server import fake_token_count
 
 pytestmark = pytest.mark.timeout(60)
 
-REPLY = "The quick brown fox jumps over the lazy dog."
 KEY = "test-key"
-MESSAGES_PATH = "/v1/messages"
-COUNT_PATH = "/v1/messages/count_tokens"
-CHAT_PATH = "/v1/chat/completions"
-HISTORY = [
-    {"role": "user", "content": "My name is Ada."},
-    {"role": "assistant", "content": "Hello Ada."},
-    {"role": "user", "content": "What is my name?"},
-]
 CLAUDE_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "SANDCHAT_CLAUDE_MODEL")
 OPENAI_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 
