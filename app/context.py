@@ -30,6 +30,20 @@ class Context:
             self._manager = PluginManager(self.plugin_dirs, settings=self.settings)
         return self._manager
 
+    def plugin_name(self, requested: str | None) -> str:
+        """The plugin this command uses: the one asked for, else the default, explained once."""
+        if requested:
+            return requested
+        from app.choice import choose_default, explain_once
+
+        name, why = choose_default(self.manager)
+        if self.settings.no_plugins:
+            return name  # it will not start (safe mode): nothing to explain, nothing to remember
+        notice = explain_once(self.manager, name, why)
+        if notice:
+            self.output.notice(notice)
+        return name
+
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()

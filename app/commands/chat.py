@@ -7,7 +7,6 @@ import json
 import sys
 from dataclasses import asdict
 
-from app.choice import choose_default, explain_once
 from app.cli import EXIT_OK, EXIT_USAGE
 from app.context import Context
 
@@ -23,12 +22,7 @@ def chat(args: argparse.Namespace, context: Context) -> int:
 
     manager = context.manager
     manager.timeout = getattr(args, "timeout", None)
-    name = getattr(args, "plugin", None)
-    if not name:
-        name, why = choose_default(manager)
-        notice = explain_once(manager, name, why)
-        if notice:
-            context.output.notice(notice)
+    name = context.plugin_name(getattr(args, "plugin", None))
     if name not in manager.names():
         context.output.error(f"plugin {name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE

@@ -10,7 +10,6 @@ import argparse
 import sys
 
 import runner
-from app.choice import choose_default, explain_once
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
 
@@ -24,18 +23,6 @@ def _read_text(args: argparse.Namespace, context: Context) -> str | None:
         context.output.error("no TEXT given and nothing on standard input")
         return None
     return sys.stdin.read()
-
-
-def _plugin_name(args: argparse.Namespace, context: Context) -> str:
-    if args.plugin:
-        return args.plugin
-    name, why = choose_default(context.manager)
-    if context.settings.no_plugins:
-        return name  # it will not start (safe mode): nothing to explain, nothing to remember
-    notice = explain_once(context.manager, name, why)
-    if notice:
-        context.output.notice(notice)
-    return name
 
 
 def _failure(exc: runner.PluginError, context: Context) -> int:
@@ -54,7 +41,7 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     if text is None:
         return EXIT_USAGE
     context.manager.timeout = args.timeout
-    name = _plugin_name(args, context)
+    name = context.plugin_name(args.plugin)
     out = context.output
     last = ""
     try:
@@ -77,7 +64,7 @@ def tokens(args: argparse.Namespace, context: Context) -> int:
     text = _read_text(args, context)
     if text is None:
         return EXIT_USAGE
-    name = _plugin_name(args, context)
+    name = context.plugin_name(args.plugin)
     try:
         count = context.manager.client(name).count_tokens(text)
     except runner.PluginError as exc:
