@@ -32,7 +32,9 @@ from runner.stderr import StderrCapture, last_line
 
 __all__ = ["Connection"]
 
-_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
+_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more (and malloc serves it from the heap, not mmap)
+_MAX_ID = 0xFFFFFFFF  # request ids wrap within msgpack's uint32
+_NEVER = math.inf
 #: Before sleeping in poll() for the child, poll without sleeping for this long (yielding the
 #: CPU between polls). When the child runs on another CPU, sleeping costs a cross-CPU wake-up
 #: per message (about 90 us on a VM whose idle CPUs halt at once); a message that arrives
@@ -73,11 +75,6 @@ class Connection:
         self._poll_in.register(self._wake_r, select.POLLIN)
         self._poll_out = select.poll()  # used only when the child's input pipe is full
         self._poll_out.register(self._write_fd, select.POLLOUT)
-        # Every read lands in this one buffer and is decoded from it in place: no per-read
-        # allocation (a large os.read() buffer costs an mmap/munmap pair per call).
-        self._read_buf = bytearray(_READ_SIZE)
-        self._read_bufs = [self._read_buf]
-        self._read_view = memoryview(self._read_buf)
         self._pack = Encoder().pack  # one reused Packer; requests are packed under the write lock
         self._decoder = Decoder(config.max_message)
         self._inbox: deque[list[Any]] = deque()
@@ -120,7 +117,7 @@ class Connection:
         self._stopping = True
         grace = self.config.deadlines.stop_grace
         try:
-            self._send("shutdown", {})
+            self._send("shutdown", {}, grace)
             self._proc.stdin.close()  # type: ignore[union-attr]
         except (OSError, PluginError):
             pass
@@ -154,10 +151,12 @@ class Connection:
 
     def call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
         """Send one request and return its result, or raise the matching PluginError."""
-        msgid = self._send(method, params)
+        msgid = self._request(method, params)
         deadline = time.monotonic() + seconds
+        fresh = True  # the deadline was set just now: the first read skips the clock
         while True:
-            message = self._next_message(deadline, phase, seconds)
+            message = self._next_message(deadline, phase, seconds, fresh)
+            fresh = False
             if message[1] == msgid and message[0] == RESPONSE and message[2] is None and msgid not in self._ignored:
                 return message[3]  # the common case: our own reply, no error
             if message[0] == NOTIFICATION or self._drop_ignored(message):
@@ -167,7 +166,7 @@ class Connection:
     def stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
         """Send a streaming request and yield its chunks under the three generation deadlines."""
         d = self.config.deadlines
-        msgid = self._send(method, params)
+        msgid = self._request(method, params)
         started = time.monotonic()
         total_at = started + d.total
         parts: list[str] = []
@@ -206,7 +205,7 @@ class Connection:
         target = self._last_request if msgid is None else msgid
         self._cancel_at = min(self._cancel_at, time.monotonic() + self.config.deadlines.cancel_grace)
         try:
-            self._send("cancel", {"id": target}, ignore_reply=True)
+            self._send("cancel", {"id": target}, self.config.deadlines.cancel_grace)
         except PluginError:
             pass
         with self._write_lock:
@@ -265,16 +264,13 @@ class Connection:
 
     # -- the wire --------------------------------------------------------------------------
 
-    def _send(self, method: str, params: dict[str, Any], *, ignore_reply: bool = False) -> int:
+    def _request(self, method: str, params: dict[str, Any]) -> int:
+        """Send a request whose reply the caller will wait for; return its id."""
         with self._write_lock:
             if self.dead:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
-            self._next_id = msgid = (self._next_id + 1) & 0xFFFFFFFF
-            if ignore_reply:
-                self._ignored.add(msgid)  # before writing: the reply may be read at once
-            if method != "cancel":
-                self._doing, self._last_request = method, msgid
-                self._cancel_at = math.inf
+            self._next_id = msgid = (self._next_id + 1) & _MAX_ID
+            self._doing, self._last_request, self._cancel_at = method, msgid, _NEVER
             data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
             try:
                 written = os.write(self._write_fd, data)
@@ -283,14 +279,26 @@ class Connection:
             except OSError:
                 self._fail_locked(self._crashed(method))
             if written < len(data):  # the pipe is full: wait for room, under the write deadline
-                self._write_rest(memoryview(data)[written:], method)
+                self._write_rest(data, written, method, self.config.deadlines.first_chunk)
             return msgid
 
-    def _write_rest(self, data: memoryview, method: str) -> None:
-        deadline = time.monotonic() + self.config.deadlines.first_chunk
-        while data:
+    def _send(self, method: str, params: dict[str, Any], seconds: float) -> int:
+        """Send a request nobody waits on (cancel, shutdown): its reply is dropped when read."""
+        with self._write_lock:
+            if self.dead:
+                raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
+            self._next_id = msgid = (self._next_id + 1) & _MAX_ID
+            self._ignored.add(msgid)  # before writing: the reply may be read at once
+            self._write_rest(self._pack([REQUEST, msgid, method, params]), 0, method, seconds)
+            return msgid
+
+    def _write_rest(self, data: bytes, written: int, method: str, seconds: float) -> None:
+        """Write ``data[written:]``, waiting at most ``seconds`` for room in the pipe."""
+        view = memoryview(data)[written:]
+        deadline = time.monotonic() + seconds
+        while view:
             try:
-                data = data[os.write(self._write_fd, data) :]
+                view = view[os.write(self._write_fd, view) :]
             except BlockingIOError:
                 if not self._poll_out.poll(max(0.0, deadline - time.monotonic()) * 1000):
                     self._fail_locked(PluginTimeout(self.name, f"stopped reading its input during {method}", phase="write"))
@@ -302,34 +310,46 @@ class Connection:
         self._finish()
         raise error
 
-    def _next_message(self, deadline: float, phase: str, seconds: float) -> list[Any]:
+    def _next_message(self, deadline: float, phase: str, seconds: float, fresh: bool = False) -> list[Any]:
+        """The next message from the child, waiting under ``deadline`` (and a cancel's grace).
+
+        The clock is read before every read, so a child that floods messages cannot outrun
+        the deadline; ``fresh`` (a deadline set microseconds ago) skips it for the first.
+        """
         if self._inbox:
             return self._inbox.popleft()
         while True:
-            if min(deadline, self._cancel_at) <= time.monotonic():
+            if not fresh and min(deadline, self._cancel_at) <= time.monotonic():
                 raise self._timed_out(deadline, phase, seconds)
-            size = None
+            fresh = False
+            data = None
             if self._read_first or not self._probe:  # see _read_ready(), inlined here (hot path)
                 try:
-                    size = os.readv(self._read_fd, self._read_bufs)
+                    data = os.read(self._read_fd, _READ_SIZE)
                 except BlockingIOError:
                     self._read_first = False
                 except OSError:
-                    size = 0
+                    data = b""
                 else:
                     self._read_first = True
             self._probe = (self._probe + 1) & 15
-            if size is None:  # nothing there yet: wait for it under the deadline
-                size = self._wait_and_read(min(deadline, self._cancel_at), phase, seconds, deadline)
-                if size is None:
+            if data is None:  # nothing there yet: wait for it under the deadline
+                data = self._wait_and_read(min(deadline, self._cancel_at), phase, seconds, deadline)
+                if data is None:
                     continue
-            if not size:
+            if not data:
                 raise self._crashed(self._doing)
-            message = self._decode(self._read_view[:size])
+            try:
+                message = self._decoder.single(data)  # the usual read: one whole message
+                if message is None:
+                    message = self._decode_stream(data)
+            except ProtocolViolation as exc:
+                self.kill()
+                raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
             if message is not None:
                 return message
 
-    def _wait_and_read(self, until: float, phase: str, seconds: float, deadline: float) -> int | None:
+    def _wait_and_read(self, until: float, phase: str, seconds: float, deadline: float) -> bytes | None:
         events = self._wait(until)
         if not events:
             raise self._timed_out(deadline, phase, seconds)
@@ -338,16 +358,9 @@ class Connection:
             return None
         return self._read_ready()
 
-    def _decode(self, data: memoryview) -> list[Any] | None:
-        """The first message completed by one read (the others wait in the inbox), or None."""
-        try:
-            message = self._decoder.single(data)  # the usual read: one whole message
-            if message is not None:
-                return message
-            messages = list(self._decoder.feed(data))
-        except ProtocolViolation as exc:
-            self.kill()
-            raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
+    def _decode_stream(self, data: bytes) -> list[Any] | None:
+        """The first message completed by a read that was not one whole message; the rest wait in the inbox."""
+        messages = list(self._decoder.feed(data))
         if not messages:
             return None
         if len(messages) > 1:
@@ -368,8 +381,8 @@ class Connection:
                 os.sched_yield()
         return poll(max(0.0, until - time.monotonic()) * 1000)
 
-    def _read_ready(self) -> int | None:
-        """Read what the child has sent without blocking: bytes read, 0 at EOF, None if nothing yet.
+    def _read_ready(self) -> bytes | None:
+        """Read what the child has sent without blocking: the bytes, b"" at EOF, None if nothing yet.
 
         On one CPU the child usually runs (and replies) inside our write() that woke it,
         so its reply is already here: reading first then saves the poll() syscall. When
@@ -377,14 +390,14 @@ class Connection:
         reading first again on every 16th read to notice when it pays again.
         """
         try:
-            size = os.readv(self._read_fd, self._read_bufs)
+            data = os.read(self._read_fd, _READ_SIZE)
         except BlockingIOError:
             self._read_first = False
             return None
         except OSError:
-            return 0
+            return b""
         self._read_first = True
-        return size
+        return data
 
     def _timed_out(self, deadline: float, phase: str, seconds: float) -> PluginError:
         self.kill()

@@ -76,9 +76,7 @@ class Server:
 
     def run(self) -> int:
         decoder = Decoder(self.max_message)
-        buffer = bytearray(_READ_SIZE)  # every read lands here and is decoded in place
-        buffers, view = [buffer], memoryview(buffer)
-        readv, fd, decode, dispatch, count = os.readv, self.read_fd, decoder.decode, self.dispatch, self._count_now
+        read, fd, single, feed, dispatch, count = os.read, self.read_fd, decoder.single, decoder.feed, self.dispatch, self._count_now
         # Between requests, poll without sleeping for a moment first (see connection.SPIN_SECONDS):
         # a request that follows at once then costs no cross-CPU wake-up. Never while a
         # generation runs (its thread needs the GIL), nor when this process has one CPU.
@@ -88,17 +86,17 @@ class Server:
         while self._running:
             if spin and not self._active:
                 _spin_until_readable(readable.poll, spin)
-            size = readv(fd, buffers)
-            if not size:
+            data = read(fd, _READ_SIZE)
+            if not data:
                 return 0  # the host closed our input: it is gone or done with us
             # The usual read: one whole count_tokens request. Answered here without the
             # decoder's list or dispatch (~0.6 us a request); everything else, and any
-            # doubt, goes through decode() and dispatch() below, which check it all.
-            message = decoder.single(view[:size])
+            # doubt, goes through feed() and dispatch() below, which check it all.
+            message = single(data)
             if message is not None and message[0] == 0 and message[2] == "count_tokens" and type(message[3]) is dict:
                 count(message[1], message[3])
                 continue
-            for message in (message,) if message is not None else decode(view[:size]):
+            for message in (message,) if message is not None else feed(data):
                 if message[0] == 0 and self._running:  # nothing after a shutdown is served
                     dispatch(message[1], message[2], message[3])
         return 0

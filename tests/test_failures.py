@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from app import PluginManager
@@ -16,6 +20,7 @@ from runner import (
     PluginTimeout,
     PluginVersionError,
 )
+from tests.conftest import FAST
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -99,6 +104,25 @@ def test_hang_past_the_deadline_is_killed(manager: PluginManager) -> None:
     with pytest.raises(PluginTimeout) as info:
         client.generate_response("", "x")
     assert info.value.phase == "total"
+    echo_still_answers(manager)
+
+
+def test_child_that_stops_reading_its_input_is_killed_at_the_write_deadline(manager: PluginManager) -> None:
+    """A request larger than the pipe, to a child that no longer reads: the write itself has a deadline."""
+    client = manager.client("noisy")
+    assert client.count_tokens("abcd") == 4
+    pid = client.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # stopped, as if stuck in C code: it reads nothing more
+    began = time.monotonic()
+    with pytest.raises(PluginTimeout) as info:
+        client.count_tokens("x" * (4 * 2**20))  # 4 MiB: the 64 KiB pipe fills at once
+    elapsed = time.monotonic() - began
+    assert info.value.phase == "write"
+    assert str(info.value) == "plugin 'noisy' stopped reading its input during count_tokens"
+    assert FAST.first_chunk * 0.9 <= elapsed < FAST.first_chunk + 2
+    assert not client.running
+    assert client.count_tokens("abcd") == 4 and client.pid != pid  # a fresh process
     echo_still_answers(manager)
 
 
