@@ -10,6 +10,11 @@ The call is "count the tokens of 'hello world'" answered by a second Python proc
 Each is measured in blocks interleaved with sandchat's own call (the trivial plugin
 under the full sandbox). Targets: at least 3x faster than JSON lines and 50x faster
 than the MCP SDK; multiprocessing.Pipe is shown for reference.
+
+Two floors are shown for reference too, so the JSON-lines target can be judged in the
+same run: a raw 1-byte pipe ping-pong (no encoding at all), and a bare msgpack-RPC
+over pipes: the same request and reply as sandchat's, packed and unpacked with
+msgpack, with no shape check, id match, deadline, lock or sandbox.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import subprocess
 import time
 from typing import Any
 
-from bench.common import PYTHON, Row, Settings, Stat, Workspace, sandbox_note
+from bench.common import PYTHON, RawPeer, Row, Settings, Stat, Workspace, sandbox_note
 
 SHORT_TEXT = "hello world"
 
@@ -32,6 +38,18 @@ for line in sys.stdin:
     request = json.loads(line)
     out.write(json.dumps({"id": request["id"], "result": (len(request["params"]["text"]) + 3) // 4}) + "\n")
     out.flush()
+"""
+
+BARE_MSGPACK_CHILD = r"""
+import os, sys, msgpack
+r, w = int(sys.argv[1]), int(sys.argv[2])
+unpackb, pack = msgpack.unpackb, msgpack.Packer().pack
+while True:
+    data = os.read(r, 65536)
+    if not data:
+        break
+    request = unpackb(data)
+    os.write(w, pack([1, request[1], None, (len(request[3]["text"]) + 3) // 4]))
 """
 
 MCP_SERVER = r"""
@@ -80,6 +98,31 @@ class JsonLines:
         self.proc.wait(5)
 
 
+class BareMsgpack:
+    """The floor of any msgpack-RPC here: sandchat's messages, no checks, over two raw pipes."""
+
+    def __init__(self) -> None:
+        import msgpack
+
+        r1, self.w = os.pipe()
+        self.r, w2 = os.pipe()
+        self.proc = subprocess.Popen([PYTHON, "-I", "-c", BARE_MSGPACK_CHILD, str(r1), str(w2)], pass_fds=(r1, w2))
+        os.close(r1)
+        os.close(w2)
+        self.pack, self.unpackb = msgpack.Packer().pack, msgpack.unpackb
+        self.next_id = 0
+
+    def call(self) -> int:
+        self.next_id += 1
+        os.write(self.w, self.pack([0, self.next_id, "count_tokens", {"text": SHORT_TEXT}]))
+        return self.unpackb(os.read(self.r, 65536))[3]
+
+    def close(self) -> None:
+        os.close(self.w)
+        os.close(self.r)
+        self.proc.wait(5)
+
+
 def _mp_serve(conn: Any) -> None:
     while True:
         try:
@@ -118,18 +161,19 @@ async def _measure(settings: Settings, client: Any) -> dict[str, list[float]]:
     reps = settings.pick(4, 20)
     block = settings.pick(100, 400)
     mcp_block = settings.pick(20, 50)
-    samples: dict[str, list[float]] = {"ours": [], "json": [], "mp": [], "mcp": []}
-    json_peer, mp_peer = JsonLines(), MpPipe()
+    samples: dict[str, list[float]] = {"ours": [], "json": [], "mp": [], "mcp": [], "bare": [], "raw": []}
+    json_peer, mp_peer, bare_peer, raw_peer = JsonLines(), MpPipe(), BareMsgpack(), RawPeer("ping")
     expected = client.count_tokens(SHORT_TEXT)
-    if json_peer.call() != expected or mp_peer.call() != expected:
+    if json_peer.call() != expected or mp_peer.call() != expected or bare_peer.call() != expected:
         raise RuntimeError("a peer counted differently")
 
     async def rounds(mcp_call: Any) -> None:
         for rep in range(reps + 1):
             keep = rep > 0  # the first round is a warm-up
             for name, fn, count in (("json", json_peer.call, block), ("ours", lambda: client.count_tokens(SHORT_TEXT), block),
-                                    ("mp", mp_peer.call, block)):  # fmt: skip
+                                    ("mp", mp_peer.call, block), ("bare", bare_peer.call, block)):  # fmt: skip
                 _timed_block(fn, count, samples[name] if keep else [])
+            (samples["raw"] if keep else []).extend(raw_peer.ping_samples(block))
             if mcp_call is not None:
                 out = samples["mcp"] if keep else []
                 for _ in range(mcp_block):
@@ -158,8 +202,8 @@ async def _measure(settings: Settings, client: Any) -> dict[str, list[float]]:
 
                 await rounds(mcp_call)
     finally:
-        json_peer.close()
-        mp_peer.close()
+        for peer in (json_peer, mp_peer, bare_peer, raw_peer):
+            peer.close()
     return samples
 
 
@@ -171,7 +215,8 @@ def run(settings: Settings, placement: str) -> list[Row]:
     ours = Stat.of(samples["ours"])
     rows = []
     for key, name, target in (("json", "JSON lines over stdio", 3.0), ("mcp", "MCP python SDK stdio call_tool", 50.0),
-                              ("mp", "multiprocessing.Pipe", None)):  # fmt: skip
+                              ("mp", "multiprocessing.Pipe", None), ("bare", "floor: bare msgpack-RPC, no checks", None),
+                              ("raw", "floor: raw 1-byte pipe ping-pong", None)):  # fmt: skip
         peer = Stat.of(samples[key])
         if not peer.n:
             rows.append(Row("8", f"speed-up vs {name}", "µs", ours, name, None, None, ">=", target,
