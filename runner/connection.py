@@ -27,13 +27,12 @@ from runner.errors import (
 )  # fmt: skip
 from runner.handshake import check_hello, start_failure
 from runner.process import describe_exit
-from runner.protocol import NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
+from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
 from runner.stderr import StderrCapture, last_line
 
 __all__ = ["Connection"]
 
 _READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more (and malloc serves it from the heap, not mmap)
-_MAX_ID = 0xFFFFFFFF  # request ids wrap within msgpack's uint32
 _NEVER = math.inf
 #: Before sleeping in poll() for the child, poll without sleeping for this long (yielding the
 #: CPU between polls). When the child runs on another CPU, sleeping costs a cross-CPU wake-up
@@ -269,7 +268,7 @@ class Connection:
         with self._write_lock:
             if self.dead:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
-            self._next_id = msgid = (self._next_id + 1) & _MAX_ID
+            self._next_id = msgid = (self._next_id + 1) & MAX_MSGID
             self._doing, self._last_request, self._cancel_at = method, msgid, _NEVER
             data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
             try:
@@ -287,7 +286,7 @@ class Connection:
         with self._write_lock:
             if self.dead:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
-            self._next_id = msgid = (self._next_id + 1) & _MAX_ID
+            self._next_id = msgid = (self._next_id + 1) & MAX_MSGID
             self._ignored.add(msgid)  # before writing: the reply may be read at once
             self._write_rest(self._pack([REQUEST, msgid, method, params]), 0, method, seconds)
             return msgid

@@ -22,6 +22,7 @@ import msgpack
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "ERROR_KINDS",
+    "MAX_MSGID",
     "METHODS",
     "NOTIFICATION",
     "PROTOCOL_VERSION",
@@ -47,7 +48,8 @@ ERROR_KINDS = ("plugin", "contract", "cancelled", "request", "load", "sandbox", 
 #: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
-_MAX_MSGID = 2**32 - 1
+#: Request ids are msgpack uint32s; a sender wraps to 0 after this one.
+MAX_MSGID = 2**32 - 1
 _unpackb = msgpack.unpackb
 _READ_SLACK = 256 * 1024  # the most either side reads at once
 
@@ -94,17 +96,12 @@ class Decoder:
         self._start = 0  # stream offset where the message being received began
         self._partial = False  # it holds the start of a message: the next read must go there too
 
-    def decode(self, data: bytes | memoryview) -> list[list[Any]]:
-        """Every message completed by ``data`` (one read), each checked for shape."""
-        message = self.single(data)
-        return [message] if message is not None else list(self.feed(data))
-
     def single(self, data: bytes | memoryview) -> list[Any] | None:
         """The message ``data`` (one read) holds when it is exactly one whole message, else None.
 
         The fast path: when nothing is buffered and ``data`` holds exactly one whole
-        message no larger than the cap, one ``unpackb`` call decodes it straight from the
-        caller's read buffer (no copy into the streaming buffer, no generator). On None
+        message no larger than the cap, one ``unpackb`` call decodes it as it was read
+        (no copy into the streaming buffer, no generator). On None
         (several messages, a partial one, bad bytes) the caller passes the same ``data``
         to :meth:`feed`, whose streaming unpacker enforces the same caps and raises for bad
         bytes. A message of the wrong shape raises ProtocolViolation here as there.
@@ -118,7 +115,7 @@ class Decoder:
         # _check_shape's test for the two shapes of a call, inlined (a Python call is ~0.1 us here)
         if type(message) is list and len(message) == 4:
             msgid, kind = message[1], message[0]
-            if type(msgid) is int and 0 <= msgid <= _MAX_MSGID and (
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and (
                 (kind == RESPONSE and message[2] is None) or (kind == REQUEST and type(message[2]) is str)
             ):
                 return message
@@ -155,7 +152,7 @@ def _check_shape(message: Any) -> list[Any]:
     if type(message) is list:
         if len(message) == 4:
             msgid = message[1]
-            if type(msgid) is int and 0 <= msgid <= _MAX_MSGID:
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID:
                 kind = message[0]
                 if kind == RESPONSE and message[2] is None:
                     return message
@@ -183,7 +180,7 @@ def _check_shape_fully(message: Any) -> list[Any]:
 
 
 def _is_msgid(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= _MAX_MSGID
+    return type(value) is int and 0 <= value <= MAX_MSGID
 
 
 def _is_error(value: Any) -> bool:
