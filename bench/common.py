@@ -144,17 +144,35 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-class RawPeer:
-    """A second Python process at the other end of two raw pipes (the baselines' floor)."""
+class PipePeer:
+    """A second Python process running ``script`` with two raw pipes: it gets their fds as argv[1:3]."""
 
-    def __init__(self, mode: str, size: int = 0) -> None:
-        self.size = size
+    def __init__(self, script: str, *args: str) -> None:
         r1, self.w = os.pipe()
         self.r, w2 = os.pipe()
-        args = [PYTHON, "-I", "-c", RAW_PEER, str(r1), str(w2), mode] + ([str(size)] if size else [])
-        self.proc = subprocess.Popen(args, pass_fds=(r1, w2))
+        self.proc = subprocess.Popen([PYTHON, "-I", "-c", script, str(r1), str(w2), *args], pass_fds=(r1, w2))
         os.close(r1)
         os.close(w2)
+
+    def close(self) -> None:
+        for fd in (self.w, self.r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RawPeer(PipePeer):
+    """The baselines' floor: a plain Python process echoing bytes over two raw pipes."""
+
+    def __init__(self, mode: str, size: int = 0) -> None:
+        super().__init__(RAW_PEER, mode, *([str(size)] if size else []))
+        self.size = size
         if size:
             self._buf = bytearray(size)
             self._view = memoryview(self._buf)
@@ -185,18 +203,6 @@ class RawPeer:
         if self._buf[:64] != payload[:64]:
             raise RuntimeError("raw echo returned different bytes")
         return elapsed
-
-    def close(self) -> None:
-        for fd in (self.w, self.r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
     def __enter__(self) -> RawPeer:
         return self

@@ -27,7 +27,7 @@ import subprocess
 import time
 from typing import Any
 
-from bench.common import PYTHON, RawPeer, Row, Settings, Stat, Workspace, sandbox_note
+from bench.common import PYTHON, PipePeer, RawPeer, Row, Settings, Stat, Workspace, sandbox_note
 
 SHORT_TEXT = "hello world"
 
@@ -98,17 +98,13 @@ class JsonLines:
         self.proc.wait(5)
 
 
-class BareMsgpack:
+class BareMsgpack(PipePeer):
     """The floor of any msgpack-RPC here: sandchat's messages, no checks, over two raw pipes."""
 
     def __init__(self) -> None:
         import msgpack
 
-        r1, self.w = os.pipe()
-        self.r, w2 = os.pipe()
-        self.proc = subprocess.Popen([PYTHON, "-I", "-c", BARE_MSGPACK_CHILD, str(r1), str(w2)], pass_fds=(r1, w2))
-        os.close(r1)
-        os.close(w2)
+        super().__init__(BARE_MSGPACK_CHILD)
         self.pack, self.unpackb = msgpack.Packer().pack, msgpack.unpackb
         self.next_id = 0
 
@@ -116,11 +112,6 @@ class BareMsgpack:
         self.next_id += 1
         os.write(self.w, self.pack([0, self.next_id, "count_tokens", {"text": SHORT_TEXT}]))
         return self.unpackb(os.read(self.r, 65536))[3]
-
-    def close(self) -> None:
-        os.close(self.w)
-        os.close(self.r)
-        self.proc.wait(5)
 
 
 def _mp_serve(conn: Any) -> None:
