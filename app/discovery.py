@@ -8,6 +8,7 @@ is TOML in comment lines, read as text::
     # description = "..."
     # network = ["api.example.com:443"]
     # env = ["EXAMPLE_API_KEY"]
+    # files = ["example_plugin.toml"]
     # ///
 """
 
@@ -20,7 +21,7 @@ from typing import Iterable
 
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
-    "discover", "file_problem", "file_stamp", "parse_metadata", "plugin_name",
+    "discover", "file_problem", "file_stamp", "metadata_of", "parse_metadata", "plugin_name",
 ]  # fmt: skip
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
@@ -41,6 +42,7 @@ class Metadata:
     description: str = ""
     network: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # companion files it reads, relative to its folder
 
     def __post_init__(self) -> None:
         for endpoint in self.network:
@@ -50,6 +52,10 @@ class Metadata:
         for name in self.env:
             if not _ENV.match(name):
                 raise MetadataError(f"env entry {name!r} is not a valid variable name")
+        for name in self.files:
+            parts = name.split("/")
+            if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
+                raise MetadataError(f"files entry {name!r} must be a path inside the plugin's folder (no '..', not absolute)")
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -113,16 +119,22 @@ def parse_metadata(text: str) -> Metadata:
         data = tomllib.loads(body)
     except tomllib.TOMLDecodeError as exc:
         raise MetadataError(f"metadata block is not valid TOML: {exc}") from None
-    unknown = set(data) - {"description", "network", "env"}
+    unknown = set(data) - {"description", "network", "env", "files"}
     if unknown:
         raise MetadataError(f"unknown metadata keys: {', '.join(sorted(unknown))}")
-    description, network, env = data.get("description", ""), data.get("network", []), data.get("env", [])
+    description = data.get("description", "")
     if not isinstance(description, str):
         raise MetadataError("description must be a string")
-    for key, value in (("network", network), ("env", env)):
+    lists = {key: data.get(key, []) for key in ("network", "env", "files")}
+    for key, value in lists.items():
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise MetadataError(f"{key} must be a list of strings")
-    return Metadata(description=description, network=tuple(network), env=tuple(env))
+    return Metadata(description=description, **{key: tuple(value) for key, value in lists.items()})
+
+
+def metadata_of(code: bytes) -> Metadata:
+    """The metadata block of a plugin's code, read from its first bytes as discovery does."""
+    return parse_metadata(code[:_HEAD_BYTES].decode("utf-8", errors="replace"))
 
 
 def _skip_reason(path: Path) -> str | None:

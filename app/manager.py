@@ -8,6 +8,7 @@ handles, which are ``LLMClient`` objects. Plugins start on first use.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import site
 import sys
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from app.companions import CompanionError, companion_paths
 from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
-from app.discovery import Discovery, PluginFile, discover, file_stamp
+from app.discovery import Discovery, Metadata, MetadataError, PluginFile, discover, file_stamp, metadata_of
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
 from app.keys import KeyStore
 from app.switches import SwitchStore
@@ -217,16 +219,19 @@ class PluginManager:
 
     # -- permissions ---------------------------------------------------------------------
 
-    def access(self, plugin: PluginFile) -> Access:
-        """The profile and grant that apply to ``plugin`` as its file is now."""
-        digest = file_sha256(plugin.path)
+    def access(self, plugin: PluginFile, code: bytes | None = None, meta: Metadata | None = None) -> Access:
+        """The profile and grant that apply to ``plugin``'s ``code`` (default: its file as it is now).
+
+        ``meta`` is the metadata block of that code; a shipped plugin is granted what it requests.
+        """
+        digest = hashlib.sha256(code).hexdigest() if code is not None else file_sha256(plugin.path)
         user = self.grants.load().get(plugin.name)
         if user is not None and user.sha256 == digest:
             return Access("network" if user.network else "untrusted", user)
         lapsed = Lapsed(user, digest) if user is not None else None
         pinned = shipped_hashes(plugin.path.parent).get(plugin.path.name) if plugin.source == "shipped" else None
         if pinned is not None:
-            meta = plugin.metadata
+            meta = meta or plugin.metadata
             shipped = Grant(plugin.name, pinned, meta.network, meta.env, source="shipped")
             if pinned == digest:
                 return Access("network" if meta.network else "untrusted", shipped, lapsed)
@@ -268,14 +273,17 @@ class PluginManager:
         import runner
 
         plugin = self.plugin_file(name)
-        if plugin.metadata_error:
-            raise runner.PluginLoadError(name, f"has a bad metadata block: {plugin.metadata_error}")
-        access = self.access(plugin)
+        code, meta = self._code(plugin)
+        access = self.access(plugin, code, meta)  # decided from the very bytes the child will run
+        try:
+            companions = companion_paths(plugin.path.parent, meta.files, self.paths)
+        except CompanionError as exc:
+            raise runner.PluginLoadError(name, str(exc)) from None
         scratch = self.paths.scratch / name
         env = {key: self.settings.environ[key] for key in HOST_ENV_PASSTHROUGH if key in self.settings.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(HOME=str(scratch), TMPDIR=str(scratch))
-        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), *_plugin_files(plugin.path)]
+        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), *companions]
         if access.profile == "network":
             env.update({k: v for k, v in self.settings.environ.items() if k in _NETWORK_ENV})
             read += [*_NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
@@ -289,8 +297,24 @@ class PluginManager:
         )
         return runner.PluginConfig(
             name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
-            deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log",
+            deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log", source=code,
         )  # fmt: skip
+
+    def _code(self, plugin: PluginFile) -> tuple[bytes, Metadata]:
+        """Read the plugin's code once, for one start, with the metadata block it carries."""
+        import runner
+
+        try:
+            with open(plugin.path, "rb") as f:
+                code = f.read(runner.MAX_SOURCE + 1)
+        except OSError as exc:
+            raise runner.PluginStartError(plugin.name, f"cannot read {plugin.path}: {exc.strerror}") from None
+        if len(code) > runner.MAX_SOURCE:
+            raise runner.PluginLoadError(plugin.name, f"is larger than {runner.MAX_SOURCE // 2**20} MiB")
+        try:
+            return code, metadata_of(code)
+        except MetadataError as exc:
+            raise runner.PluginLoadError(plugin.name, f"has a bad metadata block: {exc}") from None
 
     def _deadlines(self, name: str) -> runner.Deadlines:
         """The manager's deadlines with the ``[plugins.NAME]`` overrides of the settings file."""
@@ -328,11 +352,11 @@ class PluginManager:
             existing = self._clients.get(name)
             if existing is not None:
                 return existing
-            config = self.config(name)
             if not self._hardened:
                 runner.harden_host()
                 self._hardened = True
-            client = self._clients[name] = runner.Plugin(config, policy=self.restart_policy, on_event=self.events.record)
+            # Each start and restart decides again, from the file as it is then.
+            client = self._clients[name] = runner.Plugin(lambda: self.config(name), policy=self.restart_policy, on_event=self.events.record)
             return client
 
     def forget(self, name: str) -> None:
@@ -371,16 +395,6 @@ def runner_root() -> Path:
     import runner
 
     return Path(runner.__file__).resolve().parent.parent
-
-
-def _plugin_files(path: Path) -> list[str]:
-    """The plugin file and its companions (``NAME_plugin.toml`` ... beside it), never its folder.
-
-    A plugin folder may be ``$SANDCHAT_HOME`` (keys.json) or ``~`` (~/.ssh). Companions
-    that are symlinks are left out: one could point anywhere.
-    """
-    companions = [p for p in path.parent.glob(path.stem + ".*") if p != path and p.is_file() and not p.is_symlink()]
-    return [str(path), *sorted(str(p) for p in companions)]
 
 
 def _python_paths() -> list[str]:

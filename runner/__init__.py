@@ -23,13 +23,14 @@ from runner.errors import (
     PluginVersionError,
 )
 from runner.process import harden_host, resident_bytes
-from runner.protocol import PROTOCOL_VERSION
+from runner.protocol import MAX_SOURCE, PROTOCOL_VERSION
 from runner.stderr import clean_text
 from runner.supervisor import STATES, RestartPolicy
 
 __all__ = [
     "Deadlines",
     "Limits",
+    "MAX_SOURCE",
     "PROFILES",
     "PROTOCOL_VERSION",
     "Plugin",

@@ -13,6 +13,10 @@ Options (all but --root and --plugin optional, lists repeatable)::
 A child that cannot apply its sandbox prints one ``sandchat-sandbox-error: ...`` line to
 stderr and exits with status 78, before any plugin code has run.
 
+The plugin's code is not read from ``--plugin`` (which only names it): the host sends the
+exact bytes it decided the plugin's access for, as the first frame on the channel
+(runner/protocol.py ``source_frame``), and the child reads them once its sandbox is on.
+
 Text a plugin prints through ``sys.stdout`` reaches the log line-buffered, each line
 tagged ``[stdout] `` (:data:`STDOUT_TAG`), so stray prints can be told from logging.
 """
@@ -23,6 +27,8 @@ import sys
 
 SANDBOX_EXIT = 78
 STDOUT_TAG = b"[stdout] "
+_MAX_SOURCE = 16 * 1024 * 1024  # runner/protocol.py MAX_SOURCE
+_SOURCE_LENGTH_BYTES = 8
 _LISTS = {"--ro": "ro", "--rw": "rw", "--tcp": "tcp", "--limit": "limit"}
 _FLAGS = {"--allow-unsandboxed": "allow_unsandboxed"}
 
@@ -135,12 +141,32 @@ def apply_sandbox(options: dict) -> dict:
         os._exit(SANDBOX_EXIT)
 
 
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise SystemExit("sandchat child: the host closed the channel before sending the plugin's code")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_source(fd: int) -> bytes:
+    """The plugin's code, as the first frame from the host: 8-byte length, then the bytes."""
+    size = int.from_bytes(_read_exactly(fd, _SOURCE_LENGTH_BYTES), "big")
+    if size > _MAX_SOURCE:
+        raise SystemExit(f"sandchat child: the host sent {size} bytes of code (the limit is {_MAX_SOURCE})")
+    return _read_exactly(fd, size)
+
+
 def main(argv: list) -> int:
     read_fd, write_fd = claim_channel()
     tag_stdout()
     options = parse_options(argv)
     sys.path.insert(0, options["root"])  # llm_utils and the runner package live there
     report = apply_sandbox(options)
+    options["source"] = read_source(read_fd)
     import site
 
     site.main()  # only now: .pth files in site-packages run inside the sandbox

@@ -8,6 +8,7 @@ one. Calls are serialized: one request at a time per plugin process.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import threading
 import time
@@ -19,7 +20,7 @@ from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.errors import (
     PluginCancelled, PluginError, PluginLoadError, PluginProtocolError, PluginRaised, PluginResultError,
-    PluginSandboxError, PluginTimeout, PluginUnavailable, PluginVersionError,
+    PluginSandboxError, PluginStartError, PluginTimeout, PluginUnavailable, PluginVersionError,
 )  # fmt: skip
 from runner.supervisor import RestartPolicy, Supervisor
 
@@ -54,13 +55,19 @@ class Plugin(LLMClient):
 
     def __init__(
         self,
-        config: PluginConfig,
+        config: PluginConfig | Callable[[], PluginConfig],
         *,
         policy: RestartPolicy | None = None,
         on_event: EventListener | None = None,
     ) -> None:
-        self.config = config
-        self.name = config.name
+        """``config`` is fixed, or a function called at every start and restart.
+
+        A function lets the caller decide the plugin's access (its code, grants, keys,
+        paths) again each time a process starts, from the code that process will run.
+        """
+        self._configure: Callable[[], PluginConfig] = config if callable(config) else (lambda: config)
+        self.config = config if isinstance(config, PluginConfig) else config()
+        self.name = self.config.name
         self.stats = PluginStats()
         self.supervisor = Supervisor(policy)
         self._on_event = on_event
@@ -72,7 +79,7 @@ class Plugin(LLMClient):
         self._starting = False
         self._busy = 0
         self._load_error: PluginError | None = None
-        self._load_error_stamp: tuple[int, int] | None = None
+        self._load_error_code: str | None = None  # SHA-256 of the code that failed to load
 
     @property
     def state(self) -> str:
@@ -155,8 +162,10 @@ class Plugin(LLMClient):
             raise PluginUnavailable(self.name, "is stopped: sandchat is shutting down", reason="closed")
         if self._conn is not None and not self._conn.dead:
             return self._conn
-        if self._load_error is not None and self._load_error_stamp == _stamp(self.config.path):
-            raise self._load_error  # the file is unchanged: starting it again would fail the same way
+        if self._load_error is not None:
+            _, code = self._decide()
+            if hashlib.sha256(code).hexdigest() == self._load_error_code:
+                raise self._load_error  # the code is unchanged: starting it again would fail the same way
         decision = self.supervisor.decide(time.monotonic())
         if decision.quarantined:
             raise PluginUnavailable(
@@ -169,6 +178,16 @@ class Plugin(LLMClient):
             time.sleep(decision.wait)  # exponential back-off between restarts, bounded by the policy
         return self._start()
 
+    def _decide(self) -> tuple[PluginConfig, bytes]:
+        """This start's configuration and the exact code it runs, decided now."""
+        try:
+            config = self._configure()
+            return config, config.code()
+        except PluginError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise PluginStartError(self.name, f"could not read its code: {exc}") from None
+
     def _start(self) -> Connection:
         _precompile_child()
         began = time.monotonic()
@@ -176,18 +195,20 @@ class Plugin(LLMClient):
         self._starting = True
         self._emit("restarting" if self.supervisor.failures else "starting", {})
         stops = self._stops
+        code = b""
         try:
+            self.config, code = self._decide()
             conn = self._pending = Connection(self.config, ROOT)
             if self._closed or self._stops != stops:
                 conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
-            conn.handshake()
+            conn.handshake(code)
         except PluginError as exc:
             if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
                 raise  # stopped or shut down from another thread while starting: not a failure
             self._record(exc)
             self._emit("start_failed", {"error": str(exc), **_exit_details(exc)})
             if isinstance(exc, _CANNOT_LOAD):
-                self._load_error, self._load_error_stamp = exc, _stamp(self.config.path)
+                self._load_error, self._load_error_code = exc, hashlib.sha256(code).hexdigest()
             elif self.supervisor.failed(time.monotonic()):
                 self._emit("quarantined", {"failures": self.supervisor.consecutive})
             raise
@@ -324,14 +345,6 @@ class Plugin(LLMClient):
         if type(result) is not str:
             self._distrust(f"answered a generation with {type(result).__name__}")
         return result
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
 
 
 @functools.cache

@@ -6,13 +6,14 @@ no files to build them: the app decides, the runner obeys.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from runner.protocol import DEFAULT_MAX_MESSAGE
+from runner.protocol import DEFAULT_MAX_MESSAGE, MAX_SOURCE
 
 __all__ = ["PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
 
@@ -96,7 +97,14 @@ class SandboxPolicy:
 
 @dataclass(frozen=True)
 class PluginConfig:
-    """Everything needed to launch and supervise one plugin file."""
+    """Everything needed to launch and supervise one plugin file.
+
+    ``source`` is the exact code the child runs, sent to it over the channel: the app reads
+    the file once, decides the plugin's access from those bytes, and passes both here, so
+    no later change of the file (or of a symlink's target) runs under that decision.
+    Without it, the runner reads ``path`` when the process starts. ``path`` names the code
+    in tracebacks and ``__file__``; the child is not given read access to it.
+    """
 
     name: str
     path: Path
@@ -107,6 +115,7 @@ class PluginConfig:
     log_path: Path | None = None
     python: str = sys.executable
     max_message: int = DEFAULT_MAX_MESSAGE
+    source: bytes | None = None
 
     def __post_init__(self) -> None:
         if not self.name or any(ch.isspace() or ch in "/\\'\"" for ch in self.name):
@@ -117,6 +126,21 @@ class PluginConfig:
             object.__setattr__(self, "log_path", Path(self.log_path))
         if self.max_message < 1024:
             raise ValueError(f"max_message must be at least 1024 bytes, got {self.max_message}")
+        if self.source is not None and (type(self.source) is not bytes or len(self.source) > MAX_SOURCE):
+            raise ValueError(f"source must be bytes of at most {MAX_SOURCE} bytes")
+
+    def code(self) -> bytes:
+        """The bytes the child will run: ``source``, or the file as it is now."""
+        if self.source is not None:
+            return self.source
+        with open(self.path, "rb") as f:
+            data = f.read(MAX_SOURCE + 1)
+        if len(data) > MAX_SOURCE:
+            raise ValueError(f"{self.path} is larger than {MAX_SOURCE} bytes")
+        return data
+
+    def code_sha256(self) -> str:
+        return hashlib.sha256(self.code()).hexdigest()
 
     def child_argv(self, root: Path) -> list[str]:
         """The command line that starts this plugin's child process."""

@@ -27,7 +27,7 @@ from runner.errors import (
 )  # fmt: skip
 from runner.handshake import check_hello, start_failure
 from runner.process import describe_exit
-from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response
+from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response, source_frame
 from runner.stderr import StderrCapture, last_line
 
 __all__ = ["Connection"]
@@ -88,10 +88,15 @@ class Connection:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def handshake(self) -> dict[str, Any]:
-        """Wait for the child's hello and check it; raise a PluginStartError on any problem."""
+    def handshake(self, code: bytes) -> dict[str, Any]:
+        """Send the plugin's ``code``, wait for the child's hello and check it.
+
+        Raises a PluginStartError on any problem.
+        """
         seconds = self.config.deadlines.start
         try:
+            with self._write_lock:
+                self._write_rest(source_frame(code), 0, "start", seconds)
             message = self._next_message(time.monotonic() + seconds, "start", seconds)
         except PluginTimeout:
             raise PluginStartTimeout(self.name, f"sent no hello within {seconds:g}s", seconds=seconds, stderr_tail=self.stderr_tail()) from None

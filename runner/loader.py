@@ -1,4 +1,7 @@
-"""Plugin loading inside the child: import one file by path and find its LLMClient class.
+"""Plugin loading inside the child: run one plugin's code and find its LLMClient class.
+
+The code arrives as bytes from the host (see runner/child.py); the path only names it,
+for tracebacks and ``__file__``: the file itself is never opened here.
 
 Runs only in the sandboxed child. Every failure becomes a :class:`LoadFailure` carrying
 plain strings (type, message, traceback) so it can cross the process boundary as data.
@@ -7,6 +10,7 @@ plain strings (type, message, traceback) so it can cross the process boundary as
 from __future__ import annotations
 
 import importlib.util
+import linecache
 import os
 import sys
 import traceback
@@ -37,15 +41,17 @@ def _from_exception(exc: BaseException, doing: str) -> LoadFailure:
     return LoadFailure(type(exc).__name__, f"{exc} ({doing})" if str(exc) else doing, text)
 
 
-def load_module(path: str, module_name: str) -> ModuleType:
-    """Execute the plugin file as a fresh module named ``module_name``."""
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise LoadFailure("ImportError", f"cannot load {path!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
+def load_module(source: bytes, path: str, module_name: str) -> ModuleType:
+    """Execute ``source`` (the plugin's code, named ``path``) as a fresh module named ``module_name``."""
+    module = ModuleType(module_name)
+    module.__file__ = path
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        text = importlib.util.decode_source(source)  # honours a PEP 263 coding line, as import does
+        # Tracebacks read lines through linecache: give it these bytes, not the file as it is now.
+        linecache.cache[path] = (len(text), None, text.splitlines(keepends=True), path)
+        code = compile(source, path, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt at import are load failures too
         raise _from_exception(exc, "at import") from None
     return module

@@ -4,6 +4,10 @@ This is the only module that knows msgpack. Both sides use it: the host to talk 
 plugin child, the child (after its sandbox is on) to answer. ``docs/protocol.md`` is
 the normative description; this module is its implementation.
 
+Before any message, the host sends the plugin's code: an 8-byte big-endian length, then
+that many bytes (:func:`source_frame`). The child reads it with the standard library
+alone, after its sandbox is on and before any plugin code runs.
+
 Messages are msgpack arrays written back to back on a byte stream (no extra framing)::
 
     request       [0, msgid, method, params]
@@ -23,6 +27,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "ERROR_KINDS",
     "MAX_MSGID",
+    "MAX_SOURCE",
     "METHODS",
     "NOTIFICATION",
     "PROTOCOL_VERSION",
@@ -33,9 +38,10 @@ __all__ = [
     "ProtocolViolation",
     "check_response",
     "error_map",
+    "source_frame",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 
@@ -50,6 +56,10 @@ DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 #: Request ids are msgpack uint32s; a sender wraps to 0 after this one.
 MAX_MSGID = 2**32 - 1
+
+#: Largest plugin file the host sends (runner/child.py's _MAX_SOURCE).
+MAX_SOURCE = 16 * 1024 * 1024
+SOURCE_LENGTH_BYTES = 8  # runner/child.py reads this many bytes of length first
 _unpackb = msgpack.unpackb
 _READ_SLACK = 256 * 1024  # the most either side reads at once
 
@@ -210,3 +220,10 @@ def error_map(kind: str, type_: str, message: str, traceback: str = "") -> dict[
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def source_frame(code: bytes) -> bytes:
+    """The code frame that opens the host's side of the stream: length, then the bytes."""
+    if len(code) > MAX_SOURCE:
+        raise ValueError(f"plugin code is larger than {MAX_SOURCE} bytes")
+    return len(code).to_bytes(SOURCE_LENGTH_BYTES, "big") + code

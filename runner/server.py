@@ -311,7 +311,7 @@ def serve(read_fd: int, write_fd: int, options: dict[str, Any], report: dict[str
     sys.dont_write_bytecode = True  # plugin folders are read-only in the sandbox
     server = Server(read_fd, write_fd, None, options.get("max_message") or DEFAULT_MAX_MESSAGE)
     try:
-        module = loader.load_module(options["plugin"], "sandchat_plugin_" + (options.get("name") or "plugin"))
+        module = loader.load_module(options["source"], options["plugin"], "sandchat_plugin_" + (options.get("name") or "plugin"))
         server.plugin = loader.instantiate(loader.plugin_class(module))
     except loader.LoadFailure as failure:
         hello = _hello(options, report, None)

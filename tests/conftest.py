@@ -11,6 +11,8 @@ import pytest
 from app import PluginManager
 from runner import Deadlines
 
+pytest_plugins = ["tests.attackkit"]  # the attack suites' fixtures: host, attacks, fake_home
+
 TESTS = Path(__file__).resolve().parent
 TEST_PLUGINS = TESTS / "plugins"
 

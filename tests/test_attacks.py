@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +40,9 @@ from app import PluginManager
 from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
 from app.grants import file_sha256
 from runner import Limits, Plugin, PluginCrashed, PluginTimeout
+from tests.attackkit import (
+    ATTACKS, CANARY_VAR, ROOT, Host, accepted, assert_host_healthy, attack, datagrams, errnos, grant_network, listener, port, udp_socket,
+)  # fmt: skip
 from tests.conftest import FAST
 
 pytestmark = [
@@ -48,150 +50,8 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox is Linux-only"),
 ]
 
-ATTACKS = Path(__file__).resolve().parent / "attacks"
-ROOT = ATTACKS.parent.parent
-CANARY_VAR = "SANDCHAT_HOST_CANARY"
 NOBODY = 65534
 MiB = 2**20
-
-
-# -- the host and its canaries ----------------------------------------------------------
-
-
-class Host:
-    """The pytest process as the attacks' target: canaries that must survive every test."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.pid = os.getpid()
-        self.env_value = "env-canary-" + secrets.token_hex(8)
-        self.file = tmp_path / "host-canary.txt"
-        self.file_text = "file-canary-" + secrets.token_hex(8)
-        self.file.write_text(self.file_text)
-        self.memory = ("memory-canary-" + secrets.token_hex(8)).encode()
-        self.sigterm = threading.Event()
-
-    def memory_address(self) -> int:
-        """Where the bytes of ``self.memory`` live in this process (checked, not assumed)."""
-        address = id(self.memory) + sys.getsizeof(b"") - 1  # header of a bytes object
-        assert ctypes.string_at(address, len(self.memory)) == self.memory
-        return address
-
-    def assert_intact(self) -> None:
-        assert os.getpid() == self.pid
-        assert os.environ.get(CANARY_VAR) == self.env_value
-        assert self.file.read_text() == self.file_text
-        assert ctypes.string_at(self.memory_address(), len(self.memory)) == self.memory
-        assert not self.sigterm.is_set(), "the host received SIGTERM"
-
-
-@pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
-    target = Host(tmp_path)
-    monkeypatch.setenv(CANARY_VAR, target.env_value)
-    # A SIGTERM that got through must be recorded, not end the test run.
-    previous = signal.signal(signal.SIGTERM, lambda *_: target.sigterm.set())
-    try:
-        yield target
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture
-def attacks(home: Path) -> Iterator[PluginManager]:
-    with PluginManager(plugin_dirs=[ATTACKS], home=home, deadlines=FAST) as manager:
-        yield manager
-
-
-@pytest.fixture
-def fake_home(tmp_path: Path) -> Path:
-    """A user's home outside every path the sandbox allows, with secrets in it."""
-    path = tmp_path / "fakehome"
-    (path / ".ssh").mkdir(parents=True)
-    (path / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY----- secret-" + secrets.token_hex(8))
-    (path / ".bashrc").write_text("# the user's shell start-up file\n")
-    return path
-
-
-def attack(manager: PluginManager, name: str, message: str = "") -> list[str]:
-    """Run plugin ``name``'s attack; return its lines, asserting that every one is BLOCKED."""
-    result = manager.client(name).generate_response("", message)
-    lines = result.splitlines()
-    assert lines, f"{name} said nothing"
-    assert all(line.startswith("BLOCKED: ") for line in lines), f"{name} got through:\n{result}"
-    return lines
-
-
-def assert_host_healthy(manager: PluginManager, host: Host) -> None:
-    assert manager.client("echo").generate_response("", "still here") == "echo: still here"
-    host.assert_intact()
-
-
-def errnos(lines: list[str]) -> list[int]:
-    """The errno reported on each line (``... OSError 13 Permission denied`` or ``errno 13 ...``)."""
-    found = []
-    for line in lines:
-        words = line.replace(":", " ").split()
-        numbers = [int(w) for w in words[words.index("BLOCKED") + 1 :] if w.isdigit()]
-        found.append(numbers[-1] if numbers else -1)
-    return found
-
-
-# -- sockets the tests own ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def listener(family: int = socket.AF_INET, address: object = ("127.0.0.1", 0)) -> Iterator[socket.socket]:
-    """A listening stream socket; ``accepted()`` reads its backlog without waiting."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.bind(address)
-        sock.listen(16)
-        sock.setblocking(False)
-        yield sock
-    finally:
-        sock.close()
-
-
-def accepted(sock: socket.socket) -> list[bytes]:
-    """Connections already in the listener's backlog and the first bytes each sent.
-
-    A connect() that succeeded has completed its handshake before the plugin could answer,
-    so once the plugin's reply is here, every connection it made is in the backlog.
-    """
-    got = []
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return got
-        with conn:
-            conn.settimeout(5)
-            got.append(conn.recv(100))
-
-
-@contextlib.contextmanager
-def udp_socket() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        yield sock
-    finally:
-        sock.close()
-
-
-def datagrams(sock: socket.socket) -> list[bytes]:
-    """Datagrams already queued (loopback delivery is synchronous with sendto)."""
-    got = []
-    while True:
-        try:
-            got.append(sock.recv(2048))
-        except BlockingIOError:
-            return got
-
-
-def port(sock: socket.socket) -> int:
-    return sock.getsockname()[1]
 
 
 # -- the sandbox is really there -------------------------------------------------------------
@@ -313,26 +173,6 @@ def test_writing_into_its_own_plugin_folder_is_blocked(attacks: PluginManager, h
         with contextlib.suppress(OSError):
             (ATTACKS / "planted_dir").rmdir()
     assert_host_healthy(attacks, host)
-
-
-def test_plugin_kept_in_the_sandchat_home_cannot_read_the_keys(home: Path, host: Host, fake_home: Path) -> None:
-    """A plugin reads its own file and its companions (``NAME_plugin.toml``), not its whole
-    folder, which may be $SANDCHAT_HOME itself (keys.json, grants.json, logs) or ~: that
-    was a hole, found and fixed. A companion that is a symlink is not followed."""
-    shutil.copyfile(ATTACKS / "read_secret_plugin.py", home / "read_secret_plugin.py")
-    (home / "read_secret_plugin.toml").write_text("greeting = 'hello'\n")  # its settings: readable
-    (home / "notes.txt").write_text("a file that happens to sit next to the plugin")
-    (home / "read_secret_plugin.key").symlink_to(fake_home / ".ssh" / "id_ed25519")
-    with PluginManager([home], home=home, deadlines=FAST) as manager:
-        manager.keys.set("ANTHROPIC_API_KEY", "sk-ant-" + secrets.token_hex(8))
-        manager.grants.grant("someone_else", "0" * 64, network=(), env=())
-        targets = [home / "read_secret_plugin.toml", manager.paths.keys_file, manager.paths.grants_file,
-                   home / "notes.txt", home / "read_secret_plugin.key"]  # fmt: skip
-        lines = manager.client("read_secret").generate_response("", json.dumps([str(t) for t in targets])).splitlines()
-        assert lines[0] == f"LEAKED: read {targets[0]}: b\"greeting = 'hello'\\n\"", lines
-        assert all(line.startswith("BLOCKED: ") for line in lines[1:]), lines
-        assert errnos(lines[1:]) == [errno.EACCES] * 4
-        assert_host_healthy(manager, host)
 
 
 def test_planting_a_pth_file_in_site_packages_is_blocked(attacks: PluginManager, host: Host) -> None:
@@ -640,11 +480,6 @@ def test_io_uring_setup_is_refused(attacks: PluginManager, host: Host) -> None:
 
 
 # -- grants: network and environment ------------------------------------------------------------
-
-
-def grant_network(manager: PluginManager, name: str, *endpoints: str) -> None:
-    path = manager.plugin_file(name).path
-    manager.grants.grant(name, file_sha256(path), network=tuple(endpoints), env=())
 
 
 def test_granted_port_is_reachable_and_no_other(home: Path, host: Host, tmp_path: Path) -> None:
