@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import ssl
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
@@ -60,6 +61,17 @@ DEFAULT_MODEL = "gpt-6-luna"
 _KEY_MISSING = "OPENAI_API_KEY is not set: run `sandchat keys set OPENAI_API_KEY`"
 _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 
+
+
+def _tls_context() -> ssl.SSLContext | bool:
+    """The CAs to trust: SSL_CERT_FILE / SSL_CERT_DIR when set (a private or corporate CA), else the default.
+
+    trust_env=False would otherwise ignore them, as it ignores proxies and .netrc.
+    """
+    cafile, capath = os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None
+    if cafile is None and capath is None:
+        return True
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 class _Failure(NamedTuple):
     """A failed request attempt, reduced to what the error line and retry policy need.
@@ -252,6 +264,7 @@ class OpenAICompatibleClient(LLMClient):
                     headers=headers,
                     timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
                     trust_env=False,  # settings come from our three variables only (no proxies, no .netrc)
+                    verify=_tls_context(),
                 )
             except OSError as exc:  # e.g. the CA bundle is unreadable (it is loaded even for http://)
                 raise RuntimeError(f"{self.label}: cannot set up the HTTP client: {_one_line(str(exc))}") from None

@@ -13,17 +13,17 @@ The URL names ``localhost``: the certificate carries it as a DNS subjectAltName 
 127.0.0.1 as an IP one), the plugin resolves it through the sandbox's /etc/hosts and
 sends it as SNI, which the server records with each handshake.
 
-Known failure, recorded as strict xfails: the openai_compatible plugin builds its client
-with ``httpx2.Client(trust_env=False)``, and httpx2 reads SSL_CERT_FILE/SSL_CERT_DIR only
-when trust_env is on, so that plugin trusts OpenSSL's compiled-in bundle only and rejects
-the test CA even though SSL_CERT_FILE names it. Claude's SDK client keeps trust_env on.
+Found by these tests and fixed: the openai_compatible plugin builds its client with
+``trust_env=False`` (no proxies, no .netrc), and httpx reads SSL_CERT_FILE/SSL_CERT_DIR
+only with trust_env on, so it rejected a private CA that SSL_CERT_FILE named. It now
+builds its TLS context from those variables itself. Claude's SDK keeps trust_env on.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 import pytest
 
@@ -42,12 +42,6 @@ CLAUDE_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "SANDCHAT_CLAUDE_MODEL"
 OPENAI_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 ATTEMPTS = 3  # both plugins' max_attempts: a failed connection is tried three times in all
 WAIT = 10.0  # seconds to wait for the server to finish recording a handshake
-OPENAI_IGNORES_SSL_CERT_FILE = (
-    "openai_compatible builds httpx2.Client(trust_env=False), and httpx2 reads SSL_CERT_FILE only "
-    "with trust_env: the plugin trusts OpenSSL's default bundle only, never the CA SSL_CERT_FILE names"
-)
-
-T = TypeVar("T")
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -106,21 +100,6 @@ def one_line(exc: pytest.ExceptionInfo[runner.PluginError], plugin: str) -> str:
     message = str(exc.value)
     assert "\n" not in message and message.startswith(f"plugin {plugin!r} raised RuntimeError: ")
     return message
-
-
-def known_openai_failure(call: Callable[[], T]) -> T:
-    """Run ``call``; re-raise only the failure OPENAI_IGNORES_SSL_CERT_FILE explains.
-
-    The strict xfail below expects ``runner.PluginRaised``; any other failure (a denied
-    connection, a missing grant) becomes an AssertionError, which the xfail does not
-    absorb, so the test reports it as the failure it is.
-    """
-    try:
-        return call()
-    except runner.PluginRaised as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) and "unable to get local issuer certificate" in str(exc):
-            raise
-        raise AssertionError(f"failed, but not as the known bug explains: {exc}") from None
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -211,23 +190,21 @@ def test_claude_rejects_a_certificate_for_another_name(home: Path, ca: LocalCA, 
 # -- OpenAI-compatible (its own httpx2 client) -------------------------------------------
 
 
-@pytest.mark.xfail(raises=runner.PluginRaised, strict=True, reason=OPENAI_IGNORES_SSL_CERT_FILE)
 def test_openai_answers_over_tls(home: Path, ca: LocalCA, ca_file: Path) -> None:
     with FakeOpenAIServer(reply=REPLY, api_key=KEY, tls=ca.server_context(), url_host="localhost") as server:
         with sandboxed(home, "openai_compatible", server, openai_environ(server, ca_file), OPENAI_ENV) as (_, openai):
             assert_sandboxed_with_ca(openai, server, ca_file)
-            answer = known_openai_failure(lambda: openai.generate_chat("Address the user by name.", HISTORY, max_tokens=64))
+            answer = openai.generate_chat("Address the user by name.", HISTORY, max_tokens=64)
             assert answer == REPLY
         one_handshake(server)
         request = server.requests_to(CHAT_PATH)[-1]
         assert request.body["messages"][1:] == HISTORY and "stream" not in request.body
 
 
-@pytest.mark.xfail(raises=runner.PluginRaised, strict=True, reason=OPENAI_IGNORES_SSL_CERT_FILE)
 def test_openai_streams_over_tls(home: Path, ca: LocalCA, ca_file: Path) -> None:
     with FakeOpenAIServer(reply=REPLY, api_key=KEY, tls=ca.server_context(), url_host="localhost") as server:
         with sandboxed(home, "openai_compatible", server, openai_environ(server, ca_file), OPENAI_ENV) as (_, openai):
-            chunks = known_openai_failure(lambda: list(openai.stream_response("Be brief.", "Hello?", max_tokens=77)))
+            chunks = list(openai.stream_response("Be brief.", "Hello?", max_tokens=77))
             assert "".join(chunks) == REPLY and len(chunks) > 1
         one_handshake(server)
         assert server.requests_to(CHAT_PATH)[-1].body["stream"] is True
