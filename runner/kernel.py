@@ -17,6 +17,8 @@ import ctypes
 import errno
 import os
 
+from . import syscalls
+
 # prctl options (include/uapi/linux/prctl.h); identical on every architecture.
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
@@ -28,69 +30,26 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# Securebits (include/uapi/linux/securebits.h): uid 0 gets no capabilities from exec or
+# setuid, keep-caps is off, ambient capabilities cannot be raised; each bit locked.
+SECUREBITS_LOCKED_DOWN = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
+_CAPABILITY_VERSION_3 = 0x20080522
 
 # os.uname().machine is what platform.machine() returns on Linux, without the
 # cost of importing platform (which pulls in re and collections).
 MACHINE: str = os.uname().machine
 
-# Syscalls common to x86_64 and aarch64 by number: everything from 424 on uses
-# the unified table, so those numbers are the same on both.
-_COMMON: dict[str, int] = {
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
-    "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
-    "process_madvise": 440, "mount_setattr": 442,
-    "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-    "landlock_restrict_self": 446, "fchmodat2": 452,
-    "setxattrat": 463, "removexattrat": 466, "open_tree_attr": 467,
-    "file_setattr": 469,
-}
-
-# Numbers checked against asm/unistd_64.h (x86_64) and asm-generic/unistd.h
-# (aarch64).  aarch64 has no legacy fork/vfork/chmod/chown/mknod/iopl.
-_X86_64: dict[str, int] = {
-    "ioctl": 16, "socket": 41, "socketpair": 53, "clone": 56, "fork": 57,
-    "vfork": 58, "execve": 59, "chmod": 90, "fchmod": 91, "chown": 92,
-    "fchown": 93, "lchown": 94, "ptrace": 101, "syslog": 103, "setpgid": 109,
-    "setsid": 112, "mknod": 133, "personality": 135, "pivot_root": 155, "prctl": 157,
-    "adjtimex": 159, "setrlimit": 160, "chroot": 161, "acct": 163,
-    "settimeofday": 164, "mount": 165, "umount2": 166, "swapon": 167,
-    "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173,
-    "init_module": 175, "delete_module": 176, "setxattr": 188,
-    "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197,
-    "lremovexattr": 198, "fremovexattr": 199, "clock_settime": 227,
-    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250,
-    "mknodat": 259, "fchownat": 260, "fchmodat": 268, "unshare": 272,
-    "perf_event_open": 298, "fanotify_init": 300, "prlimit64": 302,
-    "open_by_handle_at": 304, "clock_adjtime": 305, "setns": 308,
-    "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313,
-    "seccomp": 317, "kexec_file_load": 320, "bpf": 321, "execveat": 322,
-    "userfaultfd": 323,
-}
-_AARCH64: dict[str, int] = {
-    "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14,
-    "lremovexattr": 15, "fremovexattr": 16, "ioctl": 29, "mknodat": 33,
-    "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "fchmod": 52,
-    "fchmodat": 53, "fchownat": 54, "fchown": 55, "acct": 89,
-    "personality": 92, "unshare": 97, "kexec_load": 104, "init_module": 105,
-    "delete_module": 106, "clock_settime": 112, "syslog": 116, "ptrace": 117,
-    "reboot": 142, "setpgid": 154, "setsid": 157, "setrlimit": 164,
-    "prctl": 167, "settimeofday": 170, "adjtimex": 171, "socket": 198,
-    "socketpair": 199, "add_key": 217, "request_key": 218, "keyctl": 219,
-    "clone": 220, "execve": 221, "swapon": 224, "swapoff": 225,
-    "perf_event_open": 241, "prlimit64": 261, "fanotify_init": 262,
-    "open_by_handle_at": 265, "clock_adjtime": 266, "setns": 268,
-    "process_vm_readv": 270, "process_vm_writev": 271, "finit_module": 273,
-    "seccomp": 277, "bpf": 280, "execveat": 281, "userfaultfd": 282,
-    "kexec_file_load": 294,
-}
-
 # AUDIT_ARCH_* values seccomp_data.arch carries (EM_* | 64BIT | LE).
 _AUDIT_ARCHES: dict[str, int] = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_TABLES: dict[str, dict[str, int]] = {"x86_64": _X86_64, "aarch64": _AARCH64}
+_TABLES: dict[str, dict[str, int]] = {"x86_64": syscalls.X86_64, "aarch64": syscalls.AARCH64}
 
 SUPPORTED: bool = MACHINE in _TABLES
-SYSCALLS: dict[str, int] = {**_TABLES[MACHINE], **_COMMON} if SUPPORTED else {}
+SYSCALLS: dict[str, int] = _TABLES[MACHINE] if SUPPORTED else {}
 AUDIT_ARCH: int = _AUDIT_ARCHES.get(MACHINE, 0)
 
 # CDLL(None) is the already-loaded libc of the interpreter: no file lookup.
@@ -173,3 +132,45 @@ def set_no_new_privs() -> None:
 def no_new_privs() -> bool:
     """Whether PR_SET_NO_NEW_PRIVS is already set on this thread."""
     return prctl(PR_GET_NO_NEW_PRIVS) == 1
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+CAP_SETPCAP = 8
+
+
+def drop_capabilities() -> None:
+    """Empty every capability set for good; with CAP_SETPCAP (root), lock the securebits first.
+
+    Order matters: setting securebits and shrinking the bounding set both need
+    CAP_SETPCAP, so they come before capset() empties the effective set. Without it
+    (an ordinary user) the bounding set cannot shrink, and no_new_privs keeps exec from
+    ever granting anything from it.
+    """
+    if capability_sets().get("CapEff", 0) >> CAP_SETPCAP & 1:
+        prctl(PR_SET_SECUREBITS, SECUREBITS_LOCKED_DOWN)
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            last = int(f.read())
+        for cap in range(last + 1):
+            prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()  # version 3 carries two 32-bit words per set: all zero
+    syscall(syscall_nr("capset"), ctypes.byref(header), ctypes.byref(data))
+
+
+def capability_sets() -> dict[str, int]:
+    """This process's capability sets from /proc/self/status: {"CapEff": bits, ...}."""
+    found = {}
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Cap"):
+                key, value = line.split(b":", 1)
+                found[key.decode()] = int(value, 16)
+    return found

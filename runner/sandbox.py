@@ -3,13 +3,17 @@
 Called by the plugin child (``python -I -S runner/child.py``) before any
 plugin code, ``site.main()`` or third-party import.  The order matters:
 
-1. rlimits        - CORE 0 always; AS/DATA/CPU/FSIZE/NOFILE as configured.
+1. rlimits        - CORE 0 always; AS/DATA/CPU/FSIZE/NOFILE as configured, and
+                    NPROC when the host could not give the plugin a cgroup.
 2. PDEATHSIG      - SIGKILL when the host dies; then getppid() is re-checked,
-                    because the host may have died before the prctl.
-3. Landlock       - filesystem allow-list, TCP connect ports, signal/abstract
+                    because the host may have died before the prctl. seccomp
+                    later refuses PR_SET_PDEATHSIG, so the plugin cannot undo it.
+3. capabilities   - every set emptied; as root the securebits are locked first,
+                    so uid 0 never regains any.
+4. Landlock       - filesystem allow-list, TCP connect ports, signal/abstract
                     unix scopes (needs its own syscalls, so before seccomp).
-4. seccomp        - last: it denies setrlimit, and Landlock's own syscalls
-                    must run before any filter is in place.
+5. seccomp        - last: an allow list, and Landlock's own syscalls must run
+                    before any filter is in place.
 
 Profiles: "untrusted" (no sockets at all), "network" (AF_INET/AF_INET6 only,
 TCP connect only to ``tcp_ports``), "none" (rlimits only, for trusted
@@ -43,6 +47,7 @@ _RLIMITS = {
     "cpu": resource.RLIMIT_CPU,
     "fsize": resource.RLIMIT_FSIZE,
     "nofile": resource.RLIMIT_NOFILE,
+    "tasks": resource.RLIMIT_NPROC,  # counts every task of the user: see _user_tasks()
 }
 
 
@@ -75,6 +80,10 @@ def apply_rlimits(limits: Mapping[str, int] | None) -> dict[str, int]:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for name, value in wanted.items():
         res = _RLIMITS[name]
+        if name == "tasks":
+            if os.geteuid() == 0:
+                continue  # RLIMIT_NPROC never applies to uid 0: only a cgroup caps its threads
+            value += _user_tasks()  # the limit is per user, not per process: add what already runs
         hard_now = resource.getrlimit(res)[1]
         hard = _clamp(value + 1 if name == "cpu" else value, hard_now)
         soft = min(value, hard)
@@ -84,6 +93,36 @@ def apply_rlimits(limits: Mapping[str, int] | None) -> dict[str, int]:
             raise SandboxError(f"cannot set rlimit {name}={value}: {exc}") from None
         applied[name] = soft
     return applied
+
+
+def _user_tasks() -> int:
+    """Threads that this process's real uid runs now, machine-wide (RLIMIT_NPROC counts them)."""
+    uid, count = str(os.getuid()).encode(), 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f if line.startswith((b"Uid:", b"Threads:")))
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
+        if fields.get(b"Uid", b"").split()[:1] == [uid]:
+            count += int(fields.get(b"Threads", b"1"))
+    return count
+
+
+def _drop_capabilities(report: dict) -> None:
+    try:
+        kernel.drop_capabilities()
+        # An ordinary user's bounding set stays full (shrinking it needs CAP_SETPCAP);
+        # no_new_privs makes it meaningless. Root's must be empty.
+        bounded = os.geteuid() == 0
+        left = {key: hex(bits) for key, bits in kernel.capability_sets().items() if bits and (bounded or key != "CapBnd")}
+    except (OSError, ValueError) as exc:
+        raise SandboxError(f"capabilities could not be dropped: {exc}") from None
+    if left:
+        raise SandboxError(f"capabilities remain after dropping them: {left}")
+    report["layers"].append("no-capabilities")
 
 
 def _set_pdeathsig(ppid_before: int) -> None:
@@ -134,7 +173,7 @@ def _apply_landlock(read_paths: Iterable[str], write_paths: Iterable[str],
 
 def _apply_seccomp(profile: str, allow_unsandboxed: bool, report: dict) -> None:
     try:
-        seccomp.install(allow_inet=profile == "network")
+        seccomp.install(network=profile == "network")
     except OSError as exc:
         if not allow_unsandboxed:
             raise SandboxError(f"seccomp filter could not be installed: {exc}") from None
@@ -173,6 +212,7 @@ def apply(profile: str, read_paths: Iterable[str], write_paths: Iterable[str],
         return report
     _set_pdeathsig(ppid_before)
     report["layers"].append("pdeathsig")
+    _drop_capabilities(report)
     kernel.set_no_new_privs()
     report["layers"].append("no_new_privs")
     _apply_landlock(read_paths, write_paths, ports, report)

@@ -1,0 +1,157 @@
+"""The seccomp allow list: every system call a plugin may make, with which arguments, and why.
+
+Data only; ``runner.seccomp`` compiles it to BPF, ``docs/security.md`` carries the same
+table for people (a test keeps the two equal). Anything not named here fails with
+EPERM. The list comes from a measured census (``python -m bench.census``) of what
+CPython, its standard library, msgpack, the shipped plugins' HTTP and TLS stacks and
+llama.cpp call inside the sandbox, not from memory.
+
+Three tables:
+
+- ``ALWAYS``: allowed with any arguments, in every profile.
+- ``NETWORK``: allowed with any arguments in the network profile only.
+- ``FILTERED``: allowed only with the arguments given (the multiplexed calls, whose
+  harmless and harmful uses share one number); each has a rule in ``runner.seccomp``.
+
+Names that do not exist on an architecture (``open`` on aarch64) are skipped there.
+Standard library only, cheap to import: the child loads it before any plugin code.
+"""
+
+# -- arguments the filtered calls may carry (include/uapi headers) -------------------------
+
+#: ioctl requests: terminal queries (isatty, window size), fd flags, bytes readable.
+IOCTL_REQUESTS = {
+    0x5401: "TCGETS",
+    0x5413: "TIOCGWINSZ",
+    0x541B: "FIONREAD",
+    0x5421: "FIONBIO",
+    0x5450: "FIONCLEX",
+    0x5451: "FIOCLEX",
+}
+
+#: fcntl commands: duplicate, fd and status flags, advisory locks, pipe size and seals read.
+FCNTL_COMMANDS = {
+    0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL", 5: "F_GETLK",
+    6: "F_SETLK", 7: "F_SETLKW", 36: "F_OFD_GETLK", 37: "F_OFD_SETLK", 38: "F_OFD_SETLKW",
+    1030: "F_DUPFD_CLOEXEC", 1032: "F_GETPIPE_SZ", 1034: "F_GET_SEALS",
+}  # fmt: skip
+
+#: prctl options: reads, and naming threads and memory areas.
+PRCTL_OPTIONS = {
+    2: "PR_GET_PDEATHSIG", 3: "PR_GET_DUMPABLE", 15: "PR_SET_NAME", 16: "PR_GET_NAME",
+    21: "PR_GET_SECCOMP", 23: "PR_CAPBSET_READ", 27: "PR_GET_SECUREBITS", 30: "PR_GET_TIMERSLACK",
+    39: "PR_GET_NO_NEW_PRIVS", 42: "PR_GET_THP_DISABLE", 0x53564D41: "PR_SET_VMA",
+}  # fmt: skip
+
+#: madvise advice: everything but the root-only memory-failure injections (HWPOISON,
+#: SOFT_OFFLINE): hints about the caller's own pages.
+MADVISE_ADVICE = {
+    0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV_WILLNEED", 4: "MADV_DONTNEED",
+    8: "MADV_FREE", 9: "MADV_REMOVE", 10: "MADV_DONTFORK", 11: "MADV_DOFORK", 12: "MADV_MERGEABLE",
+    13: "MADV_UNMERGEABLE", 14: "MADV_HUGEPAGE", 15: "MADV_NOHUGEPAGE", 16: "MADV_DONTDUMP",
+    17: "MADV_DODUMP", 18: "MADV_WIPEONFORK", 19: "MADV_KEEPONFORK", 20: "MADV_COLD",
+    21: "MADV_PAGEOUT", 22: "MADV_POPULATE_READ", 23: "MADV_POPULATE_WRITE", 25: "MADV_COLLAPSE",
+    102: "MADV_GUARD_INSTALL", 103: "MADV_GUARD_REMOVE",
+}  # fmt: skip
+
+#: Flags a send may carry. Everything else is refused: MSG_FASTOPEN (0x20000000) connects
+#: without passing Landlock's connect check; MSG_ZEROCOPY and MSG_OOB are never needed.
+SEND_FLAGS = {0x40: "MSG_DONTWAIT", 0x80: "MSG_EOR", 0x800: "MSG_CONFIRM", 0x4000: "MSG_NOSIGNAL", 0x8000: "MSG_MORE"}
+
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+CLONE_THREAD = 0x00010000
+# CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; in clone() 0x80 is CSIGNAL.
+CLONE_NAMESPACES = 0x7E020000
+# x86_64 arch_prctl codes: ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS (thread
+# pointers), ARCH_GET_CPUID, and the CET/shadow-stack status query glibc makes.
+ARCH_PRCTL_CODES = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS", 0x1004: "ARCH_GET_GS",
+                    0x1011: "ARCH_GET_CPUID", 0x5001: "ARCH_SHSTK_ENABLE", 0x5005: "ARCH_SHSTK_STATUS"}  # fmt: skip
+
+# -- the tables ----------------------------------------------------------------------------------
+
+ALWAYS = {
+    # files: Landlock decides which paths; these only operate on what it lets through
+    "read": "files and pipes", "write": "files and pipes", "readv": "files and pipes",
+    "writev": "files and pipes", "pread64": "files", "pwrite64": "files", "preadv": "files",
+    "pwritev": "files", "preadv2": "files", "pwritev2": "files", "lseek": "files",
+    "open": "files (Landlock checks the path)", "openat": "files (Landlock checks the path)",
+    "close": "fds", "close_range": "fds (os.closerange)", "dup": "fds", "dup2": "fds", "dup3": "fds",
+    "pipe": "fds", "pipe2": "fds", "fstat": "file metadata", "stat": "file metadata",
+    "lstat": "file metadata", "newfstatat": "file metadata", "statx": "file metadata",
+    "statfs": "file system facts (shutil.disk_usage)", "fstatfs": "file system facts",
+    "access": "file checks", "faccessat": "file checks", "faccessat2": "file checks",
+    "readlink": "paths", "readlinkat": "paths", "getdents64": "listing folders Landlock allows",
+    "getcwd": "paths", "chdir": "paths", "fchdir": "paths", "mkdir": "scratch (Landlock)",
+    "mkdirat": "scratch (Landlock)", "rmdir": "scratch (Landlock)", "unlink": "scratch (Landlock)",
+    "unlinkat": "scratch (Landlock)", "rename": "scratch (Landlock)", "renameat": "scratch (Landlock)",
+    "renameat2": "scratch (Landlock)", "truncate": "scratch (Landlock)", "ftruncate": "scratch files",
+    "fsync": "scratch files", "fdatasync": "scratch files", "fallocate": "scratch files (RLIMIT_FSIZE)",
+    "flock": "locks on scratch files (sqlite3)", "fadvise64": "read-ahead hints", "umask": "file modes",
+    "sendfile": "copying files (shutil)", "copy_file_range": "copying files (shutil)",
+    # memory: RLIMIT_AS and the cgroup bound it
+    "brk": "the heap", "mmap": "memory and mapped files (the model)", "munmap": "memory",
+    "mremap": "memory", "mprotect": "memory (ctypes, shared libraries)", "msync": "mapped files",
+    "mincore": "memory (llama.cpp)",
+    # threads and the process itself
+    "exit": "threads", "exit_group": "the process", "set_tid_address": "threads",
+    "set_robust_list": "threads", "rseq": "threads (glibc)", "futex": "locks",
+    "gettid": "ids", "getpid": "ids", "getppid": "ids (the parent-death check)", "getuid": "ids",
+    "geteuid": "ids", "getgid": "ids", "getegid": "ids", "getgroups": "ids", "getresuid": "ids",
+    "getresgid": "ids", "getpgrp": "ids", "getpgid": "ids", "getsid": "ids",
+    "sched_yield": "threads", "sched_getaffinity": "CPU count (os.cpu_count, OpenMP)",
+    "sched_getparam": "threads", "sched_getscheduler": "threads", "sched_get_priority_max": "threads",
+    "sched_get_priority_min": "threads", "getpriority": "os.getpriority", "getrusage": "resource use",
+    "times": "resource use", "getrlimit": "resource.getrlimit", "uname": "platform", "sysinfo": "memory size",
+    "getrandom": "random numbers", "getcpu": "threads (OpenMP)", "capget": "capability reads",
+    # time
+    "clock_gettime": "time", "clock_getres": "time", "clock_nanosleep": "sleep", "nanosleep": "sleep",
+    "gettimeofday": "time", "time": "time", "setitimer": "signal.setitimer", "getitimer": "signal.getitimer",
+    "alarm": "signal.alarm", "timerfd_create": "event loops", "timerfd_settime": "event loops",
+    "timerfd_gettime": "event loops",
+    # signals: only to itself (kill and tgkill are FILTERED)
+    "rt_sigaction": "signal handlers", "rt_sigprocmask": "signal masks", "rt_sigreturn": "signal handlers",
+    "rt_sigpending": "signals", "rt_sigsuspend": "signals", "rt_sigtimedwait": "signals",
+    "sigaltstack": "faulthandler, threads",
+    # waiting
+    "poll": "the protocol's event loop", "ppoll": "waiting", "select": "waiting", "pselect6": "waiting",
+    "epoll_create": "asyncio", "epoll_create1": "asyncio", "epoll_ctl": "asyncio", "epoll_wait": "asyncio",
+    "epoll_pwait": "asyncio", "epoll_pwait2": "asyncio", "eventfd": "event loops", "eventfd2": "event loops",
+    # sockets it already has (a socketpair, or what the network profile let it open)
+    "recvfrom": "sockets", "recvmsg": "sockets", "recvmmsg": "sockets", "shutdown": "sockets",
+    "getsockopt": "sockets", "getsockname": "sockets", "getpeername": "sockets",
+}  # fmt: skip
+
+NETWORK = {
+    "connect": "TCP to the granted ports (Landlock checks the port)",
+    "setsockopt": "TCP options (TCP_NODELAY, keep-alive) of the HTTP stacks",
+}
+
+FILTERED = {
+    "ioctl": ("request in IOCTL_REQUESTS", "isatty, window size, non-blocking mode; never TIOCSTI or a device's own calls"),
+    "fcntl": ("command in FCNTL_COMMANDS", "fd flags and locks; never F_SETOWN/F_SETSIG (signals to other processes) or leases"),
+    "prctl": ("option in PRCTL_OPTIONS", "reads and thread names; never PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_MM, ptracer or securebits"),
+    "arch_prctl": ("code in ARCH_PRCTL_CODES", "thread pointers (x86_64 only)"),
+    "madvise": ("advice in MADVISE_ADVICE", "memory hints; never HWPOISON/SOFT_OFFLINE"),
+    "clone": ("CLONE_THREAD set, no namespace flag", "threads; never a new process or namespace"),
+    "clone3": ("refused with ENOSYS", "its flags live in memory a filter cannot read; glibc then uses clone()"),
+    "prlimit64": ("new limit NULL", "resource.getrlimit; the limits themselves cannot change"),
+    "kill": ("pid is its own (or 0: its own group)", "os.kill of itself; never the host or another process"),
+    "tgkill": ("thread group is its own", "signals between its own threads"),
+    "socketpair": ("AF_UNIX, SOCK_STREAM", "asyncio's self-pipe; no datagram socket can reach a path"),
+    "socket": ("network profile: AF_INET/AF_INET6 with SOCK_STREAM (TCP) or SOCK_DGRAM (UDP)", "HTTP clients and DNS; no unix, netlink, raw, packet or MPTCP sockets"),
+    "sendto": ("flags in SEND_FLAGS, no destination address", "sending on connected sockets; no TCP Fast Open, no datagram to a path"),
+    "sendmsg": ("flags in SEND_FLAGS", "sending on connected sockets (its address cannot be read by a filter; only connected sockets exist)"),
+    "sendmmsg": ("flags in SEND_FLAGS", "DNS queries (glibc sends A and AAAA together)"),
+}  # fmt: skip
+
+
+def allowed_names(network: bool) -> set[str]:
+    """Every name the filter lets through in one profile (FILTERED ones with their rules)."""
+    names = set(ALWAYS) | set(FILTERED)
+    if network:
+        names |= set(NETWORK)
+    else:
+        names.discard("socket")
+    return names
