@@ -22,6 +22,7 @@ from runner.errors import (
     PluginCancelled, PluginError, PluginLoadError, PluginProtocolError, PluginRaised, PluginResultError,
     PluginSandboxError, PluginStartError, PluginTimeout, PluginUnavailable, PluginVersionError,
 )  # fmt: skip
+from runner.process import resident_bytes
 from runner.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["Plugin", "PluginStats"]
@@ -124,6 +125,22 @@ class Plugin(LLMClient):
 
     def uptime(self) -> float | None:
         return time.monotonic() - self._conn.started_at if self.running else None  # type: ignore[union-attr]
+
+    def containment(self) -> dict[str, Any]:
+        """The host's own facts about the running process's cgroup and memory (not the child's word).
+
+        ``cgroup`` is the mechanism ("cgroup2", "cgroup1", "systemd-scope") or None with
+        ``cgroup_missing`` saying why; ``memory_bytes`` is what the cgroup charges (memfd and
+        shared memory included), or the resident set when there is no cgroup.
+        """
+        conn = self._conn
+        if conn is None or conn.dead:
+            return {}
+        cage = conn.cage
+        if cage is None:
+            return {"cgroup": None, "cgroup_missing": conn.cage_missing, "memory_bytes": resident_bytes(conn.pid)}
+        return {"cgroup": cage.kind, "tasks": cage.tasks(), "tasks_max": cage.limits.tasks,
+                "memory_bytes": cage.memory_bytes(), "memory_max": cage.limits.memory}  # fmt: skip
 
     def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:
         return self._conn.stderr_tail(lines) if self._conn is not None else ()

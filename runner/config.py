@@ -52,18 +52,22 @@ class Limits:
     cpu_seconds: int = 3600  # lifetime CPU, not wall time: wall time is the deadlines' job
     file_size: int = 256 * 2**20
     open_files: int = 256
+    tasks: int = 256  # threads (and processes); a cgroup's pids.max, else RLIMIT_NPROC
+    memory: int = 4 * 2**30  # a cgroup's memory limit: heap, page cache, memfd and shmem
 
     def __post_init__(self) -> None:
         _positive(self, **{name: getattr(self, name) for name in self.__dataclass_fields__})
 
-    def as_options(self) -> dict[str, int]:
-        return {
+    def as_options(self, caged: bool = False) -> dict[str, int]:
+        """The rlimits the child applies; without a cgroup, the task cap becomes RLIMIT_NPROC."""
+        options = {
             "as": self.address_space,
             "data": self.data,
             "cpu": self.cpu_seconds,
             "fsize": self.file_size,
             "nofile": self.open_files,
         }
+        return options if caged else {**options, "tasks": self.tasks}
 
 
 @dataclass(frozen=True)
@@ -86,12 +90,12 @@ class SandboxPolicy:
         if self.tcp_ports and self.profile != "network":
             raise ValueError("TCP ports can only be granted in the network profile")
 
-    def as_argv(self) -> list[str]:
+    def as_argv(self, caged: bool = False) -> list[str]:
         argv = ["--profile", self.profile]
         argv += [arg for path in self.read_paths for arg in ("--ro", path)]
         argv += [arg for path in self.write_paths for arg in ("--rw", path)]
         argv += [arg for port in self.tcp_ports for arg in ("--tcp", str(port))]
-        argv += [arg for key, value in self.limits.as_options().items() for arg in ("--limit", f"{key}={value}")]
+        argv += [arg for key, value in self.limits.as_options(caged).items() for arg in ("--limit", f"{key}={value}")]
         return argv + (["--allow-unsandboxed"] if self.allow_unsandboxed else [])
 
 
@@ -142,10 +146,10 @@ class PluginConfig:
     def code_sha256(self) -> str:
         return hashlib.sha256(self.code()).hexdigest()
 
-    def child_argv(self, root: Path) -> list[str]:
-        """The command line that starts this plugin's child process."""
+    def child_argv(self, root: Path, caged: bool = False) -> list[str]:
+        """The command line that starts this plugin's child process (``caged``: in a cgroup of its own)."""
         return [
             self.python, "-I", "-S", os.fspath(root / "runner" / "child.py"),
             "--root", os.fspath(root), "--plugin", os.fspath(self.path), "--name", self.name,
-            "--max-message", str(self.max_message), *self.sandbox.as_argv(),
+            "--max-message", str(self.max_message), *self.sandbox.as_argv(caged),
         ]  # fmt: skip

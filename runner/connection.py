@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runner import process
+from runner.cgroup import Cage
 from runner.config import PluginConfig
 from runner.errors import (
     PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
@@ -52,9 +53,16 @@ class Connection:
         self.hello: dict[str, Any] = {}
         self.started_at = time.monotonic()
         config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        limits = config.sandbox.limits
+        cage = process.cage_for(self.name, limits.tasks, limits.memory)
+        self.cage: Cage | None = cage if not isinstance(cage, str) else None
+        self.cage_missing = cage if isinstance(cage, str) else ""  # why there is none, for health
         try:
-            self._proc = process.spawn(config.child_argv(root), config.env, os.fspath(config.scratch_dir))
+            argv = config.child_argv(root, caged=self.cage is not None)
+            self._proc = process.spawn(argv, config.env, os.fspath(config.scratch_dir), self.cage)
         except OSError as exc:
+            if self.cage is not None:
+                self.cage.close()
             raise PluginStartError(self.name, f"could not be started: {exc}") from exc
         self.pid = self._proc.pid
         self._stderr = StderrCapture(self.name, self._proc.stderr, config.log_path)  # type: ignore[arg-type]
@@ -125,7 +133,7 @@ class Connection:
             self._proc.stdin.close()  # type: ignore[union-attr]
         except (OSError, PluginError):
             pass
-        code = process.stop(self._proc, grace)
+        code = process.stop(self._proc, grace, self.cage)
         self._finish()
         return code
 
@@ -133,7 +141,7 @@ class Connection:
         """Kill the process group at once; safe to call twice and from any thread."""
         self._stopping = True
         if not self.dead:
-            process.kill(self._proc)
+            process.kill(self._proc, self.cage)
             self._finish()
 
     def _finish(self) -> None:
@@ -310,7 +318,7 @@ class Connection:
                 self._fail_locked(self._crashed(method))
 
     def _fail_locked(self, error: PluginError) -> None:
-        process.kill(self._proc)
+        process.kill(self._proc, self.cage)
         self._finish()
         raise error
 
@@ -419,12 +427,15 @@ class Connection:
         except Exception:
             pass
         code = self._proc.returncode
-        process.kill(self._proc)  # its descendants, and the leader if it closed stdout but lives
+        over_memory = self.cage is not None and self.cage.oom_killed()  # read before the cage goes
+        process.kill(self._proc, self.cage)  # its descendants, and the leader if it closed stdout but lives
         self._finish()
         code = self._proc.returncode if code is None else code
         exit_code, sig = (None, -code) if code is not None and code < 0 else (code, None)
         tail = self.stderr_tail()
         how = describe_exit(exit_code, sig)
+        if over_memory:
+            how = f"was killed by the kernel for going over its memory limit ({self.config.sandbox.limits.memory // 2**20} MiB)"
         return PluginCrashed(self.name, f"{how} during {during}{last_line(tail)}", exit_code=exit_code, signal=sig, stderr_tail=tail)
 
 

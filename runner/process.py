@@ -16,7 +16,9 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["describe_exit", "harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
+from runner.cgroup import Cage, CageError, CageLimits, open_cage
+
+__all__ = ["cage_for", "describe_exit", "harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
 
 _POLL = 0.005
 
@@ -77,9 +79,22 @@ def _on_spawner(job: Callable[[], Any]) -> Any:
     return _spawner.submit(job)
 
 
-def spawn(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
-    """Start ``argv`` with all three streams piped, a clean environment and its own session."""
-    return _on_spawner(lambda: _popen(argv, env, cwd))
+def spawn(argv: list[str], env: Mapping[str, str], cwd: str, cage: Cage | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with all three streams piped, a clean environment and its own session.
+
+    With a ``cage``, the process is moved into it before this returns; the child runs no
+    plugin code until the host sends it, so nothing of the plugin's runs uncaged. A
+    process that cannot be caged is killed and the failure raised as OSError.
+    """
+    argv = cage.wrap(argv) if cage is not None and cage.kind == "systemd-scope" else argv
+    proc = _on_spawner(lambda: _popen(argv, env, cwd))
+    if cage is not None:
+        try:
+            cage.add(proc.pid)
+        except CageError as exc:
+            kill(proc, cage)
+            raise OSError(str(exc)) from None
+    return proc
 
 
 def _popen(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
@@ -123,21 +138,25 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def kill(proc: subprocess.Popen[bytes]) -> int:
-    """SIGKILL the whole group now, reap the leader, sweep the session; return the exit code."""
+def kill(proc: subprocess.Popen[bytes], cage: Cage | None = None) -> int:
+    """SIGKILL the whole group (and cage) now, reap the leader, sweep; return the exit code."""
     _signal_group(proc, signal.SIGKILL)
+    if cage is not None:
+        cage.close()  # whatever is left in it, then the cgroup itself
     _wait(proc, 5.0)
     sweep(proc.pid)
     return proc.returncode if proc.returncode is not None else -signal.SIGKILL
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float) -> int:
+def stop(proc: subprocess.Popen[bytes], grace: float, cage: Cage | None = None) -> int:
     """Wait ``grace`` for a polite exit, then SIGTERM the group, then SIGKILL it."""
     if not _wait(proc, grace):
         _signal_group(proc, signal.SIGTERM)
         if not _wait(proc, grace):
-            return kill(proc)
+            return kill(proc, cage)
     _signal_group(proc, signal.SIGKILL)  # the leader left: its descendants go with it
+    if cage is not None:
+        cage.close()
     sweep(proc.pid)
     return proc.returncode  # type: ignore[return-value]
 
@@ -187,6 +206,11 @@ def _reap(pids: Iterable[int], deadline: float) -> None:
                 pending.discard(pid)
         if pending:
             time.sleep(_POLL)
+
+
+def cage_for(name: str, tasks: int, memory: int) -> Cage | str:
+    """A cgroup of its own for one plugin process, or the reason none can be had here."""
+    return open_cage(name, CageLimits(tasks=tasks, memory=memory))
 
 
 def describe_exit(exit_code: int | None, sig: int | None) -> str:

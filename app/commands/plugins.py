@@ -90,11 +90,11 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return json.dumps(reports, indent=2)
     rows = [
-        [r["name"], r["state"], r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["rss_bytes"]),
+        [r["name"], r["state"], r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
          f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
         for r in reports
     ]  # fmt: skip
-    lines = [table(rows, ["NAME", "STATE", "PID", "PING", "RSS", "FAIL/RST 24H", "PROFILE"])]
+    lines = [table(rows, ["NAME", "STATE", "PID", "PING", "MEMORY", "FAIL/RST 24H", "PROFILE"])]
     for r in reports:
         prefix = f"plugin {r['name']!r} "
         if r["last_error"]:
