@@ -276,7 +276,7 @@ class PluginManager:
         code, meta = self._code(plugin)
         access = self.access(plugin, code, meta)  # decided from the very bytes the child will run
         try:
-            companions = companion_paths(plugin.path.parent, meta.files, self.paths)
+            companions = companion_paths(plugin.path, meta.files, self.paths)
         except CompanionError as exc:
             raise runner.PluginLoadError(name, str(exc)) from None
         scratch = self.paths.scratch / name

@@ -175,14 +175,14 @@ def test_plugin_named_keys_in_the_sandchat_home_cannot_read_sandchat_files(home:
 
 
 def test_declared_companion_is_readable_and_its_neighbours_are_not(home: Path, host: Host, folder: Path) -> None:
-    (folder / "probe_plugin.py").write_text(probe_code("c", 'files = ["probe_plugin.toml", "data/words.txt"]'))
+    (folder / "probe_plugin.py").write_text(probe_code("c", 'files = ["probe_plugin.toml", "probe_plugin/words.txt"]'))
     (folder / "probe_plugin.toml").write_text("greeting = 'hello'\n")
-    (folder / "data").mkdir()
-    (folder / "data" / "words.txt").write_text("words")
+    (folder / "probe_plugin").mkdir()
+    (folder / "probe_plugin" / "words.txt").write_text("words")
     (folder / "probe_plugin.key").write_text("undeclared: a name that the old glob matched")
     (folder / "notes.txt").write_text("a neighbour")
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
-        paths = [folder / "probe_plugin.toml", folder / "data" / "words.txt", folder / "probe_plugin.key", folder / "notes.txt"]
+        paths = [folder / "probe_plugin.toml", folder / "probe_plugin" / "words.txt", folder / "probe_plugin.key", folder / "notes.txt"]
         lines = manager.client("probe").generate_response("", json.dumps({"read": [str(p) for p in paths]})).splitlines()
         assert lines[0] == f"LEAKED: read {paths[0]}: b\"greeting = 'hello'\\n\"", lines
         assert lines[1] == f"LEAKED: read {paths[1]}: b'words'", lines
@@ -190,7 +190,15 @@ def test_declared_companion_is_readable_and_its_neighbours_are_not(home: Path, h
         assert_host_healthy(manager, host)
 
 
-@pytest.mark.parametrize("kind", ["symlink", "hardlink", "folder", "missing"])
+def test_a_declared_companion_that_does_not_exist_is_simply_absent(home: Path, host: Host, folder: Path) -> None:
+    (folder / "probe_plugin.py").write_text(probe_code("c", 'files = ["probe_plugin.toml"]'))
+    with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
+        lines = manager.client("probe").generate_response("", json.dumps({"read": [str(folder / "probe_plugin.toml")]}))
+        assert lines.startswith("BLOCKED: read") and "FileNotFoundError" in lines, lines
+        assert_host_healthy(manager, host)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "folder"])
 def test_companion_that_could_point_elsewhere_refuses_the_start(home: Path, host: Host, folder: Path, tmp_path: Path, kind: str) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("a file outside the plugin folder")
@@ -207,16 +215,31 @@ def test_companion_that_could_point_elsewhere_refuses_the_start(home: Path, host
             manager.client("probe").generate_response("", "{}")
         message = str(caught.value)
         assert "\n" not in message and "'probe'" in message and "probe_plugin.toml" in message, message
-        expected = {"symlink": "regular file", "hardlink": "hard links", "folder": "regular file", "missing": "cannot be read"}[kind]
+        expected = {"symlink": "regular file", "hardlink": "hard links", "folder": "regular file"}[kind]
         assert expected in message, message
         assert_host_healthy(manager, host)
 
 
 def test_companion_in_the_sandchat_home_is_refused(home: Path, host: Host) -> None:
-    (home / "probe_plugin.py").write_text(probe_code("c", 'files = ["keys.json"]'))
+    (home / "probe_plugin.py").write_text(probe_code("c", 'files = ["probe_plugin.toml"]'))
+    (home / "probe_plugin.toml").write_text("in the sandchat home: not the plugin's to read")
     with PluginManager([home, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
-        manager.keys.set("ANTHROPIC_API_KEY", "sk-ant-" + secrets.token_hex(8))
-        with pytest.raises(runner.PluginLoadError, match="keys.json.*sandchat's own folder"):
+        with pytest.raises(runner.PluginLoadError, match="probe_plugin.toml.*sandchat's own folder"):
+            manager.client("probe").start()
+        assert_host_healthy(manager, host)
+
+
+@pytest.mark.parametrize("name", ["keys.json", ".ssh/id_ed25519", "other_plugin.toml", "probe_plugin.py",
+                                  "probe_plugin/.hidden", "notes/probe_plugin.toml", "probe_pluginx.toml"])  # fmt: skip
+def test_companion_that_is_not_visibly_its_own_is_refused(home: Path, host: Host, tmp_path: Path, name: str) -> None:
+    """Found by a red team: any regular file below the folder could be declared, so a
+    plugin kept in ~ read ~/.ssh/id_ed25519, and one among other plugins read their config."""
+    folder = tmp_path / "fakehome"
+    (folder / Path(name).parent).mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("-----BEGIN OPENSSH PRIVATE KEY----- secret")
+    (folder / "probe_plugin.py").write_text(probe_code("c", f'files = ["{name}"]'))
+    with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
+        with pytest.raises(runner.PluginLoadError, match="is not its own: name files probe_plugin.* beside it"):
             manager.client("probe").start()
         assert_host_healthy(manager, host)
 
