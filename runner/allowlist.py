@@ -29,12 +29,17 @@ IOCTL_REQUESTS = {
     0x5451: "FIOCLEX",
 }
 
-#: fcntl commands: duplicate, fd and status flags, advisory locks, pipe size and seals read.
+#: fcntl commands: duplicate, fd and status flags, reading locks, pipe size and seals read.
 FCNTL_COMMANDS = {
     0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL", 5: "F_GETLK",
-    6: "F_SETLK", 7: "F_SETLKW", 36: "F_OFD_GETLK", 37: "F_OFD_SETLK", 38: "F_OFD_SETLKW",
-    1030: "F_DUPFD_CLOEXEC", 1032: "F_GETPIPE_SZ", 1034: "F_GET_SEALS",
+    36: "F_OFD_GETLK", 1030: "F_DUPFD_CLOEXEC", 1032: "F_GETPIPE_SZ", 1034: "F_GET_SEALS",
 }  # fmt: skip
+
+#: fcntl commands that take a lock: they succeed without taking one. Lock state is shared
+#: machine-wide (any file it can open, /dev/null included), so real locks were a channel
+#: out of the sandbox (a red team passed data between two plugins with them); within one
+#: process POSIX locks never conflict, so a single-process plugin (sqlite3) sees no change.
+FCNTL_PRETEND = {6: "F_SETLK", 7: "F_SETLKW", 37: "F_OFD_SETLK", 38: "F_OFD_SETLKW"}
 
 #: prctl options: reads, and naming threads and memory areas.
 PRCTL_OPTIONS = {
@@ -58,16 +63,28 @@ MADVISE_ADVICE = {
 #: without passing Landlock's connect check; MSG_ZEROCOPY and MSG_OOB are never needed.
 SEND_FLAGS = {0x40: "MSG_DONTWAIT", 0x80: "MSG_EOR", 0x800: "MSG_CONFIRM", 0x4000: "MSG_NOSIGNAL", 0x8000: "MSG_MORE"}
 
+#: Socket options the network profile may set, by level: what the shipped plugins' HTTP
+#: stacks set (census). Not SO_BINDTODEVICE (an egress interface around a VPN),
+#: TCP_FASTOPEN_CONNECT, SO_ATTACH_FILTER or anything else.
+SOCKET_OPTIONS = {
+    1: {9: "SO_KEEPALIVE"},  # SOL_SOCKET
+    6: {1: "TCP_NODELAY", 4: "TCP_KEEPIDLE", 5: "TCP_KEEPINTVL", 6: "TCP_KEEPCNT"},  # IPPROTO_TCP
+}
+
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 CLONE_THREAD = 0x00010000
 # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; in clone() 0x80 is CSIGNAL.
 CLONE_NAMESPACES = 0x7E020000
-# x86_64 arch_prctl codes: ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS (thread
-# pointers), ARCH_GET_CPUID, and the CET/shadow-stack status query glibc makes.
-ARCH_PRCTL_CODES = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS", 0x1004: "ARCH_GET_GS",
-                    0x1011: "ARCH_GET_CPUID", 0x5001: "ARCH_SHSTK_ENABLE", 0x5005: "ARCH_SHSTK_STATUS"}  # fmt: skip
+# x86_64 arch_prctl codes: thread pointers (ARCH_SET_GS ... ARCH_GET_GS), ARCH_GET_CPUID,
+# the extended CPU state permissions llama.cpp asks for (AMX tiles: ARCH_REQ_XCOMP_PERM),
+# and the shadow-stack status glibc queries.
+ARCH_PRCTL_CODES = {
+    0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS", 0x1004: "ARCH_GET_GS",
+    0x1011: "ARCH_GET_CPUID", 0x1021: "ARCH_GET_XCOMP_SUPP", 0x1022: "ARCH_GET_XCOMP_PERM",
+    0x1023: "ARCH_REQ_XCOMP_PERM", 0x5005: "ARCH_SHSTK_STATUS",
+}  # fmt: skip
 
 # -- the tables ----------------------------------------------------------------------------------
 
@@ -88,12 +105,12 @@ ALWAYS = {
     "unlinkat": "scratch (Landlock)", "rename": "scratch (Landlock)", "renameat": "scratch (Landlock)",
     "renameat2": "scratch (Landlock)", "truncate": "scratch (Landlock)", "ftruncate": "scratch files",
     "fsync": "scratch files", "fdatasync": "scratch files", "fallocate": "scratch files (RLIMIT_FSIZE)",
-    "flock": "locks on scratch files (sqlite3)", "fadvise64": "read-ahead hints", "umask": "file modes",
+"fadvise64": "read-ahead hints", "umask": "file modes",
     "sendfile": "copying files (shutil)", "copy_file_range": "copying files (shutil)",
     # memory: RLIMIT_AS and the cgroup bound it
     "brk": "the heap", "mmap": "memory and mapped files (the model)", "munmap": "memory",
     "mremap": "memory", "mprotect": "memory (ctypes, shared libraries)", "msync": "mapped files",
-    "mincore": "memory (llama.cpp)",
+    "mincore": "memory (llama.cpp)", "mbind": "NUMA placement of its own pages (llama.cpp)",
     # threads and the process itself
     "exit": "threads", "exit_group": "the process", "set_tid_address": "threads",
     "set_robust_list": "threads", "rseq": "threads (glibc)", "futex": "locks",
@@ -125,14 +142,14 @@ ALWAYS = {
 
 NETWORK = {
     "connect": "TCP to the granted ports (Landlock checks the port)",
-    "setsockopt": "TCP options (TCP_NODELAY, keep-alive) of the HTTP stacks",
 }
 
 FILTERED = {
     "ioctl": ("request in IOCTL_REQUESTS", "isatty, window size, non-blocking mode; never TIOCSTI or a device's own calls"),
-    "fcntl": ("command in FCNTL_COMMANDS", "fd flags and locks; never F_SETOWN/F_SETSIG (signals to other processes) or leases"),
+    "fcntl": ("command in FCNTL_COMMANDS; FCNTL_PRETEND succeed without locking", "fd flags; never F_SETOWN/F_SETSIG (signals to other processes), leases or real locks"),
+    "flock": ("succeeds without locking", "locks are a channel between processes (see FCNTL_PRETEND)"),
     "prctl": ("option in PRCTL_OPTIONS", "reads and thread names; never PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_MM, ptracer or securebits"),
-    "arch_prctl": ("code in ARCH_PRCTL_CODES", "thread pointers (x86_64 only)"),
+    "arch_prctl": ("code in ARCH_PRCTL_CODES", "thread pointers, CPU feature state (x86_64 only)"),
     "madvise": ("advice in MADVISE_ADVICE", "memory hints; never HWPOISON/SOFT_OFFLINE"),
     "clone": ("CLONE_THREAD set, no namespace flag", "threads; never a new process or namespace"),
     "clone3": ("refused with ENOSYS", "its flags live in memory a filter cannot read; glibc then uses clone()"),
@@ -141,6 +158,7 @@ FILTERED = {
     "tgkill": ("thread group is its own", "signals between its own threads"),
     "socketpair": ("AF_UNIX, SOCK_STREAM", "asyncio's self-pipe; no datagram socket can reach a path"),
     "socket": ("network profile: AF_INET/AF_INET6 with SOCK_STREAM (TCP) or SOCK_DGRAM (UDP)", "HTTP clients and DNS; no unix, netlink, raw, packet or MPTCP sockets"),
+    "setsockopt": ("network profile: (level, option) in SOCKET_OPTIONS", "TCP_NODELAY and keep-alive of the HTTP stacks"),
     "sendto": ("flags in SEND_FLAGS, no destination address", "sending on connected sockets; no TCP Fast Open, no datagram to a path"),
     "sendmsg": ("flags in SEND_FLAGS", "sending on connected sockets (its address cannot be read by a filter; only connected sockets exist)"),
     "sendmmsg": ("flags in SEND_FLAGS", "DNS queries (glibc sends A and AAAA together)"),
@@ -153,5 +171,5 @@ def allowed_names(network: bool) -> set[str]:
     if network:
         names |= set(NETWORK)
     else:
-        names.discard("socket")
+        names -= {"socket", "setsockopt"}
     return names

@@ -35,6 +35,7 @@ RET_ERRNO = 0x00050000
 RET_ALLOW = 0x7FFF0000
 _EPERM = RET_ERRNO | errno.EPERM
 _ENOSYS = RET_ERRNO | errno.ENOSYS
+_PRETEND = RET_ERRNO | 0  # the call is not made and returns 0: success
 
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_ACTION_AVAIL = 2
@@ -71,6 +72,14 @@ def _one_of(arg: int, values: list[int]) -> list[Insn]:
     n = len(values)
     assert 0 < n < 256
     return [_load_arg(arg), *(_jump(_JEQ_K, v & 0xFFFFFFFF, n - i, 0) for i, v in enumerate(values)), _DENY, _ALLOW]
+
+
+def _match(arg: int, actions: dict[int, int]) -> list[Insn]:
+    """Return ``actions[value]`` for the low word of ``arg``; EPERM for any other value."""
+    n = len(actions)
+    assert 0 < n < 256
+    jumps = [_jump(_JEQ_K, value & 0xFFFFFFFF, n, 0) for value in actions]  # each lands on its own return
+    return [_load_arg(arg), *jumps, _DENY, *(_stmt(_RET_K, action) for action in actions.values())]
 
 
 def _flags_within(arg: int, mask: int) -> list[Insn]:
@@ -110,6 +119,20 @@ def _socket_rule() -> list[Insn]:
     ]  # fmt: skip
 
 
+def _setsockopt() -> list[Insn]:
+    """setsockopt(fd, level, option, ...): only the (level, option) pairs of SOCKET_OPTIONS."""
+    by_level = [(level, _one_of(2, list(options))) for level, options in allowlist.SOCKET_OPTIONS.items()]
+    prog: list[Insn] = [_load_arg(1)]
+    offset = sum(len(block) for _, block in by_level)  # from the first block to the final DENY
+    for i, (level, _) in enumerate(by_level):
+        before = sum(len(block) for _, block in by_level[:i])
+        left = len(by_level) - 1 - i  # level tests still to come after this one
+        prog.append(_jump(_JEQ_K, level, left + before, 0 if left else left + offset))
+    for _, block in by_level:
+        prog += block
+    return prog + [_DENY]
+
+
 def _socketpair() -> list[Insn]:
     # AF_UNIX stream pairs only: a datagram pair could sendto() any pathname socket.
     return [
@@ -147,7 +170,8 @@ def _rules(network: bool, pid: int) -> dict[str, list[Insn]]:
     """One block per FILTERED call; every block ends in a return."""
     return {
         "ioctl": _one_of(1, list(allowlist.IOCTL_REQUESTS)),
-        "fcntl": _one_of(1, list(allowlist.FCNTL_COMMANDS)),
+        "fcntl": _match(1, {**dict.fromkeys(allowlist.FCNTL_COMMANDS, RET_ALLOW), **dict.fromkeys(allowlist.FCNTL_PRETEND, _PRETEND)}),
+        "flock": [_stmt(_RET_K, _PRETEND)],
         "prctl": _one_of(0, list(allowlist.PRCTL_OPTIONS)),
         "arch_prctl": _one_of(0, list(allowlist.ARCH_PRCTL_CODES)),
         "madvise": _one_of(2, list(allowlist.MADVISE_ADVICE)),
@@ -158,6 +182,7 @@ def _rules(network: bool, pid: int) -> dict[str, list[Insn]]:
         "tgkill": _one_of(0, [pid]),
         "socketpair": _socketpair(),
         "socket": _socket_rule() if network else [_DENY],
+        "setsockopt": _setsockopt() if network else [_DENY],
         "sendto": _send(3, 4),
         "sendmsg": _send(2, None),
         "sendmmsg": _send(3, None),

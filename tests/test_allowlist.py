@@ -97,7 +97,8 @@ def nr(name: str) -> int:
     [
         ("ioctl", (0, 0x5401), True), ("ioctl", (0, 0x5412), False), ("ioctl", (0, 0x5452), False),
         ("ioctl", (0, 0x5401 | 1 << 32), True),  # the kernel reads an unsigned int
-        ("fcntl", (3, 4), True), ("fcntl", (3, 1030), True), ("fcntl", (3, 8), False), ("fcntl", (3, 10), False),
+        ("fcntl", (3, 4), True), ("fcntl", (3, 1030), True), ("fcntl", (3, 5), True), ("fcntl", (3, 8), False),
+        ("fcntl", (3, 10), False), ("fcntl", (3, 1024), False), ("fcntl", (3, 1031), False),
         ("prctl", (15,), True), ("prctl", (1, 0), False), ("prctl", (4, 1), False), ("prctl", (35,), False),
         ("madvise", (0, 4096, 4), True), ("madvise", (0, 4096, 100), False), ("madvise", (0, 4096, 101), False),
         ("clone", (0x3D0F00,), True), ("clone", (0x11,), False), ("clone", (0x3D0F00 | 0x10000000,), False),
@@ -128,6 +129,24 @@ def test_argument_rules(name: str, args: tuple[int, ...], allowed: bool) -> None
 def test_socket_rule_in_the_network_profile(args: tuple[int, ...], allowed: bool) -> None:
     assert run(seccomp.build(True, PID), nr("socket"), args) == (seccomp.RET_ALLOW if allowed else EPERM), args
     assert run(seccomp.build(False, PID), nr("socket"), args) == EPERM
+
+
+@pytest.mark.parametrize(("name", "args"), [("fcntl", (3, 6)), ("fcntl", (3, 7)), ("fcntl", (3, 37)), ("fcntl", (3, 38)), ("flock", (3, 2))])
+def test_taking_a_lock_succeeds_without_locking(name: str, args: tuple[int, ...]) -> None:
+    assert run(seccomp.build(False, PID), nr(name), args) == seccomp.RET_ERRNO  # errno 0: returns 0, not run
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [((3, 6, 1), True), ((3, 6, 4), True), ((3, 6, 5), True), ((3, 6, 6), True), ((3, 1, 9), True),
+     ((3, 6, 30), False), ((3, 1, 25), False), ((3, 1, 26), False), ((3, 1, 36), False), ((3, 0, 19), False),
+     ((3, 6, 19), False), ((3, 41, 26), False), ((3, 1 | 1 << 32, 9), True)],
+)  # fmt: skip
+def test_setsockopt_rule(args: tuple[int, ...], allowed: bool) -> None:
+    """TCP_NODELAY and keep-alive only: not SO_BINDTODEVICE (25), SO_ATTACH_FILTER (26),
+    SO_MARK (36), TCP_FASTOPEN_CONNECT (30), IP_TRANSPARENT (19), TCP_REPAIR (19)."""
+    assert run(seccomp.build(True, PID), nr("setsockopt"), args) == (seccomp.RET_ALLOW if allowed else EPERM), args
+    assert run(seccomp.build(False, PID), nr("setsockopt"), args) == EPERM
 
 
 def test_clone3_gets_enosys_so_glibc_falls_back_to_clone() -> None:

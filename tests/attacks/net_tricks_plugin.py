@@ -69,6 +69,12 @@ def _udp_sendto(order):
     return "sent a datagram"
 
 
+def _bind_to_device(order):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")  # pick an egress around a VPN
+    return "bound to a device"
+
+
 def _netlink(order):
     socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()
     return "opened a netlink socket"
@@ -84,6 +90,7 @@ ATTACKS = {
     "socketpair AF_UNIX SOCK_STREAM + sendto path": _stream_pair_sendto,
     "UDP sendto an address": _udp_sendto,
     "netlink socket": _netlink,
+    "SO_BINDTODEVICE": _bind_to_device,
 }
 
 
