@@ -117,11 +117,17 @@ def _grants(report: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+_SHORT = {"no-capabilities": "no-caps", "no_new_privs": "nnp", "cgroup (cgroup1)": "cgroup-v1",
+          "cgroup (cgroup2)": "cgroup-v2", "cgroup (systemd-scope)": "cgroup-scope"}
+_FIRST = ("landlock", "seccomp", "cgroup")  # the layers a reader looks for, before the rest
+
+
 def _short_layers(layers: list[str]) -> list[str]:
-    """Applied sandbox layers, Landlock's parts folded: 'landlock(fs,net,scope) seccomp rlimits'."""
+    """Applied sandbox layers, short: 'landlock(fs,net,scope) seccomp cgroup-v1 rlimits ... no-caps nnp'."""
     landlock = [layer.split("-", 1)[1] for layer in layers if layer.startswith("landlock-")]
-    rest = [layer for layer in layers if not layer.startswith("landlock-")]
-    return ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
+    rest = [_SHORT.get(layer, layer) for layer in layers if not layer.startswith("landlock-")]
+    folded = ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
+    return sorted(folded, key=lambda layer: next((i for i, p in enumerate(_FIRST) if layer.startswith(p)), len(_FIRST)))
 
 
 def _cut(text: str, width: int) -> str:
