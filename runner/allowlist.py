@@ -78,12 +78,13 @@ CLONE_THREAD = 0x00010000
 # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; in clone() 0x80 is CSIGNAL.
 CLONE_NAMESPACES = 0x7E020000
 # x86_64 arch_prctl codes: thread pointers (ARCH_SET_GS ... ARCH_GET_GS), ARCH_GET_CPUID,
-# the extended CPU state permissions llama.cpp asks for (AMX tiles: ARCH_REQ_XCOMP_PERM),
-# and the shadow-stack status glibc queries.
+# reads of the extended CPU state, and the shadow-stack status glibc queries. Not
+# ARCH_REQ_XCOMP_PERM: llama.cpp asks it for AMX tiles, and on this project's VM (AMX
+# advertised) granting it made the local model die of SIGILL; refused, ggml falls back.
 ARCH_PRCTL_CODES = {
     0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS", 0x1004: "ARCH_GET_GS",
     0x1011: "ARCH_GET_CPUID", 0x1021: "ARCH_GET_XCOMP_SUPP", 0x1022: "ARCH_GET_XCOMP_PERM",
-    0x1023: "ARCH_REQ_XCOMP_PERM", 0x5005: "ARCH_SHSTK_STATUS",
+    0x5005: "ARCH_SHSTK_STATUS",
 }  # fmt: skip
 
 # -- the tables ----------------------------------------------------------------------------------
