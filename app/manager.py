@@ -298,7 +298,17 @@ class PluginManager:
         return runner.PluginConfig(
             name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
             deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log", source=code,
+            max_reply=self._max_reply(name),
         )  # fmt: skip
+
+    def _max_reply(self, name: str) -> int:
+        """``max_reply`` (characters) from ``[plugins.NAME]`` in the settings file, or the runner's default."""
+        import runner
+
+        value = self.settings.plugin_options.get(name, {}).get("max_reply", runner.DEFAULT_MAX_REPLY)
+        if type(value) is not int or value < 1:
+            raise runner.PluginUnavailable(name, f"has a bad max_reply in the settings file: {value!r} (a positive number of characters)", reason="config")
+        return value
 
     def _code(self, plugin: PluginFile) -> tuple[bytes, Metadata]:
         """Read the plugin's code once, for one start, with the metadata block it carries."""

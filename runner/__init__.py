@@ -6,7 +6,7 @@ cross a msgpack pipe into a sandboxed child. Everything not listed here is priva
 """
 
 from runner.client import Plugin, PluginStats
-from runner.config import PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
+from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
 from runner.errors import (
     PluginCancelled,
     PluginCrashed,
@@ -28,6 +28,7 @@ from runner.stderr import clean_text
 from runner.supervisor import STATES, RestartPolicy
 
 __all__ = [
+    "DEFAULT_MAX_REPLY",
     "Deadlines",
     "Limits",
     "MAX_SOURCE",

@@ -2,7 +2,10 @@
 
 App code uses a :class:`Plugin` exactly like an in-process ``LLMClient``. The process
 starts on first use; after any failure that killed it, the next call starts a fresh
-one. Calls are serialized: one request at a time per plugin process.
+one. Calls are serialized: one request at a time per plugin process. A call made on the
+thread that is reading one of this plugin's streams fails at once with
+``PluginUnavailable`` (reason ``"busy"``) and leaves the stream intact; calls from other
+threads wait for the stream to end.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Plugin(LLMClient):
         self._closed = False
         self._starting = False
         self._busy = 0
+        self._streaming: int | None = None  # the thread reading a stream, while one is read
         self._load_error: PluginError | None = None
         self._load_error_code: str | None = None  # SHA-256 of the code that failed to load
 
@@ -247,6 +251,12 @@ class Plugin(LLMClient):
     # -- calls -----------------------------------------------------------------------------
 
     def _call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
+        if self._streaming == threading.get_ident():
+            # The lock is re-entrant, so this thread would get in and interleave a request
+            # with the stream it is reading: refuse, and leave the stream as it was.
+            raise PluginUnavailable(
+                self.name, f"is streaming a reply to this thread: finish or close that stream before {method}", reason="busy"
+            )
         with self._lock:
             conn = self._conn
             if conn is None or conn.dead or self._closed:  # the usual live process skips the checks
@@ -269,10 +279,13 @@ class Plugin(LLMClient):
             return result
 
     def _stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
+        if self._streaming == threading.get_ident():
+            raise PluginUnavailable(self.name, "is streaming a reply to this thread: finish or close that stream first", reason="busy")
         with self._lock:
             conn = self._connection()
             self.stats.calls += 1
             self._busy += 1
+            self._streaming = threading.get_ident()
             try:
                 yield from conn.stream(method, params)
             except PluginError as exc:
@@ -280,6 +293,7 @@ class Plugin(LLMClient):
                 raise
             finally:
                 self._busy -= 1
+                self._streaming = None
             self.supervisor.succeeded(time.monotonic())
 
     def _failed(self, conn: Connection, exc: PluginError) -> None:
@@ -361,6 +375,8 @@ class Plugin(LLMClient):
     def _text(self, result: Any) -> str:
         if type(result) is not str:
             self._distrust(f"answered a generation with {type(result).__name__}")
+        if len(result) > self.config.max_reply:
+            self._distrust(f"sent a reply longer than its limit of {self.config.max_reply:,} characters (max_reply)")
         return result
 
 

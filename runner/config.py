@@ -15,7 +15,11 @@ from typing import Mapping
 
 from runner.protocol import DEFAULT_MAX_MESSAGE, MAX_SOURCE
 
-__all__ = ["PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
+__all__ = ["DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
+
+#: The longest answer a plugin may give, in characters (about four million words): past it
+#: the host stops the plugin rather than hold an endless stream in memory.
+DEFAULT_MAX_REPLY = 16 * 2**20
 
 PROFILES = ("untrusted", "network", "none")
 
@@ -119,6 +123,7 @@ class PluginConfig:
     log_path: Path | None = None
     python: str = sys.executable
     max_message: int = DEFAULT_MAX_MESSAGE
+    max_reply: int = DEFAULT_MAX_REPLY  # characters in one answer, streamed or not
     source: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -130,6 +135,8 @@ class PluginConfig:
             object.__setattr__(self, "log_path", Path(self.log_path))
         if self.max_message < 1024:
             raise ValueError(f"max_message must be at least 1024 bytes, got {self.max_message}")
+        if type(self.max_reply) is not int or self.max_reply < 1:
+            raise ValueError(f"max_reply must be a positive number of characters, got {self.max_reply!r}")
         if self.source is not None and (type(self.source) is not bytes or len(self.source) > MAX_SOURCE):
             raise ValueError(f"source must be bytes of at most {MAX_SOURCE} bytes")
 

@@ -26,7 +26,7 @@ from runner.errors import (
     PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
     PluginResultError, PluginStartError, PluginStartTimeout, PluginTimeout, PluginUnavailable,
 )  # fmt: skip
-from runner.handshake import check_hello, start_failure
+from runner.handshake import MAX_REPORT, check_hello, parse_report, start_failure
 from runner.process import describe_exit
 from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response, source_frame
 from runner.stderr import StderrCapture, last_line
@@ -83,7 +83,7 @@ class Connection:
         self._poll_out = select.poll()  # used only when the child's input pipe is full
         self._poll_out.register(self._write_fd, select.POLLOUT)
         self._pack = Encoder().pack  # one reused Packer; requests are packed under the write lock
-        self._decoder = Decoder(config.max_message)
+        self._decoder = Decoder(config.max_message, hostile=True)
         self._inbox: deque[list[Any]] = deque()
         self._write_lock = threading.RLock()  # also guards the wake pipe against close
         self._next_id = 0
@@ -102,25 +102,53 @@ class Connection:
         Raises a PluginStartError on any problem.
         """
         seconds = self.config.deadlines.start
+        deadline = time.monotonic() + seconds
+        report = None
         try:
             with self._write_lock:
                 self._write_rest(source_frame(code), 0, "start", seconds)
-            message = self._next_message(time.monotonic() + seconds, "start", seconds)
+            report = self._read_report(deadline, seconds)
+            message = self._next_message(deadline, "start", seconds)
         except PluginTimeout:
             raise PluginStartTimeout(self.name, f"sent no hello within {seconds:g}s", seconds=seconds, stderr_tail=self.stderr_tail()) from None
         except PluginCrashed as exc:
-            raise start_failure(self.name, exc) from None
+            raise start_failure(self.name, exc, reported=report is not None) from None
         except PluginProtocolError as exc:
             raise PluginStartError(self.name, f"sent a bad hello: {exc.message}", stderr_tail=self.stderr_tail()) from None
         try:
-            self.hello = check_hello(self.name, message, self.stderr_tail())
+            hello = check_hello(self.name, message, self.stderr_tail())
         except PluginLoadError:
             self.close()  # it reported its own failure and is exiting: let it
             raise
         except PluginStartError:
             self.kill()
             raise
+        # The host's own facts replace whatever the hello claimed: plugin code may have sent it.
+        self.hello = {**hello, "pid": self.pid, "sandbox": report}
         return self.hello
+
+    def _read_report(self, deadline: float, seconds: float) -> dict[str, Any]:
+        """Read the child's first frame, its sandbox report; what follows it goes to the decoder."""
+        buffered = b""
+        while len(buffered) < 4 or len(buffered) < 4 + int.from_bytes(buffered[:4], "big"):
+            if len(buffered) >= 4 and int.from_bytes(buffered[:4], "big") > MAX_REPORT:
+                self.kill()
+                raise PluginStartError(self.name, "sent an oversized sandbox report")
+            data = self._wait_and_read(deadline, "start", seconds, deadline)
+            if data == b"":
+                raise self._crashed("start")
+            buffered += data or b""
+        size = int.from_bytes(buffered[:4], "big")
+        try:
+            report = parse_report(self.name, buffered[4 : 4 + size], self.config.sandbox.profile)
+            self._inbox.extend(self._decoder.feed(buffered[4 + size :]))
+        except PluginStartError:
+            self.kill()
+            raise
+        except ProtocolViolation as exc:
+            self.kill()
+            raise PluginStartError(self.name, f"sent a bad hello: broke the protocol: {exc}") from None
+        return report
 
     def close(self) -> int | None:
         """Stop politely: shutdown request, then SIGTERM, then SIGKILL, each bounded."""
@@ -181,11 +209,12 @@ class Connection:
         msgid = self._request(method, params)
         started = time.monotonic()
         total_at = started + d.total
-        parts: list[str] = []
+        received = 0  # characters so far: the caller keeps the text, the runner only counts it
+        cap = self.config.max_reply
         finished = False
         try:
             while True:
-                phase, seconds = ("idle", d.idle) if parts else ("first_chunk", d.first_chunk)
+                phase, seconds = ("idle", d.idle) if received else ("first_chunk", d.first_chunk)
                 at = time.monotonic() + seconds
                 if total_at < at:
                     phase, seconds, at = "total", d.total, total_at
@@ -195,7 +224,11 @@ class Connection:
                 if message[0] == NOTIFICATION:
                     text = self._chunk(message, msgid)
                     if text is not None:
-                        parts.append(text)
+                        received += len(text)
+                        if received > cap:
+                            finished = True
+                            self.kill()
+                            raise PluginProtocolError(self.name, f"sent a reply longer than its limit of {cap:,} characters (max_reply)")
                         yield text
                     continue
                 finished = True
@@ -203,7 +236,7 @@ class Connection:
                 return
         except PluginCancelled as exc:
             finished = True
-            exc.partial = "".join(parts)
+            exc.chars = received
             raise
         finally:
             if not finished and not self.dead:

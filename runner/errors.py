@@ -160,10 +160,13 @@ class PluginResultError(PluginError):
 
 
 class PluginCancelled(PluginError):
-    """Raised when the caller cancelled the call; ``partial`` holds text received before."""
+    """Raised when the caller cancelled the call; ``chars`` counts the text streamed before.
 
-    def __init__(self, plugin: str, message: str = "call was cancelled", *, partial: str = "") -> None:
-        self.partial = partial
+    The text itself is the caller's: it received every chunk, and the runner keeps none.
+    """
+
+    def __init__(self, plugin: str, message: str = "call was cancelled", *, chars: int = 0) -> None:
+        self.chars = chars
         super().__init__(plugin, message)
 
 

@@ -26,7 +26,9 @@ import msgpack
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "ERROR_KINDS",
+    "MAX_DEPTH",
     "MAX_MSGID",
+    "MAX_OBJECTS",
     "MAX_SOURCE",
     "METHODS",
     "NOTIFICATION",
@@ -38,6 +40,7 @@ __all__ = [
     "ProtocolViolation",
     "check_response",
     "error_map",
+    "scan",
     "source_frame",
 ]
 
@@ -87,11 +90,111 @@ class Encoder:
         return self._packer.pack([NOTIFICATION, method, params])
 
 
-class Decoder:
-    """Turns a byte stream into messages, refusing anything over ``max_message`` bytes."""
+#: What one message from a hostile peer may hold (``Decoder(..., hostile=True)``): the
+#: protocol's own messages hold a few dozen objects at most (a hello, an error map), so a
+#: budget this size bounds what decoding can allocate (about 100 bytes an object) while an
+#: answer of any length is still one str.
+MAX_OBJECTS = 4096
+MAX_DEPTH = 16
 
-    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+# msgpack type bytes (the spec's format table): fixed-size scalars and their sizes.
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}
+_SIZED = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4}  # str8/16/32, bin8/16/32: bytes of length
+_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # array16/32, map16/32: (bytes of count, items per)
+
+
+def scan(data: bytes | bytearray | memoryview, start: int, max_message: int) -> int | None:
+    """Where the message at ``data[start:]`` ends, without decoding it; None if it is not all there.
+
+    Raises ProtocolViolation, before anything is allocated, for ext types, the unused
+    0xc1 byte, a str or bin over ``max_message``, more than MAX_OBJECTS objects or more
+    than MAX_DEPTH nested containers: a hostile peer's 16 MiB of empty arrays would
+    otherwise cost the host a gigabyte of list objects. Work is bounded by MAX_OBJECTS.
+    """
+    pos, end, open_counts, remaining, objects = start, len(data), [], 1, 0
+    while True:
+        if pos >= end:
+            return None
+        objects += 1
+        if objects > MAX_OBJECTS:
+            raise ProtocolViolation(f"message with more than {MAX_OBJECTS} objects")
+        b, count = data[pos], 0
+        if b <= 0x7F or b >= 0xE0:
+            pos += 1
+        elif b >= 0xA0 and b <= 0xBF:
+            pos += 1 + (b & 0x1F)
+        elif b >= 0x80 and b <= 0x9F:
+            count = (b & 0x0F) * (2 if b <= 0x8F else 1)
+            pos += 1
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _SIZED:
+            width = _SIZED[b]
+            if pos + 1 + width > end:
+                return None
+            size = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            if size > max_message:
+                raise ProtocolViolation(f"message larger than the {max_message}-byte cap")
+            pos += 1 + width + size
+        elif b in _COUNTED:
+            width, per = _COUNTED[b]
+            if pos + 1 + width > end:
+                return None
+            count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big") * per
+            pos += 1 + width
+        else:
+            raise ProtocolViolation(f"type byte {b:#04x} is not allowed (no ext types)")
+        if count:
+            if len(open_counts) >= MAX_DEPTH:
+                raise ProtocolViolation(f"message nested more than {MAX_DEPTH} deep")
+            open_counts.append(remaining - 1)
+            remaining = count
+            continue
+        remaining -= 1
+        while not remaining:
+            if not open_counts:
+                return pos if pos <= end else None
+            remaining = open_counts.pop()
+
+
+def _flat_reply(data: bytes) -> bool:
+    """Whether ``data`` starts like the two hot messages, which hold no container to budget.
+
+    ``[1, msgid, nil, scalar]`` (a plain response) and ``[2, "chunk", [msgid, str]]``:
+    a few byte compares instead of a scan, on the path every count and chunk takes.
+    """
+    if len(data) < 4:
+        return False
+    head = data[0]
+    if head == 0x94 and data[1] == RESPONSE and (data[2] <= 0x7F or data[2] in _INT_WIDTH):
+        i = 3 + _INT_WIDTH.get(data[2], 0)  # the error's type byte
+        return len(data) > i + 1 and data[i] == 0xC0 and not _is_container_or_ext(data[i + 1])
+    if head == 0x93 and data[1] == NOTIFICATION and data[2:9] == b"\xa5chunk\x92" and len(data) > 10:
+        if data[9] <= 0x7F or data[9] in _INT_WIDTH:
+            i = 10 + _INT_WIDTH.get(data[9], 0)  # the text's type byte
+            return i < len(data) and (0xA0 <= data[i] <= 0xBF or data[i] in (0xD9, 0xDA, 0xDB))
+    return False
+
+
+_INT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4}  # a msgid past 127: its bytes after the type byte
+
+
+def _is_container_or_ext(b: int) -> bool:
+    return 0x80 <= b <= 0x9F or b in _COUNTED or b == 0xC1 or 0xC7 <= b <= 0xC9 or 0xD4 <= b <= 0xD8
+
+
+class Decoder:
+    """Turns a byte stream into messages, refusing anything over ``max_message`` bytes.
+
+    ``hostile=True`` (the host reading a plugin) also refuses, before decoding, what
+    :func:`scan` refuses; the child reads its trusted host without the budget (a long
+    chat history is one large array).
+    """
+
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE, hostile: bool = False) -> None:
         self.max_message = max_message
+        self.hostile = hostile
+        self._pending = bytearray()  # hostile: bytes of a message not yet whole
         # The buffer may hold one read beyond a whole message; each string, binary, array
         # and map is capped at max_message on its own, so no one message can exceed it.
         self._unpacker = msgpack.Unpacker(
@@ -118,8 +221,19 @@ class Decoder:
         """
         if self._partial or len(data) > self.max_message:
             return None
+        # Every object takes at least a byte, so a message of at most MAX_OBJECTS bytes is
+        # within the budget already: only longer ones, and only unless they are one of the
+        # two flat shapes, pay for a scan.
+        if self.hostile and len(data) > MAX_OBJECTS and not _flat_reply(data):
+            try:
+                if scan(data, 0, self.max_message) != len(data):
+                    return None  # several messages or a partial one: feed() decides
+            except ProtocolViolation:
+                return None  # feed() scans the same bytes and raises
         try:
-            message = _unpackb(data)  # msgpack>=1.0 defaults: raw=False, strict_map_key=True, use_list=True
+            # msgpack>=1.0 defaults: raw=False, strict_map_key=True, use_list=True; nesting
+            # past 1,024 is msgpack's own StackError, and no ext type gets through.
+            message = _unpackb(data, ext_hook=_refuse_ext) if self.hostile else _unpackb(data)
         except Exception:  # ExtraData, incomplete input or bad bytes: feed() decides
             return None
         # _check_shape's test for the two shapes of a call, inlined (a Python call is ~0.1 us here)
@@ -133,6 +247,9 @@ class Decoder:
 
     def feed(self, data: bytes | memoryview) -> Iterator[list[Any]]:
         """Yield every complete message in the stream so far, each checked for shape."""
+        if self.hostile:
+            yield from self._feed_scanned(data)
+            return
         unpacker = self._unpacker
         try:
             self._partial = True
@@ -155,6 +272,39 @@ class Decoder:
             if "exceeds max_" in str(exc):
                 raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
             raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {exc})") from None
+
+
+    def _feed_scanned(self, data: bytes | memoryview) -> Iterator[list[Any]]:
+        """feed() for a hostile peer: each message is scanned whole before it is decoded."""
+        pending = self._pending
+        pending += data
+        pos = 0
+        try:
+            while pos < len(pending):
+                end = scan(pending, pos, self.max_message)
+                if end is None:
+                    break
+                message = _unpackb(bytes(pending[pos:end]), ext_hook=_refuse_ext)
+                pos = end
+                yield _check_shape(message)
+        except ProtocolViolation:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+            raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {_first_line(exc)})") from None
+        finally:
+            del pending[:pos]
+        if len(pending) > self.max_message:
+            raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap")
+        self._partial = bool(pending)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolViolation(f"ext type {code} is not allowed")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()
+    return text[0][:120] if text else ""
 
 
 def _check_shape(message: Any) -> list[Any]:
@@ -218,6 +368,11 @@ def error_map(kind: str, type_: str, message: str, traceback: str = "") -> dict[
 
 
 def _describe(value: Any) -> str:
+    """A short, safe description: a container's type and size, never its repr (it may be deep)."""
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, (str, bytes)):
+        return f"a {type(value).__name__} of {len(value)} {'characters' if isinstance(value, str) else 'bytes'}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

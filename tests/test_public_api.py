@@ -17,7 +17,7 @@ def test_runner_all_is_sorted_and_exported() -> None:
 
 def test_runner_surface_is_pinned() -> None:
     assert set(runner.__all__) == {
-        "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
+        "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
         "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "clean_text",

@@ -1,0 +1,143 @@
+"""Fuzz the host's side of the protocol with frames a real child sends through a real pipe.
+
+A child process (``tests/fuzz/frames.py``) writes 100,000 seeded frames: valid messages,
+the same with fields swapped for other types, raw mutations (flipped, inserted, cut,
+duplicated bytes), deep nesting, millions of empty containers, oversized lengths, ext
+types. The host decodes each with a fresh hostile decoder, split across reads the way
+a pipe may split it, and judges it as the connection would (shape, response, chunk,
+hello). Every outcome must be a message or a ProtocolViolation / PluginError, the host's
+peak RSS must stay within a stated bound, and a plugin in a manager beside it answers.
+Then a shorter run sends fuzzed replies through a real plugin's ``Connection``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import runner
+from app import PluginManager
+from runner.handshake import check_hello
+from runner.protocol import NOTIFICATION, RESPONSE, Decoder, ProtocolViolation, check_response
+from tests.conftest import FAST, TEST_PLUGINS
+
+pytestmark = pytest.mark.timeout(240)
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED, FRAMES = 20261201, 100_000
+RSS_BOUND = 96 * 2**20  # the decoder's budget allows ~0.5 MiB a message; this leaves room for the harness
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def judge(message: list) -> str:
+    """What the connection would make of a decoded message: an answer, or a PluginError."""
+    try:
+        if message[0] == RESPONSE:
+            check_response(message, message[1])
+            return "answer"
+        if message[0] == NOTIFICATION and message[1] == "hello":
+            check_hello("fuzz", message, ())
+            return "hello"
+        return "notification"
+    except ProtocolViolation:
+        return "violation"
+    except runner.PluginError:
+        return "plugin error"
+
+
+def decode(data: bytes, rng: random.Random) -> str:
+    """Decode one frame as the host does, split into up to three reads; the outcome's name."""
+    decoder = Decoder(16 * 2**20, hostile=True)
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(3)))) if len(data) > 1 else []
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    try:
+        if len(pieces) == 1:
+            message = decoder.single(pieces[0])
+            if message is not None:
+                return judge(message)
+        for piece in pieces:
+            for message in decoder.feed(piece):
+                return judge(message)  # the first message decides; a real connection reads on
+        return "incomplete"
+    except ProtocolViolation:
+        return "violation"
+
+
+def read_exactly(stream, size: int) -> bytes:  # type: ignore[no-untyped-def]
+    data = stream.read(size)
+    assert len(data) == size, "the frame child ended early"
+    return data
+
+
+def test_a_hundred_thousand_fuzzed_frames_through_a_pipe_leave_the_host_whole(home: Path) -> None:
+    rng = random.Random(SEED)
+    outcomes: dict[str, int] = {}
+    child = subprocess.Popen([sys.executable, "-m", "tests.fuzz.frames", str(SEED), str(FRAMES)], cwd=ROOT, stdout=subprocess.PIPE)
+    with PluginManager([TEST_PLUGINS], home=home, deadlines=FAST) as manager:
+        assert manager.client("echo").generate_response("", "before") == "echo: before"
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak RSS: measure this run alone
+        before = _status("VmRSS")
+        try:
+            for _ in range(FRAMES):
+                size = int.from_bytes(read_exactly(child.stdout, 4), "big")
+                outcome = decode(read_exactly(child.stdout, size), rng)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        finally:
+            child.stdout.close()  # type: ignore[union-attr]
+            assert child.wait(30) == 0
+        grown = _status("VmHWM") - before
+        assert manager.client("echo").generate_response("", "after") == "echo: after"
+    assert sum(outcomes.values()) == FRAMES
+    assert set(outcomes) <= {"answer", "hello", "notification", "violation", "plugin error", "incomplete"}, outcomes
+    assert outcomes["violation"] > FRAMES // 10 and outcomes["answer"] > FRAMES // 10, outcomes  # both sides exercised
+    assert grown < RSS_BOUND, f"peak RSS grew {grown / 2**20:.0f} MiB (bound {RSS_BOUND / 2**20:.0f} MiB); {outcomes}"
+    print(f"\n[fuzz] {FRAMES} frames, seed {SEED}: {outcomes}; peak RSS +{grown / 2**20:.1f} MiB")
+
+
+_FUZZ_CLASS = """
+
+from llm_utils import LLMClient
+
+
+class Fuzz(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return "unused"
+
+    def count_tokens(self, text):
+        data = frame(random.Random(int(text)))
+        os.write(4, data)  # the fuzzed frame goes out before, or instead of, the real reply
+        return 1
+"""
+
+
+def test_fuzzed_replies_through_a_real_connection_are_answers_or_plugin_errors(home: Path, tmp_path: Path) -> None:
+    """A plugin writes a fuzzed frame onto its protocol fd on each call; the host copes each time."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    generator = (ROOT / "tests" / "fuzz" / "frames.py").read_text()  # the plugin carries the generator
+    (folder / "fuzz_plugin.py").write_text(generator.replace("import sys\n", "import os\nimport sys\n", 1) + _FUZZ_CLASS)
+    never_quarantine = runner.RestartPolicy(backoff_initial=0.001, backoff_max=0.001, max_failures=10_000)
+    quick = dataclasses.replace(FAST, count_tokens=0.5)  # a cut frame waits out this deadline
+    with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=quick, restart_policy=never_quarantine) as manager:
+        client = manager.client("fuzz")
+        results: dict[str, int] = {}
+        for seed in range(150):
+            try:
+                client.count_tokens(str(seed))
+                results["answer"] = results.get("answer", 0) + 1
+            except runner.PluginError as exc:
+                results[type(exc).__name__] = results.get(type(exc).__name__, 0) + 1
+        assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+    assert sum(results.values()) == 150 and len(results) >= 2, results
+    assert results.get("PluginProtocolError", 0) > 30, results
+    print(f"\n[fuzz] 150 fuzzed replies through a real plugin: {results}")
