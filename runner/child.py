@@ -17,6 +17,11 @@ The plugin's code is not read from ``--plugin`` (which only names it): the host 
 exact bytes it decided the plugin's access for, as the first frame on the channel
 (runner/protocol.py ``source_frame``), and the child reads them once its sandbox is on.
 
+Before that, and so before any plugin code or ``.pth`` file could write to the channel,
+the child sends the sandbox report as its own first frame: 4-byte length, then UTF-8
+lines ``KEY VALUE`` (:func:`report_frame`). The host believes no later word about the
+sandbox; a hello's claims cannot replace it.
+
 Text a plugin prints through ``sys.stdout`` reaches the log line-buffered, each line
 tagged ``[stdout] `` (:data:`STDOUT_TAG`), so stray prints can be told from logging.
 """
@@ -160,12 +165,32 @@ def read_source(fd: int) -> bytes:
     return _read_exactly(fd, size)
 
 
+REPORT_MAGIC = "sandchat-sandbox-report 1"
+
+
+def report_frame(report: dict) -> bytes:
+    """The sandbox report as the child's first frame: one ``KEY VALUE`` line per fact."""
+    lines = [REPORT_MAGIC, f"profile {report['profile']}", f"landlock_abi {report['landlock_abi']}"]
+    lines += [f"layer {layer}" for layer in report["layers"]]
+    lines += [f"limit {name} {value}" for name, value in report["limits"].items()]
+    lines += ["missing " + " ".join(str(item).split()) for item in report["missing"]]
+    body = "\n".join(lines).encode("utf-8", "replace")
+    return len(body).to_bytes(4, "big") + body
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def main(argv: list) -> int:
     read_fd, write_fd = claim_channel()
     tag_stdout()
     options = parse_options(argv)
     sys.path.insert(0, options["root"])  # llm_utils and the runner package live there
     report = apply_sandbox(options)
+    _write_all(write_fd, report_frame(report))  # before any code of the plugin's could write
     options["source"] = read_source(read_fd)
     import site
 

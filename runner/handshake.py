@@ -1,6 +1,8 @@
 """The start-up handshake: check a child's hello, or name why it never sent one.
 
-The child's first message must be a ``hello`` notification; see docs/protocol.md.
+The child's first frame is its sandbox report (sent by trusted code before any plugin
+code runs); its first message must then be a ``hello`` notification; see
+docs/protocol.md.
 These functions only judge; the Connection that calls them owns the process and
 kills or closes it when they raise.
 """
@@ -14,15 +16,56 @@ from runner.process import describe_exit
 from runner.protocol import NOTIFICATION, PROTOCOL_VERSION
 from runner.stderr import last_line
 
-__all__ = ["SANDBOX_EXIT", "check_hello", "start_failure"]
+__all__ = ["MAX_REPORT", "SANDBOX_EXIT", "check_hello", "parse_report", "start_failure"]
 
 SANDBOX_EXIT = 78  # runner/child.py: the sandbox could not be applied
 
 
-def start_failure(name: str, crash: PluginCrashed) -> PluginStartError:
-    """The error for a child that exited before its hello."""
+#: The sandbox report frame is a few hundred bytes; anything near this is not one.
+MAX_REPORT = 64 * 1024
+_REPORT_MAGIC = "sandchat-sandbox-report 1"  # runner/child.py REPORT_MAGIC
+_LAYERS = frozenset({
+    "rlimits", "pdeathsig", "no-capabilities", "no_new_privs", "landlock-fs", "landlock-net", "landlock-scope", "seccomp",
+})  # fmt: skip
+
+
+def parse_report(name: str, body: bytes, profile: str) -> dict[str, Any]:
+    """The sandbox report the child's trusted code sent before any plugin code ran.
+
+    It must be well formed and name the profile the host asked for; raises
+    PluginStartError otherwise.
+    """
+    lines = body.decode("utf-8", "replace").split("\n")
+    if lines[0] != _REPORT_MAGIC:
+        raise PluginStartError(name, "did not start with a sandbox report")
+    report: dict[str, Any] = {"profile": "", "layers": [], "landlock_abi": 0, "limits": {}, "missing": []}
+    for line in lines[1:]:
+        key, _, value = line.partition(" ")
+        if key == "profile":
+            report["profile"] = value
+        elif key == "layer" and value in _LAYERS:
+            report["layers"].append(value)
+        elif key == "landlock_abi" and value.isdigit() and int(value) < 1000:
+            report["landlock_abi"] = int(value)
+        elif key == "limit" and len(value.split()) == 2 and value.split()[1].isdigit():
+            report["limits"][value.split()[0]] = int(value.split()[1])
+        elif key == "missing":
+            report["missing"].append(value[:300])
+        else:
+            raise PluginStartError(name, f"sent a malformed sandbox report line {line[:60]!r}")
+    if report["profile"] != profile:
+        raise PluginStartError(name, f"reported sandbox profile {report['profile'][:40]!r}, expected {profile!r}")
+    return report
+
+
+def start_failure(name: str, crash: PluginCrashed, reported: bool = False) -> PluginStartError:
+    """The error for a child that exited before its hello.
+
+    Status 78 means "the sandbox could not be applied" only when no sandbox report came
+    first: after the report, plugin code may have run, and it may exit with any status.
+    """
     tail = crash.stderr_tail
-    if crash.exit_code == SANDBOX_EXIT:
+    if crash.exit_code == SANDBOX_EXIT and not reported:
         marker = "sandchat-sandbox-error:"
         reason = next((line.split(":", 1)[1].strip() for line in reversed(tail) if line.startswith(marker)), "unknown reason")
         return PluginSandboxError(name, f"refused to start: sandbox could not be applied: {reason}", exit_code=SANDBOX_EXIT, stderr_tail=tail)
@@ -51,6 +94,28 @@ def check_hello(name: str, message: list[Any], stderr_tail: tuple[str, ...]) -> 
             name, f"failed to load: {text}", remote_type=str(error.get("type", "")),
             remote_traceback=str(error.get("traceback", "")), stderr_tail=stderr_tail,
         )  # fmt: skip
-    if type(hello.get("pid")) is not int or not isinstance(hello.get("sandbox"), dict):
-        raise PluginStartError(name, "sent a hello without pid or sandbox report")
+    problem = _hello_problem(hello)
+    if problem:
+        raise PluginStartError(name, f"sent a bad hello: {problem}")
     return hello
+
+
+_MAX_WINDOW = 100_000_000  # tokens; no model has a context window near this
+_OPTIONAL = ("stream_response", "generate_chat", "stream_chat")  # runner/server.py _OPTIONAL
+
+
+def _hello_problem(hello: dict[str, Any]) -> str:
+    """What is wrong with a hello's fields (plugin code may have written it), or ''."""
+    checks = (
+        ("pid", lambda v: type(v) is int),
+        ("plugin", lambda v: isinstance(v, str) and len(v) <= 200),
+        ("class", lambda v: v is None or (isinstance(v, str) and len(v) <= 200)),
+        ("doc", lambda v: isinstance(v, str) and len(v) <= 2000),
+        ("context_window", lambda v: type(v) is int and 0 <= v <= _MAX_WINDOW),
+        ("methods", lambda v: isinstance(v, list) and len(v) <= len(_OPTIONAL) and all(m in _OPTIONAL for m in v)),
+        ("python", lambda v: isinstance(v, str) and len(v) <= 40),
+    )
+    for key, valid in checks:
+        if not valid(hello.get(key)):
+            return f"field {key!r} is missing or invalid"
+    return ""

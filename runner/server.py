@@ -300,7 +300,6 @@ def _hello(options: dict[str, Any], report: dict[str, Any], plugin: LLMClient | 
         "doc": ((cls.__doc__ or "") if cls else "").strip()[:2000],
         "context_window": getattr(plugin, "context_window", 0),
         "methods": [m for m in _OPTIONAL if cls and getattr(cls, m) is not getattr(LLMClient, m)],
-        "sandbox": report,
         "python": sys.version.split()[0],
         "error": None,
     }
