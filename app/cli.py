@@ -144,6 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.notice("interrupted")
         return 130
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "runner":
+            raise  # a bug of sandchat's own: its traceback is the report
+        output.error(str(exc))  # whatever a plugin caused is one line, never a traceback
+        return EXIT_PLUGIN
     finally:
         context.close()
 

@@ -6,7 +6,7 @@ completion) and the arrow-key "LLM Plugin" menu; it is imported only by the chat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -104,11 +104,24 @@ class Repl:
             if not line.strip():
                 continue
             if line.startswith("/"):
-                if not run_command(self.session, self, line):
+                if not self._guarded(lambda: run_command(self.session, self, line)):
                     return
                 continue
-            try:
-                self.session.ask(line)
-            except KeyboardInterrupt:  # before the reply began (counting, starting): drop the message
-                self.session.conversation.pop_unanswered()
-                self.session.output.notice("cancelled")
+            self._guarded(lambda: self.session.ask(line))
+
+    def _guarded(self, turn: Callable[[], object]) -> object:
+        """Run one turn; whatever a plugin made go wrong costs one line, never the chat."""
+        import runner
+
+        try:
+            return turn()
+        except KeyboardInterrupt:  # before the reply began (counting, starting): drop the message
+            self.session.conversation.pop_unanswered()
+            self.session.output.notice("cancelled")
+        except runner.PluginError as exc:
+            self.session.conversation.pop_unanswered()
+            self.session.output.error(str(exc))
+        except Exception as exc:  # a bug of ours a plugin's bytes reached: still not the end of the chat
+            self.session.conversation.pop_unanswered()
+            self.session.output.error(f"sandchat: unexpected {type(exc).__name__} ({exc}); the chat goes on")
+        return True
