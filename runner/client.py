@@ -251,7 +251,7 @@ class Plugin(LLMClient):
     # -- calls -----------------------------------------------------------------------------
 
     def _call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
-        if self._streaming == threading.get_ident():
+        if self._streaming is not None and self._streaming == threading.get_ident():
             # The lock is re-entrant, so this thread would get in and interleave a request
             # with the stream it is reading: refuse, and leave the stream as it was.
             raise PluginUnavailable(

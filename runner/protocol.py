@@ -275,18 +275,26 @@ class Decoder:
 
 
     def _feed_scanned(self, data: bytes | memoryview) -> Iterator[list[Any]]:
-        """feed() for a hostile peer: each message is scanned whole before it is decoded."""
+        """feed() for a hostile peer: nothing is decoded unless it is known to fit the budget.
+
+        The buffer is decoded in windows of MAX_OBJECTS bytes by msgpack's own unpacker (a
+        window cannot hold more objects than bytes, so that is safe and runs at C speed for
+        a burst of small messages); a message longer than a window is scanned whole first.
+        """
         pending = self._pending
         pending += data
-        pos = 0
+        pos, messages = 0, []
         try:
             while pos < len(pending):
-                end = scan(pending, pos, self.max_message)
+                taken = self._window(pending, pos, messages)
+                if taken:
+                    pos += taken
+                    continue
+                end = scan(pending, pos, self.max_message)  # the next message is longer than a window
                 if end is None:
                     break
-                message = _unpackb(bytes(pending[pos:end]), ext_hook=_refuse_ext)
+                messages.append(_check_shape(_unpackb(bytes(pending[pos:end]), ext_hook=_refuse_ext)))
                 pos = end
-                yield _check_shape(message)
         except ProtocolViolation:
             raise
         except Exception as exc:  # msgpack raises several unrelated types for bad bytes
@@ -296,6 +304,18 @@ class Decoder:
         if len(pending) > self.max_message:
             raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap")
         self._partial = bool(pending)
+        yield from messages
+
+    @staticmethod
+    def _window(pending: bytearray, pos: int, messages: list[list[Any]]) -> int:
+        """Decode the whole messages in ``pending[pos:pos + MAX_OBJECTS]``; the bytes they took."""
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
+        unpacker.feed(bytes(pending[pos : pos + MAX_OBJECTS]))
+        taken = 0
+        for message in unpacker:
+            messages.append(_check_shape(message))
+            taken = unpacker.tell()  # the end of this message (after the loop it may be mid-message)
+        return taken
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
