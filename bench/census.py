@@ -21,7 +21,8 @@ and stay whole, but argv does not. So each sandboxed process is mapped to its pl
 file by the first ``.py`` file it opens after the filter that is not part of Python,
 site-packages or sandchat's runner (that is the loader's ``exec_module``). A process
 is an *attack* process when that file, or any path it touched, is under
-``/tests/attacks/``. The pytest process stats a marker path at the start of every
+``/tests/attacks/`` (or has the name of a file there: some tests copy an attack
+plugin into a user plugin folder). The pytest process stats a marker path at the start of every
 test (this module is loaded into pytest with ``-p bench.census``), so each process
 is also mapped to the test that was running when it was started.
 
@@ -232,7 +233,8 @@ class Walker:
 
     Both passes run the same Walker over the same file, so incarnation ids match.
     ``on_call(idx, inc, name, args_text, ret_text, start_idx)`` is called for every
-    completed (or abandoned) syscall; ``on_marker(idx, nodeid)`` for test markers.
+    completed (or abandoned) syscall; with ``collect`` the first pass also records
+    clones, seccomp, execve, setsid, paths and test markers on the incarnations.
     """
 
     def __init__(self, collect: bool) -> None:
@@ -262,9 +264,8 @@ class Walker:
             self.stats["abandoned_calls"] += 1
             self.on_call(pend[2], inc, pend[0], pend[1], "?", pend[2])
 
-    def run(self, path: str, on_call=None, on_marker=None) -> None:
+    def run(self, path: str, on_call=None) -> None:
         self.on_call = on_call or (lambda *a: None)
-        self.on_marker = on_marker or (lambda *a: None)
         with open(path, "r", encoding="utf-8", errors="replace") as f:
             for idx, line in enumerate(f):
                 self.line(idx, line.rstrip("\n"))
@@ -383,8 +384,9 @@ def _is_runtime_path(path: str, root: str | None) -> bool:
 # --- analysis -----------------------------------------------------------------------
 
 
-def sandbox_starts(incs: list[Incarnation]) -> dict[int, int]:
-    """{incarnation id: first line index at which it ran under the filter}."""
+def sandbox_starts(incs: list[Incarnation]) -> tuple[dict[int, int], dict[int, int]]:
+    """({incarnation id: first line index under the filter, -1 for a whole life},
+    {incarnation id: id of its thread group's first incarnation})."""
     group: dict[int, int] = {}
 
     def root_of(inc: Incarnation) -> int:
@@ -496,6 +498,14 @@ def analyse(trace: str) -> dict:
         k = bisect.bisect_right(marker_idx, idx) - 1
         return markers[k][1] if k >= 0 else None
 
+    # tests copy some attack plugins elsewhere (a user plugin folder under tmp): same file name
+    attack_names = set()
+    for inc in incs:
+        if inc.script:
+            folder = inc.script[: -len("/runner/child.py")] + ATTACK_DIR
+            if os.path.isdir(folder):
+                attack_names.update(n for n in os.listdir(folder) if n.endswith(".py"))
+            break
     # process = the process-level incarnation (thread-group root); describe the sandboxed ones
     procs: dict[int, dict] = {}
     for inc_id, s in starts.items():
@@ -523,7 +533,8 @@ def analyse(trace: str) -> dict:
             if not _is_runtime_path(path, root_dir):
                 plugin = path
                 break
-        attack = bool(plugin and ATTACK_DIR in plugin) or any(m.touched_attack for m in members)
+        attack = bool(plugin and (ATTACK_DIR in plugin or os.path.basename(plugin) in attack_names)) \
+            or any(m.touched_attack for m in members)
         p.update({"plugin": plugin, "script": script, "attack": attack, "kind": "filter-installer"})
 
     unfiltered = []
@@ -538,6 +549,9 @@ def analyse(trace: str) -> dict:
     def on_call(idx, inc, name, args_text, ret, start_idx):
         s = starts.get(inc.id)
         if s is None or (s != -1 and start_idx < s):
+            return
+        if name == "???":  # strace could not read the number: the task was killed on entry
+            w2.stats["unknown_syscall_at_kill"] += 1
             return
         p = procs[group[inc.id]]
         per_proc_calls[group[inc.id]] += 1
@@ -557,7 +571,7 @@ def analyse(trace: str) -> dict:
         "trace": trace,
         "trace_lines": sum(1 for _ in open(trace, "rb")) if os.path.exists(trace) else None,
         "parse_seconds": round(time.monotonic() - t0, 1),
-        "diagnostics": dict(w1.stats),
+        "diagnostics": {**w1.stats, **{k: v for k, v in w2.stats.items() if k not in w1.stats}},
         "incarnations": len(incs),
         "sandboxed_processes": {
             "total": len(proc_list),
@@ -658,6 +672,11 @@ def main(argv: list[str] | None = None) -> int:
         result["pytest_summary"] = _pytest_summary(proc.stdout)
         result["pytest_failures"] = [l for l in proc.stdout.splitlines() if l.startswith(("FAILED ", "ERROR "))]
         result["run_seconds"] = round(time.monotonic() - t0, 1)
+        with open(trace + ".run.json", "w") as f:  # so --from-trace can report the run again
+            json.dump(result, f, indent=1)
+    elif os.path.exists(trace + ".run.json"):
+        with open(trace + ".run.json") as f:
+            result.update(json.load(f))
     result.update(analyse(trace))
     with open(ours.json, "w") as f:
         json.dump(result, f, indent=1, sort_keys=False)

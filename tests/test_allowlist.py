@@ -54,11 +54,40 @@ def documented() -> set[str]:
     return {name for row in re.findall(r"^\| ([^|]+) \|", table, re.M) for name in re.findall(r"`([a-z0-9_]+)`", row)}
 
 
+def table() -> str:
+    """The allow-list table as docs/security.md carries it, made from runner/allowlist.py."""
+    groups: dict[str, list[str]] = {}
+    for name, why in allowlist.ALWAYS.items():
+        groups.setdefault(why, []).append(name)
+    rows = ["<!-- allowlist -->", "| call | arguments allowed | why |", "|---|---|---|"]
+    rows += [f"| {', '.join(f'`{n}`' for n in names)} | any | {why} |" for why, names in groups.items()]
+    rows += [f"| `{name}` | any, network profile only | {why} |" for name, why in allowlist.NETWORK.items()]
+    values = {
+        "IOCTL_REQUESTS": allowlist.IOCTL_REQUESTS, "FCNTL_COMMANDS": allowlist.FCNTL_COMMANDS,
+        "FCNTL_PRETEND": allowlist.FCNTL_PRETEND, "PRCTL_OPTIONS": allowlist.PRCTL_OPTIONS,
+        "MADVISE_ADVICE": allowlist.MADVISE_ADVICE, "SEND_FLAGS": allowlist.SEND_FLAGS,
+        "ARCH_PRCTL_CODES": allowlist.ARCH_PRCTL_CODES,
+        "SOCKET_OPTIONS": {k: v for options in allowlist.SOCKET_OPTIONS.values() for k, v in options.items()},
+    }  # fmt: skip
+    for name, (args, why) in allowlist.FILTERED.items():
+        for key in sorted(values, key=len, reverse=True):
+            args = args.replace(key, ", ".join(values[key].values()))
+        rows.append(f"| `{name}` | {args} | {why} |")
+    return "\n".join(rows + ["<!-- /allowlist -->"]) + "\n"
+
+
 def test_every_allowed_call_has_its_row_in_the_docs_and_no_other() -> None:
     listed = set(allowlist.ALWAYS) | set(allowlist.NETWORK) | set(allowlist.FILTERED)
     missing, stale = listed - documented(), documented() - listed
-    assert not missing, f"add a row to docs/security.md's allow-list table for: {sorted(missing)}"
-    assert not stale, f"docs/security.md lists calls the filter does not allow: {sorted(stale)}"
+    hint = "; the table from runner/allowlist.py is:\n" + table()
+    assert not missing, f"add a row to docs/security.md's allow-list table for: {sorted(missing)}{hint}"
+    assert not stale, f"docs/security.md lists calls the filter does not allow: {sorted(stale)}{hint}"
+
+
+def test_the_docs_table_says_what_the_list_says() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    start, end = text.index("<!-- allowlist -->"), text.index("<!-- /allowlist -->") + len("<!-- /allowlist -->\n")
+    assert text[start:end] == table(), "docs/security.md's allow-list table is stale; it should read:\n" + table()
 
 
 def test_every_listed_name_is_a_real_syscall() -> None:

@@ -20,4 +20,4 @@ def test_the_standard_library_works_in_the_sandbox(manager: PluginManager) -> No
     assert client.start()["sandbox"]["profile"] == "untrusted"
     lines = client.generate_response("", "").splitlines()
     failed = [line for line in lines if not line.endswith(": ok")]
-    assert len(lines) == 9 and not failed, failed
+    assert len(lines) == 10 and not failed, failed

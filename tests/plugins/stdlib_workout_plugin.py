@@ -3,7 +3,8 @@
 Runs in the untrusted profile: every line must say "ok". It is both a test that the
 seccomp allow list leaves CPython working and part of the census that measured the
 list (``python -m bench.census``): threads, asyncio, select/poll/epoll, ssl, mmap,
-signals, time, files in scratch, sqlite3, compression and hashing.
+signals, time, files in scratch, sqlite3, compression and hashing, and the os calls
+plugins reach for (fsync, truncate, dup2, access, which, replace, scandir, chdir, rusage).
 """
 import asyncio
 import concurrent.futures
@@ -12,6 +13,7 @@ import json
 import mmap
 import os
 import random
+import resource
 import select
 import selectors
 import shutil
@@ -135,6 +137,26 @@ def _sqlite():
     os.unlink("workout.db")
 
 
+def _os_calls():
+    path = Path("workout.txt")
+    path.write_text("0123456789")
+    with open(path, "r+b") as f:
+        os.fsync(f.fileno())
+        os.ftruncate(f.fileno(), 5)
+        os.dup2(os.dup(f.fileno()), 200, inheritable=False)
+        os.close(200)
+    os.truncate(path, 2)
+    assert path.read_bytes() == b"01" and os.access(path, os.R_OK | os.W_OK)
+    assert shutil.which("python3") or shutil.which("sh")
+    os.replace(path, "moved.txt")
+    assert [entry.name for entry in os.scandir(".") if entry.name == "moved.txt"] and list(os.walk("."))
+    os.unlink("moved.txt")
+    here = os.getcwd()
+    os.chdir(here)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_utime >= 0 and os.times().user >= 0
+    assert Path(".").resolve() == Path(here).resolve() and os.get_blocking(0) in (True, False)
+
+
 def _data():
     blob = json.dumps({"n": list(range(1000))}).encode()
     assert zlib.decompress(zlib.compress(blob)) == blob
@@ -145,6 +167,7 @@ def _data():
 FEATURES = {
     "threads": _threads, "asyncio": _asyncio, "select/poll/epoll": _select_poll_epoll, "ssl": _ssl,
     "mmap and files": _mmap_and_files, "signals": _signals, "time": _time, "sqlite3": _sqlite, "data": _data,
+    "os calls": _os_calls,
 }  # fmt: skip
 
 
