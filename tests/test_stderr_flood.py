@@ -126,6 +126,7 @@ def test_a_plugin_crashing_while_over_budget_shows_its_last_words(manager: Plugi
     assert info.value.exit_code == 3
     assert str(info.value).endswith("(stderr: last words before dying)")
     assert client.stderr_tail(1) == ("last words before dying",)
+    assert summaries(home / "logs" / "stderr_flood.log")  # it was over budget: reading had paused
     log = (home / "logs" / "stderr_flood.log").read_text().splitlines()
     assert log[-1].endswith(" [stderr_flood] last words before dying") or log[-2].endswith(" [stderr_flood] last words before dying")
 
