@@ -27,8 +27,9 @@ from typing import Any
 from bench.common import PYTHON, ROOT, Row, Settings, apply_placement
 
 #: figure -> module; modules measure several figures at once.
-MODULES = {"1": "calls", "3": "calls", "2": "payload", "4": "startup", "5": "startup", "6": "tokencount", "7": "cli", "8": "peers"}
-ORDER = ["calls", "payload", "startup", "tokencount", "cli", "peers"]
+MODULES = {"1": "calls", "3": "calls", "2": "payload", "4": "startup", "5": "startup", "6": "tokencount", "7": "cli", "8": "peers",
+           "9": "stderrflood"}  # fmt: skip
+ORDER = ["calls", "payload", "startup", "tokencount", "cli", "peers", "stderrflood"]
 PLACEMENTS = {"one": "one CPU (taskset -c 0)", "free": "free placement"}
 
 
@@ -131,7 +132,7 @@ def _ratio(row: dict[str, Any]) -> str:
     ratio, limit = row["ratio"], row["limit"]
     if ratio is None:
         return "-"
-    if limit is not None and limit < 0.1:
+    if limit is not None and limit <= 0.1:
         return f"{ratio * 100:.2f}%"
     return f"{ratio:.2f}×"
 
@@ -141,7 +142,7 @@ def _target(row: dict[str, Any]) -> str:
         return "(info)"
     sign = "≤" if row["op"] == "<=" else "≥"
     limit = row["limit"]
-    return f"{sign} {limit * 100:g}%" if limit < 0.1 else f"{sign} {limit:g}×"
+    return f"{sign} {limit * 100:g}%" if limit <= 0.1 else f"{sign} {limit:g}×"
 
 
 def render(report: dict[str, Any]) -> str:

@@ -58,3 +58,14 @@ def test_plugins_list_imports_no_runner(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert {"runner", "msgpack", "sqlite3", "subprocess"}.isdisjoint(imported)
     assert sum(line.startswith("gen") for line in done.stdout.splitlines()) == 100
+
+
+def test_quick_run_of_the_stderr_flood_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", "--figures", "9", "--placement", "one"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    (row,) = json.loads(done.stdout)["rows"]
+    assert row["figure"] == "9" and row["unit"] == "% of a core" and row["subject"]["n"] == 2
+    assert row["op"] == "<=" and row["limit"] == 0.1 and row["ratio"] == row["subject"]["median"] / 100

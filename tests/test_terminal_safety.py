@@ -39,7 +39,7 @@ def test_a_plugin_log_file_is_rotated_past_a_mebibyte(tmp_path: Path) -> None:
 
     log = tmp_path / "logs" / "big.log"
     lines = b"".join(b"%06d " % i + b"x" * 200 + b"\n" for i in range(6000))  # about 1.2 MiB
-    capture = StderrCapture("big", io.BufferedReader(io.BytesIO(lines)), log)
+    capture = StderrCapture("big", io.BufferedReader(io.BytesIO(lines)), log, rate=None)  # no budget: rotation is tested here
     capture.join(10)
     rotated = log.with_name("big.log.1")
     assert rotated.exists() and rotated.stat().st_size <= (1 << 20) + 4096
