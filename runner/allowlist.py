@@ -71,6 +71,7 @@ SOCKET_OPTIONS = {
     6: {1: "TCP_NODELAY", 4: "TCP_KEEPIDLE", 5: "TCP_KEEPINTVL", 6: "TCP_KEEPCNT"},  # IPPROTO_TCP
 }
 
+FUTEX_PRIVATE_FLAG = 128
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -115,7 +116,7 @@ ALWAYS = {
     "mbind": "NUMA placement of its own pages (llama.cpp)",
     # threads and the process itself
     "exit": "threads", "exit_group": "the process", "set_robust_list": "threads",
-    "rseq": "threads (glibc)", "futex": "locks", "gettid": "ids", "getpid": "ids", "geteuid": "ids",
+    "rseq": "threads (glibc)", "gettid": "ids", "getpid": "ids", "geteuid": "ids",
     "sched_yield": "threads", "sched_getaffinity": "CPU count (os.cpu_count, OpenMP)",
     "uname": "platform", "sysinfo": "memory size (llama.cpp)", "getrandom": "random numbers",
     "getrusage": "resource.getrusage", "times": "os.times",
@@ -134,6 +135,7 @@ ALWAYS = {
 
 NETWORK = {
     "connect": "TCP to the granted ports (Landlock checks the port)",
+    "shutdown": "ending a connection's write side (asyncio write_eof, anyio send_eof; not seen by the census)",
 }
 
 FILTERED = {
@@ -151,6 +153,7 @@ FILTERED = {
     "socketpair": ("AF_UNIX, SOCK_STREAM", "asyncio's self-pipe; no datagram socket can reach a path"),
     "socket": ("network profile: AF_INET/AF_INET6 with SOCK_STREAM (TCP) or SOCK_DGRAM (UDP)", "HTTP clients and DNS; no unix, netlink, raw, packet or MPTCP sockets"),
     "setsockopt": ("network profile: (level, option) in SOCKET_OPTIONS", "TCP_NODELAY and keep-alive of the HTTP stacks"),
+    "futex": ("FUTEX_PRIVATE_FLAG set", "locks; a shared futex on a file both plugins map (os.py) carried data between them (red team)"),
     "sendto": ("flags in SEND_FLAGS, no destination address", "sending on connected sockets; no TCP Fast Open, no datagram to a path"),
     "sendmsg": ("flags in SEND_FLAGS", "asyncio's writelines on Python 3.12+ (not measured here: 3.11); its address cannot be read, but only connected sockets exist"),
     "sendmmsg": ("flags in SEND_FLAGS", "DNS queries: glibc sends A and AAAA together (not measured: the tests resolve no names)"),

@@ -103,17 +103,34 @@ _SIZED = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4}  # str8/16/32, b
 _COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # array16/32, map16/32: (bytes of count, items per)
 
 
-def scan(data: bytes | bytearray | memoryview, start: int, max_message: int) -> int | None:
+def scan(data: bytes | bytearray | memoryview, start: int, max_message: int, resume: list[Any] | None = None) -> int | None:
     """Where the message at ``data[start:]`` ends, without decoding it; None if it is not all there.
 
     Raises ProtocolViolation, before anything is allocated, for ext types, the unused
     0xc1 byte, a str or bin over ``max_message``, more than MAX_OBJECTS objects or more
     than MAX_DEPTH nested containers: a hostile peer's 16 MiB of empty arrays would
     otherwise cost the host a gigabyte of list objects. Work is bounded by MAX_OBJECTS.
+
+    ``resume`` (a list, empty at first) keeps the scan's place between calls on a
+    growing ``data`` whose message still starts at ``start``: a message trickled in a
+    byte at a time is then scanned once, not once per byte.
     """
-    pos, end, open_counts, remaining, objects = start, len(data), [], 1, 0
+    if resume:
+        offset, open_counts, remaining, objects = resume
+        pos = start + offset
+    else:
+        pos, open_counts, remaining, objects = start, [], 1, 0
+    end = len(data)
+    if not remaining and not open_counts:  # resumed after its last object: only its bytes were missing
+        return pos if pos <= end else None
+
+    def stalled(at: int, counted: int) -> None:
+        if resume is not None:
+            resume[:] = [at - start, open_counts, remaining, counted]
+
     while True:
         if pos >= end:
+            stalled(pos, objects)
             return None
         objects += 1
         if objects > MAX_OBJECTS:
@@ -131,6 +148,7 @@ def scan(data: bytes | bytearray | memoryview, start: int, max_message: int) -> 
         elif b in _SIZED:
             width = _SIZED[b]
             if pos + 1 + width > end:
+                stalled(pos, objects - 1)  # this object's header is read again next time
                 return None
             size = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
             if size > max_message:
@@ -139,6 +157,7 @@ def scan(data: bytes | bytearray | memoryview, start: int, max_message: int) -> 
         elif b in _COUNTED:
             width, per = _COUNTED[b]
             if pos + 1 + width > end:
+                stalled(pos, objects - 1)
                 return None
             count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big") * per
             pos += 1 + width
@@ -153,7 +172,10 @@ def scan(data: bytes | bytearray | memoryview, start: int, max_message: int) -> 
         remaining -= 1
         while not remaining:
             if not open_counts:
-                return pos if pos <= end else None
+                if pos <= end:
+                    return pos
+                stalled(pos, objects)
+                return None
             remaining = open_counts.pop()
 
 
@@ -195,6 +217,7 @@ class Decoder:
         self.max_message = max_message
         self.hostile = hostile
         self._pending = bytearray()  # hostile: bytes of a message not yet whole
+        self._resume: list[Any] = []  # hostile: where the scan of that message stopped
         # The buffer may hold one read beyond a whole message; each string, binary, array
         # and map is capped at max_message on its own, so no one message can exceed it.
         self._unpacker = msgpack.Unpacker(
@@ -286,13 +309,18 @@ class Decoder:
         pos, messages = 0, []
         try:
             while pos < len(pending):
-                taken = self._window(pending, pos, messages)
+                # A message whose scan stalled last time is scanned on from there (a trickle
+                # of single bytes costs O(1) each); any other read starts with a window.
+                taken = 0 if self._resume and pos == 0 else self._window(pending, pos, messages)
                 if taken:
                     pos += taken
+                    self._resume = []  # a stalled scan was of the message just taken
                     continue
-                end = scan(pending, pos, self.max_message)  # the next message is longer than a window
+                # The next message is longer than a window: scan it, from where the last read left off.
+                end = scan(pending, pos, self.max_message, self._resume)
                 if end is None:
                     break
+                self._resume = []
                 messages.append(_check_shape(_unpackb(bytes(pending[pos:end]), ext_hook=_refuse_ext)))
                 pos = end
         except ProtocolViolation:

@@ -153,6 +153,12 @@ def _clone() -> list[Insn]:
     ]  # fmt: skip
 
 
+def _futex() -> list[Insn]:
+    # futex(uaddr, op, ...): a private futex is keyed by this process's own memory; a shared
+    # one on a file two plugins map is keyed by inode and offset, and meets across them.
+    return [_load_arg(1), _jump(_JSET_K, allowlist.FUTEX_PRIVATE_FLAG, 1, 0), _DENY, _ALLOW]
+
+
 def _prlimit() -> list[Insn]:
     return _null(2) + [_ALLOW]  # prlimit64(pid, resource, new, old): a NULL new is a read
 
@@ -175,6 +181,7 @@ def _rules(network: bool, pid: int) -> dict[str, list[Insn]]:
         "prctl": _one_of(0, list(allowlist.PRCTL_OPTIONS)),
         "arch_prctl": _one_of(0, list(allowlist.ARCH_PRCTL_CODES)),
         "madvise": _one_of(2, list(allowlist.MADVISE_ADVICE)),
+        "futex": _futex(),
         "clone": _clone(),
         "clone3": [_stmt(_RET_K, _ENOSYS)],
         "prlimit64": _prlimit(),

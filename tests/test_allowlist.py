@@ -130,6 +130,7 @@ def nr(name: str) -> int:
         ("fcntl", (3, 10), False), ("fcntl", (3, 1024), False), ("fcntl", (3, 1031), False),
         ("prctl", (15,), True), ("prctl", (1, 0), False), ("prctl", (4, 1), False), ("prctl", (35,), False),
         ("madvise", (0, 4096, 4), True), ("madvise", (0, 4096, 100), False), ("madvise", (0, 4096, 101), False),
+        ("futex", (0, 128), True), ("futex", (0, 128 | 9), True), ("futex", (0, 0), False), ("futex", (0, 9), False),
         ("clone", (0x3D0F00,), True), ("clone", (0x11,), False), ("clone", (0x3D0F00 | 0x10000000,), False),
         ("prlimit64", (0, 7, 0, 1234), True), ("prlimit64", (0, 7, 1234, 0), False), ("prlimit64", (0, 7, 1 << 32, 0), False),
         ("kill", (PID, 9), True), ("kill", (0, 9), True), ("kill", (-PID, 9), True), ("kill", (1, 0), False),

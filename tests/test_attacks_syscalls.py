@@ -44,7 +44,7 @@ UNTRUSTED_CLASSES = [
     "ioctl FIOASYNC", "ioctl TIOCSCTTY", "prctl PR_SET_PDEATHSIG 0", "prctl PR_SET_DUMPABLE 1",
     "prctl PR_SET_MM", "prctl PR_SET_CHILD_SUBREAPER", "prctl PR_SET_PTRACER to the host",
     "kill the host (signal 0)", "tgkill the host (signal 0)", "socketpair AF_UNIX SOCK_DGRAM",
-    "socket AF_UNIX", "madvise MADV_HWPOISON", "capabilities",
+    "socket AF_UNIX", "madvise MADV_HWPOISON", "capabilities", "futex without FUTEX_PRIVATE_FLAG on a shared file",
 ]  # fmt: skip
 
 
@@ -77,7 +77,8 @@ def test_control_the_same_tries_work_without_the_filter(attacks: PluginManager, 
     """Unsandboxed (profile "none"), the tries succeed or fail with the call's own errno."""
     config = attacks.config("syscall_classes")
     names = ["nonexistent syscall 1000", "memfd_create", "inotify_init1", "utime outside", "chmod outside",
-             "mkfifo in scratch", "fcntl F_SETSIG", "prctl PR_SET_DUMPABLE 1", "socketpair AF_UNIX SOCK_DGRAM"]  # fmt: skip
+             "mkfifo in scratch", "fcntl F_SETSIG", "prctl PR_SET_DUMPABLE 1", "socketpair AF_UNIX SOCK_DGRAM",
+             "futex without FUTEX_PRIVATE_FLAG on a shared file"]  # fmt: skip
     with contextlib.closing(Plugin(replace(config, sandbox=replace(config.sandbox, profile="none")))) as client:
         lines = client.generate_response("", order(names, host, outside)).splitlines()
     assert lines[0].startswith("BLOCKED: nonexistent") and errnos(lines[:1]) == [errno.ENOSYS], lines
@@ -90,7 +91,11 @@ def test_root_keeps_no_capability_and_locked_securebits(attacks: PluginManager, 
     lines = attack(attacks, "syscall_classes", order(["capabilities"], host, outside))
     expected = "0xef" if os.geteuid() == 0 else "0x0"
     assert lines == [f"BLOCKED: capabilities: PermissionError 1 no capabilities (securebits {expected})"], lines
-    assert "no-capabilities" in attacks.client("syscall_classes").hello["sandbox"]["layers"]
+    client = attacks.client("syscall_classes")
+    assert "no-capabilities" in client.hello["sandbox"]["layers"]
+    with open(f"/proc/{client.pid}/status") as f:  # the host's own look: every set empty
+        sets = {k: int(v, 16) for k, v in (line.split(":") for line in f if line.startswith("Cap"))}
+    assert {k: v for k, v in sets.items() if v and (os.geteuid() == 0 or k != "CapBnd")} == {}, sets
     assert_host_healthy(attacks, host)
 
 

@@ -17,6 +17,7 @@ libc.syscall.restype = ctypes.c_long
 F_SETOWN, F_SETSIG, F_SETLEASE, F_NOTIFY = 8, 10, 1024, 1026
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_MM = 1, 4, 35
 PR_SET_CHILD_SUBREAPER, PR_SET_PTRACER, PR_GET_SECUREBITS = 36, 0x59616D61, 27
+PR_CAPBSET_READ, CAP_SYS_ADMIN = 23, 21
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 FIOASYNC, TIOCSCTTY = 0x5452, 0x540E
 MADV_HWPOISON = 100
@@ -46,17 +47,24 @@ def _madvise_hwpoison(order):
         del address
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
 def _capabilities(order):
-    header, data = _CapHeader(0x20080522, 0), (ctypes.c_uint32 * 6)()
-    _check(libc.capget(ctypes.byref(header), ctypes.byref(data)))  # effective, permitted, inheritable x2
+    """What the plugin can learn of its capabilities from inside: securebits and the bounding set."""
     bits = libc.prctl(PR_GET_SECUREBITS, 0, 0, 0, 0)
-    if any(data):
-        return f"holds capabilities {list(data)}"
+    sys_admin_bounded = libc.prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0)
+    if os.geteuid() == 0 and sys_admin_bounded:
+        return f"CAP_SYS_ADMIN still in the bounding set (securebits {bits:#x})"
     raise PermissionError(1, f"no capabilities (securebits {bits:#x})")
+
+
+def _shared_futex(order):
+    """A futex without FUTEX_PRIVATE_FLAG on a file page is keyed by the file: two plugins
+    that map os.py meet on it (a red team passed a secret that way). FUTEX_WAKE, 1 waiter."""
+    number = {"x86_64": 202, "aarch64": 98}[os.uname().machine]
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    with open(os.__file__, "rb") as f:
+        address = libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ, mmap.MAP_PRIVATE, f.fileno(), 0)
+    return _check(libc.syscall(ctypes.c_long(number), ctypes.c_void_p(address), ctypes.c_long(1), ctypes.c_long(1), None, None, ctypes.c_long(0)))
 
 
 def _mq_open(order):
@@ -94,6 +102,7 @@ ATTACKS = {
     "socket AF_UNIX": lambda o: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
     "madvise MADV_HWPOISON": _madvise_hwpoison,
     "capabilities": _capabilities,
+    "futex without FUTEX_PRIVATE_FLAG on a shared file": _shared_futex,
 }
 
 
