@@ -80,17 +80,23 @@ def _optional_layers() -> list[str]:
     return ["bubblewrap (optional; not installed)"]
 
 
+def _strings(value: object) -> list[str]:
+    """A list of strings from what the child claimed: its hello is plugin-controlled (any type)."""
+    return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
+
+
 def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
     stats = client.stats
-    sandbox = client.hello.get("sandbox") or {}
+    hello = client.hello
+    sandbox = hello.get("sandbox") or {}
     uptime = client.uptime()
     contained = client.containment()  # the host's facts, beside what the child reported
     cage = [f"cgroup ({contained['cgroup']})"] if contained.get("cgroup") else []
     uncaged = [f"cgroup: {contained['cgroup_missing']}"] if contained.get("cgroup_missing") else []
     report.update(
         pid=client.pid,
-        layers=list(sandbox.get("layers", [])) + cage,
-        missing_layers=list(sandbox.get("missing", [])) + uncaged + _optional_layers(),
+        layers=_strings(sandbox.get("layers")) + cage,
+        missing_layers=_strings(sandbox.get("missing")) + uncaged + _optional_layers(),
         uptime_s=round(uptime, 3) if uptime is not None else None,
         startup_ms=round(stats.startup_seconds * 1000, 1) if stats.startup_seconds is not None else None,
         calls=stats.calls,
@@ -104,4 +110,4 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
         stderr_tail=list(client.stderr_tail(5)),
     )
     if sandbox.get("profile"):
-        report["profile"] = sandbox["profile"]
+        report["profile"] = str(sandbox["profile"])
