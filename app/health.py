@@ -18,7 +18,7 @@ __all__ = ["HEALTH_KEYS", "probe"]
 HEALTH_KEYS = (
     "name", "state", "healthy", "pid", "profile", "layers", "missing_layers", "network", "env",
     "uptime_s", "startup_ms", "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts",
-    "rss_bytes", "memory_bytes", "cgroup", "last_error", "stderr_tail", "path", "description",
+    "rss_bytes", "memory_bytes", "cgroup", "last_error", "stderr_tail", "path", "description", "class", "doc",
     "crashes_24h", "restarts_24h", "deadlines_24h", "quarantines_24h",
 )  # fmt: skip
 _PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
@@ -109,5 +109,7 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
         last_error=report["last_error"] or stats.last_error,
         stderr_tail=list(client.stderr_tail(5)),
     )
+    report["class"] = str(hello["class"]) if hello.get("class") else None
+    report["doc"] = str(hello.get("doc") or "")
     if sandbox.get("profile"):
         report["profile"] = str(sandbox["profile"])

@@ -10,6 +10,7 @@ no more than MAX_MARKS combining marks in a row; and the payloads are gone, not 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ HOSTILE_DIR = Path(__file__).resolve().parent / "hostile"
 HOSTILE = HOSTILE_DIR / "hostile_plugin.py"
 PAYLOAD = "SGFja2VkQ2xpcA"  # the OSC 52 base64 ("HackedClip"): removed with its sequence
 MARKER = "⟨U+202E⟩"  # a bidi override, shown for what it is
+EVIL = "\x1b]52;c;SGFja2VkQ2xpcA==\x07\x1b[2J\u202eevil\u202c\u2066iso\u2069\u200b\U000e0041\u2028"  # hostile_plugin.EVIL
 FAMILY = "👨\u200d👩\u200d👧"
 SCOTLAND = "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
 _FORBIDDEN = {
@@ -133,6 +135,25 @@ def test_hostile_error_text_of_tokens(home: Path, hostile_dir: Path) -> None:
     assert out == ""
     assert err.startswith("sandchat: plugin 'hostile' raised ValueError: bad ⟨U+202E⟩evil⟨U+202C⟩⟨U+2066⟩iso⟨U+2069⟩ input")
     assert err.count("\n") == 1
+
+
+def test_hostile_hello_and_report_in_plugins_health(home: Path, hostile_dir: Path) -> None:
+    run(home, "--plugins-dir", str(hostile_dir), "tokens", "-p", "hostile", "raise")  # hostile stderr in the log
+    result = run(home, "--plugins-dir", str(hostile_dir), "plugins", "health", "hostile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out, _ = both(result)
+    lines = out.splitlines()
+    assert lines[1].split()[:2] == ["hostile", "ready"] and "untrusted" in lines[1]
+    assert any(line.startswith("  hostile: class Hostile") and MARKER in line for line in lines)
+    assert any(line.startswith("  hostile: sandbox missing ") for line in lines)
+    assert all(len(line) <= 80 for line in lines)
+    as_json = run(home, "--plugins-dir", str(hostile_dir), "plugins", "health", "--json", "hostile")
+    assert as_json.stdout.isascii() and b"\x1b" not in as_json.stdout  # JSON escapes them: values stay faithful
+    report = json.loads(as_json.stdout)[0]
+    assert report["layers"][-3:-1] == ["fake" + EVIL, "42"] and report["missing_layers"][-2] == "gone" + EVIL
+    assert report["class"] == "Hostile" + EVIL and report["doc"].startswith("Hostile doc \x1b]52;c;")
+    logs, _ = both(run(home, "--plugins-dir", str(hostile_dir), "plugins", "logs", "hostile"))
+    assert "stderr " in logs and MARKER in logs
 
 
 def test_hostile_description_in_the_chat_plugins_command(home: Path, hostile_dir: Path) -> None:

@@ -102,6 +102,9 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
             lines.append(_cut(f"  {r['name']}: {error}", 79))
         missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
+        if r["class"]:
+            doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
+            lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), 79))
         if r["layers"]:
             lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", 79))
         if r["network"] or r["env"]:
