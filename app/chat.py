@@ -43,16 +43,23 @@ class _Spinner:
     def _spin(self) -> None:
         frame = 0
         while not self._done.wait(0.1 if frame else 0.15):
-            self._output.write(f"\r{_SPINNER[frame % len(_SPINNER)]} {self._label}")
+            self._output.raw(f"\r{_SPINNER[frame % len(_SPINNER)]} {self._label}")
             frame += 1
         if frame:
-            self._output.write("\r\x1b[K")
+            self._output.raw("\r\x1b[K")
 
     def stop(self) -> None:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def _show(output: Output, piece: str, parts: list[str]) -> None:
+    """Write a cleaned piece of the reply and keep it."""
+    if piece:
+        output.write(piece)
+        parts.append(piece)
 
 
 class ChatSession:
@@ -165,27 +172,29 @@ class ChatSession:
 
     def _stream(self, client: runner.Plugin, messages: list[dict[str, str]]) -> tuple[list[str], runner.PluginError | None, bool]:
         out = self.output
-        parts: list[str] = []
+        parts: list[str] = []  # the cleaned reply: what was shown is what the history keeps
+        cleaner = runner.StreamCleaner()  # one per reply: an escape split across chunks goes whole
         spinner = _Spinner(out, f"{self.plugin} is thinking…")
         spinner.start()
         chunks = client.stream_chat(self.conversation.system, messages, self.max_tokens, self.temperature)
         try:
             for chunk in chunks:
                 spinner.stop()
-                chunk = runner.clean_text(chunk)
-                out.write(chunk)
-                parts.append(chunk)
+                _show(out, cleaner.feed(chunk), parts)
         except KeyboardInterrupt:
             spinner.stop()
             chunks.close()  # tells the plugin to stop; it is killed if it does not
-            out.write(out.dim(CANCELLED_MARK) + "\n")
+            _show(out, cleaner.flush(), parts)
+            out.raw(out.dim(CANCELLED_MARK) + "\n")
             return parts, None, True
         except runner.PluginError as exc:
             spinner.stop()
+            _show(out, cleaner.flush(), parts)
             if parts:
                 out.write("\n")
             return parts, exc, isinstance(exc, runner.PluginCancelled)
         spinner.stop()
+        _show(out, cleaner.flush(), parts)
         out.write("\n" if parts and not parts[-1].endswith("\n") else "")
         return parts, None, False
 

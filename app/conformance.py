@@ -235,8 +235,9 @@ def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) 
         report.add("calls", SKIP, "the plugin did not load")
         return
     sandbox = hello.get("sandbox") or {}
-    layers = ", ".join(sandbox.get("layers", [])) or "none"
-    report.add("loads in the sandbox", PASS, f"class {hello.get('class')}; profile {sandbox.get('profile', '?')}; layers: {layers}")
+    claimed = sandbox.get("layers")  # the child's claim (the plugin ran first): any type
+    layers = ", ".join(map(str, claimed)) if isinstance(claimed, (list, tuple)) else ""
+    report.add("loads in the sandbox", PASS, f"class {hello.get('class')}; profile {sandbox.get('profile', '?')}; layers: {layers or 'none'}")
     methods = hello.get("methods") or []
     own = f"also implements {', '.join(methods)}" if methods else "streaming and chat use the LLMClient defaults"
     report.add("context window and methods", INFO, f"context_window {client.context_window}; {own}")

@@ -18,7 +18,7 @@ __all__ = ["HEALTH_KEYS", "probe"]
 HEALTH_KEYS = (
     "name", "state", "healthy", "pid", "profile", "layers", "missing_layers", "network", "env",
     "uptime_s", "startup_ms", "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts",
-    "rss_bytes", "memory_bytes", "cgroup", "last_error", "stderr_tail", "path", "description",
+    "rss_bytes", "memory_bytes", "cgroup", "last_error", "stderr_tail", "path", "description", "class", "doc",
     "crashes_24h", "restarts_24h", "deadlines_24h", "quarantines_24h",
 )  # fmt: skip
 _PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
@@ -80,17 +80,23 @@ def _optional_layers() -> list[str]:
     return ["bubblewrap (optional; not installed)"]
 
 
+def _strings(value: object) -> list[str]:
+    """A list of strings from what the child claimed: its hello is plugin-controlled (any type)."""
+    return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
+
+
 def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
     stats = client.stats
-    sandbox = client.hello.get("sandbox") or {}
+    hello = client.hello
+    sandbox = hello.get("sandbox") or {}
     uptime = client.uptime()
     contained = client.containment()  # the host's facts, beside what the child reported
     cage = [f"cgroup ({contained['cgroup']})"] if contained.get("cgroup") else []
     uncaged = [f"cgroup: {contained['cgroup_missing']}"] if contained.get("cgroup_missing") else []
     report.update(
         pid=client.pid,
-        layers=list(sandbox.get("layers", [])) + cage,
-        missing_layers=list(sandbox.get("missing", [])) + uncaged + _optional_layers(),
+        layers=_strings(sandbox.get("layers")) + cage,
+        missing_layers=_strings(sandbox.get("missing")) + uncaged + _optional_layers(),
         uptime_s=round(uptime, 3) if uptime is not None else None,
         startup_ms=round(stats.startup_seconds * 1000, 1) if stats.startup_seconds is not None else None,
         calls=stats.calls,
@@ -103,5 +109,7 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
         last_error=report["last_error"] or stats.last_error,
         stderr_tail=list(client.stderr_tail(5)),
     )
+    report["class"] = str(hello["class"]) if hello.get("class") else None
+    report["doc"] = str(hello.get("doc") or "")
     if sandbox.get("profile"):
-        report["profile"] = sandbox["profile"]
+        report["profile"] = str(sandbox["profile"])

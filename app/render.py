@@ -1,13 +1,19 @@
-"""Terminal output: one-line errors and notices on stderr, cleaned model text, plain tables.
+"""Terminal output: one-line errors and notices on stderr, cleaned text, plain tables.
 
-Colour only on a terminal, never when ``NO_COLOR`` is set. Anything a plugin produced
-goes through ``runner.clean_text`` before it reaches the terminal.
+Colour only on a terminal, never when ``NO_COLOR`` is set. This is the choke point for
+plugin-derived text: :meth:`Output.write`, :meth:`Output.error`, :meth:`Output.notice`
+and every :func:`table` cell go through ``runner.cleantext.clean_text``, so a command
+cannot forget to. Only :meth:`Output.raw` writes as is, for sandchat's own terminal
+control (colours, the spinner, clearing the screen). A streamed reply is cleaned by a
+``StreamCleaner`` first (an escape sequence may be split across chunks), then written.
 """
 
 from __future__ import annotations
 
 import sys
 from typing import IO, Any, Sequence
+
+from runner.cleantext import clean_text  # the runner's text module only: cheap, stdlib
 
 __all__ = ["Output", "table"]
 
@@ -38,17 +44,27 @@ class Output:
         self.stderr.flush()
 
     def write(self, text: str) -> None:
+        """Write ``text`` to stdout, cleaned: whatever a plugin put in it cannot drive the terminal."""
+        self.raw(clean_text(text))
+
+    def raw(self, text: str) -> None:
+        """Write ``text`` as is: only for terminal control sandchat composed, never for plugin text."""
         self.stdout.write(text)
         self.stdout.flush()
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    return " ".join(clean_text(message, keep_newlines=False).split())
+
+
+def _cell(value: Any) -> str:
+    # One line, no tab: a plugin's description cannot break the table's columns either.
+    return "" if value is None else clean_text(str(value), keep_newlines=False).replace("\t", " ")
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, width: int = 80) -> str:
-    """A left-aligned text table; the last column is cut to keep lines within ``width``."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """A left-aligned text table of cleaned cells; the last column is cut to keep lines within ``width``."""
+    cells = [[str(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     used = sum(widths[:-1]) + 2 * (len(widths) - 1)
     widths[-1] = max(8, min(widths[-1], width - used))

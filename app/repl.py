@@ -16,6 +16,7 @@ from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.shortcuts import choice
 
 from app.slash import COMMANDS, run_command
+from runner.cleantext import clean_text
 
 if TYPE_CHECKING:
     from app.chat import ChatSession
@@ -78,8 +79,9 @@ class Repl:
             client = manager.running().get(name)
             if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
                 why = ": " + client.stats.last_error.split(" ", 2)[-1][:60]
-            description = manager.discovery.plugins[name].metadata.description[:40]
-            options.append((name, f"{name:<18} {state}{why}  {description}".rstrip()))
+            description = manager.discovery.plugins[name].metadata.description
+            label = f"{name:<18} {state}{why}  {clean_text(description, keep_newlines=False)[:40]}"
+            options.append((name, label.rstrip()))  # prompt_toolkit draws it: not through Output
         try:
             return choice("LLM Plugin", options=options, default=session.plugin)
         except (KeyboardInterrupt, EOFError):

@@ -3,29 +3,53 @@
 The runner knows nothing about the product. The app builds a :class:`PluginConfig`
 and talks to the plugin through a :class:`Plugin` handle, an ``LLMClient`` whose calls
 cross a msgpack pipe into a sandboxed child. Everything not listed here is private.
+
+Names are imported from their modules on first use, so that ``runner.cleantext`` (which
+the app's output needs for every command) costs only itself, not the process machinery.
 """
 
-from runner.client import Plugin, PluginStats
-from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
-from runner.errors import (
-    PluginCancelled,
-    PluginCrashed,
-    PluginError,
-    PluginLoadError,
-    PluginProtocolError,
-    PluginRaised,
-    PluginResultError,
-    PluginSandboxError,
-    PluginStartError,
-    PluginStartTimeout,
-    PluginTimeout,
-    PluginUnavailable,
-    PluginVersionError,
-)
-from runner.process import harden_host, resident_bytes
-from runner.protocol import MAX_SOURCE, PROTOCOL_VERSION
-from runner.stderr import clean_text
-from runner.supervisor import STATES, RestartPolicy
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.cleantext import StreamCleaner, clean_text
+    from runner.client import Plugin, PluginStats
+    from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
+    from runner.errors import (
+        PluginCancelled,
+        PluginCrashed,
+        PluginError,
+        PluginLoadError,
+        PluginProtocolError,
+        PluginRaised,
+        PluginResultError,
+        PluginSandboxError,
+        PluginStartError,
+        PluginStartTimeout,
+        PluginTimeout,
+        PluginUnavailable,
+        PluginVersionError,
+    )
+    from runner.process import harden_host, resident_bytes
+    from runner.protocol import MAX_SOURCE, PROTOCOL_VERSION
+    from runner.supervisor import STATES, RestartPolicy
+
+_HOMES = {
+    "client": ("Plugin", "PluginStats"),
+    "cleantext": ("StreamCleaner", "clean_text"),
+    "config": ("DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
+    "errors": (
+        "PluginCancelled", "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
+        "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginTimeout",
+        "PluginUnavailable", "PluginVersionError",
+    ),
+    "process": ("harden_host", "resident_bytes"),
+    "protocol": ("MAX_SOURCE", "PROTOCOL_VERSION"),
+    "supervisor": ("STATES", "RestartPolicy"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "DEFAULT_MAX_REPLY",
@@ -53,7 +77,21 @@ __all__ = [
     "RestartPolicy",
     "STATES",
     "SandboxPolicy",
+    "StreamCleaner",
     "clean_text",
     "harden_host",
     "resident_bytes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"runner.{module}"), name)
+    globals()[name] = value  # the next lookup is an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -22,7 +22,7 @@ as attributes; nothing here is pickled across the process boundary.
 
 from __future__ import annotations
 
-from runner.stderr import clean_text
+from runner.cleantext import clean_text
 
 __all__ = [
     "PluginCancelled",

@@ -31,7 +31,6 @@ import collections
 import fcntl
 import math
 import os
-import re
 import select
 import struct
 import termios
@@ -40,14 +39,13 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["StderrCapture", "clean_text", "last_line"]
+from runner.cleantext import clean_text
+
+__all__ = ["StderrCapture", "last_line"]
 
 _MAX_LINE = 4096
 _TAIL_LINES = 40
 _MAX_LOG = 1 << 20  # a plugin's log file is rotated to NAME.log.1 past this size
-# CSI/OSC/other ESC sequences, then any remaining C0/C1 control except tab and newline.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 #: The default budget: bytes per second sustained, and the burst read at once after a quiet spell.
 RATE = 64 * 1024
@@ -62,12 +60,6 @@ _REPORT_PAUSE = 0.1  # pauses shorter than this in all are not worth a line in t
 _LAST_WORDS = 256 * 1024  # what the log takes at once (or a burst, if larger) of a pipe nobody writes to
 _DRAIN_MAX = 4 << 20  # reading a pipe nobody writes to at once stops here (a pipe holds 1 MiB at most, by default)
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
-
-
-def clean_text(text: str, *, keep_newlines: bool = True) -> str:
-    """Strip escape sequences and control characters from text a plugin produced."""
-    text = _CONTROLS.sub("", _ESCAPES.sub("", text))
-    return text if keep_newlines else text.replace("\n", " ")
 
 
 def last_line(tail: tuple[str, ...]) -> str:
@@ -375,12 +367,9 @@ class StderrCapture:
             pieces.pop()
         if max(map(len, pieces)) > _MAX_LINE:  # lines over 4096 bytes become several
             pieces = [p[i : i + _MAX_LINE] for p in pieces for i in range(0, len(p) or 1, _MAX_LINE)]
-        text = b"\n".join(pieces).decode("utf-8", "replace")
-        cleaned = clean_text(text)
-        if cleaned.count("\n") == len(pieces) - 1:
-            lines = cleaned.split("\n")  # no sequence removed ran across a line's end: as if cleaned line by line
-        else:
-            lines = [clean_text(line, keep_newlines=False) for line in text.split("\n")]
+        # Each line on its own, with the one sanitiser (runner/cleantext.py): U+2028 and its
+        # like become spaces within the line, and the log's lines stay the plugin's lines.
+        lines = [clean_text(piece.decode("utf-8", "replace"), keep_newlines=False) for piece in pieces]
         with self._changed:
             self._tail.extend(lines[-_TAIL_LINES:])
             self._lines += len(lines)

@@ -20,9 +20,22 @@ def test_runner_surface_is_pinned() -> None:
         "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
-        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "clean_text",
+        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "StreamCleaner", "clean_text",
         "harden_host", "resident_bytes",
     }  # fmt: skip
+
+
+def test_runner_names_load_on_first_use() -> None:
+    """``runner.cleantext`` (which all output needs) comes without the process machinery."""
+    import importlib
+    import subprocess
+    import sys
+
+    probe = "import sys, runner.cleantext; print(sorted(m for m in sys.modules if m.startswith('runner')))"
+    light = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert light.stdout.split() == ["['runner',", "'runner.cleantext']"], light.stderr
+    assert runner.StreamCleaner is importlib.import_module("runner.cleantext").StreamCleaner
+    assert runner.PluginError is importlib.import_module("runner.errors").PluginError
 
 
 def test_app_surface_is_the_manager() -> None:

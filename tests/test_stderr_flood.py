@@ -21,7 +21,8 @@ import pytest
 
 from app import PluginManager
 from runner import PluginCrashed, PluginTimeout
-from runner.stderr import StderrCapture, clean_text
+from runner.cleantext import clean_text
+from runner.stderr import StderrCapture
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.timeout(60)

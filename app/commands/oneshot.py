@@ -12,6 +12,7 @@ import sys
 import runner
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
+from app.render import Output
 
 __all__ = ["prompt", "tokens"]
 
@@ -43,21 +44,27 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     context.manager.timeout = args.timeout
     name = context.plugin_name(args.plugin)
     out = context.output
+    cleaner = runner.StreamCleaner()  # across chunks: an escape sequence split in two goes whole
     last = ""
     try:
         client = context.manager.client(name)
         for chunk in client.stream_response(args.system, text, args.max_tokens, args.temperature):
-            chunk = runner.clean_text(chunk)
-            if chunk:
-                out.write(chunk)
-                last = chunk
+            last = _show(out, cleaner.feed(chunk)) or last
     except runner.PluginError as exc:
+        last = _show(out, cleaner.flush()) or last
         if last:
             out.write("\n")
         return _failure(exc, context)
+    last = _show(out, cleaner.flush()) or last
     if not last.endswith("\n"):
         out.write("\n")
     return EXIT_OK
+
+
+def _show(out: Output, piece: str) -> str:
+    if piece:
+        out.write(piece)
+    return piece
 
 
 def tokens(args: argparse.Namespace, context: Context) -> int:

@@ -11,6 +11,7 @@ from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
 from app.discovery import PluginFile
 from app.render import table
+from runner.cleantext import clean_text
 
 __all__ = ["run"]
 
@@ -101,6 +102,9 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
             lines.append(_cut(f"  {r['name']}: {error}", 79))
         missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
+        if r["class"]:
+            doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
+            lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), 79))
         if r["layers"]:
             lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", 79))
         if r["network"] or r["env"]:
@@ -131,6 +135,8 @@ def _short_layers(layers: list[str]) -> list[str]:
 
 
 def _cut(text: str, width: int) -> str:
+    """One clean line of at most ``width`` characters (cleaned first, so the width is what shows)."""
+    text = clean_text(text, keep_newlines=False).rstrip()
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -141,25 +147,24 @@ def _watch(args: argparse.Namespace, context: Context) -> int:
     out = context.output
     while True:
         reports = context.manager.health(args.names or None)
-        out.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
+        out.raw("\x1b[H\x1b[2J")  # our own: home, clear screen
+        out.write(time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
         out.write(health_text(reports, args.json) + "\n")
         time.sleep(args.watch)
 
 
 def logs(args: argparse.Namespace, context: Context) -> int:
-    from runner import clean_text
-
     path = context.settings.paths.plugin_logs / f"{args.name}.log"
     if not path.exists():
         context.output.error(f"plugin {args.name!r} has no log yet ({path})")
         return EXIT_PLUGIN if args.name in context.manager.discovery.plugins else EXIT_USAGE
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f.readlines()[-args.lines :]:
-            context.output.write(clean_text(line))
+            context.output.write(line)  # cleaned there, like everything written
         while args.follow:
             line = f.readline()
             if line:
-                context.output.write(clean_text(line))
+                context.output.write(line)
             else:
                 import time
 
