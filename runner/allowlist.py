@@ -117,6 +117,12 @@ ALWAYS = {
     # threads and the process itself
     "exit": "threads", "exit_group": "the process", "set_robust_list": "threads",
     "rseq": "threads (glibc)", "gettid": "ids", "getpid": "ids", "geteuid": "ids",
+    # libc never checks these for errors: refused, they would hand a plugin a silent -1
+    # (os.getuid() == -1, os.getppid() == -1), a wrong answer worse than the id itself.
+    "getppid": "ids (never fail)", "getuid": "ids (never fail)", "getgid": "ids (never fail)",
+    "getegid": "ids (never fail)", "getgroups": "ids (never fail)", "getresuid": "ids (never fail)",
+    "getresgid": "ids (never fail)", "getpgrp": "ids (never fail)", "getpgid": "ids (never fail)",
+    "getsid": "ids (never fail)",
     "sched_yield": "threads", "sched_getaffinity": "CPU count (os.cpu_count, OpenMP)",
     "uname": "platform", "sysinfo": "memory size (llama.cpp)", "getrandom": "random numbers",
     "getrusage": "resource.getrusage", "times": "os.times",

@@ -22,8 +22,9 @@ import pytest
 
 import runner
 from app import PluginManager
-from runner.handshake import check_hello
-from runner.protocol import NOTIFICATION, RESPONSE, Decoder, ProtocolViolation, check_response
+from bench.fuzz import read_exactly
+from bench.fuzz import decode
+from bench.fuzz import status as _status
 from tests.conftest import FAST, TEST_PLUGINS
 
 pytestmark = pytest.mark.timeout(240)
@@ -31,51 +32,6 @@ pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parent.parent
 SEED, FRAMES = 20261201, 100_000
 RSS_BOUND = 96 * 2**20  # the decoder's budget allows ~0.5 MiB a message; this leaves room for the harness
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
-def judge(message: list) -> str:
-    """What the connection would make of a decoded message: an answer, or a PluginError."""
-    try:
-        if message[0] == RESPONSE:
-            check_response(message, message[1])
-            return "answer"
-        if message[0] == NOTIFICATION and message[1] == "hello":
-            check_hello("fuzz", message, ())
-            return "hello"
-        return "notification"
-    except ProtocolViolation:
-        return "violation"
-    except runner.PluginError:
-        return "plugin error"
-
-
-def decode(data: bytes, rng: random.Random) -> str:
-    """Decode one frame as the host does, split into up to three reads; the outcome's name."""
-    decoder = Decoder(16 * 2**20, hostile=True)
-    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(3)))) if len(data) > 1 else []
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
-    try:
-        if len(pieces) == 1:
-            message = decoder.single(pieces[0])
-            if message is not None:
-                return judge(message)
-        for piece in pieces:
-            for message in decoder.feed(piece):
-                return judge(message)  # the first message decides; a real connection reads on
-        return "incomplete"
-    except ProtocolViolation:
-        return "violation"
-
-
-def read_exactly(stream, size: int) -> bytes:  # type: ignore[no-untyped-def]
-    data = stream.read(size)
-    assert len(data) == size, "the frame child ended early"
-    return data
 
 
 def test_a_hundred_thousand_fuzzed_frames_through_a_pipe_leave_the_host_whole(home: Path) -> None:
