@@ -250,7 +250,12 @@ class Plugin(LLMClient):
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
+    def _call(self, method: str, params: dict[str, Any], seconds: float, phase: str, check: Callable[[Any], str] | None = None) -> Any:
+        """One request and its result; ``check`` names what is wrong with a result ('' if nothing).
+
+        A result ``check`` rejects is a forged reply: the process goes, and the call counts
+        as a failure, never first as a success (it may be the probe after a quarantine).
+        """
         if self._streaming is not None and self._streaming == threading.get_ident():
             # The lock is re-entrant, so this thread would get in and interleave a request
             # with the stream it is reading: refuse, and leave the stream as it was.
@@ -273,6 +278,10 @@ class Plugin(LLMClient):
                 raise
             finally:
                 self._busy -= 1
+            if check is not None:
+                problem = check(result)
+                if problem:
+                    self._distrust(problem)
             supervisor = self.supervisor
             if supervisor.half_open or supervisor.failures:  # else succeeded() has nothing to forget
                 supervisor.succeeded(time.monotonic())
@@ -341,18 +350,15 @@ class Plugin(LLMClient):
             self._lock.release()
 
     def count_tokens(self, text: str) -> int:
-        result = self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens")
-        if type(result) is not int or result < 0:
-            self._distrust(f"answered count_tokens with {type(result).__name__}")
-        return result
+        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]
 
     def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:
         params = _generation(system, max_tokens, temperature, user_message=user_message)
-        return self._text(self._call("generate", params, self._generation_seconds(), "total"))
+        return self._call("generate", params, self._generation_seconds(), "total", self._text_problem)  # type: ignore[no-any-return]
 
     def generate_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8) -> str:
         params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
-        return self._text(self._call("chat", params, self._generation_seconds(), "total"))
+        return self._call("chat", params, self._generation_seconds(), "total", self._text_problem)  # type: ignore[no-any-return]
 
     def stream_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> Iterator[str]:
         return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message))
@@ -372,12 +378,16 @@ class Plugin(LLMClient):
                 self._failed(conn, error)
         raise error
 
-    def _text(self, result: Any) -> str:
+    def _text_problem(self, result: Any) -> str:
         if type(result) is not str:
-            self._distrust(f"answered a generation with {type(result).__name__}")
+            return f"answered a generation with {type(result).__name__}"
         if len(result) > self.config.max_reply:
-            self._distrust(f"sent a reply longer than its limit of {self.config.max_reply:,} characters (max_reply)")
-        return result
+            return f"sent a reply longer than its limit of {self.config.max_reply:,} characters (max_reply)"
+        return ""
+
+
+def _count_problem(result: Any) -> str:
+    return "" if type(result) is int and result >= 0 else f"answered count_tokens with {type(result).__name__}"
 
 
 @functools.cache

@@ -273,7 +273,7 @@ class Connection:
             raise
 
     def _drop_ignored(self, message: list[Any]) -> bool:
-        if message[0] != NOTIFICATION and message[1] in self._ignored:
+        if message[0] == RESPONSE and message[1] in self._ignored:  # a request bearing that id is not a reply
             self._ignored.discard(message[1])
             return True
         return False

@@ -29,6 +29,10 @@ _LAYERS = frozenset({
 })  # fmt: skip
 
 
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 20  # "²".isdigit() is True; int("²") is not
+
+
 def parse_report(name: str, body: bytes, profile: str) -> dict[str, Any]:
     """The sandbox report the child's trusted code sent before any plugin code ran.
 
@@ -45,9 +49,9 @@ def parse_report(name: str, body: bytes, profile: str) -> dict[str, Any]:
             report["profile"] = value
         elif key == "layer" and value in _LAYERS:
             report["layers"].append(value)
-        elif key == "landlock_abi" and value.isdigit() and int(value) < 1000:
+        elif key == "landlock_abi" and _is_number(value) and int(value) < 1000:
             report["landlock_abi"] = int(value)
-        elif key == "limit" and len(value.split()) == 2 and value.split()[1].isdigit():
+        elif key == "limit" and len(value.split()) == 2 and _is_number(value.split()[1]):
             report["limits"][value.split()[0]] = int(value.split()[1])
         elif key == "missing":
             report["missing"].append(value[:300])

@@ -201,6 +201,58 @@ def _flat_reply(data: bytes) -> bool:
 _INT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4}  # a msgid past 127: its bytes after the type byte
 
 
+def _scalar_end(data: bytearray, i: int, max_message: int) -> int | None:
+    """Where the scalar (no container, no ext) whose type byte is at ``i`` ends; None if cut short."""
+    b = data[i]
+    if b <= 0x7F or b >= 0xE0:
+        return i + 1
+    if 0xA0 <= b <= 0xBF:
+        return i + 1 + (b & 0x1F)
+    if b in _FIXED:
+        return i + _FIXED[b]
+    width = _SIZED[b]
+    if i + 1 + width > len(data):
+        return None
+    size = int.from_bytes(data[i + 1 : i + 1 + width], "big")
+    if size > max_message:
+        raise ProtocolViolation(f"message larger than the {max_message}-byte cap")
+    return i + 1 + width + size
+
+
+_CHUNK_HEAD = b"\x93\x02\xa5chunk\x92"
+_RESPONSE_HEAD = b"\x94\x01"
+
+
+def _flat_end(data: bytearray, pos: int, max_message: int) -> int:
+    """The end of the flat message (see _flat_reply) at ``data[pos:]``: -1 if it is not one, 0 if cut short.
+
+    Byte tests on the buffer itself, no copy: a stream's burst of chunks goes through here.
+    """
+    n = len(data)
+    chunk = data.startswith(_CHUNK_HEAD, pos)
+    if not chunk and not data.startswith(_RESPONSE_HEAD, pos):
+        return -1
+    i = pos + (9 if chunk else 2)  # the msgid's type byte
+    if i >= n:
+        return 0
+    b = data[i]
+    if b > 0x7F and b not in _INT_WIDTH:
+        return -1
+    i += 1 + _INT_WIDTH.get(b, 0)
+    if not chunk:  # a response: nil error, then a scalar
+        if i + 1 >= n:
+            return 0
+        if data[i] != 0xC0 or _is_container_or_ext(data[i + 1]):
+            return -1
+        i += 1
+    elif i >= n:
+        return 0
+    elif not (0xA0 <= data[i] <= 0xBF or data[i] in (0xD9, 0xDA, 0xDB)):
+        return -1  # a chunk's text is a str
+    end = _scalar_end(data, i, max_message)
+    return 0 if end is None or end > n else end
+
+
 def _is_container_or_ext(b: int) -> bool:
     return 0x80 <= b <= 0x9F or b in _COUNTED or b == 0xC1 or 0xC7 <= b <= 0xC9 or 0xD4 <= b <= 0xD8
 
@@ -244,10 +296,9 @@ class Decoder:
         """
         if self._partial or len(data) > self.max_message:
             return None
-        # Every object takes at least a byte, so a message of at most MAX_OBJECTS bytes is
-        # within the budget already: only longer ones, and only unless they are one of the
-        # two flat shapes, pay for a scan.
-        if self.hostile and len(data) > MAX_OBJECTS and not _flat_reply(data):
+        # Only the two flat shapes skip the scan: everything else is checked for depth and
+        # ext types, whatever its length, so this path and feed() judge alike.
+        if self.hostile and not _flat_reply(data):
             try:
                 if scan(data, 0, self.max_message) != len(data):
                     return None  # several messages or a partial one: feed() decides
@@ -262,7 +313,7 @@ class Decoder:
         # _check_shape's test for the two shapes of a call, inlined (a Python call is ~0.1 us here)
         if type(message) is list and len(message) == 4:
             msgid, kind = message[1], message[0]
-            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and (
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(kind) is int and (
                 (kind == RESPONSE and message[2] is None) or (kind == REQUEST and type(message[2]) is str)
             ):
                 return message
@@ -309,12 +360,12 @@ class Decoder:
         pos, messages = 0, []
         try:
             while pos < len(pending):
-                # A message whose scan stalled last time is scanned on from there (a trickle
-                # of single bytes costs O(1) each); any other read starts with a window.
-                taken = 0 if self._resume and pos == 0 else self._window(pending, pos, messages)
+                # A run of the two flat shapes (a stream's chunks) is decoded at C speed; a
+                # message whose scan stalled last time is scanned on from there (a trickle of
+                # single bytes costs O(1) each); any other message is scanned first.
+                taken = 0 if self._resume and pos == 0 else self._flat_run(pending, pos, messages)
                 if taken:
                     pos += taken
-                    self._resume = []  # a stalled scan was of the message just taken
                     continue
                 # The next message is longer than a window: scan it, from where the last read left off.
                 end = scan(pending, pos, self.max_message, self._resume)
@@ -334,16 +385,24 @@ class Decoder:
         self._partial = bool(pending)
         yield from messages
 
-    @staticmethod
-    def _window(pending: bytearray, pos: int, messages: list[list[Any]]) -> int:
-        """Decode the whole messages in ``pending[pos:pos + MAX_OBJECTS]``; the bytes they took."""
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
-        unpacker.feed(bytes(pending[pos : pos + MAX_OBJECTS]))
-        taken = 0
-        for message in unpacker:
-            messages.append(_check_shape(message))
-            taken = unpacker.tell()  # the end of this message (after the loop it may be mid-message)
-        return taken
+    def _flat_run(self, pending: bytearray, pos: int, messages: list[list[Any]]) -> int:
+        """Decode the run of whole flat messages at ``pending[pos:]``; the bytes they took.
+
+        They hold no container beyond their fixed frame and no ext value, so msgpack's own
+        unpacker may decode them without a budget.
+        """
+        end = pos
+        while end < len(pending):
+            after = _flat_end(pending, end, self.max_message)
+            if after <= 0:
+                break
+            end = after
+        if end == pos:
+            return 0
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, max_buffer_size=end - pos)
+        unpacker.feed(bytes(pending[pos:end]))
+        messages.extend(_check_shape(message) for message in unpacker)
+        return end - pos
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -360,13 +419,13 @@ def _check_shape(message: Any) -> list[Any]:
     if type(message) is list:
         if len(message) == 4:
             msgid = message[1]
-            if type(msgid) is int and 0 <= msgid <= MAX_MSGID:
-                kind = message[0]
+            kind = message[0]
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(kind) is int:
                 if kind == RESPONSE and message[2] is None:
                     return message
                 if kind == REQUEST and type(message[2]) is str:
                     return message
-        elif len(message) == 3 and message[0] == NOTIFICATION and type(message[1]) is str:
+        elif len(message) == 3 and type(message[0]) is int and message[0] == NOTIFICATION and type(message[1]) is str:
             return message
     return _check_shape_fully(message)
 
@@ -375,6 +434,8 @@ def _check_shape_fully(message: Any) -> list[Any]:
     if not isinstance(message, list) or not message:
         raise ProtocolViolation(f"expected a message array, got {_describe(message)}")
     kind = message[0]
+    if type(kind) is not int:  # true == 1 and 1.0 == 1 in Python, not on the wire
+        raise ProtocolViolation(f"malformed message {_describe(message)}")
     if kind == REQUEST and len(message) == 4:
         if _is_msgid(message[1]) and isinstance(message[2], str):
             return message

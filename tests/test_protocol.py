@@ -17,8 +17,8 @@ cannot drift apart:
   ``chat`` without ``messages``, malformed option values, leading ``--``, how the host
   matches request ids, a bad result) is what the code does.
 
-Known deviations of the code from the document (its section 13) are strict xfails: they
-fail loudly once the code is fixed, so the document can be updated with it.
+The five deviations of the code from the document these tests first found (its section
+13) were fixed; the tests that found them now pin the fixed behaviour.
 """
 
 from __future__ import annotations
@@ -393,7 +393,6 @@ def test_a_missing_reason_is_cut_at_300_characters_and_the_last_profile_counts()
     assert parse_report("t", (GOOD_BODY + "\nprofile network\nprofile none").encode(), "none")["profile"] == "none"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="docs/protocol.md section 13: parse_report checks digits with str.isdigit")
 def test_a_non_ascii_digit_in_the_report_is_a_start_error() -> None:
     with pytest.raises(PluginStartError):
         parse_report("t", GOOD_BODY.replace("abi 0", "abi \u00b2").encode(), "none")
@@ -585,11 +584,7 @@ def _params() -> list[Any]:
     params = []
     for case in CASES:
         for hostile in (True, False):
-            marks = []
-            if hostile and case.deviation:
-                marks = [pytest.mark.xfail(strict=True, raises=AssertionError,
-                                           reason=f"docs/protocol.md section 13: the hostile fast path lets {case.deviation} through")]
-            params.append(pytest.param(case, hostile, id=f"{case.name}-{'hostile' if hostile else 'trusting'}", marks=marks))
+            params.append(pytest.param(case, hostile, id=f"{case.name}-{'hostile' if hostile else 'trusting'}"))
     return params
 
 
@@ -948,7 +943,6 @@ def test_d_a_cancelled_call_keeps_its_id(raw_plugin: Callable[..., Plugin], on_c
     assert plugin.count_tokens("next") == 1 and plugin.running
 
 
-@pytest.mark.xfail(strict=True, reason="docs/protocol.md section 13: a request bearing an ignored id is dropped")
 def test_d_a_request_from_the_child_is_a_violation_even_with_an_ignored_id(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(CANCEL_LATER.format(on_cancel="w(pack([0, m[1], 'evil', {}])); w(pack([1, pending.pop(), None, 'done']))"))
     plugin.start()
@@ -965,7 +959,6 @@ def test_d_a_request_from_the_child_is_a_violation_even_with_an_ignored_id(raw_p
     assert _result(lambda: plugin.generate_response("", "x"))[0] == "PluginProtocolError"
 
 
-@pytest.mark.xfail(strict=True, reason="docs/protocol.md section 13: the type element is compared with ==")
 def test_d_true_is_not_a_message_type() -> None:
     with pytest.raises(ProtocolViolation):
         Decoder(DEFAULT_MAX_MESSAGE, hostile=True).single(b"\x94\xc3\x01\xc0\x02")
@@ -1015,7 +1008,6 @@ def test_e_a_crash_in_the_probe_after_a_quarantine_quarantines_again(raw_plugin:
     assert plugin.supervisor.quarantined_until is not None  # the comparison the next test makes
 
 
-@pytest.mark.xfail(strict=True, reason="docs/protocol.md section 13: Plugin._call records a success before the result is rejected")
 def test_e_a_bad_result_in_the_probe_after_a_quarantine_quarantines_again(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(_FORGED_COUNT)
     _half_open_probe(plugin)
