@@ -23,6 +23,9 @@ from typing import Any, Iterator
 
 import msgpack
 
+from runner import budget
+from runner.budget import MAX_DEPTH, MAX_OBJECTS, BudgetExceeded, flat_reply
+
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "ERROR_KINDS",
@@ -90,171 +93,12 @@ class Encoder:
         return self._packer.pack([NOTIFICATION, method, params])
 
 
-#: What one message from a hostile peer may hold (``Decoder(..., hostile=True)``): the
-#: protocol's own messages hold a few dozen objects at most (a hello, an error map), so a
-#: budget this size bounds what decoding can allocate (about 100 bytes an object) while an
-#: answer of any length is still one str.
-MAX_OBJECTS = 4096
-MAX_DEPTH = 16
-
-# msgpack type bytes (the spec's format table): fixed-size scalars and their sizes.
-_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}
-_SIZED = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4}  # str8/16/32, bin8/16/32: bytes of length
-_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # array16/32, map16/32: (bytes of count, items per)
-
-
 def scan(data: bytes | bytearray | memoryview, start: int, max_message: int, resume: list[Any] | None = None) -> int | None:
-    """Where the message at ``data[start:]`` ends, without decoding it; None if it is not all there.
-
-    Raises ProtocolViolation, before anything is allocated, for ext types, the unused
-    0xc1 byte, a str or bin over ``max_message``, more than MAX_OBJECTS objects or more
-    than MAX_DEPTH nested containers: a hostile peer's 16 MiB of empty arrays would
-    otherwise cost the host a gigabyte of list objects. Work is bounded by MAX_OBJECTS.
-
-    ``resume`` (a list, empty at first) keeps the scan's place between calls on a
-    growing ``data`` whose message still starts at ``start``: a message trickled in a
-    byte at a time is then scanned once, not once per byte.
-    """
-    if resume:
-        offset, open_counts, remaining, objects = resume
-        pos = start + offset
-    else:
-        pos, open_counts, remaining, objects = start, [], 1, 0
-    end = len(data)
-    if not remaining and not open_counts:  # resumed after its last object: only its bytes were missing
-        return pos if pos <= end else None
-
-    def stalled(at: int, counted: int) -> None:
-        if resume is not None:
-            resume[:] = [at - start, open_counts, remaining, counted]
-
-    while True:
-        if pos >= end:
-            stalled(pos, objects)
-            return None
-        objects += 1
-        if objects > MAX_OBJECTS:
-            raise ProtocolViolation(f"message with more than {MAX_OBJECTS} objects")
-        b, count = data[pos], 0
-        if b <= 0x7F or b >= 0xE0:
-            pos += 1
-        elif b >= 0xA0 and b <= 0xBF:
-            pos += 1 + (b & 0x1F)
-        elif b >= 0x80 and b <= 0x9F:
-            count = (b & 0x0F) * (2 if b <= 0x8F else 1)
-            pos += 1
-        elif b in _FIXED:
-            pos += _FIXED[b]
-        elif b in _SIZED:
-            width = _SIZED[b]
-            if pos + 1 + width > end:
-                stalled(pos, objects - 1)  # this object's header is read again next time
-                return None
-            size = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
-            if size > max_message:
-                raise ProtocolViolation(f"message larger than the {max_message}-byte cap")
-            pos += 1 + width + size
-        elif b in _COUNTED:
-            width, per = _COUNTED[b]
-            if pos + 1 + width > end:
-                stalled(pos, objects - 1)
-                return None
-            count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big") * per
-            pos += 1 + width
-        else:
-            raise ProtocolViolation(f"type byte {b:#04x} is not allowed (no ext types)")
-        if count:
-            if len(open_counts) >= MAX_DEPTH:
-                raise ProtocolViolation(f"message nested more than {MAX_DEPTH} deep")
-            open_counts.append(remaining - 1)
-            remaining = count
-            continue
-        remaining -= 1
-        while not remaining:
-            if not open_counts:
-                if pos <= end:
-                    return pos
-                stalled(pos, objects)
-                return None
-            remaining = open_counts.pop()
-
-
-def _flat_reply(data: bytes) -> bool:
-    """Whether ``data`` starts like the two hot messages, which hold no container to budget.
-
-    ``[1, msgid, nil, scalar]`` (a plain response) and ``[2, "chunk", [msgid, str]]``:
-    a few byte compares instead of a scan, on the path every count and chunk takes.
-    """
-    if len(data) < 4:
-        return False
-    head = data[0]
-    if head == 0x94 and data[1] == RESPONSE and (data[2] <= 0x7F or data[2] in _INT_WIDTH):
-        i = 3 + _INT_WIDTH.get(data[2], 0)  # the error's type byte
-        return len(data) > i + 1 and data[i] == 0xC0 and not _is_container_or_ext(data[i + 1])
-    if head == 0x93 and data[1] == NOTIFICATION and data[2:9] == b"\xa5chunk\x92" and len(data) > 10:
-        if data[9] <= 0x7F or data[9] in _INT_WIDTH:
-            i = 10 + _INT_WIDTH.get(data[9], 0)  # the text's type byte
-            return i < len(data) and (0xA0 <= data[i] <= 0xBF or data[i] in (0xD9, 0xDA, 0xDB))
-    return False
-
-
-_INT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4}  # a msgid past 127: its bytes after the type byte
-
-
-def _scalar_end(data: bytearray, i: int, max_message: int) -> int | None:
-    """Where the scalar (no container, no ext) whose type byte is at ``i`` ends; None if cut short."""
-    b = data[i]
-    if b <= 0x7F or b >= 0xE0:
-        return i + 1
-    if 0xA0 <= b <= 0xBF:
-        return i + 1 + (b & 0x1F)
-    if b in _FIXED:
-        return i + _FIXED[b]
-    width = _SIZED[b]
-    if i + 1 + width > len(data):
-        return None
-    size = int.from_bytes(data[i + 1 : i + 1 + width], "big")
-    if size > max_message:
-        raise ProtocolViolation(f"message larger than the {max_message}-byte cap")
-    return i + 1 + width + size
-
-
-_CHUNK_HEAD = b"\x93\x02\xa5chunk\x92"
-_RESPONSE_HEAD = b"\x94\x01"
-
-
-def _flat_end(data: bytearray, pos: int, max_message: int) -> int:
-    """The end of the flat message (see _flat_reply) at ``data[pos:]``: -1 if it is not one, 0 if cut short.
-
-    Byte tests on the buffer itself, no copy: a stream's burst of chunks goes through here.
-    """
-    n = len(data)
-    chunk = data.startswith(_CHUNK_HEAD, pos)
-    if not chunk and not data.startswith(_RESPONSE_HEAD, pos):
-        return -1
-    i = pos + (9 if chunk else 2)  # the msgid's type byte
-    if i >= n:
-        return 0
-    b = data[i]
-    if b > 0x7F and b not in _INT_WIDTH:
-        return -1
-    i += 1 + _INT_WIDTH.get(b, 0)
-    if not chunk:  # a response: nil error, then a scalar
-        if i + 1 >= n:
-            return 0
-        if data[i] != 0xC0 or _is_container_or_ext(data[i + 1]):
-            return -1
-        i += 1
-    elif i >= n:
-        return 0
-    elif not (0xA0 <= data[i] <= 0xBF or data[i] in (0xD9, 0xDA, 0xDB)):
-        return -1  # a chunk's text is a str
-    end = _scalar_end(data, i, max_message)
-    return 0 if end is None or end > n else end
-
-
-def _is_container_or_ext(b: int) -> bool:
-    return 0x80 <= b <= 0x9F or b in _COUNTED or b == 0xC1 or 0xC7 <= b <= 0xC9 or 0xD4 <= b <= 0xD8
+    """``runner.budget.scan``, with its refusals as ProtocolViolation: where a message ends, or None."""
+    try:
+        return budget.scan(data, start, max_message, resume)
+    except BudgetExceeded as exc:
+        raise ProtocolViolation(str(exc)) from None
 
 
 class Decoder:
@@ -298,7 +142,7 @@ class Decoder:
             return None
         # Only the two flat shapes skip the scan: everything else is checked for depth and
         # ext types, whatever its length, so this path and feed() judge alike.
-        if self.hostile and not _flat_reply(data):
+        if self.hostile and not flat_reply(data):
             try:
                 if scan(data, 0, self.max_message) != len(data):
                     return None  # several messages or a partial one: feed() decides
@@ -388,21 +232,45 @@ class Decoder:
     def _flat_run(self, pending: bytearray, pos: int, messages: list[list[Any]]) -> int:
         """Decode the run of whole flat messages at ``pending[pos:]``; the bytes they took.
 
-        They hold no container beyond their fixed frame and no ext value, so msgpack's own
-        unpacker may decode them without a budget.
+        msgpack's own unpacker reads a window of MAX_OBJECTS bytes at C speed: a window
+        cannot hold more objects than bytes, so that much is safe to decode whatever it
+        holds. Only the flat shapes it finds are taken; the first other message ends the
+        run and goes to the scan, so it is judged exactly as it would be alone.
         """
-        end = pos
-        while end < len(pending):
-            after = _flat_end(pending, end, self.max_message)
-            if after <= 0:
-                break
-            end = after
-        if end == pos:
-            return 0
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, max_buffer_size=end - pos)
-        unpacker.feed(bytes(pending[pos:end]))
-        messages.extend(_check_shape(message) for message in unpacker)
-        return end - pos
+        unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
+            max_str_len=self.max_message, max_bin_len=self.max_message,
+        )  # fmt: skip
+        unpacker.feed(bytes(pending[pos : pos + MAX_OBJECTS]))
+        taken = 0
+        try:
+            for message in unpacker:
+                if not _is_flat(message):
+                    break
+                messages.append(message)
+                taken = unpacker.tell()  # the end of this message (after the loop it may be mid-message)
+        except (ProtocolViolation, ValueError, msgpack.UnpackException):
+            pass  # the message there is judged by the scan (and refused there); BudgetExceeded is a ValueError
+        return taken
+
+
+def _is_flat(message: Any) -> bool:
+    """Whether a decoded message is one of the two flat shapes (see _flat_reply)."""
+    if type(message) is not list:
+        return False
+    if len(message) == 4:
+        return (
+            message[0] == RESPONSE and type(message[0]) is int and type(message[1]) is int and 0 <= message[1] <= MAX_MSGID
+            and message[2] is None and type(message[3]) in _SCALARS
+        )  # fmt: skip
+    params = message[2] if len(message) == 3 else None
+    return (
+        message[0] == NOTIFICATION and type(message[0]) is int and message[1] == "chunk" and type(params) is list
+        and len(params) == 2 and type(params[0]) is int and 0 <= params[0] <= MAX_MSGID and type(params[1]) is str
+    )  # fmt: skip
+
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
