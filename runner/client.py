@@ -71,6 +71,8 @@ class Plugin(LLMClient):
         """
         self._configure: Callable[[], PluginConfig] = config if callable(config) else (lambda: config)
         self.config = config if isinstance(config, PluginConfig) else config()
+        # A decision made just now serves the first start; every later start decides again.
+        self._decided: PluginConfig | None = None if isinstance(config, PluginConfig) else self.config
         self.name = self.config.name
         self.stats = PluginStats()
         self.supervisor = Supervisor(policy)
@@ -183,9 +185,10 @@ class Plugin(LLMClient):
             raise PluginUnavailable(self.name, "is stopped: sandchat is shutting down", reason="closed")
         if self._conn is not None and not self._conn.dead:
             return self._conn
+        decided = None
         if self._load_error is not None:
-            _, code = self._decide()
-            if hashlib.sha256(code).hexdigest() == self._load_error_code:
+            decided = self._decide()
+            if hashlib.sha256(decided[1]).hexdigest() == self._load_error_code:
                 raise self._load_error  # the code is unchanged: starting it again would fail the same way
         decision = self.supervisor.decide(time.monotonic())
         if decision.quarantined:
@@ -197,19 +200,20 @@ class Plugin(LLMClient):
             )
         if decision.wait:
             time.sleep(decision.wait)  # exponential back-off between restarts, bounded by the policy
-        return self._start()
+        return self._start(decided)
 
     def _decide(self) -> tuple[PluginConfig, bytes]:
         """This start's configuration and the exact code it runs, decided now."""
         try:
-            config = self._configure()
+            config, self._decided = self._decided or self._configure(), None
             return config, config.code()
         except PluginError:
             raise
         except (OSError, ValueError) as exc:
             raise PluginStartError(self.name, f"could not read its code: {exc}") from None
 
-    def _start(self) -> Connection:
+    def _start(self, decided: tuple[PluginConfig, bytes] | None = None) -> Connection:
+        """Start a process for ``decided`` (the configuration and code), or for a decision made now."""
         _precompile_child()
         began = time.monotonic()
         self.stats.starts += 1
@@ -218,7 +222,7 @@ class Plugin(LLMClient):
         stops = self._stops
         code = b""
         try:
-            self.config, code = self._decide()
+            self.config, code = decided or self._decide()
             conn = self._pending = Connection(self.config, ROOT)
             if self._closed or self._stops != stops:
                 conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
@@ -256,12 +260,8 @@ class Plugin(LLMClient):
         A result ``check`` rejects is a forged reply: the process goes, and the call counts
         as a failure, never first as a success (it may be the probe after a quarantine).
         """
-        if self._streaming is not None and self._streaming == threading.get_ident():
-            # The lock is re-entrant, so this thread would get in and interleave a request
-            # with the stream it is reading: refuse, and leave the stream as it was.
-            raise PluginUnavailable(
-                self.name, f"is streaming a reply to this thread: finish or close that stream before {method}", reason="busy"
-            )
+        if self._streaming is not None:
+            self._refuse_reentry(f"before {method}")
         with self._lock:
             conn = self._conn
             if conn is None or conn.dead or self._closed:  # the usual live process skips the checks
@@ -288,8 +288,8 @@ class Plugin(LLMClient):
             return result
 
     def _stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
-        if self._streaming == threading.get_ident():
-            raise PluginUnavailable(self.name, "is streaming a reply to this thread: finish or close that stream first", reason="busy")
+        if self._streaming is not None:
+            self._refuse_reentry("first")
         with self._lock:
             conn = self._connection()
             self.stats.calls += 1
@@ -304,6 +304,15 @@ class Plugin(LLMClient):
                 self._busy -= 1
                 self._streaming = None
             self.supervisor.succeeded(time.monotonic())
+
+    def _refuse_reentry(self, when: str) -> None:
+        """Refuse a call made on the thread reading this plugin's stream (others wait their turn).
+
+        The lock is re-entrant, so that thread would get in and interleave a request with
+        the stream it is reading: refuse, and leave the stream as it was.
+        """
+        if self._streaming == threading.get_ident():
+            raise PluginUnavailable(self.name, f"is streaming a reply to this thread: finish or close that stream {when}", reason="busy")
 
     def _failed(self, conn: Connection, exc: PluginError) -> None:
         self._record(exc)

@@ -6,7 +6,6 @@ no files to build them: the app decides, the runner obeys.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -149,9 +148,6 @@ class PluginConfig:
         if len(data) > MAX_SOURCE:
             raise ValueError(f"{self.path} is larger than {MAX_SOURCE} bytes")
         return data
-
-    def code_sha256(self) -> str:
-        return hashlib.sha256(self.code()).hexdigest()
 
     def child_argv(self, root: Path, caged: bool = False) -> list[str]:
         """The command line that starts this plugin's child process (``caged``: in a cgroup of its own)."""

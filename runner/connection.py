@@ -129,16 +129,17 @@ class Connection:
 
     def _read_report(self, deadline: float, seconds: float) -> dict[str, Any]:
         """Read the child's first frame, its sandbox report; what follows it goes to the decoder."""
-        buffered = b""
-        while len(buffered) < 4 or len(buffered) < 4 + int.from_bytes(buffered[:4], "big"):
-            if len(buffered) >= 4 and int.from_bytes(buffered[:4], "big") > MAX_REPORT:
-                self.kill()
-                raise PluginStartError(self.name, "sent an oversized sandbox report")
+        buffered, size = b"", MAX_REPORT  # the size is known once its 4 bytes are in
+        while len(buffered) < 4 + size:
             data = self._wait_and_read(deadline, "start", seconds, deadline)
             if data == b"":
                 raise self._crashed("start")
             buffered += data or b""
-        size = int.from_bytes(buffered[:4], "big")
+            if len(buffered) >= 4:
+                size = int.from_bytes(buffered[:4], "big")
+                if size > MAX_REPORT:
+                    self.kill()
+                    raise PluginStartError(self.name, "sent an oversized sandbox report")
         try:
             report = parse_report(self.name, buffered[4 : 4 + size], self.config.sandbox.profile)
             self._inbox.extend(self._decoder.feed(buffered[4 + size :]))
