@@ -177,9 +177,9 @@ def _read_file(path: Path, source: str, previous: dict[Path, PluginFile]) -> Plu
         return known  # unchanged since the last scan: not read again
     name = plugin_name(path)
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, "rb") as f:
             head = f.read(_HEAD_BYTES)
-        return PluginFile(name, path, source, parse_metadata(head), stamp=stamp)
+        return PluginFile(name, path, source, metadata_of(head), stamp=stamp)  # as each start reads it
     except (OSError, MetadataError) as exc:
         return PluginFile(name, path, source, Metadata(), metadata_error=str(exc), stamp=stamp)
 
