@@ -164,13 +164,3 @@ FILTERED = {
     "sendmsg": ("flags in SEND_FLAGS", "asyncio's writelines on Python 3.12+ (not measured here: 3.11); its address cannot be read, but only connected sockets exist"),
     "sendmmsg": ("flags in SEND_FLAGS", "DNS queries: glibc sends A and AAAA together (not measured: the tests resolve no names)"),
 }  # fmt: skip
-
-
-def allowed_names(network: bool) -> set[str]:
-    """Every name the filter lets through in one profile (FILTERED ones with their rules)."""
-    names = set(ALWAYS) | set(FILTERED)
-    if network:
-        names |= set(NETWORK)
-    else:
-        names -= {"socket", "setsockopt"}
-    return names

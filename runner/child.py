@@ -77,9 +77,7 @@ class TaggedStdout(io.RawIOBase):
             out += data[start:end]
             self._line_start = data[end - 1 : end] == b"\n"
             start = end
-        view = memoryview(out)
-        while view:
-            view = view[os.write(1, view) :]
+        _write_all(1, out)
         return len(data)
 
 
