@@ -28,18 +28,15 @@ from typing import Iterator
 import pytest
 
 import runner
-from app.config import Paths, Settings
 from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
 from tests.fakeapi import FakeAnthropicServer, FakeOpenAIServer, FakeServer, Handshake
 from tests.fakeapi.canned import CHAT_PATH, HISTORY, MESSAGES_PATH, REPLY
 from tests.fakeapi.tls import LocalCA
+from tests.test_shipped_plugins_sandboxed import CLAUDE_ENV, KEY, OPENAI_ENV, make_manager, one_line
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY = "test-key"
-CLAUDE_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "SANDCHAT_CLAUDE_MODEL")
-OPENAI_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 ATTEMPTS = 3  # both plugins' max_attempts: a failed connection is tried three times in all
 WAIT = 10.0  # seconds to wait for the server to finish recording a handshake
 
@@ -53,7 +50,7 @@ def sandboxed(
 ) -> Iterator[tuple[PluginManager, runner.Plugin]]:
     """A manager over the shipped plugins seeing ``environ`` as the host environment, and its
     plugin ``name``, granted ``server``'s port and the variables ``env`` (as a user would)."""
-    with PluginManager([], settings=Settings(paths=Paths.from_home(home), environ=environ)) as manager:
+    with make_manager(home, environ) as manager:
         sha = file_sha256(SHIPPED_DIR / f"{name}_plugin.py")
         manager.grants.grant(name, sha, network=(f"{server.url_host}:{server.port}",), env=env)
         yield manager, manager.client(name)
@@ -91,15 +88,6 @@ def failed_handshakes(server: FakeServer, n: int, reason: str) -> list[Handshake
     assert all(not h.ok and h.error == reason and h.version is None for h in handshakes), handshakes
     assert server.requests == []  # not one byte of HTTP went over a connection the client refused
     return handshakes
-
-
-def one_line(exc: pytest.ExceptionInfo[runner.PluginError], plugin: str) -> str:
-    """The error's message, checked to be one line naming the plugin and its RuntimeError."""
-    assert isinstance(exc.value, runner.PluginRaised), type(exc.value)
-    assert exc.value.remote_type == "RuntimeError"
-    message = str(exc.value)
-    assert "\n" not in message and message.startswith(f"plugin {plugin!r} raised RuntimeError: ")
-    return message
 
 
 # -- fixtures ----------------------------------------------------------------------------
