@@ -23,6 +23,7 @@ The five deviations of the code from the document these tests first found (its s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -926,10 +927,17 @@ def test_d_the_host_numbers_its_requests_and_wraps_to_zero(raw_plugin: Callable[
 ], ids=["cancelled, then the cancel's reply", "finished first, the cancel unanswered"])  # fmt: skip
 def test_d_a_cancelled_call_keeps_its_id(raw_plugin: Callable[..., Plugin], on_cancel: str, outcome: Any) -> None:
     plugin = raw_plugin(CANCEL_LATER.format(on_cancel=on_cancel))
+    with _cancel_right_after_each_request(plugin):
+        assert _result(lambda: plugin.generate_response("", "x")) == outcome
+    assert plugin.count_tokens("next") == 1 and plugin.running
+
+
+@contextlib.contextmanager
+def _cancel_right_after_each_request(plugin: Plugin) -> Iterator[None]:
+    """cancel() as soon as a request is written, from another thread: the child sees the cancel next."""
     plugin.start()
     conn = plugin._conn
     assert conn is not None
-    # cancel() as soon as the generate request is written: the child then sees the cancel next.
     write = conn._request
 
     def request_then_cancel(method: str, params: dict[str, Any]) -> int:
@@ -938,25 +946,16 @@ def test_d_a_cancelled_call_keeps_its_id(raw_plugin: Callable[..., Plugin], on_c
         return msgid
 
     conn._request = request_then_cancel  # type: ignore[method-assign]
-    assert _result(lambda: plugin.generate_response("", "x")) == outcome
-    conn._request = write  # type: ignore[method-assign]
-    assert plugin.count_tokens("next") == 1 and plugin.running
+    try:
+        yield
+    finally:
+        conn._request = write  # type: ignore[method-assign]
 
 
 def test_d_a_request_from_the_child_is_a_violation_even_with_an_ignored_id(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(CANCEL_LATER.format(on_cancel="w(pack([0, m[1], 'evil', {}])); w(pack([1, pending.pop(), None, 'done']))"))
-    plugin.start()
-    conn = plugin._conn
-    assert conn is not None
-    write = conn._request
-
-    def request_then_cancel(method: str, params: dict[str, Any]) -> int:
-        msgid = write(method, params)
-        threading.Thread(target=plugin.cancel).start()
-        return msgid
-
-    conn._request = request_then_cancel  # type: ignore[method-assign]
-    assert _result(lambda: plugin.generate_response("", "x"))[0] == "PluginProtocolError"
+    with _cancel_right_after_each_request(plugin):
+        assert _result(lambda: plugin.generate_response("", "x"))[0] == "PluginProtocolError"
 
 
 def test_d_true_is_not_a_message_type() -> None:
