@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from runner.calls import CancelToken, Stream
     from runner.cleantext import StreamCleaner, clean_text
     from runner.client import Plugin, PluginStats
     from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from runner.supervisor import STATES, RestartPolicy
 
 _HOMES = {
+    "calls": ("CancelToken", "Stream"),
     "client": ("Plugin", "PluginStats"),
     "cleantext": ("StreamCleaner", "clean_text"),
     "config": ("DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
@@ -52,6 +54,7 @@ _HOMES = {
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
+    "CancelToken",
     "DEFAULT_MAX_REPLY",
     "Deadlines",
     "Limits",
@@ -77,6 +80,7 @@ __all__ = [
     "RestartPolicy",
     "STATES",
     "SandboxPolicy",
+    "Stream",
     "StreamCleaner",
     "clean_text",
     "harden_host",

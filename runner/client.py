@@ -2,10 +2,17 @@
 
 App code uses a :class:`Plugin` exactly like an in-process ``LLMClient``. The process
 starts on first use; after any failure that killed it, the next call starts a fresh
-one. Calls are serialized: one request at a time per plugin process. A call made on the
-thread that is reading one of this plugin's streams fails at once with
-``PluginUnavailable`` (reason ``"busy"``) and leaves the stream intact; calls from other
-threads wait for the stream to end.
+one. Calls are serialized: one request at a time per plugin process, and calls from
+other threads wait their turn. A call made on the thread that is reading one of this
+plugin's streams fails at once with ``PluginUnavailable`` (reason ``"busy"``) and
+leaves the stream intact.
+
+Deadlines run from the moment a method is called: waiting for the turn and a restart's
+back-off count against the call's own deadline (``total`` for a generation, and so on).
+Starting a process is the one pause: it has its own ``start`` deadline, and a call's
+clock stops while it runs. Within a stream, ``first_chunk`` counts from the request and
+``idle`` from the last chunk with text. To cancel one call from another thread, pass it
+a :class:`~runner.calls.CancelToken` (``cancel=``), or call a stream's ``cancel()``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
+from runner.calls import CancelToken, Stream
 from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.errors import (
@@ -27,6 +35,7 @@ from runner.errors import (
 )  # fmt: skip
 from runner.process import resident_bytes
 from runner.supervisor import RestartPolicy, Supervisor
+from runner.turn import Turn
 
 __all__ = ["Plugin", "PluginStats"]
 
@@ -80,8 +89,9 @@ class Plugin(LLMClient):
         self._conn: Connection | None = None
         self._pending: Connection | None = None  # a process still in its handshake
         self._stops = 0  # stop() calls so far: a start that sees this change gives up
-        self._lock = threading.RLock()
+        self._turn = Turn()
         self._closed = False
+        self._closed_why = ""
         self._starting = False
         self._busy = 0
         self._streaming: int | None = None  # the thread reading a stream, while one is read
@@ -107,8 +117,13 @@ class Plugin(LLMClient):
 
     def start(self) -> dict[str, Any]:
         """Start the process if it is not running and return its hello."""
-        with self._lock:
+        start = self.config.deadlines.start
+        if not self._turn.take(time.monotonic() + start):
+            raise PluginTimeout(self.name, f"timed out after {start:g}s waiting for another call to end", phase="start", seconds=start)
+        try:
             return self._connection().hello
+        finally:
+            self._turn.give()
 
     @property
     def running(self) -> bool:
@@ -160,29 +175,24 @@ class Plugin(LLMClient):
             self._emit("stopped", {"pid": pending.pid})
         conn = self._conn
         if conn is not None and not conn.dead:
-            if self._lock.acquire(timeout=0.05):
+            if self._turn.take(time.monotonic() + 0.05):
                 try:
                     conn.close()
                 finally:
-                    self._lock.release()
+                    self._turn.give()
             else:
                 conn.kill()  # a call is running: end it now rather than wait behind it
             self._emit("stopped", {"pid": conn.pid})
 
-    def close(self) -> None:
-        """Stop and refuse further calls."""
+    def close(self, why: str = "sandchat is shutting down") -> None:
+        """Stop and refuse further calls, saying ``why``; safe to call twice and from any thread."""
+        self._closed_why = why
         self._closed = True
         self.stop()
 
-    def cancel(self) -> None:
-        """Cancel the running generation, from any thread; a no-op when idle."""
-        conn = self._conn
-        if conn is not None and not conn.dead:
-            conn.cancel()
-
-    def _connection(self) -> Connection:
+    def _connection(self, deadline: float | None = None, seconds: float = 0.0, phase: str = "", cancel: CancelToken | None = None) -> Connection:
         if self._closed:
-            raise PluginUnavailable(self.name, "is stopped: sandchat is shutting down", reason="closed")
+            raise PluginUnavailable(self.name, f"is stopped: {self._closed_why}", reason="closed")
         if self._conn is not None and not self._conn.dead:
             return self._conn
         decided = None
@@ -198,9 +208,20 @@ class Plugin(LLMClient):
                 f"{math.ceil(decision.wait)}s (last error: {self.stats.last_error or 'unknown'})",
                 reason="quarantined",
             )
-        if decision.wait:
-            time.sleep(decision.wait)  # exponential back-off between restarts, bounded by the policy
+        if decision.wait:  # exponential back-off between restarts, bounded by the policy
+            self._back_off(decision.wait, deadline, seconds, phase, cancel)
         return self._start(decided)
+
+    def _back_off(self, wait: float, deadline: float | None, seconds: float, phase: str, cancel: CancelToken | None) -> None:
+        """Sleep before a restart, within the call's deadline, and wake for its cancel."""
+        left = math.inf if deadline is None else deadline - time.monotonic()
+        pause = max(0.0, min(wait, left))
+        if cancel is not None and cancel.wait(pause):
+            raise PluginCancelled(self.name, "was cancelled while waiting to restart")
+        if cancel is None:
+            time.sleep(pause)
+        if left <= wait:
+            raise self._late(seconds, phase, "waiting to restart after a failure")
 
     def _decide(self) -> tuple[PluginConfig, bytes]:
         """This start's configuration and the exact code it runs, decided now."""
@@ -245,7 +266,7 @@ class Plugin(LLMClient):
         if self._closed or self._stops != stops:  # stopped during the handshake: stop() may have seen neither
             conn.kill()
             if self._closed:
-                raise PluginUnavailable(self.name, "was stopped while starting: sandchat is shutting down", reason="closed")
+                raise PluginUnavailable(self.name, f"was stopped while starting: {self._closed_why}", reason="closed")
             raise PluginUnavailable(self.name, "was stopped while starting", reason="stopped")
         self.supervisor.started(time.monotonic())
         self.stats.startup_seconds = time.monotonic() - began
@@ -254,7 +275,10 @@ class Plugin(LLMClient):
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _call(self, method: str, params: dict[str, Any], seconds: float, phase: str, check: Callable[[Any], str] | None = None) -> Any:
+    def _call(
+        self, method: str, params: dict[str, Any], seconds: float, phase: str,
+        check: Callable[[Any], str] | None = None, cancel: CancelToken | None = None,
+    ) -> Any:  # fmt: skip
         """One request and its result; ``check`` names what is wrong with a result ('' if nothing).
 
         A result ``check`` rejects is a forged reply: the process goes, and the call counts
@@ -262,14 +286,15 @@ class Plugin(LLMClient):
         """
         if self._streaming is not None:
             self._refuse_reentry(f"before {method}")
-        with self._lock:
+        deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
+        try:
             conn = self._conn
-            if conn is None or conn.dead or self._closed:  # the usual live process skips the checks
-                conn = self._connection()
+            if conn is None or conn.dead or self._closed or cancel is not None:  # the usual live process skips the checks
+                conn, deadline = self._ready(deadline, seconds, phase, cancel)
             self.stats.calls += 1
             self._busy += 1
             try:
-                result = conn.call(method, params, seconds, phase)
+                result = conn.call(method, params, seconds, phase, deadline, cancel)
             except PluginError as exc:
                 self._failed(conn, exc)
                 raise
@@ -286,17 +311,24 @@ class Plugin(LLMClient):
             if supervisor.half_open or supervisor.failures:  # else succeeded() has nothing to forget
                 supervisor.succeeded(time.monotonic())
             return result
+        finally:
+            self._turn.give()
 
-    def _stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
+    def _stream(self, method: str, params: dict[str, Any], cancel: CancelToken | None) -> Stream:
+        return Stream(lambda token: self._chunks(method, params, token), cancel)
+
+    def _chunks(self, method: str, params: dict[str, Any], cancel: CancelToken) -> Iterator[str]:
         if self._streaming is not None:
             self._refuse_reentry("first")
-        with self._lock:
-            conn = self._connection()
+        total = self.config.deadlines.total
+        deadline = None if self._turn.take_now() else self._wait_turn(total, "total", cancel)
+        try:
+            conn, deadline = self._ready(deadline, total, "total", cancel)
             self.stats.calls += 1
             self._busy += 1
             self._streaming = threading.get_ident()
             try:
-                yield from conn.stream(method, params)
+                yield from conn.stream(method, params, deadline, cancel)
             except PluginError as exc:
                 self._failed(conn, exc)
                 raise
@@ -304,6 +336,40 @@ class Plugin(LLMClient):
                 self._busy -= 1
                 self._streaming = None
             self.supervisor.succeeded(time.monotonic())
+        finally:
+            self._turn.give()
+
+    def _wait_turn(self, seconds: float, phase: str, cancel: CancelToken | None) -> float:
+        """Wait for another call to end, within this call's deadline; returns that deadline."""
+        deadline = time.monotonic() + seconds
+        if self._turn.take(deadline, cancel):
+            return deadline
+        if cancel is not None and cancel.cancelled:
+            raise PluginCancelled(self.name, "was cancelled while waiting for another call to end")
+        raise self._late(seconds, phase, "waiting for another call to end")
+
+    def _late(self, seconds: float, phase: str, doing: str) -> PluginTimeout:
+        """A call whose deadline passed before it reached the plugin: counted, but not the process's fault."""
+        error = PluginTimeout(self.name, f"timed out after {seconds:g}s (the {phase.replace('_', ' ')} deadline) {doing}", phase=phase, seconds=seconds)
+        self._record(error)
+        return error
+
+    def _ready(self, deadline: float | None, seconds: float, phase: str, cancel: CancelToken | None) -> tuple[Connection, float | None]:
+        """The live process for a call (started if need be) and the call's deadline.
+
+        A start has a deadline of its own, so the call's clock stops while it runs.
+        """
+        conn = self._conn
+        if conn is None or conn.dead or self._closed:
+            if deadline is None:
+                deadline = time.monotonic() + seconds
+            starts = self.stats.starts
+            conn = self._connection(deadline, seconds, phase, cancel)
+            if self.stats.starts != starts and self.stats.startup_seconds is not None:
+                deadline += self.stats.startup_seconds
+        if cancel is not None and cancel.cancelled:
+            raise PluginCancelled(self.name, "was cancelled before it started")
+        return conn, deadline
 
     def _refuse_reentry(self, when: str) -> None:
         """Refuse a call made on the thread reading this plugin's stream (others wait their turn).
@@ -346,7 +412,7 @@ class Plugin(LLMClient):
 
         A busy plugin is never presumed dead: its call has deadlines of its own.
         """
-        if not self.running or not self._lock.acquire(blocking=False):
+        if not self.running or not self._turn.take_now():
             return None
         try:
             if not self.running or self._busy:
@@ -356,35 +422,40 @@ class Plugin(LLMClient):
         except PluginError:
             return False
         finally:
-            self._lock.release()
+            self._turn.give()
 
     def count_tokens(self, text: str) -> int:
         return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]
 
-    def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:
+    def generate_response(
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+    ) -> str:  # fmt: skip
         params = _generation(system, max_tokens, temperature, user_message=user_message)
-        return self._call("generate", params, self._generation_seconds(), "total", self._text_problem)  # type: ignore[no-any-return]
+        return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
-    def generate_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8) -> str:
+    def generate_chat(
+        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+    ) -> str:  # fmt: skip
         params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
-        return self._call("chat", params, self._generation_seconds(), "total", self._text_problem)  # type: ignore[no-any-return]
+        return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
-    def stream_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> Iterator[str]:
-        return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message))
+    def stream_response(
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+    ) -> Stream:  # fmt: skip
+        """The reply as a :class:`Stream` of text; ``stream.cancel()`` ends it from any thread."""
+        return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message), cancel)
 
-    def stream_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8) -> Iterator[str]:
-        return self._stream("stream", _generation(system, max_tokens, temperature, messages=_plain_messages(messages)))
-
-    def _generation_seconds(self) -> float:
-        return self.config.deadlines.total
+    def stream_chat(
+        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+    ) -> Stream:  # fmt: skip
+        return self._stream("stream", _generation(system, max_tokens, temperature, messages=_plain_messages(messages)), cancel)
 
     def _distrust(self, what: str) -> None:
         """The child's own runtime validates results, so a bad one means a forged reply."""
         error = PluginProtocolError(self.name, what)
         conn = self._conn
         if conn is not None:
-            with self._lock:
-                self._failed(conn, error)
+            self._failed(conn, error)  # called from inside the call's own turn
         raise error
 
     def _text_problem(self, result: Any) -> str:

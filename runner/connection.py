@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runner import process
+from runner.calls import CancelToken
 from runner.cgroup import Cage
 from runner.config import PluginConfig
 from runner.errors import (
@@ -76,7 +77,7 @@ class Connection:
         # cancel() wakes the reader through this pipe; it is closed with the object, never
         # earlier, so a reader on another thread can never poll a closed or reused fd.
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
+        self._close_wake = weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
         self._poll_in = select.poll()
         self._poll_in.register(self._read_fd, _EVENTS)
         self._poll_in.register(self._wake_r, select.POLLIN)
@@ -90,8 +91,13 @@ class Connection:
         self._ignored: set[int] = set()  # ids whose responses nobody waits for (cancel)
         self._stopping = False
         self._doing = "start"  # what the child is busy with, for error messages
-        self._last_request = 0
         self._cancel_at = math.inf  # set by cancel(): the running call must end by then
+        self._running: int | None = None  # the id of the call being read, the only one cancel() may hit
+        # The thread reading the child's output may be inside poll() when another thread
+        # kills the process: the fds that reader uses are closed only once it is out, or a
+        # reused fd number could be read (or drained) in someone else's file.
+        self._reading = False
+        self._released = False
         self.dead = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -104,6 +110,7 @@ class Connection:
         seconds = self.config.deadlines.start
         deadline = time.monotonic() + seconds
         report = None
+        self._reading = True
         try:
             with self._write_lock:
                 self._write_rest(source_frame(code), 0, "start", seconds)
@@ -115,6 +122,8 @@ class Connection:
             raise start_failure(self.name, exc, reported=report is not None) from None
         except PluginProtocolError as exc:
             raise PluginStartError(self.name, f"sent a bad hello: {exc.message}", stderr_tail=self.stderr_tail()) from None
+        finally:
+            self._done_reading()
         try:
             hello = check_hello(self.name, message, self.stderr_tail())
         except PluginLoadError:
@@ -178,61 +187,102 @@ class Connection:
             if self.dead:
                 return
             self.dead = True
+            reading = self._reading
+            _close_quietly(self._proc.stdin)  # no writer is inside: they all hold this lock and look at dead
         self._stderr.join(0.5)
-        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-            try:
-                stream.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
+        _close_quietly(self._proc.stderr)  # the capture thread reads a duplicate of its own
+        if not reading:
+            self._release()
+
+    def _done_reading(self) -> None:
+        """The reading thread is out of poll() and read(): if the process died meanwhile, free its fds."""
+        self._reading = False
+        if self.dead:  # read after the write above; _finish reads them the other way round
+            self._release()
+
+    def _release(self) -> None:
+        with self._write_lock:  # cancel() writes to the wake pipe under this lock
+            if self._released:
+                return
+            self._released = True
+            _close_quietly(self._proc.stdout)
+            self._close_wake()
 
     def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:
         return self._stderr.tail(lines)
 
     # -- calls -------------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any], seconds: float, phase: str) -> Any:
-        """Send one request and return its result, or raise the matching PluginError."""
-        msgid = self._request(method, params)
-        deadline = time.monotonic() + seconds
-        fresh = True  # the deadline was set just now: the first read skips the clock
-        while True:
-            message = self._next_message(deadline, phase, seconds, fresh)
-            fresh = False
-            if message[1] == msgid and message[0] == RESPONSE and message[2] is None and msgid not in self._ignored:
-                return message[3]  # the common case: our own reply, no error
-            if message[0] == NOTIFICATION or self._drop_ignored(message):
-                continue  # a chunk of a cancelled stream, or the reply to a cancel
-            return self._result(method, message, msgid)
+    def call(self, method: str, params: dict[str, Any], seconds: float, phase: str, deadline: float | None = None, cancel: CancelToken | None = None) -> Any:
+        """Send one request and return its result, or raise the matching PluginError.
 
-    def stream(self, method: str, params: dict[str, Any]) -> Iterator[str]:
-        """Send a streaming request and yield its chunks under the three generation deadlines."""
+        The call must end by the monotonic time ``deadline`` (default: ``seconds`` from
+        now); ``seconds`` is the deadline's length, for the error. ``cancel`` cancels it.
+        """
+        key = 0
+        try:
+            msgid = self._request(method, params)
+            if cancel is not None:
+                key = cancel._watch(lambda: self.cancel(msgid))
+            fresh = deadline is None  # the deadline is set just now: the first read skips the clock
+            if deadline is None:
+                deadline = time.monotonic() + seconds
+            while True:
+                message = self._next_message(deadline, phase, seconds, fresh)
+                fresh = False
+                if message[1] == msgid and message[0] == RESPONSE and message[2] is None and msgid not in self._ignored:
+                    self._running = None
+                    return message[3]  # the common case: our own reply, no error
+                if message[0] == NOTIFICATION or self._drop_ignored(message):
+                    continue  # a chunk of a cancelled stream, or the reply to a cancel
+                self._running = None
+                return self._result(method, message, msgid)
+        finally:
+            if key:
+                cancel._unwatch(key)  # type: ignore[union-attr]
+            self._reading = False  # _done_reading(), inlined on the hot path
+            if self.dead:
+                self._release()
+
+    def stream(self, method: str, params: dict[str, Any], total_at: float | None = None, cancel: CancelToken | None = None) -> Iterator[str]:
+        """Send a streaming request and yield its text under the three generation deadlines.
+
+        First chunk counts from the request, idle from the last chunk with text, total
+        from ``total_at`` (the call's start; default: the request). Nothing else that
+        arrives (an unknown notification, the reply to a cancel) moves any of them.
+        """
         d = self.config.deadlines
-        msgid = self._request(method, params)
-        started = time.monotonic()
-        total_at = started + d.total
+        key = 0
         received = 0  # characters so far: the caller keeps the text, the runner only counts it
         cap = self.config.max_reply
         finished = False
         try:
+            msgid = self._request(method, params)
+            if cancel is not None:
+                key = cancel._watch(lambda: self.cancel(msgid))
+            now = time.monotonic()
+            total_at = now + d.total if total_at is None else total_at
+            wait_at, phase, seconds = now + d.first_chunk, "first_chunk", d.first_chunk
             while True:
-                phase, seconds = ("idle", d.idle) if received else ("first_chunk", d.first_chunk)
-                at = time.monotonic() + seconds
-                if total_at < at:
-                    phase, seconds, at = "total", d.total, total_at
-                message = self._next_message(at, phase, seconds)
+                if wait_at < total_at:
+                    message = self._next_message(wait_at, phase, seconds)
+                else:
+                    message = self._next_message(total_at, "total", d.total)
                 if self._drop_ignored(message):
                     continue
                 if message[0] == NOTIFICATION:
                     text = self._chunk(message, msgid)
-                    if text is not None:
+                    if text:
                         received += len(text)
                         if received > cap:
                             finished = True
                             self.kill()
                             raise PluginProtocolError(self.name, f"sent a reply longer than its limit of {cap:,} characters (max_reply)")
+                        wait_at, phase, seconds = time.monotonic() + d.idle, "idle", d.idle
                         yield text
                     continue
                 finished = True
+                self._running = None
                 self._result(method, message, msgid)
                 return
         except PluginCancelled as exc:
@@ -240,23 +290,31 @@ class Connection:
             exc.chars = received
             raise
         finally:
-            if not finished and not self.dead:
-                self._abandon(msgid)  # the consumer stopped early (Ctrl-C, break): cancel it
+            if key:
+                cancel._unwatch(key)  # type: ignore[union-attr]
+            if not finished and not self.dead and self._running is not None:
+                self._abandon(self._running)  # the consumer stopped early (Ctrl-C, break): cancel it
+            self._running = None
+            self._done_reading()
 
-    def cancel(self, msgid: int | None = None) -> None:
-        """Ask the child to cancel request ``msgid`` (default: the latest); any thread.
+    def cancel(self, msgid: int) -> bool:
+        """Ask the child to cancel request ``msgid`` if it is still the call being read; any thread.
 
-        The call must then end within ``cancel_grace`` seconds, or the process is killed.
+        That call must then end within ``cancel_grace`` seconds, or the process is killed.
+        A cancel of a call that has ended does nothing, and returns False.
         """
-        target = self._last_request if msgid is None else msgid
-        self._cancel_at = min(self._cancel_at, time.monotonic() + self.config.deadlines.cancel_grace)
-        try:
-            self._send("cancel", {"id": target}, self.config.deadlines.cancel_grace)
-        except PluginError:
-            pass
-        with self._write_lock:
+        grace = self.config.deadlines.cancel_grace
+        with self._write_lock:  # _request() takes it too: a new call cannot slip in between
+            if self.dead or msgid != self._running:
+                return False
+            self._cancel_at = min(self._cancel_at, time.monotonic() + grace)
+            try:
+                self._send("cancel", {"id": msgid}, grace)
+            except PluginError:
+                pass  # the process is gone: the reader finds out by itself
             if not self.dead:
                 os.write(self._wake_w, b"!")  # the reading thread re-reads the now earlier deadline
+        return True
 
     def _abandon(self, msgid: int) -> None:
         self.cancel(msgid)
@@ -316,7 +374,7 @@ class Connection:
             if self.dead:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
             self._next_id = msgid = (self._next_id + 1) & MAX_MSGID
-            self._doing, self._last_request, self._cancel_at = method, msgid, _NEVER
+            self._doing, self._running, self._cancel_at, self._reading = method, msgid, _NEVER, True
             data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
             try:
                 written = os.write(self._write_fd, data)
@@ -471,6 +529,13 @@ class Connection:
         if over_memory:
             how = f"was killed by the kernel for going over its memory limit ({self.config.sandbox.limits.memory // 2**20} MiB)"
         return PluginCrashed(self.name, f"{how} during {during}{last_line(tail)}", exit_code=exit_code, signal=sig, stderr_tail=tail)
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except OSError:
+        pass
 
 
 def _close_all(*fds: int) -> None:

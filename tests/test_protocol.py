@@ -934,7 +934,7 @@ def test_d_a_cancelled_call_keeps_its_id(raw_plugin: Callable[..., Plugin], on_c
 
 @contextlib.contextmanager
 def _cancel_right_after_each_request(plugin: Plugin) -> Iterator[None]:
-    """cancel() as soon as a request is written, from another thread: the child sees the cancel next."""
+    """Cancel each request as soon as it is written, from another thread: the child sees the cancel next."""
     plugin.start()
     conn = plugin._conn
     assert conn is not None
@@ -942,7 +942,7 @@ def _cancel_right_after_each_request(plugin: Plugin) -> Iterator[None]:
 
     def request_then_cancel(method: str, params: dict[str, Any]) -> int:
         msgid = write(method, params)
-        threading.Thread(target=plugin.cancel).start()
+        threading.Thread(target=conn.cancel, args=(msgid,)).start()
         return msgid
 
     conn._request = request_then_cancel  # type: ignore[method-assign]
@@ -986,7 +986,7 @@ def test_e_after_a_bad_result_the_process_is_killed_and_the_call_is_a_failure(
 
 def test_e_the_final_result_of_a_stream_is_not_checked(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin("def handle(m): w(pack([2, 'chunk', [m[1], 'a']])); w(pack([2, 'chunk', [m[1], '']])); w(pack([1, m[1], None, 'any']))")
-    assert list(plugin.stream_response("", "x")) == ["a", ""]
+    assert list(plugin.stream_response("", "x")) == ["a"]  # an empty chunk is dropped
     assert plugin.running and plugin.stats.errors == 0
 
 

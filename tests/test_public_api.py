@@ -17,10 +17,10 @@ def test_runner_all_is_sorted_and_exported() -> None:
 
 def test_runner_surface_is_pinned() -> None:
     assert set(runner.__all__) == {
-        "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
+        "CancelToken", "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
-        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "StreamCleaner", "clean_text",
+        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "Stream", "StreamCleaner", "clean_text",
         "harden_host", "resident_bytes",
     }  # fmt: skip
 

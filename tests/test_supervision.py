@@ -23,6 +23,7 @@ import pytest
 from app import PluginManager
 from app.health import HEALTH_KEYS
 from runner import (
+    CancelToken,
     Deadlines,
     PluginCancelled,
     PluginCrashed,
@@ -308,11 +309,12 @@ def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup: 
     pid = client.pid
     received: list[str] = []
     canceller: Worker | None = None
+    stream = client.stream_response("", "go")
     with pytest.raises(PluginCancelled) as info:
-        for chunk in client.stream_response("", "go"):
+        for chunk in stream:
             received.append(chunk)
             if len(received) == 3:
-                canceller = Worker(client.cancel)
+                canceller = Worker(stream.cancel)
                 canceller.start()
             assert len(received) < 200, "the cancel did not stop the stream"
     ended = time.monotonic()
@@ -358,11 +360,12 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(
     client.start()
     pid = client.pid
     received: list[str] = []
+    stream = client.stream_response("", "go")
     with pytest.raises(PluginCancelled) as info:
-        for chunk in client.stream_response("", "go"):
+        for chunk in stream:
             received.append(chunk)
             if len(received) == 2:
-                Worker(client.cancel).start()
+                Worker(stream.cancel).start()
             assert len(received) < 200, "the cancel did not stop the stream"
     assert info.value.chars == len("".join(received))  # the runner counts; the caller holds the text
     assert client.pid == pid and client.generate_response("", "next") == "slow"
@@ -382,8 +385,7 @@ def test_breaking_out_of_a_stream_cancels_it_and_the_plugin_answers_next(sup: Pl
     elapsed = time.monotonic() - began
     assert received == ["0 ", "1 "]
     # The abandoned generator was closed at the break: the call is over, the lock is free.
-    assert client.state == "ready" and client._lock.acquire(blocking=False)
-    client._lock.release()
+    assert client.state == "ready" and not client._turn.held
     assert elapsed < FAST.cancel_grace + MARGIN
     assert client.generate_response("", "next") == "slow"
     assert client.pid == pid and client.stats.starts == 1 and client.stats.errors == 0
@@ -407,12 +409,13 @@ def test_plugin_ignoring_a_cancel_is_killed_within_the_grace(sup: PluginManager)
     def cancel_when_blocked() -> None:
         wait_until(marker.exists, 10, "the plugin to block")  # the request has arrived
         cancelled_at.append(time.monotonic())
-        client.cancel()
+        token.cancel()
 
+    token = CancelToken()
     canceller = Worker(cancel_when_blocked)
     canceller.start()
     with pytest.raises(PluginCancelled) as info:
-        client.generate_response("", "block")
+        client.generate_response("", "block", cancel=token)
     ended = time.monotonic()
     canceller.join(5)
     assert canceller.error is None and cancelled_at
