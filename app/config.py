@@ -110,9 +110,12 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: {exc}") from None
 
 
-def load(environ: Mapping[str, str], *, no_plugins: bool = False) -> Settings:
-    """Build the settings from the process environment and the settings file."""
-    paths = Paths.from_environ(environ)
+def load(environ: Mapping[str, str], *, no_plugins: bool = False, home: str | os.PathLike[str] | None = None) -> Settings:
+    """Build the settings from the process environment and the settings file.
+
+    ``home`` stands for ``SANDCHAT_HOME`` (and wins over it).
+    """
+    paths = Paths.from_home(home) if home is not None else Paths.from_environ(environ)
     data = _read_settings_file(paths.settings_file)
     disabled = set(data.get("disabled", []))
     disabled.update(name.strip() for name in environ.get("SANDCHAT_DISABLE_PLUGINS", "").split(",") if name.strip())

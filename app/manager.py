@@ -15,10 +15,10 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from app.companions import CompanionError, companion_paths
-from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
+from app.config import HOST_ENV_PASSTHROUGH, Settings, load as load_settings
 from app.discovery import Discovery, Metadata, MetadataError, PluginFile, discover, file_stamp, metadata_of
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
 from app.keys import KeyStore
@@ -89,14 +89,25 @@ class PluginManager:
         home: str | os.PathLike[str] | None = None,
         *,
         settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
         shipped_dir: Path | None = SHIPPED_DIR,
         deadlines: runner.Deadlines | None = None,
         restart_policy: runner.RestartPolicy | None = None,
     ) -> None:
+        """Plugins from the shipped folder, the user's folder and ``plugin_dirs``.
+
+        With ``home=H`` the manager reads what ``sandchat`` reads with ``SANDCHAT_HOME=H``:
+        ``H/config.toml`` (``default_plugin``, ``disabled``, ``allow_unsandboxed``,
+        ``[plugins.NAME]`` deadlines and ``max_reply``), the grants, keys and switches in
+        ``H``, and plugins in ``H/plugins``. It reads no environment variable unless given
+        ``environ`` (say ``os.environ``): then ``SANDCHAT_*`` settings and API keys come
+        from it as they do for the CLI. ``settings=`` (from ``app.config.load``) replaces
+        all of that. A bad ``config.toml`` raises ``app.config.SettingsError``.
+        """
         if settings is None:
             if home is None:
                 raise ValueError("PluginManager needs home= (a directory for config and data) or settings=")
-            settings = Settings(paths=Paths.from_home(home))
+            settings = load_settings(environ or {}, home=home)
         self.settings = settings
         self.paths = settings.paths
         self._default_deadlines = deadlines
@@ -114,6 +125,7 @@ class PluginManager:
         self._lock = threading.Lock()
         self._closed = False
         self._stopped = threading.Event()
+        self._watcher: threading.Thread | None = None
         self._hardened = False
 
     @property
@@ -183,7 +195,8 @@ class PluginManager:
                 if changes and on_change is not None:
                     on_change(changes)
 
-        threading.Thread(target=loop, name="plugin-watch", daemon=True).start()
+        self._watcher = threading.Thread(target=loop, name="plugin-watch", daemon=True)
+        self._watcher.start()
 
     def names(self) -> list[str]:
         """Names of every discovered plugin, sorted (disabled ones included)."""
@@ -348,7 +361,7 @@ class PluginManager:
         import runner
 
         if self._closed:
-            raise runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
+            raise _closed_error(name)
         if self.settings.no_plugins:
             raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
         if name in self.settings.disabled:
@@ -359,6 +372,8 @@ class PluginManager:
         if known is not None and name in self._clients and file_stamp(known.path) != known.stamp:
             self.refresh()  # its file changed since we last looked: restart it from the new file
         with self._lock:
+            if self._closed:  # looked at again under the lock that close() takes: no handle outlives it
+                raise _closed_error(name)
             existing = self._clients.get(name)
             if existing is not None:
                 return existing
@@ -374,7 +389,7 @@ class PluginManager:
         with self._lock:
             client = self._clients.pop(name, None)
         if client is not None:
-            client.close()
+            client.close(f"its file changed or was removed; get a new handle: manager.client({name!r})")
 
     def running(self) -> dict[str, runner.Plugin]:
         return dict(self._clients)
@@ -391,13 +406,26 @@ class PluginManager:
         return [probe(self, name) for name in (list(names) if names is not None else self.names())]
 
     def close(self) -> None:
-        """Stop every plugin process; safe to call twice."""
-        self._closed = True
-        self._stopped.set()
+        """Stop every plugin process for good; safe to call twice, and from any thread.
+
+        Every handle, obtained before or during the close, refuses calls afterwards
+        (``PluginUnavailable``, reason ``"closed"``), and ``client()`` refuses new ones.
+        """
         with self._lock:
+            self._closed = True
             clients = list(self._clients.values())
+        self._stopped.set()
         for client in clients:
             client.close()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(5.0)  # it wakes at once from its wait; a refresh in flight is bounded by the disk
+
+
+def _closed_error(name: str) -> runner.PluginError:
+    import runner
+
+    return runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
 
 
 def runner_root() -> Path:
