@@ -2,7 +2,11 @@
 
 Every call must end, within its deadline, either with the right answer or with a named
 ``runner.PluginError``; no call may be lost or hang; each kill may cost at most the one
-call it hit; and after ``close()`` no plugin process is left.
+call it hit; and after ``close()`` no plugin process is left. Some calls are cancelled
+from other threads, each through its own token or stream: a cancel ends its own call
+only, and costs no process. Meanwhile a second manager on the same home is opened,
+used from several threads and closed under them, over and over: nothing it started
+outlives its ``close()``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import pytest
 
 from app import PluginManager
-from runner import Deadlines, PluginCrashed, PluginError, PluginStartError, RestartPolicy
+from runner import CancelToken, Deadlines, PluginCancelled, PluginCrashed, PluginError, PluginStartError, PluginUnavailable, RestartPolicy
 from tests.conftest import TEST_PLUGINS, plugin_processes as _all_plugin_processes
 
 
@@ -37,7 +41,8 @@ DEADLINES = Deadlines(start=20, first_chunk=2, idle=2, total=4, count_tokens=2, 
 #: Never quarantine: chaos is not the plugin's fault, and every call should get its chance.
 POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=10_000, window=30, cooldown=0.5, stable_after=0.2)
 PLUGINS = ("echo", "sup_jitter", "sup_trickle")
-KINDS = ("generate", "stream", "stream_break", "count_tokens")
+KINDS = ("generate", "stream", "stream_break", "count_tokens", "generate_cancel", "stream_cancel")
+CANCELLABLE = ("generate_cancel", "stream_cancel")
 MESSAGES = ("hello", "two words", "a slightly longer message of seven words", "ünïcödé ✓ text")
 CALLS = 360
 WORKERS = 12
@@ -64,13 +69,25 @@ def deadline_of(kind: str) -> float:
     return DEADLINES.count_tokens if kind == "count_tokens" else DEADLINES.total
 
 
-def one_call(manager: PluginManager, plugin: str, kind: str, message: str) -> Outcome:
+def one_call(manager: PluginManager, plugin: str, kind: str, message: str, cancels: Cancels) -> Outcome:
     began = time.monotonic()
     outcome = Outcome(plugin, kind, message, 0.0)
     try:
         client = manager.client(plugin)
         if kind == "generate":
             outcome.result = client.generate_response("", message)
+        elif kind == "generate_cancel":
+            token = CancelToken()
+            cancels.aim(token.cancel)
+            outcome.result = client.generate_response("", message, cancel=token)
+        elif kind == "stream_cancel":
+            stream = client.stream_response("", message)
+            parts = []
+            for chunk in stream:
+                if not parts:
+                    cancels.aim(stream.cancel)  # cancelled from another thread, mid-stream
+                parts.append(chunk)
+            outcome.result = "".join(parts)
         elif kind == "stream":
             outcome.result = "".join(client.stream_response("", message))
         elif kind == "stream_break":
@@ -83,6 +100,58 @@ def one_call(manager: PluginManager, plugin: str, kind: str, message: str) -> Ou
         outcome.error = exc
     outcome.elapsed = time.monotonic() - began
     return outcome
+
+
+class Cancels:
+    """A thread that fires the cancels aimed at it, each after a random short delay."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+
+    def aim(self, cancel: Any) -> None:
+        with self._lock:
+            timer = threading.Timer(self._rng.uniform(0, 0.03), cancel)
+            self._timers.append(timer)
+        timer.start()
+
+    def join(self) -> int:
+        with self._lock:
+            timers = list(self._timers)
+        for timer in timers:
+            timer.join(5)
+        return len(timers)
+
+
+def churn(home: Path, rng: random.Random, done: threading.Event, problems: list[str], rounds: list[int]) -> None:
+    """Open a second manager on the same home, use it from three threads, close it under them; repeat."""
+    while not done.is_set():
+        manager = PluginManager([TEST_PLUGINS], home, deadlines=DEADLINES, restart_policy=POLICY)
+
+        def use() -> None:
+            try:
+                for _ in range(4):
+                    manager.client(rng.choice(PLUGINS)).count_tokens("churn")
+            except PluginUnavailable as exc:
+                if exc.reason not in ("closed", "stopped"):
+                    problems.append(repr(exc))
+            except PluginError:
+                pass  # the chaos thread may kill these processes too
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                problems.append(repr(exc))
+
+        users = [threading.Thread(target=use, daemon=True) for _ in range(3)]
+        for user in users:
+            user.start()
+        done.wait(rng.uniform(0, 0.2))  # where the close lands among the users' calls
+        manager.close()
+        for user in users:
+            user.join(10)
+        pids = [client.pid for client in manager.running().values() if client.pid]
+        if pids or any(user.is_alive() for user in users):
+            problems.append(f"after close(): pids {pids}, users alive {[u.is_alive() for u in users]}")
+        rounds.append(1)
 
 
 def kill_plugin_process(pid: int, marker: str) -> bool:
@@ -128,6 +197,10 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="soak")  # alive until after close()
     done = threading.Event()
     kills: list[tuple[str, int]] = []
+    cancels = Cancels(random.Random(rng.random()))
+    churn_problems: list[str] = []
+    churn_rounds: list[int] = []
+    churner = threading.Thread(target=churn, args=(home, random.Random(rng.random()), done, churn_problems, churn_rounds), daemon=True)
     try:
         # Calm first: every plugin answers, and echo's token counts are learned.
         tokens = {}
@@ -143,8 +216,9 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         plan = [(rng.choice(PLUGINS), rng.choice(KINDS), rng.choice(MESSAGES)) for _ in range(CALLS)]
         chaos_thread = threading.Thread(target=chaos, args=(manager, marker, rng, done, kills), daemon=True)
         began = time.monotonic()
-        futures: list[Future[Outcome]] = [pool.submit(one_call, manager, *call) for call in plan]
+        futures: list[Future[Outcome]] = [pool.submit(one_call, manager, *call, cancels) for call in plan]
         chaos_thread.start()
+        churner.start()
         liveness: list[dict[str, bool]] = []
         while not all(f.done() for f in futures) and time.monotonic() - began < GLOBAL_TIMEOUT:
             liveness.append(manager.check_idle())  # pings race the calls and the kills too
@@ -152,14 +226,19 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         finished, unfinished = wait(futures, timeout=max(0.0, GLOBAL_TIMEOUT - (time.monotonic() - began)))
         done.set()
         chaos_thread.join(5)
+        churner.join(30)
+        aimed = cancels.join()
         assert not unfinished, f"{len(unfinished)} of {CALLS} calls never ended (seed {seed})"
         outcomes = [f.result() for f in futures]  # one_call never raises: nothing is lost
         assert len(outcomes) == CALLS
 
-        wrong, slow, unnamed, errors = [], [], [], []
+        wrong, slow, unnamed, errors, cancelled = [], [], [], [], []
         for o in outcomes:
             if o.elapsed >= deadline_of(o.kind) + MARGIN:
                 slow.append(o)
+            if o.kind in CANCELLABLE and isinstance(o.error, PluginCancelled):
+                cancelled.append(o)
+                continue
             if o.error is not None:
                 (errors if isinstance(o.error, PluginError) else unnamed).append(o)
                 continue
@@ -167,6 +246,8 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
                 ok = o.result == tokens[o.plugin, o.message]
             elif o.kind == "stream_break":
                 ok = isinstance(o.result, str) and o.result != "" and answer(o.plugin, o.message).startswith(o.result)
+            elif o.kind in CANCELLABLE:  # the cancel came too late to stop it: a whole, right answer
+                ok = o.result == answer(o.plugin, o.message)
             else:
                 ok = o.result == answer(o.plugin, o.message)
             if not ok:
@@ -175,7 +256,8 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         assert not unnamed, f"errors outside the runner's tree {context}: {[repr(o.error) for o in unnamed[:5]]}"
         assert not wrong, f"wrong answers {context}: {[(o.plugin, o.kind, o.message, o.result) for o in wrong[:5]]}"
         assert not slow, f"calls past their deadline {context}: {[(o.plugin, o.kind, round(o.elapsed, 2), repr(o.error)) for o in slow[:5]]}"
-        # A kill ends the call it hit (or the start it hit): nothing else may fail.
+        # A kill ends the call it hit (or the start it hit): nothing else may fail. A cancel
+        # ends only a call that was aimed at (a PluginCancelled anywhere else is in errors).
         kinds = {type(o.error).__name__ for o in errors}
         assert all(isinstance(o.error, (PluginCrashed, PluginStartError)) for o in errors), f"{kinds} {context}: {[str(o.error) for o in errors[:5]]}"
         assert len(errors) <= len(kills), f"{len(errors)} failed calls for {len(kills)} kills {context}: {[str(o.error) for o in errors]}"
@@ -184,6 +266,13 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         assert all(isinstance(ok, bool) for report in liveness for ok in report.values())
         crashed = sum(manager.events.counts(p).get("crashed", 0) for p in PLUGINS)
         assert crashed <= len(kills)
+        # Each kill costs at most one restart; a cancel, honoured by these plugins, costs none.
+        starts = sum(client.stats.starts for client in manager.running().values())
+        assert starts <= len(PLUGINS) + len(kills), f"{starts} starts for {len(kills)} kills and {len(cancelled)} cancels {context}"
+        assert aimed > 0
+        assert cancelled, f"no cancel landed {context}"
+        assert not churn_problems, f"the closing manager {context}: {churn_problems[:3]}"
+        assert len(churn_rounds) >= 3
         assert all(manager.events.counts(p).get("quarantined", 0) == 0 for p in PLUGINS)
 
         # Calm again: every plugin still answers.
