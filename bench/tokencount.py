@@ -60,7 +60,7 @@ def run(settings: Settings, placement: str) -> list[Row]:
         for rep in range(reps + 1):
             counter = TokenCounter(client)
             results: list[Any] = []
-            fit: Callable[[], Any] = lambda: results.append(chat.fit(counter.count, window, REPLY))
+            fit: Callable[[], Any] = lambda: results.append(chat.fit(counter, window, REPLY))
             fc, fw = timed(fit) * 1e6, timed(fit) * 1e6
             _check(counter, results, distinct=len(texts) + 1)
             counter = TokenCounter(client)

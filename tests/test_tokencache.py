@@ -231,3 +231,18 @@ def test_one_batch_is_one_validity_check(plugin_file: Path, monkeypatch: pytest.
     assert counter.cached([f"text {i}" for i in range(50)]) == [2] * 50
     assert len(stats) == 1
 
+
+@pytest.mark.timeout(30)
+def test_a_counter_fits_a_conversation_as_its_count_function_does(plugin_file: Path) -> None:
+    from app.history import Conversation
+
+    client = FakeClient(plugin_file)
+    counter = TokenCounter(client)
+    conversation = Conversation(system="be brief")
+    for i in range(300):
+        conversation.add("user" if i % 3 else "assistant", f"message {i} " + "word " * (i % 7))
+    expected = conversation.fit(client.count_tokens, 900, 50)
+    assert conversation.fit(counter, 900, 50) == expected
+    asked = len(client.asked)
+    assert conversation.fit(counter, 900, 50) == expected
+    assert len(client.asked) == asked < 300  # warm: nothing asked; cold: only the newest that fit, and the one past them
