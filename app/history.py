@@ -133,7 +133,7 @@ def _take(texts: list[str], counts: list[int | None], one: Callable[[str], int],
 
     ``newest``: ``texts`` end with the newest message, so if none fits that is :class:`TooLong`.
     """
-    if None not in counts:  # every count known (each turn but the first): sum them in C
+    if None not in counts:  # every count in the batch known (a re-fit of an unchanged history): sum them in C
         total = used + sum(counts) + MESSAGE_OVERHEAD * len(counts)  # type: ignore[arg-type]
         if total <= available:
             return len(counts), total
