@@ -17,50 +17,23 @@ a :class:`~runner.calls.CancelToken` (``cancel=``), or call a stream's ``cancel(
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import math
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.calls import CancelToken, Stream
 from runner.config import PluginConfig
 from runner.connection import Connection
-from runner.errors import (
-    PluginCancelled, PluginError, PluginLoadError, PluginProtocolError, PluginRaised, PluginResultError,
-    PluginSandboxError, PluginStartError, PluginTimeout, PluginUnavailable, PluginVersionError,
-)  # fmt: skip
+from runner.errors import PluginCancelled, PluginError, PluginProtocolError, PluginRaised, PluginResultError, PluginTimeout, PluginUnavailable
+from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
 from runner.process import resident_bytes
 from runner.supervisor import RestartPolicy, Supervisor
 from runner.turn import Turn
 
 __all__ = ["Plugin", "PluginStats"]
 
-ROOT = Path(__file__).resolve().parent.parent  # holds llm_utils.py and runner/
 _KEEPS_PROCESS = (PluginRaised, PluginResultError, PluginCancelled)  # failures that leave the child healthy
-_CANNOT_LOAD = (PluginLoadError, PluginSandboxError, PluginVersionError)  # restarting will not help
-
-#: A listener told about lifecycle events: (plugin name, event, details).
-EventListener = Callable[[str, str, dict[str, Any]], None]
-
-
-class PluginStats:
-    """Counters kept for health reports; plain attributes, updated under the plugin's lock."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.errors = 0
-        self.timeouts = 0
-        self.starts = 0
-        self.startup_seconds: float | None = None
-        self.last_error: str = ""
-        self.last_error_at: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
 
 
 class Plugin(LLMClient):
@@ -78,38 +51,40 @@ class Plugin(LLMClient):
         A function lets the caller decide the plugin's access (its code, grants, keys,
         paths) again each time a process starts, from the code that process will run.
         """
-        self._configure: Callable[[], PluginConfig] = config if callable(config) else (lambda: config)
-        self.config = config if isinstance(config, PluginConfig) else config()
-        # A decision made just now serves the first start; every later start decides again.
-        self._decided: PluginConfig | None = None if isinstance(config, PluginConfig) else self.config
-        self.name = self.config.name
         self.stats = PluginStats()
-        self.supervisor = Supervisor(policy)
         self._on_event = on_event
-        self._conn: Connection | None = None
-        self._pending: Connection | None = None  # a process still in its handshake
-        self._stops = 0  # stop() calls so far: a start that sees this change gives up
         self._turn = Turn()
-        self._closed = False
-        self._closed_why = ""
-        self._starting = False
+        self._life = Lifecycle(config, policy, self.stats, self._emit, self._turn)
+        self.name = self._life.name
         self._busy = 0
         self._streaming: int | None = None  # the thread reading a stream, while one is read
-        self._load_error: PluginError | None = None
-        self._load_error_code: str | None = None  # SHA-256 of the code that failed to load
+
+    @property
+    def config(self) -> PluginConfig:
+        """The configuration of the current (or last) process."""
+        return self._life.config
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self._life.supervisor
+
+    @property
+    def _conn(self) -> Connection | None:
+        return self._life.conn
 
     @property
     def state(self) -> str:
         """One of ``runner.supervisor.STATES`` (all but ``disabled``, which is the app's)."""
-        if self._closed:
+        life = self._life
+        if life.closed:
             return "stopped"
-        if self.supervisor.is_quarantined(time.monotonic()):
+        if life.supervisor.is_quarantined(time.monotonic()):
             return "quarantined"
-        if self._starting:
+        if life.starting:
             return "starting"
-        if self.running:
+        if life.running:
             return "busy" if self._busy else "ready"
-        if self._load_error is not None:
+        if life.load_error is not None:
             return "failed"
         return "restarting" if self.supervisor.failures else "stopped"
 
@@ -121,14 +96,13 @@ class Plugin(LLMClient):
         if not self._turn.take(time.monotonic() + start):
             raise PluginTimeout(self.name, f"timed out after {start:g}s waiting for another call to end", phase="start", seconds=start)
         try:
-            return self._connection().hello
+            return self._life.connection().hello
         finally:
             self._turn.give()
 
     @property
     def running(self) -> bool:
-        conn = self._conn
-        return conn is not None and not conn.dead
+        return self._life.running
 
     @property
     def pid(self) -> int | None:
@@ -168,110 +142,11 @@ class Plugin(LLMClient):
 
     def stop(self) -> None:
         """Stop the process politely (then by force); safe to call twice and from any thread."""
-        self._stops += 1
-        pending = self._pending
-        if pending is not None and not pending.dead:
-            pending.kill()  # still starting: its handshake ends at once with "stopped"
-            self._emit("stopped", {"pid": pending.pid})
-        conn = self._conn
-        if conn is not None and not conn.dead:
-            if self._turn.take(time.monotonic() + 0.05):
-                try:
-                    conn.close()
-                finally:
-                    self._turn.give()
-            else:
-                conn.kill()  # a call is running: end it now rather than wait behind it
-            self._emit("stopped", {"pid": conn.pid})
+        self._life.stop()
 
     def close(self, why: str = "sandchat is shutting down") -> None:
         """Stop and refuse further calls, saying ``why``; safe to call twice and from any thread."""
-        self._closed_why = why
-        self._closed = True
-        self.stop()
-
-    def _connection(self, deadline: float | None = None, seconds: float = 0.0, phase: str = "", cancel: CancelToken | None = None) -> Connection:
-        if self._closed:
-            raise PluginUnavailable(self.name, f"is stopped: {self._closed_why}", reason="closed")
-        if self._conn is not None and not self._conn.dead:
-            return self._conn
-        decided = None
-        if self._load_error is not None:
-            decided = self._decide()
-            if hashlib.sha256(decided[1]).hexdigest() == self._load_error_code:
-                raise self._load_error  # the code is unchanged: starting it again would fail the same way
-        decision = self.supervisor.decide(time.monotonic())
-        if decision.quarantined:
-            raise PluginUnavailable(
-                self.name,
-                f"is quarantined after {self.supervisor.consecutive} failures; it may start again in "
-                f"{math.ceil(decision.wait)}s (last error: {self.stats.last_error or 'unknown'})",
-                reason="quarantined",
-            )
-        if decision.wait:  # exponential back-off between restarts, bounded by the policy
-            self._back_off(decision.wait, deadline, seconds, phase, cancel)
-        return self._start(decided)
-
-    def _back_off(self, wait: float, deadline: float | None, seconds: float, phase: str, cancel: CancelToken | None) -> None:
-        """Sleep before a restart, within the call's deadline, and wake for its cancel."""
-        left = math.inf if deadline is None else deadline - time.monotonic()
-        pause = max(0.0, min(wait, left))
-        if cancel is not None and cancel.wait(pause):
-            raise PluginCancelled(self.name, "was cancelled while waiting to restart")
-        if cancel is None:
-            time.sleep(pause)
-        if left <= wait:
-            raise self._late(seconds, phase, "waiting to restart after a failure")
-
-    def _decide(self) -> tuple[PluginConfig, bytes]:
-        """This start's configuration and the exact code it runs, decided now."""
-        try:
-            config, self._decided = self._decided or self._configure(), None
-            return config, config.code()
-        except PluginError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise PluginStartError(self.name, f"could not read its code: {exc}") from None
-
-    def _start(self, decided: tuple[PluginConfig, bytes] | None = None) -> Connection:
-        """Start a process for ``decided`` (the configuration and code), or for a decision made now."""
-        _precompile_child()
-        began = time.monotonic()
-        self.stats.starts += 1
-        self._starting = True
-        self._emit("restarting" if self.supervisor.failures else "starting", {})
-        stops = self._stops
-        code = b""
-        try:
-            self.config, code = decided or self._decide()
-            conn = self._pending = Connection(self.config, ROOT)
-            if self._closed or self._stops != stops:
-                conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
-            conn.handshake(code)
-        except PluginError as exc:
-            if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
-                raise  # stopped or shut down from another thread while starting: not a failure
-            self._record(exc)
-            self._emit("start_failed", {"error": str(exc), **_exit_details(exc)})
-            if isinstance(exc, _CANNOT_LOAD):
-                self._load_error, self._load_error_code = exc, hashlib.sha256(code).hexdigest()
-            elif self.supervisor.failed(time.monotonic()):
-                self._emit("quarantined", {"failures": self.supervisor.consecutive})
-            raise
-        finally:
-            self._starting = False
-        self._load_error = None
-        self._conn = conn
-        self._pending = None
-        if self._closed or self._stops != stops:  # stopped during the handshake: stop() may have seen neither
-            conn.kill()
-            if self._closed:
-                raise PluginUnavailable(self.name, f"was stopped while starting: {self._closed_why}", reason="closed")
-            raise PluginUnavailable(self.name, "was stopped while starting", reason="stopped")
-        self.supervisor.started(time.monotonic())
-        self.stats.startup_seconds = time.monotonic() - began
-        self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})
-        return conn
+        self._life.close(why)
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -288,8 +163,8 @@ class Plugin(LLMClient):
             self._refuse_reentry(f"before {method}")
         deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
         try:
-            conn = self._conn
-            if conn is None or conn.dead or self._closed or cancel is not None:  # the usual live process skips the checks
+            conn = self._life.conn
+            if conn is None or conn.dead or self._life.closed or cancel is not None:  # the usual live process skips the checks
                 conn, deadline = self._ready(deadline, seconds, phase, cancel)
             self.stats.calls += 1
             self._busy += 1
@@ -346,25 +221,19 @@ class Plugin(LLMClient):
             return deadline
         if cancel is not None and cancel.cancelled:
             raise PluginCancelled(self.name, "was cancelled while waiting for another call to end")
-        raise self._late(seconds, phase, "waiting for another call to end")
-
-    def _late(self, seconds: float, phase: str, doing: str) -> PluginTimeout:
-        """A call whose deadline passed before it reached the plugin: counted, but not the process's fault."""
-        error = PluginTimeout(self.name, f"timed out after {seconds:g}s (the {phase.replace('_', ' ')} deadline) {doing}", phase=phase, seconds=seconds)
-        self._record(error)
-        return error
+        raise self._life.late(seconds, phase, "waiting for another call to end")
 
     def _ready(self, deadline: float | None, seconds: float, phase: str, cancel: CancelToken | None) -> tuple[Connection, float | None]:
         """The live process for a call (started if need be) and the call's deadline.
 
         A start has a deadline of its own, so the call's clock stops while it runs.
         """
-        conn = self._conn
-        if conn is None or conn.dead or self._closed:
+        conn = self._life.conn
+        if conn is None or conn.dead or self._life.closed:
             if deadline is None:
                 deadline = time.monotonic() + seconds
             starts = self.stats.starts
-            conn = self._connection(deadline, seconds, phase, cancel)
+            conn = self._life.connection(deadline, seconds, phase, cancel)
             if self.stats.starts != starts and self.stats.startup_seconds is not None:
                 deadline += self.stats.startup_seconds
         if cancel is not None and cancel.cancelled:
@@ -381,21 +250,13 @@ class Plugin(LLMClient):
             raise PluginUnavailable(self.name, f"is streaming a reply to this thread: finish or close that stream {when}", reason="busy")
 
     def _failed(self, conn: Connection, exc: PluginError) -> None:
-        self._record(exc)
+        self.stats.record(exc)
         if isinstance(exc, _KEEPS_PROCESS) or (isinstance(exc, PluginUnavailable) and exc.reason == "stopped"):
             return  # the plugin's own error, a cancel, or a deliberate stop: nothing to restart for
         conn.kill()  # whatever state it is in, the next call gets a fresh process
-        self._emit("crashed" if not isinstance(exc, PluginTimeout) else "deadline", {"error": str(exc), **_exit_details(exc)})
-        if not self._closed and self.supervisor.failed(time.monotonic()):
+        self._emit("crashed" if not isinstance(exc, PluginTimeout) else "deadline", {"error": str(exc), **exit_details(exc)})
+        if not self._life.closed and self.supervisor.failed(time.monotonic()):
             self._emit("quarantined", {"failures": self.supervisor.consecutive, "cooldown": self.supervisor.policy.cooldown})
-
-    def _record(self, exc: PluginError) -> None:
-        if isinstance(exc, PluginCancelled):
-            return
-        self.stats.errors += 1
-        self.stats.timeouts += isinstance(exc, PluginTimeout)
-        self.stats.last_error = str(exc)
-        self.stats.last_error_at = time.time()
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:
         if self._on_event is not None:
@@ -470,26 +331,9 @@ def _count_problem(result: Any) -> str:
     return "" if type(result) is int and result >= 0 else f"answered count_tokens with {type(result).__name__}"
 
 
-@functools.cache
-def _precompile_child() -> None:
-    """Write the bytecode of the modules the child imports, once per host process.
-
-    Inside its sandbox the child cannot write ``__pycache__``, so without this every
-    plugin start would recompile the runner (about 10 ms) on an editable install.
-    """
-    import compileall
-
-    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=0)
-    compileall.compile_file(ROOT / "llm_utils.py", quiet=2)
-
-
 def _generation(system: str, max_tokens: int, temperature: float, **prompt: Any) -> dict[str, Any]:
     return {"system": system, "max_tokens": int(max_tokens), "temperature": float(temperature), **prompt}
 
 
 def _plain_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
-
-
-def _exit_details(exc: PluginError) -> dict[str, Any]:
-    return {key: getattr(exc, key) for key in ("exit_code", "signal", "phase") if getattr(exc, key, None) is not None}

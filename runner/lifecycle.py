@@ -1,0 +1,223 @@
+"""A plugin's process lifecycle: start under its supervisor, stop, close; the live Connection.
+
+One :class:`Lifecycle` per :class:`~runner.client.Plugin`. It decides each start's
+configuration afresh (the code and grants may have changed), remembers code that cannot
+load, asks the supervisor whether to back off or refuse (quarantine), spawns and
+handshakes, and stops the process politely or by force. A stop or close from another
+thread, at any moment of a start, wins: no process it missed lives on.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from runner.calls import CancelToken
+from runner.config import PluginConfig
+from runner.connection import Connection
+from runner.errors import (
+    PluginCancelled, PluginError, PluginLoadError, PluginSandboxError, PluginStartError, PluginTimeout,
+    PluginUnavailable, PluginVersionError,
+)  # fmt: skip
+from runner.supervisor import RestartPolicy, Supervisor
+from runner.turn import Turn
+
+__all__ = ["EventListener", "Lifecycle", "PluginStats", "exit_details"]
+
+ROOT = Path(__file__).resolve().parent.parent  # holds llm_utils.py and runner/
+_CANNOT_LOAD = (PluginLoadError, PluginSandboxError, PluginVersionError)  # restarting will not help
+
+#: A listener told about lifecycle events: (plugin name, event, details).
+EventListener = Callable[[str, str, dict[str, Any]], None]
+
+
+class PluginStats:
+    """Counters kept for health reports; plain attributes, updated by the thread holding the turn."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.starts = 0
+        self.startup_seconds: float | None = None
+        self.last_error: str = ""
+        self.last_error_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def record(self, exc: PluginError) -> None:
+        if isinstance(exc, PluginCancelled):
+            return  # the caller's choice, not the plugin's failure
+        self.errors += 1
+        self.timeouts += isinstance(exc, PluginTimeout)
+        self.last_error = str(exc)
+        self.last_error_at = time.time()
+
+
+class Lifecycle:
+    """Starts, stops and closes one plugin's process; holds the live :class:`Connection`."""
+
+    def __init__(
+        self, config: PluginConfig | Callable[[], PluginConfig], policy: RestartPolicy | None,
+        stats: PluginStats, emit: Callable[[str, dict[str, Any]], None], turn: Turn,
+    ) -> None:  # fmt: skip
+        self._configure: Callable[[], PluginConfig] = config if callable(config) else (lambda: config)
+        self.config = config if isinstance(config, PluginConfig) else config()
+        # A decision made just now serves the first start; every later start decides again.
+        self._decided: PluginConfig | None = None if isinstance(config, PluginConfig) else self.config
+        self.name = self.config.name
+        self.supervisor = Supervisor(policy)
+        self.stats = stats
+        self._emit = emit
+        self._turn = turn
+        self.conn: Connection | None = None
+        self._pending: Connection | None = None  # a process still in its handshake
+        self._stops = 0  # stop() calls so far: a start that sees this change gives up
+        self.closed = False
+        self.closed_why = ""
+        self.starting = False
+        self.load_error: PluginError | None = None
+        self._load_error_code: str | None = None  # SHA-256 of the code that failed to load
+
+    @property
+    def running(self) -> bool:
+        conn = self.conn
+        return conn is not None and not conn.dead
+
+    def stop(self) -> None:
+        """Stop the process politely (then by force); safe to call twice and from any thread."""
+        self._stops += 1
+        pending = self._pending
+        if pending is not None and not pending.dead:
+            pending.kill()  # still starting: its handshake ends at once with "stopped"
+            self._emit("stopped", {"pid": pending.pid})
+        conn = self.conn
+        if conn is not None and not conn.dead:
+            if self._turn.take(time.monotonic() + 0.05):
+                try:
+                    conn.close()
+                finally:
+                    self._turn.give()
+            else:
+                conn.kill()  # a call is running: end it now rather than wait behind it
+            self._emit("stopped", {"pid": conn.pid})
+
+    def close(self, why: str) -> None:
+        self.closed_why = why
+        self.closed = True
+        self.stop()
+
+    def connection(self, deadline: float | None = None, seconds: float = 0.0, phase: str = "", cancel: CancelToken | None = None) -> Connection:
+        """The live process, started now if need be; the caller holds the turn.
+
+        A restart's back-off counts against ``deadline`` (the call's, ``seconds`` long).
+        """
+        if self.closed:
+            raise PluginUnavailable(self.name, f"is stopped: {self.closed_why}", reason="closed")
+        if self.conn is not None and not self.conn.dead:
+            return self.conn
+        decided = None
+        if self.load_error is not None:
+            decided = self._decide()
+            if hashlib.sha256(decided[1]).hexdigest() == self._load_error_code:
+                raise self.load_error  # the code is unchanged: starting it again would fail the same way
+        decision = self.supervisor.decide(time.monotonic())
+        if decision.quarantined:
+            raise PluginUnavailable(
+                self.name,
+                f"is quarantined after {self.supervisor.consecutive} failures; it may start again in "
+                f"{math.ceil(decision.wait)}s (last error: {self.stats.last_error or 'unknown'})",
+                reason="quarantined",
+            )
+        if decision.wait:  # exponential back-off between restarts, bounded by the policy
+            self._back_off(decision.wait, deadline, seconds, phase, cancel)
+        return self._start(decided)
+
+    def late(self, seconds: float, phase: str, doing: str) -> PluginTimeout:
+        """A call whose deadline passed before it reached the plugin: counted, but not the process's fault."""
+        error = PluginTimeout(self.name, f"timed out after {seconds:g}s (the {phase.replace('_', ' ')} deadline) {doing}", phase=phase, seconds=seconds)
+        self.stats.record(error)
+        return error
+
+    def _back_off(self, wait: float, deadline: float | None, seconds: float, phase: str, cancel: CancelToken | None) -> None:
+        """Sleep before a restart, within the call's deadline, and wake for its cancel."""
+        left = math.inf if deadline is None else deadline - time.monotonic()
+        pause = max(0.0, min(wait, left))
+        if cancel is not None and cancel.wait(pause):
+            raise PluginCancelled(self.name, "was cancelled while waiting to restart")
+        if cancel is None:
+            time.sleep(pause)
+        if left <= wait:
+            raise self.late(seconds, phase, "waiting to restart after a failure")
+
+    def _decide(self) -> tuple[PluginConfig, bytes]:
+        """This start's configuration and the exact code it runs, decided now."""
+        try:
+            config, self._decided = self._decided or self._configure(), None
+            return config, config.code()
+        except PluginError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise PluginStartError(self.name, f"could not read its code: {exc}") from None
+
+    def _start(self, decided: tuple[PluginConfig, bytes] | None = None) -> Connection:
+        """Start a process for ``decided`` (the configuration and code), or for a decision made now."""
+        _precompile_child()
+        began = time.monotonic()
+        self.stats.starts += 1
+        self.starting = True
+        self._emit("restarting" if self.supervisor.failures else "starting", {})
+        stops = self._stops
+        code = b""
+        try:
+            self.config, code = decided or self._decide()
+            conn = self._pending = Connection(self.config, ROOT)
+            if self.closed or self._stops != stops:
+                conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
+            conn.handshake(code)
+        except PluginError as exc:
+            if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
+                raise  # stopped or shut down from another thread while starting: not a failure
+            self.stats.record(exc)
+            self._emit("start_failed", {"error": str(exc), **exit_details(exc)})
+            if isinstance(exc, _CANNOT_LOAD):
+                self.load_error, self._load_error_code = exc, hashlib.sha256(code).hexdigest()
+            elif self.supervisor.failed(time.monotonic()):
+                self._emit("quarantined", {"failures": self.supervisor.consecutive})
+            raise
+        finally:
+            self.starting = False
+        self.load_error = None
+        self.conn = conn
+        self._pending = None
+        if self.closed or self._stops != stops:  # stopped during the handshake: stop() may have seen neither
+            conn.kill()
+            if self.closed:
+                raise PluginUnavailable(self.name, f"was stopped while starting: {self.closed_why}", reason="closed")
+            raise PluginUnavailable(self.name, "was stopped while starting", reason="stopped")
+        self.supervisor.started(time.monotonic())
+        self.stats.startup_seconds = time.monotonic() - began
+        self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})
+        return conn
+
+
+@functools.cache
+def _precompile_child() -> None:
+    """Write the bytecode of the modules the child imports, once per host process.
+
+    Inside its sandbox the child cannot write ``__pycache__``, so without this every
+    plugin start would recompile the runner (about 10 ms) on an editable install.
+    """
+    import compileall
+
+    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=0)
+    compileall.compile_file(ROOT / "llm_utils.py", quiet=2)
+
+
+def exit_details(exc: PluginError) -> dict[str, Any]:
+    return {key: getattr(exc, key) for key in ("exit_code", "signal", "phase") if getattr(exc, key, None) is not None}
