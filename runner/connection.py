@@ -14,8 +14,6 @@ import os
 import select
 import threading
 import time
-import weakref
-from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,20 +27,13 @@ from runner.errors import (
 )  # fmt: skip
 from runner.handshake import MAX_REPORT, check_hello, parse_report, start_failure
 from runner.process import describe_exit
-from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Decoder, Encoder, ProtocolViolation, check_response, source_frame
+from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Encoder, ProtocolViolation, check_response, source_frame
+from runner.reader import Closed, Reader, TimedOut
 from runner.stderr import StderrCapture, last_line
 
 __all__ = ["Connection"]
 
-_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more (and malloc serves it from the heap, not mmap)
 _NEVER = math.inf
-#: Before sleeping in poll() for the child, poll without sleeping for this long (yielding the
-#: CPU between polls). When the child runs on another CPU, sleeping costs a cross-CPU wake-up
-#: per message (about 90 us on a VM whose idle CPUs halt at once); a message that arrives
-#: within the window costs none. Only when this process may use more than one CPU: on one
-#: CPU the child cannot run while we poll, so there we sleep at once.
-SPIN_SECONDS = 100e-6
-_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
 class Connection:
@@ -68,30 +59,16 @@ class Connection:
         self.pid = self._proc.pid
         self._stderr = StderrCapture(self.name, self._proc.stderr, config.log_path)  # type: ignore[arg-type]
         self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
-        self._read_fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
         os.set_blocking(self._write_fd, False)  # a child that stops reading must not hang us
-        os.set_blocking(self._read_fd, False)  # reads never block: only poll() waits, under a deadline
-        self._read_first = True  # see _read_ready()
-        self._probe = 0
-        self._spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
-        # cancel() wakes the reader through this pipe; it is closed with the object, never
-        # earlier, so a reader on another thread can never poll a closed or reused fd.
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._close_wake = weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
-        self._poll_in = select.poll()
-        self._poll_in.register(self._read_fd, _EVENTS)
-        self._poll_in.register(self._wake_r, select.POLLIN)
+        self._reader = Reader(self._proc.stdout.fileno(), config.max_message)  # type: ignore[union-attr]
         self._poll_out = select.poll()  # used only when the child's input pipe is full
         self._poll_out.register(self._write_fd, select.POLLOUT)
         self._pack = Encoder().pack  # one reused Packer; requests are packed under the write lock
-        self._decoder = Decoder(config.max_message, hostile=True)
-        self._inbox: deque[list[Any]] = deque()
-        self._write_lock = threading.RLock()  # also guards the wake pipe against close
+        self._write_lock = threading.RLock()  # also guards the reader's wake pipe against close
         self._next_id = 0
         self._ignored: set[int] = set()  # ids whose responses nobody waits for (cancel)
         self._stopping = False
         self._doing = "start"  # what the child is busy with, for error messages
-        self._cancel_at = math.inf  # set by cancel(): the running call must end by then
         self._running: int | None = None  # the id of the call being read, the only one cancel() may hit
         # The thread reading the child's output may be inside poll() when another thread
         # kills the process: the fds that reader uses are closed only once it is out, or a
@@ -140,7 +117,10 @@ class Connection:
         """Read the child's first frame, its sandbox report; what follows it goes to the decoder."""
         buffered, size = b"", MAX_REPORT  # the size is known once its 4 bytes are in
         while len(buffered) < 4 + size:
-            data = self._wait_and_read(deadline, "start", seconds, deadline)
+            try:
+                data = self._reader.wait_and_read(deadline)
+            except TimedOut:
+                raise self._timed_out(deadline, "start", seconds) from None
             if data == b"":
                 raise self._crashed("start")
             buffered += data or b""
@@ -151,7 +131,7 @@ class Connection:
                     raise PluginStartError(self.name, "sent an oversized sandbox report")
         try:
             report = parse_report(self.name, buffered[4 : 4 + size], self.config.sandbox.profile)
-            self._inbox.extend(self._decoder.feed(buffered[4 + size :]))
+            self._reader.feed(buffered[4 + size :])
         except PluginStartError:
             self.kill()
             raise
@@ -206,7 +186,7 @@ class Connection:
                 return
             self._released = True
             _close_quietly(self._proc.stdout)
-            self._close_wake()
+            self._reader.close()
 
     def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:
         return self._stderr.tail(lines)
@@ -307,13 +287,13 @@ class Connection:
         with self._write_lock:  # _request() takes it too: a new call cannot slip in between
             if self.dead or msgid != self._running:
                 return False
-            self._cancel_at = min(self._cancel_at, time.monotonic() + grace)
+            hurry_to = time.monotonic() + grace
             try:
                 self._send("cancel", {"id": msgid}, grace)
             except PluginError:
                 pass  # the process is gone: the reader finds out by itself
             if not self.dead:
-                os.write(self._wake_w, b"!")  # the reading thread re-reads the now earlier deadline
+                self._reader.hurry(hurry_to)  # the reading thread re-reads the now earlier deadline
         return True
 
     def _abandon(self, msgid: int) -> None:
@@ -374,7 +354,8 @@ class Connection:
             if self.dead:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
             self._next_id = msgid = (self._next_id + 1) & MAX_MSGID
-            self._doing, self._running, self._cancel_at, self._reading = method, msgid, _NEVER, True
+            self._doing, self._running, self._reading = method, msgid, True
+            self._reader.hurried_to = _NEVER
             data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
             try:
                 written = os.write(self._write_fd, data)
@@ -415,97 +396,20 @@ class Connection:
         raise error
 
     def _next_message(self, deadline: float, phase: str, seconds: float, fresh: bool = False) -> list[Any]:
-        """The next message from the child, waiting under ``deadline`` (and a cancel's grace).
-
-        The clock is read before every read, so a child that floods messages cannot outrun
-        the deadline; ``fresh`` (a deadline set microseconds ago) skips it for the first.
-        """
-        if self._inbox:
-            return self._inbox.popleft()
-        while True:
-            if not fresh and min(deadline, self._cancel_at) <= time.monotonic():
-                raise self._timed_out(deadline, phase, seconds)
-            fresh = False
-            data = None
-            if self._read_first or not self._probe:  # see _read_ready(), inlined here (hot path)
-                try:
-                    data = os.read(self._read_fd, _READ_SIZE)
-                except BlockingIOError:
-                    self._read_first = False
-                except OSError:
-                    data = b""
-                else:
-                    self._read_first = True
-            self._probe = (self._probe + 1) & 15
-            if data is None:  # nothing there yet: wait for it under the deadline
-                data = self._wait_and_read(min(deadline, self._cancel_at), phase, seconds, deadline)
-                if data is None:
-                    continue
-            if not data:
-                raise self._crashed(self._doing)
-            try:
-                message = self._decoder.single(data)  # the usual read: one whole message
-                if message is None:
-                    message = self._decode_stream(data)
-            except ProtocolViolation as exc:
-                self.kill()
-                raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
-            if message is not None:
-                return message
-
-    def _wait_and_read(self, until: float, phase: str, seconds: float, deadline: float) -> bytes | None:
-        events = self._wait(until)
-        if not events:
-            raise self._timed_out(deadline, phase, seconds)
-        if len(events) == 1 and events[0][0] == self._wake_r:  # only woken by cancel()
-            _drain(self._wake_r)
-            return None
-        return self._read_ready()
-
-    def _decode_stream(self, data: bytes) -> list[Any] | None:
-        """The first message completed by a read that was not one whole message; the rest wait in the inbox."""
-        messages = list(self._decoder.feed(data))
-        if not messages:
-            return None
-        if len(messages) > 1:
-            self._inbox.extend(messages[1:])
-        return messages[0]
-
-    def _wait(self, until: float) -> list[tuple[int, int]]:
-        """poll() for the child's output (or a cancel) until the monotonic time ``until``."""
-        poll = self._poll_in.poll
-        if self._spin:
-            spin_until = min(until, time.monotonic() + self._spin)
-            while True:
-                events = poll(0)
-                if events:
-                    return events
-                if time.monotonic() >= spin_until:
-                    break
-                os.sched_yield()
-        return poll(max(0.0, until - time.monotonic()) * 1000)
-
-    def _read_ready(self) -> bytes | None:
-        """Read what the child has sent without blocking: the bytes, b"" at EOF, None if nothing yet.
-
-        On one CPU the child usually runs (and replies) inside our write() that woke it,
-        so its reply is already here: reading first then saves the poll() syscall. When
-        it is not (the child runs on another CPU), later calls poll first, and try
-        reading first again on every 16th read to notice when it pays again.
-        """
+        """The next message from the child, under ``deadline`` (and a cancel's grace); see Reader.next."""
         try:
-            data = os.read(self._read_fd, _READ_SIZE)
-        except BlockingIOError:
-            self._read_first = False
-            return None
-        except OSError:
-            return b""
-        self._read_first = True
-        return data
+            return self._reader.next(deadline, fresh)
+        except TimedOut:
+            raise self._timed_out(deadline, phase, seconds) from None
+        except Closed:
+            raise self._crashed(self._doing) from None
+        except ProtocolViolation as exc:
+            self.kill()
+            raise PluginProtocolError(self.name, f"broke the protocol: {exc}", stderr_tail=self.stderr_tail()) from None
 
     def _timed_out(self, deadline: float, phase: str, seconds: float) -> PluginError:
         self.kill()
-        if self._cancel_at <= deadline:
+        if self._reader.hurried_to <= deadline:
             grace = self.config.deadlines.cancel_grace
             return PluginCancelled(self.name, f"ignored a cancel for {grace:g}s and was stopped")
         what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
@@ -536,17 +440,3 @@ def _close_quietly(stream: Any) -> None:
         stream.close()
     except OSError:
         pass
-
-
-def _close_all(*fds: int) -> None:
-    for fd in fds:
-        os.close(fd)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 64):
-            pass
-    except BlockingIOError:
-        pass
-
