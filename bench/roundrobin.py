@@ -135,7 +135,8 @@ def run(settings: Settings, placement: str) -> list[Row]:
         Row("10c", f"  floor: raw 1-byte ping-pong round-robin over {PLUGINS} peers", "µs", raw_rr, "one raw peer", raw_hot,
             raw_rr.median / raw_hot.median, "", None, "", placement),
         Row("11", f"CPU of {PLUGINS} warm plugins left idle ({window} s)", "% of a core", idle_stat, "-", None,
-            idle, "<=", 0.01, note or "figure 11's ratio is the fraction of one core, not a ratio to a baseline", placement),
+            idle, "<=", 0.01, note or f"figure 11's ratio is the fraction of one core, not a ratio to a baseline; it counts "
+            f"{1000 / _TICK:g} ms ticks, so 0 means under {100 / _TICK / window:.2g} % of a core", placement),
         Row("11b", f"  the host's own CPU in that window ({window} s)", "% of a core", host_stat, "-", None,
             None, "", None, "", placement),
     ]  # fmt: skip
