@@ -19,7 +19,7 @@ from llm_utils import LLMClient
 from runner import loader
 from runner.protocol import DEFAULT_MAX_MESSAGE, PROTOCOL_VERSION, RESPONSE, Decoder, Encoder, ProtocolViolation, error_map
 
-__all__ = ["Server", "serve"]
+__all__ = ["Server", "SpinGovernor", "serve"]
 
 _GENERATION = {"generate", "chat", "stream"}
 _OPTIONAL = ("stream_response", "generate_chat", "stream_chat")
@@ -33,6 +33,39 @@ class _Reply(Exception):
 
     def __init__(self, kind: str, type_: str, message: str, traceback_text: str = "") -> None:
         self.error = error_map(kind, type_, message, traceback_text[-_MAX_TRACEBACK:])
+
+
+class SpinGovernor:
+    """Whether the serve loop polls before it blocks: only while requests come back to back.
+
+    Like Linux's haltpoll cpuidle governor. Polling after a reply pays when the next
+    request comes within the window (it then costs no wake-up); otherwise it only burns
+    CPU, ``window`` of it per reply: round-robin over many plugins, each child would
+    spin after every reply while the next request goes to another. So a spin that ends
+    with no request stops the spinning, and a request that comes within the window of
+    the previous reply while not spinning (it would have been caught) starts it again.
+    A window of 0 never spins.
+    """
+
+    __slots__ = ("window", "spinning")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.spinning = window > 0
+
+    def spun(self, caught: bool) -> None:
+        """A spin ended: with a request (``caught``), or at the end of its window."""
+        self.spinning = caught
+
+    def arrived(self, gap: float) -> None:
+        """A request came ``gap`` seconds after the previous reply, while not spinning.
+
+        ``gap`` includes this process's own wake-up, which a spin would not have paid:
+        a request that a spin would just have caught may not resume it. That errs on
+        the side of burning no CPU.
+        """
+        if gap <= self.window and self.window > 0:
+            self.spinning = True
 
 
 class Server:
@@ -77,16 +110,24 @@ class Server:
     def run(self) -> int:
         decoder = Decoder(self.max_message)
         read, fd, single, feed, dispatch, count = os.read, self.read_fd, decoder.single, decoder.feed, self.dispatch, self._count_now
-        # Between requests, poll without sleeping for a moment first (see connection.SPIN_SECONDS):
-        # a request that follows at once then costs no cross-CPU wake-up. Never while a
-        # generation runs (its thread needs the GIL), nor when this process has one CPU.
-        spin = _SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
+        # Between requests, poll without sleeping for a moment first (see connection.SPIN_SECONDS),
+        # while requests come back to back (SpinGovernor): a request that follows at once
+        # then costs no cross-CPU wake-up. Never while a generation runs (its thread needs
+        # the GIL), nor when this process has one CPU (the host could not run meanwhile).
+        governor = SpinGovernor(_SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
+        spin, spun, arrived, clock = governor.window, governor.spun, governor.arrived, time.monotonic
         readable = select.poll()
         readable.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while self._running:
-            if spin and not self._active:
-                _spin_until_readable(readable.poll, spin)
-            data = read(fd, _READ_SIZE)
+            if not spin:
+                data = read(fd, _READ_SIZE)
+            elif governor.spinning and not self._active:
+                spun(_spin_until_readable(readable.poll, spin))
+                data = read(fd, _READ_SIZE)
+            else:
+                replied = clock()
+                data = read(fd, _READ_SIZE)
+                arrived(clock() - replied)
             if not data:
                 return 0  # the host closed our input: it is gone or done with us
             # The usual read: one whole count_tokens request. Answered here without the
@@ -237,10 +278,14 @@ def _origin(cls: type, method: str) -> str:
     return method
 
 
-def _spin_until_readable(poll: Callable[[int], list[Any]], seconds: float) -> None:
+def _spin_until_readable(poll: Callable[[int], list[Any]], seconds: float) -> bool:
+    """Poll without sleeping for up to ``seconds``; whether the fd became readable meanwhile."""
     until = time.monotonic() + seconds
-    while not poll(0) and time.monotonic() < until:
+    while not poll(0):
+        if time.monotonic() >= until:
+            return False
         os.sched_yield()
+    return True
 
 
 def _error_of(exc: BaseException) -> dict[str, str]:

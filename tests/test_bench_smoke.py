@@ -70,3 +70,16 @@ def test_quick_run_of_the_stderr_flood_figure() -> None:
     (row,) = json.loads(done.stdout)["rows"]
     assert row["figure"] == "9" and row["unit"] == "% of a core" and row["subject"]["n"] == 2
     assert row["op"] == "<=" and row["limit"] == 0.1 and row["ratio"] == row["subject"]["median"] / 100
+
+
+def test_quick_run_of_the_round_robin_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", "--figures", "10,11", "--placement", "one"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    rows = {row["figure"]: row for row in json.loads(done.stdout)["rows"]}
+    assert set(rows) == {"10", "10b", "10c", "11", "11b"}
+    assert rows["10"]["subject"]["n"] == rows["10"]["baseline"]["n"] > 0 and rows["10"]["limit"] == 1.5
+    assert rows["10c"]["ratio"] > 0 and rows["10b"]["passed"] is None and rows["11b"]["passed"] is None
+    assert rows["11"]["op"] == "<=" and rows["11"]["limit"] == 0.01 and rows["11"]["ratio"] == rows["11"]["subject"]["median"] / 100
