@@ -37,12 +37,11 @@ class Turn:
 
     def take_now(self) -> bool:
         """Take the turn if nobody has it (or this thread does); never waits."""
-        me = threading.get_ident()
-        if self._owner == me:
-            self._depth += 1
-            return True
         if self._mutex.acquire(False):
-            self._owner, self._depth = me, 1
+            self._owner, self._depth = threading.get_ident(), 1
+            return True
+        if self._owner == threading.get_ident():  # only the owner can find itself here
+            self._depth += 1
             return True
         return False
 
