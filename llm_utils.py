@@ -7,7 +7,8 @@ Only two methods are required, exactly as in the original plugin guide:
 * ``count_tokens(text) -> int``
 
 Everything else here is optional and has a working default, so a two-method plugin
-streams (one chunk) and chats (the history rendered into one message) unchanged.
+streams (one chunk), chats (the history rendered into one message), reports itself
+ready and leaves its counting method unstated, unchanged.
 This module is standard library only: it is imported inside the plugin sandbox.
 """
 
@@ -46,7 +47,9 @@ class LLMClient(ABC):
 
     Subclasses must implement :meth:`generate_response` and :meth:`count_tokens`.
     They may override :meth:`stream_response`, :meth:`generate_chat`,
-    :meth:`stream_chat` and the :attr:`context_window` attribute.
+    :meth:`stream_chat`, :meth:`check`, :meth:`token_counting` and the
+    :attr:`context_window` attribute (a property is fine: it is read again after each
+    :meth:`check`, so a plugin may learn its server's window there).
     """
 
     #: How many tokens (prompt plus reply) the model accepts.
@@ -94,3 +97,22 @@ class LLMClient(ABC):
             yield self.generate_chat(system, messages, max_tokens, temperature)
             return
         yield from self.stream_response(system, render_messages(messages), max_tokens, temperature)
+
+    def check(self) -> str | None:
+        """Why this plugin cannot answer right now, in one line, or ``None`` when it can.
+
+        For example "ANTHROPIC_API_KEY is not set", "cannot reach http://127.0.0.1:8080
+        (connection refused)", "model file not found: ...". It must be cheap and spend no
+        tokens (look at a key, list the server's models, stat a file): ``sandchat plugins
+        health`` and the chat's plugin menu call it, under a deadline of their own. The
+        default says ready.
+        """
+        return None
+
+    def token_counting(self) -> str:
+        """How :meth:`count_tokens` counts right now, for people; ``""`` if unstated (the default).
+
+        Start with "exact" or "estimate", then say how: "exact: the server's /tokenize",
+        "estimate: tiktoken cl100k_base". sandchat labels counts from an estimate as such.
+        """
+        return ""
