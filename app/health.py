@@ -1,4 +1,8 @@
-"""Health probes: start a plugin if needed, ping it, count tokens, and report one dict.
+"""Health probes: start a plugin if needed, ping it, count tokens, ask if it is ready; one dict.
+
+Liveness (the process starts and answers: ``healthy``) and readiness (the plugin can
+answer a prompt now, by its own ``check()``: ``ready``, ``not_ready``) are separate:
+a live plugin without its API key is healthy and not ready.
 
 The dict's keys are stable: ``plugins health --json`` prints these objects and the
 README documents them.
@@ -16,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["HEALTH_KEYS", "probe"]
 
 HEALTH_KEYS = (
-    "name", "state", "healthy", "pid", "profile", "layers", "missing_layers", "network", "env",
+    "name", "state", "healthy", "ready", "not_ready", "counting", "pid", "profile", "layers", "missing_layers", "network", "env",
     "uptime_s", "startup_ms", "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts",
     "rss_bytes", "memory_bytes", "cgroup", "last_error", "stderr_tail", "path", "description", "class", "doc",
     "crashes_24h", "restarts_24h", "deadlines_24h", "quarantines_24h",
@@ -26,7 +30,7 @@ _PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
 
 def _blank(name: str) -> dict[str, Any]:
     report: dict[str, Any] = dict.fromkeys(HEALTH_KEYS)
-    report.update(name=name, healthy=False, layers=[], missing_layers=[], network=[], env=[], stderr_tail=[])
+    report.update(name=name, healthy=False, not_ready="", counting="", layers=[], missing_layers=[], network=[], env=[], stderr_tail=[])
     report.update(calls=0, errors=0, timeouts=0, restarts=0, last_error="")
     return report
 
@@ -65,8 +69,12 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
         report["ping_ms"] = round(client.ping() * 1000, 3)
         report["probe_tokens"] = client.count_tokens(_PROBE_TEXT)
         report["healthy"] = True
+        readiness = client.readiness()
+        report.update(ready=readiness.ready, not_ready=readiness.reason, counting=readiness.counting)
     except runner.PluginError as exc:
         report["last_error"] = str(exc)
+        if report["healthy"]:  # alive, but its check() failed: that is a reason too
+            report.update(ready=False, not_ready=str(exc))
     report["state"] = client.state
     _fill_runtime(report, client)
 

@@ -47,3 +47,6 @@ class EchoClient(LLMClient):
 
     def count_tokens(self, text: str) -> int:
         return len(self._encoding.encode(text, disallowed_special=()))
+
+    def token_counting(self) -> str:
+        return "exact: tiktoken cl100k_base (echo has no model of its own)"

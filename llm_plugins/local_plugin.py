@@ -122,7 +122,18 @@ class LocalClient(LLMClient):
                 f"the conversation does not fit the local model's {self.context_window}-token context: shorten it ({exc})"
             ) from None
 
-    # -- token counting ------------------------------------------------------------------
+    # -- token counting and readiness ----------------------------------------------------
+
+    def token_counting(self) -> str:
+        return "exact: the model's own tokenizer (llama.cpp)"
+
+    def check(self) -> str | None:
+        """Ready once loaded (a missing model or library fails the start itself); the file must still be there."""
+        try:
+            model_path()
+        except RuntimeError as exc:
+            return str(exc)
+        return None
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` by the model's own tokenizer (no BOS token added)."""

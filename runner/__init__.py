@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.calls import CancelToken, Stream
     from runner.cleantext import StreamCleaner, clean_text
-    from runner.client import Plugin, PluginStats
+    from runner.client import Plugin, PluginStats, Readiness
     from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
     from runner.errors import (
         PluginCancelled,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "calls": ("CancelToken", "Stream"),
-    "client": ("Plugin", "PluginStats"),
+    "client": ("Plugin", "PluginStats", "Readiness"),
     "cleantext": ("StreamCleaner", "clean_text"),
     "config": ("DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
     "errors": (
@@ -77,6 +77,7 @@ __all__ = [
     "PluginTimeout",
     "PluginUnavailable",
     "PluginVersionError",
+    "Readiness",
     "RestartPolicy",
     "STATES",
     "SandboxPolicy",

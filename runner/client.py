@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.calls import CancelToken, Stream
+from runner.cleantext import clean_text
 from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.errors import PluginCancelled, PluginError, PluginProtocolError, PluginRaised, PluginResultError, PluginTimeout, PluginUnavailable
@@ -31,9 +33,24 @@ from runner.process import resident_bytes
 from runner.supervisor import RestartPolicy, Supervisor
 from runner.turn import Turn
 
-__all__ = ["Plugin", "PluginStats"]
+__all__ = ["Plugin", "PluginStats", "Readiness"]
 
 _KEEPS_PROCESS = (PluginRaised, PluginResultError, PluginCancelled)  # failures that leave the child healthy
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What the plugin's ``check()`` said: whether it can answer now, or why not; how it counts."""
+
+    ready: bool
+    reason: str = ""  # one line, cleaned; empty when ready
+    counting: str = ""  # the plugin's token_counting(): "exact: ...", "estimate: ..." or "" (unstated)
+    context_window: int | None = None
+
+    @property
+    def estimate(self) -> bool:
+        """True when the plugin says its token counts are an estimate."""
+        return self.counting.lower().startswith("estimate")
 
 
 class Plugin(LLMClient):
@@ -285,6 +302,28 @@ class Plugin(LLMClient):
         finally:
             self._turn.give()
 
+    def readiness(self) -> Readiness:
+        """Ask the plugin whether it can answer now (its ``check()``), under the ``check`` deadline.
+
+        Also learns how it counts tokens and its context window, as it knows them now.
+        """
+        result = self._call("check", {}, self.config.deadlines.check, "check", _check_problem)
+        reason, counting, window = result["ready"], result["counting"], result["context_window"]
+        conn = self._conn
+        if window is not None and conn is not None:
+            conn.hello["context_window"] = window  # this process's own word, learned after its hello
+        one_line = lambda text: " ".join(clean_text(text).split())  # noqa: E731
+        return Readiness(reason is None, one_line(reason or ""), one_line(counting), window)
+
+    def check(self) -> str | None:
+        """``LLMClient.check``: the plugin's reason it cannot answer now, or None (see :meth:`readiness`)."""
+        readiness = self.readiness()
+        return None if readiness.ready else readiness.reason
+
+    def token_counting(self) -> str:
+        """``LLMClient.token_counting``, asked of the plugin (see :meth:`readiness`)."""
+        return self.readiness().counting
+
     def count_tokens(self, text: str) -> int:
         return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]
 
@@ -325,6 +364,17 @@ class Plugin(LLMClient):
         if len(result) > self.config.max_reply:
             return f"sent a reply longer than its limit of {self.config.max_reply:,} characters (max_reply)"
         return ""
+
+
+def _check_problem(result: Any) -> str:
+    if type(result) is not dict or set(result) != {"ready", "counting", "context_window"}:
+        return "answered check with something other than its map"
+    reason, counting, window = result["ready"], result["counting"], result["context_window"]
+    if not (reason is None or (type(reason) is str and len(reason) <= 500)) or not (type(counting) is str and len(counting) <= 500):
+        return "answered check with a bad reason or counting text"
+    if not (window is None or (type(window) is int and 0 < window <= 100_000_000)):
+        return "answered check with a bad context window"
+    return ""
 
 
 def _count_problem(result: Any) -> str:

@@ -39,6 +39,7 @@ class Deadlines:
     total: float = 600.0  # a whole generation
     count_tokens: float = 10.0
     ping: float = 5.0
+    check: float = 10.0  # a readiness check(): may ask the plugin's server, spends no tokens
     cancel_grace: float = 2.0  # a cancelled call must end this soon, or the process is killed
     stop_grace: float = 2.0  # each step of a stop: shutdown request, then SIGTERM, then SIGKILL
 

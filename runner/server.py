@@ -21,7 +21,8 @@ from runner.protocol import DEFAULT_MAX_MESSAGE, PROTOCOL_VERSION, RESPONSE, Dec
 
 __all__ = ["Server", "SpinGovernor", "serve"]
 
-_GENERATION = {"generate", "chat", "stream"}
+_GENERATION = {"generate", "chat", "stream", "check"}  # run on a worker thread: plugin code may take its time
+_MAX_REASON = 500  # characters of a check() reason or token_counting() text the host is sent
 _OPTIONAL = ("stream_response", "generate_chat", "stream_chat")
 _READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 _MAX_TRACEBACK = 8000
@@ -170,7 +171,7 @@ class Server:
             self.respond(msgid, error_map("busy", "Busy", "a generation is already running"))
             return
         cancel = self._active[msgid] = threading.Event()
-        handler = {"stream": self._stream, "generate": self._generate, "chat": self._chat}[method]
+        handler = {"stream": self._stream, "generate": self._generate, "chat": self._chat, "check": self._check}[method]
         worker = threading.Thread(
             target=self._call, args=(msgid, handler, params, cancel), name=f"{method}-{msgid}", daemon=True
         )
@@ -231,6 +232,22 @@ class Server:
         if cancel.is_set():
             raise _Reply("cancelled", "Cancelled", "cancelled by the host")
         return text
+
+    def _check(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
+        """Readiness, counting method and context window, read in that order (check() may learn the window)."""
+        plugin = self.plugin
+        reason = plugin.check()  # type: ignore[union-attr]
+        if reason is not None and type(reason) is not str:
+            raise _Reply("contract", "BadReturn", f"returned {type(reason).__name__} from check, expected str or None")
+        counting = plugin.token_counting()  # type: ignore[union-attr]
+        if type(counting) is not str:
+            raise _Reply("contract", "BadReturn", f"returned {type(counting).__name__} from token_counting, expected str")
+        window = getattr(plugin, "context_window", None)
+        return {
+            "ready": None if reason is None else (reason.strip() or "not ready (no reason given)")[:_MAX_REASON],
+            "counting": counting.strip()[:_MAX_REASON],
+            "context_window": window if type(window) is int and window > 0 else None,
+        }
 
     def _stream(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> dict[str, int]:
         chat = "messages" in params

@@ -20,7 +20,7 @@ def test_runner_surface_is_pinned() -> None:
         "CancelToken", "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
-        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "RestartPolicy", "STATES", "SandboxPolicy", "Stream", "StreamCleaner", "clean_text",
+        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "Readiness", "RestartPolicy", "STATES", "SandboxPolicy", "Stream", "StreamCleaner", "clean_text",
         "harden_host", "resident_bytes",
     }  # fmt: skip
 

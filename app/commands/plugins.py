@@ -84,20 +84,22 @@ def health(args: argparse.Namespace, context: Context) -> int:
         return _watch(args, context)
     reports = manager.health(args.names or None)
     context.output.write(health_text(reports, args.json) + "\n")
-    return EXIT_OK if all(r["healthy"] for r in reports) else EXIT_PLUGIN
+    return EXIT_OK if all(r["healthy"] and r["ready"] for r in reports) else EXIT_PLUGIN
 
 
 def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return json.dumps(reports, indent=2)
     rows = [
-        [r["name"], r["state"], r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
+        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
          f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
         for r in reports
     ]  # fmt: skip
-    lines = [table(rows, ["NAME", "STATE", "PID", "PING", "MEMORY", "FAIL/RST 24H", "PROFILE"])]
+    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "FAIL/RST 24H", "PROFILE"])]
     for r in reports:
         prefix = f"plugin {r['name']!r} "
+        if r["not_ready"] and r["not_ready"] != r["last_error"]:
+            lines.append(_cut(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", 79))
         if r["last_error"]:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
             lines.append(_cut(f"  {r['name']}: {error}", 79))
@@ -107,12 +109,22 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
             lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), 79))
         if r["layers"]:
             lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", 79))
+        if r["counting"]:
+            lines.append(_cut(f"  {r['name']}: counts tokens: {r['counting']}", 79))
         if r["network"] or r["env"]:
             lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", 79))
         if r["layers"] and missing:
             lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", 79))
         lines.extend(_cut(f"  {r['name']} stderr| {line}", 79) for line in r["stderr_tail"][-3:] if not r["healthy"])
     return "\n".join(lines)
+
+
+def _ready(report: dict[str, Any]) -> str:
+    return {True: "ready", False: "not ready"}.get(report["ready"], "-")
+
+
+def _unprefixed(text: str, prefix: str) -> str:
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _grants(report: dict[str, Any]) -> str:

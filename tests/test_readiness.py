@@ -1,0 +1,100 @@
+"""Readiness, apart from liveness: the plugin's own check(), through the host, health and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from app import PluginManager
+from runner import Deadlines, PluginRaised, PluginResultError, PluginTimeout
+from tests.conftest import TEST_PLUGINS
+from tests.test_cli import sandchat
+
+DEADLINES = Deadlines(start=20, first_chunk=3, idle=3, total=5, count_tokens=3, ping=3, check=1, cancel_grace=1, stop_grace=1)
+
+
+@pytest.fixture
+def manager(home: Path) -> Iterator[PluginManager]:
+    with PluginManager([TEST_PLUGINS], home, deadlines=DEADLINES) as m:
+        yield m
+
+
+def mode(manager: PluginManager, value: str) -> None:
+    scratch = manager.paths.scratch / "readiness"
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "mode").write_text(value)
+
+
+@pytest.mark.timeout(30)
+def test_a_ready_plugin_says_so_and_how_it_counts(manager: PluginManager) -> None:
+    readiness = manager.client("readiness").readiness()
+    assert (readiness.ready, readiness.reason, readiness.counting, readiness.estimate) == (True, "", "exact: split()", False)
+    assert manager.client("readiness").check() is None
+
+
+@pytest.mark.timeout(30)
+def test_a_reason_arrives_as_one_clean_line(manager: PluginManager) -> None:
+    mode(manager, "reason")
+    client = manager.client("readiness")
+    readiness = client.readiness()
+    assert not readiness.ready and readiness.reason == "no key set for the server"
+    assert client.check() == "no key set for the server"
+    assert client.generate_response("", "hi") == "readiness: hi"  # not ready is not dead
+
+
+@pytest.mark.timeout(30)
+def test_a_window_learned_in_check_replaces_the_hello(manager: PluginManager) -> None:
+    mode(manager, "window")
+    client = manager.client("readiness")
+    client.start()
+    assert client.context_window == 1000
+    readiness = client.readiness()
+    assert readiness.context_window == 2048 and client.context_window == 2048 and readiness.estimate
+
+
+@pytest.mark.timeout(30)
+def test_a_seed_plugin_is_ready_and_does_not_say_how_it_counts(manager: PluginManager) -> None:
+    readiness = manager.client("raises").readiness()  # a two-method plugin from the seed's shape
+    assert (readiness.ready, readiness.counting) == (True, "")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("value, error, text", [
+    ("raise", PluginRaised, "plugin 'readiness' raised RuntimeError: the check itself broke"),
+    ("int", PluginResultError, "plugin 'readiness' returned int from check, expected str or None"),
+    ("hang", PluginTimeout, "plugin 'readiness' timed out after 1s (the check deadline)"),
+])  # fmt: skip
+def test_a_broken_check_is_a_named_error(manager: PluginManager, value: str, error: type, text: str) -> None:
+    mode(manager, value)
+    client = manager.client("readiness")
+    with pytest.raises(error) as info:
+        client.readiness()
+    assert str(info.value) == text
+    assert client.generate_response("", "after") == "readiness: after"
+
+
+def _install(home: Path) -> None:
+    folder = home / "plugins"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TEST_PLUGINS / "readiness_plugin.py", folder / "readiness_plugin.py")
+    (home / "scratch" / "readiness").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.mark.timeout(60)
+def test_health_shows_readiness_beside_the_state_and_counts_it_in_the_exit_status(home: Path) -> None:
+    _install(home)
+    ready = sandchat(home, "plugins", "health", "readiness")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert ready.stdout.splitlines()[1].split()[:3] == ["readiness", "ready", "ready"]
+    assert "  readiness: counts tokens: exact: split()" in ready.stdout
+    (home / "scratch" / "readiness" / "mode").write_text("reason")
+    not_ready = sandchat(home, "plugins", "health", "readiness")
+    assert not_ready.returncode == 1
+    assert not_ready.stdout.splitlines()[1].split()[:4] == ["readiness", "ready", "not", "ready"]
+    assert "  readiness: not ready: no key set for the server" in not_ready.stdout
+    report = json.loads(sandchat(home, "plugins", "health", "readiness", "--json").stdout)[0]
+    assert (report["healthy"], report["ready"], report["not_ready"], report["counting"]) == (True, False, "no key set for the server", "exact: split()")
