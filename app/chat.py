@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ChatSession"]
 
 CANCELLED_MARK = " ⏹ [cancelled]"
+INCOMPLETE_MARK = " ⚠ [incomplete]"
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -77,6 +78,7 @@ class ChatSession:
         self._counters: dict[str, TokenCounter] = {}
         self._stop = threading.Event()
         self.notices: list[str] = []  # from background threads, printed before the next prompt
+        self.readiness: dict[str, runner.Readiness] = {}  # each plugin's last check(), from warm()
         self.confirm: Callable[[str], bool] = lambda question: False
 
     # -- plugins -------------------------------------------------------------------------
@@ -86,7 +88,9 @@ class ChatSession:
 
         def start() -> None:
             try:
-                self.manager.client(name).start()
+                client = self.manager.client(name)
+                client.start()
+                self.readiness[name] = client.readiness()  # for the menu and /tokens; spends no tokens
             except runner.PluginError:
                 pass  # reported when the user actually asks this plugin something
 
@@ -162,10 +166,12 @@ class ChatSession:
             return
         parts, error, cancelled = self._stream(client, messages)
         response = "".join(parts)
-        if response or cancelled:
+        if error is None and not cancelled and not response.strip():
+            error = runner.PluginResultError(self.plugin, "returned an empty answer")  # never a silent success
+        if response.strip():
             self.conversation.add("assistant", response)
         else:
-            self.conversation.pop_unanswered()
+            self.conversation.pop_unanswered()  # nothing came (cancelled first, failed, empty): ↑ resends it
         self._log(text, response, messages, began, error, cancelled)
         if error is not None:
             self._failed(error, text)
@@ -191,7 +197,7 @@ class ChatSession:
             spinner.stop()
             _show(out, cleaner.flush(), parts)
             if parts:
-                out.write("\n")
+                out.raw(out.dim(INCOMPLETE_MARK) + "\n")  # what came is kept; the error line follows
             return parts, exc, isinstance(exc, runner.PluginCancelled)
         spinner.stop()
         _show(out, cleaner.flush(), parts)
@@ -216,19 +222,18 @@ class ChatSession:
     def _failed(self, exc: runner.PluginError, text: str) -> None:
         """One line on what happened and what to do; offer a grant when one is missing."""
         self.output.error(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
-        hint = self.manager.permission_hint(exc.plugin, exc)
-        if not hint or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
+        fix = self.manager.fix_for(exc.plugin, exc)
+        if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
             return
-        if "plugins grant" in hint and self.confirm(f"{hint}\ngrant it now? [y/N] "):
+        if fix.grants and self.confirm(f"{fix.text}\ngrant it now? [y/N] "):
             plugin = self.manager.plugin_file(exc.plugin)
             from app.grants import file_sha256
 
-            meta = plugin.metadata
-            self.manager.grants.grant(plugin.name, file_sha256(plugin.path), meta.network, meta.env)
+            self.manager.grants.add(plugin.name, file_sha256(plugin.path), fix.network, fix.env)  # adds: what works stays
             self.manager.forget(plugin.name)
-            self.output.notice(f"granted {plugin.name!r} what it requests; press ↑ and Enter to resend")
-        elif "plugins grant" not in hint:
-            self.output.notice(hint)
+            self.output.notice(f"granted {plugin.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend")
+        elif not fix.grants:
+            self.output.notice(fix.text)
 
     def save(self, path: Path) -> None:
         """Write the conversation as a Markdown transcript."""

@@ -27,6 +27,7 @@ from app.switches import SwitchStore
 if TYPE_CHECKING:
     import runner
     from app.healthlog import HealthLog
+    from app.hints import Hint
 
 # The runner (and through it subprocess, msgpack, concurrent.futures) and the health log
 # (sqlite3) are imported by the methods that start or report on plugins, not at import:
@@ -252,34 +253,15 @@ class PluginManager:
         return Access("untrusted", None, lapsed)
 
     def permission_hint(self, name: str, error: Exception | None = None) -> str | None:
-        """Why plugin ``name`` may lack a permission, and the exact command that fixes it."""
-        import runner
+        """One line: the permission or setting behind ``error`` and the command that adds it."""
+        fix = self.fix_for(name, error)
+        return fix.text if fix is not None else None
 
-        if isinstance(error, runner.PluginSandboxError) and "Landlock" in str(error):
-            return (
-                "this kernel lacks Landlock, so sandchat cannot confine plugin file access; to run plugins "
-                "anyway, unprotected, set allow_unsandboxed = true in config.toml or SANDCHAT_ALLOW_UNSANDBOXED=1"
-            )
-        try:
-            plugin = self.plugin_file(name)
-        except runner.PluginError:
-            return None
-        access = self.access(plugin)
-        if access.lapsed is not None:
-            return access.lapsed.explain()
-        meta = plugin.metadata
-        missing_net = [e for e in meta.network if e not in access.network]
-        missing_env = [v for v in meta.env if v not in access.env]
-        if missing_net or missing_env:
-            wants = "; ".join(filter(None, [
-                f"network {', '.join(missing_net)}" if missing_net else "",
-                f"env {', '.join(missing_env)}" if missing_env else "",
-            ]))  # fmt: skip
-            return f"plugin {name!r} requests {wants}, not granted; to grant it, run: sandchat plugins grant {name}"
-        unset = [v for v in access.env if v.endswith(("_KEY", "_TOKEN")) and not self.keys.resolve((v,), self.settings.environ)]
-        if unset:
-            return f"plugin {name!r} needs {unset[0]}, which is not set; run: sandchat keys set {unset[0]}"
-        return None
+    def fix_for(self, name: str, error: Exception | None = None) -> Hint | None:
+        """The fix for ``error`` as a :class:`~app.hints.Hint`: its line, and the grant a yes would add."""
+        from app.hints import hint_for
+
+        return hint_for(self, name, error)
 
     def config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name`` under its current access."""

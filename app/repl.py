@@ -79,6 +79,8 @@ class Repl:
             client = manager.running().get(name)
             if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
                 why = ": " + client.stats.last_error.split(" ", 2)[-1][:60]
+            elif name in session.readiness and not session.readiness[name].ready:
+                why = ", not ready: " + session.readiness[name].reason[:60]
             description = manager.discovery.plugins[name].metadata.description
             label = f"{name:<18} {state}{why}  {clean_text(description, keep_newlines=False)[:40]}"
             options.append((name, label.rstrip()))  # prompt_toolkit draws it: not through Output

@@ -69,8 +69,14 @@ def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
     from app.render import table
 
     manager = session.manager
-    rows = [[("* " if n == session.plugin else "  ") + n, manager.state(n), manager.discovery.plugins[n].metadata.description] for n in manager.names()]
-    session.output.write(table(rows, ["  NAME", "STATE", "DESCRIPTION"]) + "\n")
+    rows, reasons = [], []
+    for name in manager.names():
+        known = session.readiness.get(name)
+        ready = "-" if known is None else ("yes" if known.ready else "no")
+        rows.append([("* " if name == session.plugin else "  ") + name, manager.state(name), ready, manager.discovery.plugins[name].metadata.description])
+        if known is not None and not known.ready:
+            reasons.append(f"  {name}: not ready: {known.reason}")
+    session.output.write(table(rows, ["  NAME", "STATE", "READY", "DESCRIPTION"]) + "\n" + "".join(r + "\n" for r in reasons))
     return True
 
 
@@ -103,10 +109,15 @@ def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
     except (runner.PluginError, ValueError) as exc:
         session.output.error(str(exc))
         return True
+    try:
+        counting = client.token_counting()
+    except runner.PluginError:
+        counting = "estimate? the plugin could not say how it counts"
+    label = f"; counts are an {counting}" if counting.lower().startswith("estimate") else ""
     session.output.write(
         f"context window {budget.window} tokens ({session.plugin}): system {budget.system}, "
         f"history {budget.history} ({budget.kept} messages kept, {budget.dropped} trimmed), "
-        f"reply budget {budget.reply}, free {budget.free}\n"
+        f"reply budget {budget.reply}, free {budget.free}{label}\n"
     )
     return True
 

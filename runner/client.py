@@ -321,8 +321,9 @@ class Plugin(LLMClient):
         return None if readiness.ready else readiness.reason
 
     def token_counting(self) -> str:
-        """``LLMClient.token_counting``, asked of the plugin (see :meth:`readiness`)."""
-        return self.readiness().counting
+        """``LLMClient.token_counting``, asked of the plugin; its ``check()`` is not run for this."""
+        result = self._call("check", {"ready": False}, self.config.deadlines.check, "check", _check_problem)
+        return " ".join(clean_text(result["counting"]).split())
 
     def count_tokens(self, text: str) -> int:
         return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]

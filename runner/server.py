@@ -236,7 +236,7 @@ class Server:
     def _check(self, msgid: int, params: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
         """Readiness, counting method and context window, read in that order (check() may learn the window)."""
         plugin = self.plugin
-        reason = plugin.check()  # type: ignore[union-attr]
+        reason = plugin.check() if params.get("ready") is not False else None  # type: ignore[union-attr]
         if reason is not None and type(reason) is not str:
             raise _Reply("contract", "BadReturn", f"returned {type(reason).__name__} from check, expected str or None")
         counting = plugin.token_counting()  # type: ignore[union-attr]

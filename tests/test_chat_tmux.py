@@ -104,7 +104,7 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
     chat.wait_for(r"grant it now\? \[y/N\]")
     chat.type("y")
     chat.send("Enter")
-    chat.wait_for(r"granted 'needsnet' what it requests")
+    chat.wait_for(r"granted .needsnet. 127\.0\.0\.1:9; press")
     grants = json.loads((home / "grants.json").read_text())["grants"]
     assert grants["needsnet"]["network"] == ["127.0.0.1:9"]
     chat.type("connect again")

@@ -89,12 +89,13 @@ def test_health_shows_readiness_beside_the_state_and_counts_it_in_the_exit_statu
     _install(home)
     ready = sandchat(home, "plugins", "health", "readiness")
     assert ready.returncode == 0, ready.stdout + ready.stderr
-    assert ready.stdout.splitlines()[1].split()[:3] == ["readiness", "ready", "ready"]
+    assert ready.stdout.splitlines()[0].split()[:3] == ["NAME", "STATE", "READY"]
+    assert ready.stdout.splitlines()[1].split()[:3] == ["readiness", "ready", "yes"]
     assert "  readiness: counts tokens: exact: split()" in ready.stdout
     (home / "scratch" / "readiness" / "mode").write_text("reason")
     not_ready = sandchat(home, "plugins", "health", "readiness")
     assert not_ready.returncode == 1
-    assert not_ready.stdout.splitlines()[1].split()[:4] == ["readiness", "ready", "not", "ready"]
+    assert not_ready.stdout.splitlines()[1].split()[:3] == ["readiness", "ready", "no"]
     assert "  readiness: not ready: no key set for the server" in not_ready.stdout
     report = json.loads(sandchat(home, "plugins", "health", "readiness", "--json").stdout)[0]
     assert (report["healthy"], report["ready"], report["not_ready"], report["counting"]) == (True, False, "no key set for the server", "exact: split()")

@@ -45,19 +45,26 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     name = context.plugin_name(args.plugin)
     out = context.output
     cleaner = runner.StreamCleaner()  # across chunks: an escape sequence split in two goes whole
-    last = ""
+    last, said = "", False  # the last piece shown; whether any of it was more than white space
     try:
         client = context.manager.client(name)
         for chunk in client.stream_response(args.system, text, args.max_tokens, args.temperature):
-            last = _show(out, cleaner.feed(chunk)) or last
+            piece = _show(out, cleaner.feed(chunk))
+            last, said = piece or last, said or bool(piece.strip())
     except runner.PluginError as exc:
         last = _show(out, cleaner.flush()) or last
         if last:
             out.write("\n")
-        return _failure(exc, context)
-    last = _show(out, cleaner.flush()) or last
-    if not last.endswith("\n"):
+        status = _failure(exc, context)
+        if said:
+            out.notice("the answer above is incomplete")
+        return status
+    piece = _show(out, cleaner.flush())
+    last, said = piece or last, said or bool(piece.strip())
+    if last and not last.endswith("\n"):
         out.write("\n")
+    if not said:  # an empty answer is a failure, never a silent success
+        return _failure(runner.PluginResultError(name, "returned an empty answer"), context)
     return EXIT_OK
 
 
@@ -73,8 +80,15 @@ def tokens(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     name = context.plugin_name(args.plugin)
     try:
-        count = context.manager.client(name).count_tokens(text)
+        client = context.manager.client(name)
+        count = client.count_tokens(text)
     except runner.PluginError as exc:
         return _failure(exc, context)
     context.output.write(f"{count}\n")
+    try:
+        counting = client.token_counting()
+    except runner.PluginError as exc:
+        counting = f"estimate? the plugin could not say how it counts ({exc})"
+    if counting.lower().startswith("estimate"):  # said where a person reads it; stdout stays the number
+        context.output.notice(f"plugin {name!r}: the count is an {counting}")
     return EXIT_OK

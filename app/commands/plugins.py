@@ -95,7 +95,7 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
          f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
         for r in reports
     ]  # fmt: skip
-    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "FAIL/RST 24H", "PROFILE"])]
+    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"])]
     for r in reports:
         prefix = f"plugin {r['name']!r} "
         if r["not_ready"] and r["not_ready"] != r["last_error"]:
@@ -120,7 +120,7 @@ def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
 
 
 def _ready(report: dict[str, Any]) -> str:
-    return {True: "ready", False: "not ready"}.get(report["ready"], "-")
+    return {True: "yes", False: "no"}.get(report["ready"], "-")  # the reason follows, on its own line
 
 
 def _unprefixed(text: str, prefix: str) -> str:
@@ -206,6 +206,7 @@ def _mib(value: int | None) -> str:
 
 
 def grant(args: argparse.Namespace, context: Context) -> int:
+    """Add permissions: what the file requests, or exactly the --network/--env given; never removes any."""
     from app.discovery import Metadata, MetadataError
     from app.grants import file_sha256
 
@@ -214,34 +215,42 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     if plugin is None:
         context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE
+    old = manager.grants.load().get(plugin.name)
+    requested = plugin.metadata
+    # A kind not named on the command line: the file's request on a first grant, nothing added later.
+    network = args.network if args.network is not None else (requested.network if args.env is None or old is None else ())
+    env = args.env if args.env is not None else (requested.env if args.network is None or old is None else ())
     try:
-        wanted = Metadata(network=tuple(args.network if args.network is not None else plugin.metadata.network),
-                          env=tuple(args.env if args.env is not None else plugin.metadata.env))  # fmt: skip
+        wanted = Metadata(network=tuple(network), env=tuple(env))
     except MetadataError as exc:
         context.output.error(f"plugin {args.name!r}: {exc}")
         return EXIT_USAGE
+    before_net, before_env = (old.network, old.env) if old else ((), ())
     out = context.output
     out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
-    out.write(f"  network: {', '.join(wanted.network) or 'none'}\n  env:     {', '.join(wanted.env) or 'none'}\n")
+    for label, before, added in (("network", before_net, wanted.network), ("env:    ", before_env, wanted.env)):
+        new = [item for item in added if item not in before]
+        shown = ", ".join([*before, *new]) or "none"
+        out.write(f"  {label.strip() + ':':<8} {shown}" + (f"  (adds {', '.join(new)})" if new and before else "") + "\n")
     if not args.yes and not _confirm(f"grant these to {plugin.name!r}?"):
         context.output.error(f"plugin {plugin.name!r}: nothing granted")
         return EXIT_PLUGIN
-    manager.grants.grant(plugin.name, file_sha256(plugin.path), wanted.network, wanted.env)
+    manager.grants.add(plugin.name, file_sha256(plugin.path), wanted.network, wanted.env)
     out.write(f"granted; bound to this version of {plugin.path.name}: any change to the file revokes it\n")
     return EXIT_OK
 
 
-def _confirm(question: str) -> bool:
-    if sys.stdin is None or not sys.stdin.isatty():
-        return False  # never grant silently: scripts must say --yes
-    try:
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
-
-
 def revoke(args: argparse.Namespace, context: Context) -> int:
-    if context.manager.grants.revoke(args.name):
+    """Take back named permissions (--network/--env), or everything when none is named."""
+    grants = context.manager.grants
+    if args.network or args.env:
+        left = grants.remove(args.name, tuple(args.network or ()), tuple(args.env or ()))
+        if left is None:
+            context.output.write(f"plugin {args.name!r} had no grant\n")
+        else:
+            context.output.write(f"plugin {args.name!r} keeps network: {', '.join(left.network) or 'none'}; env: {', '.join(left.env) or 'none'}\n")
+        return EXIT_OK
+    if grants.revoke(args.name):
         context.output.write(f"revoked everything granted to {args.name!r}\n")
     else:
         context.output.write(f"plugin {args.name!r} had no grant\n")
