@@ -195,8 +195,8 @@ def test_grant_network_adds_and_revoke_network_removes_only_that(home: Path) -> 
         entry = json.loads((home / "grants.json").read_text())["grants"]["needsnet"]
         return entry["network"], entry["env"]
 
-    assert sandchat(home, "plugins", "grant", "needsnet", "--network", "127.0.0.1:8088", "--yes").returncode == 0
-    assert granted() == (["127.0.0.1:8088"], [])
+    first = sandchat(home, "plugins", "grant", "needsnet", "--network", "127.0.0.1:8088", "--yes")
+    assert first.returncode == 0 and granted() == (["127.0.0.1:8088"], [])  # not also what the file requests
     assert sandchat(home, "plugins", "grant", "needsnet", "--network", "[::1]:8089", "--yes").returncode == 0
     assert granted() == (["127.0.0.1:8088", "[::1]:8089"], [])
     again = sandchat(home, "plugins", "grant", "needsnet", "--yes")  # what the file requests, on top
@@ -204,5 +204,7 @@ def test_grant_network_adds_and_revoke_network_removes_only_that(home: Path) -> 
     assert granted() == (["127.0.0.1:8088", "[::1]:8089", "127.0.0.1:9"], [])
     removed = sandchat(home, "plugins", "revoke", "needsnet", "--network", "[::1]:8089")
     assert removed.returncode == 0 and granted() == (["127.0.0.1:8088", "127.0.0.1:9"], [])
+    assert sandchat(home, "plugins", "grant", "needsnet", "--env", "NEEDSNET_KEY", "--yes").returncode == 0
+    assert granted() == (["127.0.0.1:8088", "127.0.0.1:9"], ["NEEDSNET_KEY"])  # exactly what was named
     assert sandchat(home, "plugins", "revoke", "needsnet").returncode == 0
     assert "needsnet" not in json.loads((home / "grants.json").read_text())["grants"]

@@ -216,10 +216,9 @@ def grant(args: argparse.Namespace, context: Context) -> int:
         context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE
     old = manager.grants.load().get(plugin.name)
-    requested = plugin.metadata
-    # A kind not named on the command line: the file's request on a first grant, nothing added later.
-    network = args.network if args.network is not None else (requested.network if args.env is None or old is None else ())
-    env = args.env if args.env is not None else (requested.env if args.network is None or old is None else ())
+    named = args.network is not None or args.env is not None  # then exactly what is named, nothing more
+    network = args.network or () if named else plugin.metadata.network
+    env = args.env or () if named else plugin.metadata.env
     try:
         wanted = Metadata(network=tuple(network), env=tuple(env))
     except MetadataError as exc:
