@@ -155,6 +155,7 @@ class ChatSession:
         self.conversation.add("user", text)
         began = time.monotonic()
         try:
+            client.start()  # its hello says its window: read before the process exists, it would be the default
             messages, self.last_budget = self.conversation.fit(self.counter(client), client.context_window, self.max_tokens)
         except TooLong as exc:
             self.conversation.pop_unanswered()

@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plugins", action="store_true", help="safe mode: start with every plugin off")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    prompt = sub.add_parser("prompt", help="answer one prompt (TEXT, or standard input) and exit")
+    prompt = sub.add_parser("prompt", help="answer one prompt and exit: standard input (if piped), then TEXT")
     _generation_options(prompt)
-    prompt.add_argument("text", nargs="?", metavar="TEXT")
+    prompt.add_argument("text", nargs="*", metavar="TEXT", help="the prompt; several words are joined with spaces")
 
     chat = sub.add_parser("chat", help="chat in the terminal (the default command)")
     _generation_options(chat)
@@ -62,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", dest="count", type=_positive_int, default=10, metavar="N")
     logs.add_argument("--json", action="store_true")
 
-    tokens = sub.add_parser("tokens", help="count the tokens of TEXT (or standard input)")
+    tokens = sub.add_parser("tokens", help="count the tokens of standard input (if piped), then TEXT")
     tokens.add_argument("-p", "--plugin", metavar="NAME")
-    tokens.add_argument("text", nargs="?", metavar="TEXT")
+    tokens.add_argument("text", nargs="*", metavar="TEXT")
 
     plugins = sub.add_parser("plugins", help="list, inspect and manage plugins")
     psub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser, required=True)

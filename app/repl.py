@@ -68,6 +68,7 @@ class Repl:
             complete_while_typing=True,
             key_bindings=_bindings(),
         )
+        self._questions: PromptSession[str] = PromptSession()  # its own history: a "y" is not a message to resend
         session.confirm = self.confirm
 
     def choose_plugin(self, session: ChatSession) -> str | None:
@@ -91,7 +92,7 @@ class Repl:
 
     def confirm(self, question: str) -> bool:
         try:
-            return self.prompt.prompt(question).strip().lower() in ("y", "yes")
+            return self._questions.prompt(question).strip().lower() in ("y", "yes")
         except (KeyboardInterrupt, EOFError):
             return False
 
@@ -108,8 +109,8 @@ class Repl:
             if not line.strip():
                 continue
             if line.startswith("/"):
-                if not self._guarded(lambda: run_command(self.session, self, line)):
-                    return
+                if self._guarded(lambda: run_command(self.session, self, line)) is False:
+                    return  # /exit; an interrupted or failed command returns None: back to the prompt
                 continue
             self._guarded(lambda: self.session.ask(line))
 

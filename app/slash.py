@@ -102,10 +102,19 @@ def _system(session: ChatSession, ui: UI, argument: str) -> bool:
 @_command("/tokens", "show how the context window is spent")
 def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
     import runner
+    from app.history import TooLong
 
     try:
         client = session.manager.client(session.plugin)
+        client.start()  # the window is the running plugin's word, not the default
         _, budget = session.conversation.fit(session.counter(client), client.context_window, session.max_tokens)
+    except TooLong as exc:  # the newest message is a long reply: the next send keeps the new message, not it
+        session.output.write(
+            f"context window {client.context_window} tokens ({session.plugin}): the newest message alone needs "
+            f"{exc.needed} of the {exc.available} left after the reply budget, so your next message goes without "
+            f"the earlier history (it is trimmed, not lost: /save keeps it)\n"
+        )
+        return True
     except (runner.PluginError, ValueError) as exc:
         session.output.error(str(exc))
         return True

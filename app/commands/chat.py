@@ -34,6 +34,8 @@ def chat(args: argparse.Namespace, context: Context) -> int:
     if getattr(args, "resume", False):
         count = session.resume()
         context.output.notice(f"continuing the last conversation ({count} exchanges)" if count else "no earlier conversation: starting a new one")
+        if getattr(args, "system", ""):
+            session.conversation.system = args.system  # -s given now wins over the resumed one
     context.output.write(f"sandchat — chatting with {name!r}. /help for commands, Ctrl-D to leave.\n")
     try:
         Repl(session).run()

@@ -1,13 +1,18 @@
 """One-shot commands: ``sandchat prompt`` streams one answer, ``sandchat tokens`` counts.
 
 Only the answer goes to stdout, so these compose with pipes; every diagnostic is one
-line on stderr.
+line on stderr. The prompt is standard input (when it is not a terminal) followed by
+TEXT, a blank line between them, as ``llm`` does: ``cat notes | sandchat prompt
+"Summarise"`` sends the notes, then the instruction. An empty prompt is a usage error.
 """
+
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from typing import Iterator
 
 import runner
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
@@ -17,13 +22,27 @@ from app.render import Output
 __all__ = ["prompt", "tokens"]
 
 
-def _read_text(args: argparse.Namespace, context: Context) -> str | None:
-    if args.text is not None:
-        return args.text
-    if sys.stdin is None or sys.stdin.isatty():
+def _read_text(args: argparse.Namespace, context: Context, *, allow_empty: bool = False) -> str | None:
+    """Standard input (unless it is a terminal), then TEXT; None (after one line) when there is neither."""
+    words = " ".join(args.text)
+    piped = sys.stdin.read() if sys.stdin is not None and not sys.stdin.isatty() else None
+    if piped is None and not args.text:
         context.output.error("no TEXT given and nothing on standard input")
         return None
-    return sys.stdin.read()
+    text = "\n\n".join(part for part in (piped.rstrip("\n") if piped else "", words) if part)
+    if not text.strip() and not allow_empty:
+        context.output.error("the prompt is empty: give TEXT or pipe something in")
+        return None
+    return text
+
+
+def _too_big(text: str, client: runner.Plugin, context: Context) -> bool:
+    """A prompt that cannot fit one message to the plugin: said before anything is sent."""
+    size, limit = len(text.encode("utf-8", "surrogatepass")), client.config.max_message - 64 * 1024  # room for the rest of the request
+    if size <= limit:
+        return False
+    context.output.error(f"the prompt is {size / 2**20:.1f} MiB; the most a plugin accepts is {limit / 2**20:.1f} MiB")
+    return True
 
 
 def _failure(exc: runner.PluginError, context: Context) -> int:
@@ -43,44 +62,73 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     context.manager.timeout = args.timeout
     name = context.plugin_name(args.plugin)
-    out = context.output
-    cleaner = runner.StreamCleaner()  # across chunks: an escape sequence split in two goes whole
-    last, said = "", False  # the last piece shown; whether any of it was more than white space
+    shown: list[str] = []  # the cleaned answer, as printed: what the log keeps
+    began, error, cancelled, client = time.monotonic(), None, False, None
     try:
         client = context.manager.client(name)
-        for chunk in client.stream_response(args.system, text, args.max_tokens, args.temperature):
-            piece = _show(out, cleaner.feed(chunk))
-            last, said = piece or last, said or bool(piece.strip())
+        if _too_big(text + args.system, client, context):
+            return EXIT_USAGE
+        _stream(client.stream_response(args.system, text, args.max_tokens, args.temperature), context.output, shown)
+        if not "".join(shown).strip():  # an empty answer is a failure, never a silent success
+            raise runner.PluginResultError(name, "returned an empty answer")
+        return EXIT_OK
     except runner.PluginError as exc:
-        last = _show(out, cleaner.flush()) or last
-        if last:
-            out.write("\n")
+        error = exc
         status = _failure(exc, context)
-        if said:
-            out.notice("the answer above is incomplete")
+        if "".join(shown).strip():
+            context.output.notice("the answer above is incomplete")
         return status
-    piece = _show(out, cleaner.flush())
-    last, said = piece or last, said or bool(piece.strip())
-    if last and not last.endswith("\n"):
-        out.write("\n")
-    if not said:  # an empty answer is a failure, never a silent success
-        return _failure(runner.PluginResultError(name, "returned an empty answer"), context)
-    return EXIT_OK
+    except KeyboardInterrupt:
+        cancelled = True
+        raise
+    finally:
+        if client is not None:  # a prompt that reached a plugin (not a misspelt name)
+            _log(context, name, args.system, text, "".join(shown), time.monotonic() - began, error, cancelled)
 
 
-def _show(out: Output, piece: str) -> str:
+def _stream(chunks: Iterator[str], out: Output, shown: list[str]) -> None:
+    """Print a streamed answer, cleaned across chunk boundaries, ending with one newline."""
+    cleaner = runner.StreamCleaner()  # across chunks: an escape sequence split in two goes whole
+    try:
+        for chunk in chunks:
+            _show(out, cleaner.feed(chunk), shown)
+    finally:
+        _show(out, cleaner.flush(), shown)
+        if shown and not shown[-1].endswith("\n"):
+            out.write("\n")
+
+
+def _log(context: Context, plugin: str, system: str, prompt: str, response: str, seconds: float, error: Exception | None, cancelled: bool) -> None:
+    """Every prompt reaches logs.db like a chat exchange (its own conversation), failures included."""
+    import sqlite3
+    import uuid
+
+    from app.chatlog import ChatLog, Exchange
+
+    try:
+        ChatLog(context.settings.paths.logs_db).add(Exchange(
+            conversation=uuid.uuid4().hex, plugin=plugin, system=system, prompt=prompt, response=response,
+            duration_s=round(seconds, 4), error=str(error) if error else None, cancelled=cancelled,
+        ))  # fmt: skip
+    except (OSError, sqlite3.Error) as exc:
+        context.output.notice(f"the answer was not logged: {exc}")
+
+
+def _show(out: Output, piece: str, shown: list[str]) -> None:
     if piece:
         out.write(piece)
-    return piece
+        shown.append(piece)
 
 
 def tokens(args: argparse.Namespace, context: Context) -> int:
-    text = _read_text(args, context)
+    text = _read_text(args, context, allow_empty=True)
     if text is None:
         return EXIT_USAGE
     name = context.plugin_name(args.plugin)
     try:
         client = context.manager.client(name)
+        if _too_big(text, client, context):
+            return EXIT_USAGE
         count = client.count_tokens(text)
     except runner.PluginError as exc:
         return _failure(exc, context)
