@@ -110,3 +110,69 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
     chat.type("connect again")
     chat.send("Enter")
     chat.wait_for(r"ConnectionRefusedError")  # the sandbox now lets it try; nothing listens there
+
+
+def test_ctrl_c_during_a_slash_command_returns_to_the_prompt(home: Path, tmp_path: Path) -> None:
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "slowboot_plugin.py").write_text(
+        "import threading\nthreading.Event().wait(30)  # starts slowly: /health waits on it\n"
+        "from llm_utils import LLMClient\n"
+        "class SlowBoot(LLMClient):\n"
+        "    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):\n        return 'late'\n"
+        "    def count_tokens(self, text):\n        return 1\n"
+    )
+    term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(slow), "chat", "-p", "echo"], chat_env(str(home)))
+    try:
+        term.wait_for(r"^echo›")  # the prompt is up: what follows is a command, not type-ahead
+        term.type("/health slowboot")
+        term.send("Enter")
+        term.wait_for(r"^echo› /health slowboot\s*$")
+        term.send("C-c")
+        term.wait_for(r"sandchat: cancelled")
+        term.type("still here?")
+        term.send("Enter")
+        term.wait_for(r"^echo: still here\?$")
+        term.send("C-d")
+        term.wait_exit()
+    finally:
+        term.close()
+
+
+def test_the_answer_to_grant_it_now_is_not_in_the_input_history(chat: Tmux) -> None:
+    chat.type("/plugin needsnet")
+    chat.send("Enter")
+    chat.wait_for(r"now chatting with 'needsnet'")
+    chat.type("connect please")
+    chat.send("Enter")
+    chat.wait_for(r"grant it now\? \[y/N\]")
+    chat.type("n")
+    chat.send("Enter")
+    chat.wait_for(r"^needsnet›\s*$")
+    chat.send("Up")  # the last thing typed at the chat prompt, not the answer to the question
+    chat.wait_for(r"^needsnet› connect please\s*$")
+    chat.send("C-u")
+
+
+def test_continue_with_a_new_system_prompt_uses_it(home: Path) -> None:
+    command = [sys.executable, "-m", "app", "--plugins-dir", str(CHAT_PLUGINS), "chat", "-p", "echo"]
+    first = Tmux([*command, "-s", "Be a cat."], chat_env(str(home)))
+    try:
+        first.wait_for(r"chatting with 'echo'")
+        first.type("meow")
+        first.send("Enter")
+        first.wait_for(r"^echo: meow$")
+        first.send("C-d")
+        first.wait_exit()
+    finally:
+        first.close()
+    second = Tmux([*command, "-c", "-s", "Be a dog."], chat_env(str(home)))
+    try:
+        second.wait_for(r"continuing the last conversation \(1 exchanges\)")
+        second.type("/system")
+        second.send("Enter")
+        second.wait_for(r"^Be a dog\.$")
+        second.send("C-d")
+        second.wait_exit()
+    finally:
+        second.close()
