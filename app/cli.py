@@ -146,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.notice("interrupted")
         return 130
+    except OSError as exc:  # the disk said no (read-only, missing, full): the path and what to do, in one line
+        output.error(_disk_problem(exc, settings))
+        return EXIT_PLUGIN
     except Exception as exc:
         if type(exc).__module__.split(".")[0] != "runner":
             raise  # a bug of sandchat's own: its traceback is the report
@@ -153,6 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PLUGIN
     finally:
         context.close()
+
+
+def _disk_problem(exc: OSError, settings: object) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    paths = getattr(settings, "paths", None)
+    dirs = f" (config {paths.config_dir}, data {paths.data_dir})" if paths is not None else ""
+    return (f"cannot write or read {where}: {exc.strerror or exc}; make sandchat's directories{dirs} writable, "
+            "or choose others with SANDCHAT_HOME (or XDG_CONFIG_HOME and XDG_DATA_HOME)")  # fmt: skip
 
 
 def _dispatch(args: argparse.Namespace, context: object) -> int:

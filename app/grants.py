@@ -76,9 +76,9 @@ class GrantStore:
     def load(self) -> dict[str, Grant]:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+        except (FileNotFoundError, NotADirectoryError):
+            return {}  # nothing stored yet (a path that cannot exist is reported when written)
+        except ValueError as exc:
             raise SettingsError(f"{self.path}: unreadable grants file ({exc}); fix or delete it") from None
         grants = {}
         for name, entry in raw.get("grants", {}).items():

@@ -50,8 +50,8 @@ class HealthLog:
                     "INSERT INTO events (ts, plugin, event, exit_code, signal, detail) VALUES (?, ?, ?, ?, ?, ?)",
                     (time.time(), plugin, event, exit_code, signal, json.dumps(details, default=str)),
                 )
-        except sqlite3.Error:
-            pass  # the log is a diagnostic aid: a locked or broken file must not break a chat
+        except (sqlite3.Error, OSError):
+            pass  # the log is a diagnostic aid: a locked, broken or unwritable file must not break a chat
 
     def counts(self, plugin: str, since: float | None = None) -> dict[str, int]:
         """Events of ``plugin`` per kind since ``since`` (default: the last 24 hours)."""
@@ -61,7 +61,7 @@ class HealthLog:
                 rows = db.execute(
                     "SELECT event, COUNT(*) FROM events WHERE plugin = ? AND ts >= ? GROUP BY event", (plugin, since)
                 ).fetchall()
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):
             return {}
         return {event: count for event, count in rows}
 
@@ -74,7 +74,7 @@ class HealthLog:
         try:
             with self._file.connect() as db:
                 rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):
             return []
         keys = ("ts", "plugin", "event", "exit_code", "signal")
         return [{**dict(zip(keys, row[:5])), **json.loads(row[5])} for row in reversed(rows)]

@@ -27,9 +27,9 @@ class KeyStore:
     def load(self) -> dict[str, str]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+        except (FileNotFoundError, NotADirectoryError):
+            return {}  # nothing stored yet (a path that cannot exist is reported when written)
+        except ValueError as exc:
             raise SettingsError(f"{self.path}: unreadable keys file ({exc}); fix or delete it") from None
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 

@@ -44,7 +44,10 @@ class Connection:
         self.name = config.name
         self.hello: dict[str, Any] = {}
         self.started_at = time.monotonic()
-        config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PluginStartError(self.name, f"cannot create its scratch directory {config.scratch_dir}: {exc.strerror}") from None
         limits = config.sandbox.limits
         cage = process.cage_for(self.name, limits.tasks, limits.memory)
         self.cage: Cage | None = cage if not isinstance(cage, str) else None

@@ -287,6 +287,9 @@ def test_remove_deletes_a_user_plugin_and_revokes_its_grant(home: Path) -> None:
     assert removed.returncode == 0, removed.stderr
     assert "removed plugin 'needs_network'" in removed.stdout and "revoked its grant" in removed.stdout
     assert list(user_plugins(home).iterdir()) == []
+    kept = list((home / "removed").iterdir())  # moved aside, not deleted: it may hold the user's edits
+    assert len(kept) == 1 and kept[0].name.startswith("needs_network_plugin.py.") and f"kept at {kept[0]}" in removed.stdout
+    assert kept[0].read_bytes() == (AUTHORING / "needs_network_plugin.py").read_bytes()
     assert json.loads((home / "grants.json").read_text())["grants"] == {}
     gone = sandchat(home, "plugins", "remove", "needs_network")
     assert gone.returncode == 2 and "no plugin 'needs_network' in the user plugin folder" in gone.stderr

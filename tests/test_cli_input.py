@@ -79,3 +79,32 @@ def test_the_first_message_is_fitted_to_the_plugins_own_window(home: Path) -> No
             session.conversation.add("assistant", "ok")
         session.ask("new")  # the plugin is not running yet: its window comes from its hello, not a default
         assert session.last_budget.window == 60 and session.last_budget.dropped > 0
+
+
+@pytest.mark.parametrize("argv", [["plugins", "disable", "echo"], ["keys", "set", "X"], ["plugins", "grant", "echo", "--yes"]])
+def test_an_unusable_data_directory_is_one_line_naming_it(tmp_path: Path, argv: list[str]) -> None:
+    (tmp_path / "afile").write_text("")
+    home = tmp_path / "afile" / "home"  # under a regular file: it can never be created
+    result = sandchat(home, *argv, stdin="secret\n")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"sandchat: cannot write or read {home}: Not a directory; make sandchat's directories")
+
+
+def test_an_unusable_scratch_directory_costs_the_plugin_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    home = tmp_path / "afile" / "home"
+    result = sandchat(home, "prompt", "-p", "echo", "hi")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"sandchat: plugin 'echo' cannot create its scratch directory {home}/scratch/echo: Not a directory" in result.stderr
+
+
+def test_revoke_says_what_a_shipped_plugin_keeps_and_refuses_an_unknown_name(home: Path) -> None:
+    shipped = sandchat(home, "plugins", "revoke", "claude")
+    assert shipped.returncode == 0 and "has no grant of yours; it keeps what it ships with (api.anthropic.com:443" in shipped.stdout
+    unknown = sandchat(home, "plugins", "revoke", "nosuch")
+    assert unknown.returncode == 2 and "plugin 'nosuch' is not installed" in unknown.stderr
+
+
+def test_empty_logs_say_so(home: Path) -> None:
+    result = sandchat(home, "logs")
+    assert (result.returncode, result.stdout) == (0, "") and result.stderr.startswith("sandchat: no exchanges logged yet")

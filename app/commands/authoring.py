@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import time
 from pathlib import Path
 
 import runner
@@ -249,13 +250,16 @@ def remove(args: argparse.Namespace, context: Context) -> int:
         return _not_removable(context, wanted)
     path = files[0]
     name = plugin_name(path)
+    # Moved aside, not deleted: the file may hold the user's own edits, and nothing asks first.
+    kept = context.settings.paths.data_dir / "removed" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        path.unlink()
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, kept)
     except OSError as exc:
         out.error(f"cannot remove {path}: {exc.strerror or exc}")
         return EXIT_PLUGIN
     revoked = context.manager.grants.revoke(name)
-    out.write(f"removed plugin {name!r} ({path})" + ("; revoked its grant" if revoked else "") + "\n")
+    out.write(f"removed plugin {name!r} from {folder}" + ("; revoked its grant" if revoked else "") + f"; the file is kept at {kept}\n")
     return EXIT_OK
 
 

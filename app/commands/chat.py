@@ -48,6 +48,9 @@ def logs(args: argparse.Namespace, context: Context) -> int:
     from app.chatlog import ChatLog
 
     exchanges = ChatLog(context.settings.paths.logs_db).recent(args.count)
+    if not exchanges and not args.json:
+        context.output.notice(f"no exchanges logged yet ({context.settings.paths.logs_db})")
+        return EXIT_OK
     if args.json:
         context.output.write(json.dumps([asdict(e) for e in exchanges], indent=2) + "\n")
         return EXIT_OK

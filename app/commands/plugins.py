@@ -227,7 +227,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     before_net, before_env = (old.network, old.env) if old else ((), ())
     out = context.output
     out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
-    for label, before, added in (("network", before_net, wanted.network), ("env:    ", before_env, wanted.env)):
+    for label, before, added in (("network", before_net, wanted.network), ("env", before_env, wanted.env)):
         new = [item for item in added if item not in before]
         shown = ", ".join([*before, *new]) or "none"
         out.write(f"  {label.strip() + ':':<8} {shown}" + (f"  (adds {', '.join(new)})" if new and before else "") + "\n")
@@ -241,7 +241,19 @@ def grant(args: argparse.Namespace, context: Context) -> int:
 
 def revoke(args: argparse.Namespace, context: Context) -> int:
     """Take back named permissions (--network/--env), or everything when none is named."""
-    grants = context.manager.grants
+    manager = context.manager
+    grants = manager.grants
+    plugin = manager.discovery.plugins.get(args.name)
+    if plugin is None and args.name not in grants.load():
+        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
+        return EXIT_USAGE
+    if plugin is not None and args.name not in grants.load():
+        shipped = manager.access(plugin).grant
+        if shipped is not None and shipped.source == "shipped":
+            what = ", ".join(shipped.network + shipped.env) or "nothing"
+            context.output.write(f"plugin {args.name!r} has no grant of yours; it keeps what it ships with ({what}); "
+                                 f"to stop it, turn it off: sandchat plugins disable {args.name}\n")  # fmt: skip
+            return EXIT_OK
     if args.network or args.env:
         left = grants.remove(args.name, tuple(args.network or ()), tuple(args.env or ()))
         if left is None:
