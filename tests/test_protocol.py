@@ -747,6 +747,9 @@ SERVED = [
     ("a bool max_tokens", [0, 1, "generate", {**GEN, "user_message": "x", "max_tokens": False}],
      [1, 1, _bad_request("param 'max_tokens' must be int"), None]),  # fmt: skip
     ("an int temperature", [0, 1, "generate", {**GEN, "user_message": "x", "temperature": 1}], [1, 1, None, "ok"]),
+    ("no temperature: the plugin's default", [0, 1, "generate", {"system": "", "max_tokens": 5, "user_message": "x"}], [1, 1, None, "ok"]),
+    ("a string temperature", [0, 1, "generate", {**GEN, "user_message": "x", "temperature": "hot"}],
+     [1, 1, _bad_request("param 'temperature' must be a number"), None]),  # fmt: skip
     ("params not a map", [0, 1, "ping", []], [1, 1, _bad_request("params of ping must be a map"), None]),
     ("cancel of nothing", [0, 1, "cancel", {"id": True}], [1, 1, None, False]),
     ("an unknown method", [0, 1, "embed", {}], [1, 1, error_map("request", "UnknownMethod", "unknown method 'embed'"), None]),

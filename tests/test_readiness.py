@@ -99,3 +99,11 @@ def test_health_shows_readiness_beside_the_state_and_counts_it_in_the_exit_statu
     assert "  readiness: not ready: no key set for the server" in not_ready.stdout
     report = json.loads(sandchat(home, "plugins", "health", "readiness", "--json").stdout)[0]
     assert (report["healthy"], report["ready"], report["not_ready"], report["counting"]) == (True, False, "no key set for the server", "exact: split()")
+
+
+@pytest.mark.timeout(30)
+def test_a_temperature_left_out_is_the_plugins_own_default(manager: PluginManager) -> None:
+    client = manager.client("temperature")
+    assert client.generate_response("", "x", 10, None) == "temperature 0.25"
+    assert client.generate_response("", "x", 10, 1.5) == "temperature 1.5"
+    assert client.generate_response("", "x") == "temperature 0.8"  # the contract's default, sent as given
