@@ -422,7 +422,7 @@ def sandbox_refusal(exc: BaseException) -> PermissionError | None:
 
 
 def _unreachable_reason(exc: anthropic.APIConnectionError) -> str:
-    """Why a connection failed, briefly: "connection refused", "no answer within 5 s"..."""
+    """Why a connection failed, briefly: "connection refused", or which timeout fired."""
     for cause in _causes(exc):
         if isinstance(cause, httpx2.TimeoutException):
             return _timeout_detail(exc)
