@@ -11,12 +11,22 @@ Wire format as documented by Anthropic and as the installed ``anthropic`` 2.x SD
   (``stop_reason`` + ``usage``), ``message_stop``; each ``event: X\\ndata: {json}\\n\\n``.
   With ``thinking=...`` a thinking block (``thinking_delta``, ``signature_delta``) comes
   first, as adaptive-thinking models send it.
+* Under ``2023-06-01`` the sampling parameters still pass, except for the models that
+  deprecated them (Claude 4.7 and later, :data:`SAMPLING_DEPRECATED`): a non-default
+  ``temperature``, or any ``top_p``/``top_k``, is a 400 "... is deprecated for this model."
+* ``GET /v1/models`` (authenticated like every endpoint, ``limit`` 1..1000, default 20):
+  the cheap, token-free request clients use to check a key.
 * Errors: ``{"type": "error", "error": {"type": ..., "message": ...}}`` with the real
   statuses (401, 403, 404, 429 + ``retry-after``, 500, 529, 400...), every response
   carrying a ``request-id``; a queued error with ``mid_stream=True`` is sent the way the
   API reports overload during a stream: HTTP 200, then an ``event: error``.
 
 Token counts are fake but deterministic: :func:`fake_token_count`.
+
+Broken streams, for clients that must not fail silently (:meth:`FakeAnthropicServer.queue_stream_ending`):
+after ``after_chunks`` text deltas the next stream either ends its body cleanly without
+``message_delta``/``message_stop`` ("cut"), drops the connection mid-body ("hangup"), or
+sends an ``event: error`` ("error").
 """
 
 from __future__ import annotations
@@ -24,7 +34,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Any, Iterator, Mapping
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Mapping
+from urllib.parse import parse_qs
 
 from . import (
     FakeServer,
@@ -36,11 +50,16 @@ from . import (
     sse_events,
 )
 
-__all__ = ["ERROR_TYPES", "KNOWN_VERSIONS", "FakeAnthropicServer", "fake_token_count"]
+__all__ = ["ERROR_TYPES", "KNOWN_VERSIONS", "SAMPLING_DEPRECATED", "FakeAnthropicServer", "StreamEnding", "fake_token_count"]
 
 KNOWN_VERSIONS = ("2023-06-01", "2026-10-21")
 _SAMPLING_REMOVED_IN = "2026-10-21"
 _SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+#: Models that reject sampling parameters even under 2023-06-01 (Claude 4.7 and later).
+SAMPLING_DEPRECATED = (
+    "claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-opus-5-5",
+    "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5",
+)  # fmt: skip
 
 #: The API's error type for each HTTP status it uses.
 ERROR_TYPES = {
@@ -88,12 +107,27 @@ def _message_texts(message: Any) -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class StreamEnding:
+    """How the next streamed reply ends instead of ``message_delta`` + ``message_stop``."""
+
+    ending: Literal["cut", "hangup", "error"]
+    after_chunks: int = 2  # text deltas sent first
+    error_type: str = "api_error"  # for "error"
+    message: str = "Internal server error"
+
+
+class _Hangup(ConnectionResetError):
+    """Raised inside a stream's events: FakeServer._handle then closes the connection mid-body."""
+
+
 class FakeAnthropicServer(FakeServer):
     """A scriptable Anthropic API; see the module docstring for the wire format.
 
     ``thinking``: when set, replies start with a thinking block holding this text.
     ``known_models``: when set, other models get a 404 ``not_found_error``.
     ``token_count``: fixed ``input_tokens`` for count_tokens (default :func:`fake_token_count`).
+    ``stop_reason``: what replies end with (``"end_turn"``; e.g. ``"max_tokens"``, ``"refusal"``).
     """
 
     def __init__(
@@ -102,13 +136,26 @@ class FakeAnthropicServer(FakeServer):
         thinking: str | None = None,
         known_models: tuple[str, ...] | None = None,
         token_count: int | None = None,
+        stop_reason: str = "end_turn",
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.thinking = thinking
         self.known_models = known_models
         self.token_count = token_count
+        self.stop_reason = stop_reason
         self._ids = itertools.count(1)
+        self._endings: deque[StreamEnding] = deque()
+        self._endings_lock = threading.Lock()
+
+    def queue_stream_ending(self, ending: Literal["cut", "hangup", "error"], n: int = 1, **options: Any) -> None:
+        """End the next ``n`` streamed replies early; options as in :class:`StreamEnding`."""
+        with self._endings_lock:
+            self._endings.extend(StreamEnding(ending, **options) for _ in range(n))
+
+    def _take_ending(self) -> StreamEnding | None:
+        with self._endings_lock:
+            return self._endings.popleft() if self._endings else None
 
     # -- routing -----------------------------------------------------------------------
 
@@ -121,10 +168,10 @@ class FakeAnthropicServer(FakeServer):
                 count = self.token_count if self.token_count is not None else fake_token_count(request.body)
                 return self._json(200, {"input_tokens": count})
             if request.body.get("stream") is True:
-                return StreamReply(self._message_events(request.body), self._ids_header())
+                return StreamReply(self._message_events(request.body, self._take_ending()), self._ids_header())
             return self._json(200, self._message(request.body))
         if request.method == "GET" and request.path == "/v1/models":
-            return self._json(200, self._models())
+            return self._check_headers(request) or self._models(request.query)
         return self._error(404, "not_found_error", f"{request.method} {request.path} not found")
 
     def error_reply(self, error: QueuedError, request: RecordedRequest) -> JsonReply | StreamReply:
@@ -166,14 +213,18 @@ class FakeAnthropicServer(FakeServer):
                 return self._error(400, "invalid_request_error", f"{name}: Field required")
         if not counting and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
             return self._error(400, "invalid_request_error", "max_tokens: must be a positive integer")
-        if request.headers.get("anthropic-version") == _SAMPLING_REMOVED_IN:
-            for name in _SAMPLING_PARAMS:
-                if name in body:
-                    return self._error(
-                        400, "invalid_request_error",
-                        f"{name}: not supported in API version {_SAMPLING_REMOVED_IN}",
-                    )  # fmt: skip
-        return self._check_messages(body)
+        return self._check_sampling(body, request.headers.get("anthropic-version")) or self._check_messages(body)
+
+    def _check_sampling(self, body: Mapping[str, Any], version: str | None) -> JsonReply | None:
+        for name in _SAMPLING_PARAMS:
+            if name not in body:
+                continue
+            if version == _SAMPLING_REMOVED_IN:
+                return self._error(400, "invalid_request_error", f"{name}: not supported in API version {_SAMPLING_REMOVED_IN}")
+            default = name == "temperature" and body[name] == 1  # the default alone still passes
+            if body.get("model") in SAMPLING_DEPRECATED and not default:
+                return self._error(400, "invalid_request_error", f"`{name}` is deprecated for this model.")
+        return None
 
     def _check_messages(self, body: Mapping[str, Any]) -> JsonReply | None:
         messages = body["messages"]
@@ -197,7 +248,7 @@ class FakeAnthropicServer(FakeServer):
             content.append({"type": "thinking", "thinking": self.thinking, "signature": "c2lnbmF0dXJl"})
         content.append({"type": "text", "text": text})
         message = self._skeleton(body)
-        message.update(content=content, stop_reason="end_turn")
+        message.update(content=content, stop_reason=self.stop_reason)
         message["usage"]["output_tokens"] = len(split_words(text))
         return message
 
@@ -213,7 +264,7 @@ class FakeAnthropicServer(FakeServer):
             "usage": {"input_tokens": fake_token_count(body), "output_tokens": 1},
         }
 
-    def _message_events(self, body: Mapping[str, Any]) -> Iterator[bytes]:
+    def _message_events(self, body: Mapping[str, Any], ending: StreamEnding | None = None) -> Iterator[bytes]:
         text_chunks = split_words(self.reply_text(body))
         yield from _sse("message_start", message=self._skeleton(body))
         index = 0
@@ -223,15 +274,28 @@ class FakeAnthropicServer(FakeServer):
         yield from _sse("content_block_start", index=index, content_block={"type": "text", "text": ""})
         if self.thinking is None:
             yield from _sse("ping")  # the API pings after the first content_block_start
-        for chunk in text_chunks:
+        for number, chunk in enumerate(text_chunks):
+            if ending is not None and number == ending.after_chunks:
+                yield from self._early_end(ending)
+                return
             yield from _sse("content_block_delta", index=index, delta={"type": "text_delta", "text": chunk})
+        if ending is not None:  # a reply shorter than after_chunks still ends early
+            yield from self._early_end(ending)
+            return
         yield from _sse("content_block_stop", index=index)
         yield from _sse(
             "message_delta",
-            delta={"stop_reason": "end_turn", "stop_sequence": None},
+            delta={"stop_reason": self.stop_reason, "stop_sequence": None},
             usage={"output_tokens": len(text_chunks)},
         )
         yield from _sse("message_stop")
+
+    def _early_end(self, ending: StreamEnding) -> Iterator[bytes]:
+        if ending.ending == "error":
+            yield from _sse("error", error={"type": ending.error_type, "message": ending.message})
+        elif ending.ending == "hangup":
+            raise _Hangup("the fake server drops the connection mid-stream")
+        # "cut": nothing more; the body ends cleanly (the chunked terminator), no message_stop
 
     def _thinking_events(self) -> Iterator[bytes]:
         yield from _sse("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""})
@@ -246,13 +310,22 @@ class FakeAnthropicServer(FakeServer):
         yield from _sse("ping")
         yield from _sse("error", error={"type": error_type, "message": message})
 
-    def _models(self) -> dict[str, Any]:
+    def _models(self, query: str) -> JsonReply:
+        """``GET /v1/models``: one page of ``limit`` models (default 20, 1 to 1000)."""
+        values = parse_qs(query).get("limit", ["20"])
+        try:
+            limit = int(values[-1])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return self._error(400, "invalid_request_error", "limit: Input should be between 1 and 1000")
         ids = list(self.known_models or ("claude-sonnet-5-5",))
+        page = ids[:limit]
         data = [
             {"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"}
-            for model in ids
+            for model in page
         ]
-        return {"data": data, "has_more": False, "first_id": ids[0], "last_id": ids[-1]}
+        return self._json(200, {"data": data, "has_more": len(ids) > limit, "first_id": page[0], "last_id": page[-1]})
 
     def _ids_header(self) -> dict[str, str]:
         return {"request-id": f"req_fake{next(self._ids):06d}"}
