@@ -208,3 +208,12 @@ def test_grant_network_adds_and_revoke_network_removes_only_that(home: Path) -> 
     assert granted() == (["127.0.0.1:8088", "127.0.0.1:9"], ["NEEDSNET_KEY"])  # exactly what was named
     assert sandchat(home, "plugins", "revoke", "needsnet").returncode == 0
     assert "needsnet" not in json.loads((home / "grants.json").read_text())["grants"]
+
+
+@pytest.mark.timeout(60)
+def test_grant_without_yes_from_a_script_grants_nothing(home: Path) -> None:
+    (home / "plugins").mkdir(parents=True)
+    shutil.copy(CHATPLUGINS / "needsnet_plugin.py", home / "plugins" / "needsnet_plugin.py")
+    result = sandchat(home, "plugins", "grant", "needsnet")  # stdin is not a terminal: never grant silently
+    assert result.returncode == 1 and "plugin 'needsnet': nothing granted" in result.stderr
+    assert not (home / "grants.json").exists()
