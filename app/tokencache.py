@@ -130,7 +130,7 @@ class TokenCounter:
                 counts[i] = found[text]
         return counts
 
-    def _current(self) -> dict[str, int]:
+    def _current(self) -> OrderedDict[str, int]:
         """The table for the plugin as it is now; emptied when its file changed. Lock held."""
         process = getattr(self.client, "pid", None)
         if process is None or process != self._process:

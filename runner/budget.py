@@ -108,7 +108,7 @@ def scan(data: bytes | bytearray | memoryview, start: int, max_message: int, res
             remaining = open_counts.pop()
 
 
-def flat_reply(data: bytes) -> bool:
+def flat_reply(data: bytes | memoryview) -> bool:
     """Whether ``data`` starts like the two hot messages, which hold no container to budget.
 
     ``[1, msgid, nil, scalar]`` (a plain response) and ``[2, "chunk", [msgid, str]]``:

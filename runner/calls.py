@@ -33,7 +33,7 @@ class CancelToken:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._event = threading.Event()
-        self._watchers: dict[int, Callable[[], None]] = {}
+        self._watchers: dict[int, Callable[[], object]] = {}
         self._next = 0
 
     @property
@@ -54,7 +54,7 @@ class CancelToken:
         """Sleep up to ``seconds``, waking at once on a cancel; True if cancelled."""
         return self._event.wait(seconds)
 
-    def _watch(self, notify: Callable[[], None]) -> int:
+    def _watch(self, notify: Callable[[], object]) -> int:
         """Call ``notify`` on cancel (at once, here, if already cancelled); returns a key for unwatch."""
         with self._lock:
             self._next += 1

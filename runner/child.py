@@ -87,7 +87,7 @@ def tag_stdout() -> None:
 
 
 def parse_options(argv: list) -> dict:
-    options = {"profile": "untrusted", "name": "", "max_message": 0, "allow_unsandboxed": False}
+    options: dict = {"profile": "untrusted", "name": "", "max_message": 0, "allow_unsandboxed": False}
     options.update({key: [] for key in _LISTS.values()})
     args = iter(argv)
     for arg in args:
@@ -176,7 +176,7 @@ def report_frame(report: dict) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

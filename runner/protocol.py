@@ -201,7 +201,7 @@ class Decoder:
         """
         pending = self._pending
         pending += data
-        pos, messages = 0, []
+        pos, messages = 0, []  # type: tuple[int, list[Any]]
         try:
             while pos < len(pending):
                 # A run of the two flat shapes (a stream's chunks) is decoded at C speed; a
