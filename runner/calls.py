@@ -31,22 +31,26 @@ class CancelToken:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant, and never held while calling out: the garbage collector may finalize a
+        # stream made with this token (which unwatches it) inside any of these methods.
+        self._lock = threading.RLock()
+        self._cancelled = False
         self._event = threading.Event()
         self._watchers: dict[int, Callable[[], object]] = {}
         self._next = 0
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Cancel every call made with this token that has not ended; safe to call twice."""
         with self._lock:
-            if self._event.is_set():
+            if self._cancelled:
                 return
-            self._event.set()
+            self._cancelled = True
             watchers, self._watchers = list(self._watchers.values()), {}
+        self._event.set()
         for notify in watchers:
             notify()
 
@@ -58,7 +62,7 @@ class CancelToken:
         """Call ``notify`` on cancel (at once, here, if already cancelled); returns a key for unwatch."""
         with self._lock:
             self._next += 1
-            if not self._event.is_set():
+            if not self._cancelled:
                 self._watchers[self._next] = notify
                 return self._next
         notify()
@@ -94,5 +98,12 @@ class Stream(Iterator[str]):
         self.token.cancel()
 
     def close(self) -> None:
-        """Stop reading, from the reading thread: the plugin is told to cancel, and the turn is freed."""
-        self._chunks.close()  # type: ignore[attr-defined]
+        """Stop reading: the plugin is told to cancel, and the turn is freed; safe from any thread.
+
+        From a thread other than the one inside ``next()`` right now, this is a
+        :meth:`cancel`: a generator cannot be closed while it runs elsewhere.
+        """
+        try:
+            self._chunks.close()  # type: ignore[attr-defined]
+        except ValueError:  # "generator already executing": another thread is reading it
+            self.cancel()

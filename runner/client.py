@@ -111,7 +111,7 @@ class Plugin(LLMClient):
         """Start the process if it is not running and return its hello."""
         start = self.config.deadlines.start
         if not self._turn.take(time.monotonic() + start):
-            raise PluginTimeout(self.name, f"timed out after {start:g}s waiting for another call to end", phase="start", seconds=start)
+            raise PluginTimeout(self.name, f"timed out after {start:g}s (the start deadline) waiting for another call to end", phase="start", seconds=start)
         try:
             return self._life.connection().hello
         finally:
@@ -178,8 +178,10 @@ class Plugin(LLMClient):
         """
         if self._streaming is not None:
             self._refuse_reentry(f"before {method}")
-        deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
+        taken = False
         try:
+            deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
+            taken = True
             conn = self._life.conn
             if conn is None or conn.dead or self._life.closed or cancel is not None:  # the usual live process skips the checks
                 conn, deadline = self._ready(deadline, seconds, phase, cancel)
@@ -204,7 +206,8 @@ class Plugin(LLMClient):
                 supervisor.succeeded(time.monotonic())
             return result
         finally:
-            self._turn.give()
+            if taken:
+                self._turn.give()
 
     def _stream(self, method: str, params: dict[str, Any], cancel: CancelToken | None) -> Stream:
         return Stream(lambda token: self._chunks(method, params, token), cancel)
@@ -213,8 +216,10 @@ class Plugin(LLMClient):
         if self._streaming is not None:
             self._refuse_reentry("first")
         total = self.config.deadlines.total
-        deadline = None if self._turn.take_now() else self._wait_turn(total, "total", cancel)
+        taken = False
         try:
+            deadline = None if self._turn.take_now() else self._wait_turn(total, "total", cancel)
+            taken = True
             conn, deadline = self._ready(deadline, total, "total", cancel)
             self.stats.calls += 1
             self._busy += 1
@@ -229,7 +234,8 @@ class Plugin(LLMClient):
                 self._streaming = None
             self.supervisor.succeeded(time.monotonic())
         finally:
-            self._turn.give()
+            if taken:
+                self._turn.give()
 
     def _wait_turn(self, seconds: float, phase: str, cancel: CancelToken | None) -> float:
         """Wait for another call to end, within this call's deadline; returns that deadline."""
@@ -245,6 +251,8 @@ class Plugin(LLMClient):
 
         A start has a deadline of its own, so the call's clock stops while it runs.
         """
+        if cancel is not None and cancel.cancelled:  # before any start: a cancelled call reaches nothing
+            raise PluginCancelled(self.name, "was cancelled before it started")
         conn = self._life.conn
         if conn is None or conn.dead or self._life.closed:
             if deadline is None:
@@ -253,6 +261,8 @@ class Plugin(LLMClient):
             conn = self._life.connection(deadline, seconds, phase, cancel)
             if self.stats.starts != starts and self.stats.startup_seconds is not None:
                 deadline += self.stats.startup_seconds
+            if self._life.closed or conn.dead:  # closed or stopped from an event listener as it started
+                raise self._life.ended_start(cancel)
         if cancel is not None and cancel.cancelled:
             raise PluginCancelled(self.name, "was cancelled before it started")
         return conn, deadline

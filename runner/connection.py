@@ -90,7 +90,10 @@ class Connection:
         seconds = self.config.deadlines.start
         deadline = time.monotonic() + seconds
         report = None
-        self._reading = True
+        with self._write_lock:  # kill() takes it too: either it saw us reading, or we see it dead
+            if self.dead:
+                raise PluginUnavailable(self.name, "was stopped during start", reason="stopped")
+            self._reading = True
         try:
             with self._write_lock:
                 self._write_rest(source_frame(code), 0, "start", seconds)
@@ -384,6 +387,8 @@ class Connection:
         """Write ``data[written:]``, waiting at most ``seconds`` for room in the pipe."""
         view = memoryview(data)[written:]
         deadline = time.monotonic() + seconds
+        if self.dead:  # its fd numbers may belong to someone else's files by now
+            raise PluginUnavailable(self.name, f"was stopped during {method}", reason="stopped")
         while view:
             try:
                 view = view[os.write(self._write_fd, view) :]

@@ -136,7 +136,15 @@ class Lifecycle:
             )
         if decision.wait:  # exponential back-off between restarts, bounded by the policy
             self._back_off(decision.wait, deadline, seconds, phase, cancel)
-        return self._start(decided)
+        return self._start(decided, cancel)
+
+    def ended_start(self, cancel: CancelToken | None) -> PluginError:
+        """What to say about a start something ended: a close, the call's cancel, or a stop."""
+        if self.closed:
+            return PluginUnavailable(self.name, f"was stopped while starting: {self.closed_why}", reason="closed")
+        if cancel is not None and cancel.cancelled:
+            return PluginCancelled(self.name, "was cancelled while starting")
+        return PluginUnavailable(self.name, "was stopped while starting", reason="stopped")
 
     def late(self, seconds: float, phase: str, doing: str) -> PluginTimeout:
         """A call whose deadline passed before it reached the plugin: counted, but not the process's fault."""
@@ -165,8 +173,13 @@ class Lifecycle:
         except (OSError, ValueError) as exc:
             raise PluginStartError(self.name, f"could not read its code: {exc}") from None
 
-    def _start(self, decided: tuple[PluginConfig, bytes] | None = None) -> Connection:
-        """Start a process for ``decided`` (the configuration and code), or for a decision made now."""
+    def _start(self, decided: tuple[PluginConfig, bytes] | None = None, cancel: CancelToken | None = None) -> Connection:
+        """Start a process for ``decided`` (the configuration and code), or for a decision made now.
+
+        A stop, a close or the call's cancel, from any thread at any moment, ends the start:
+        the process is killed and the handshake (which never touches a dead connection's
+        fds) ends with "stopped", reported here as what ended it.
+        """
         _precompile_child()
         began = time.monotonic()
         self.stats.starts += 1
@@ -174,15 +187,18 @@ class Lifecycle:
         self._emit("restarting" if self.supervisor.failures else "starting", {})
         stops = self._stops
         code = b""
+        key = 0
         try:
             self.config, code = decided or self._decide()
             conn = self._pending = Connection(self.config, ROOT)
+            if cancel is not None:
+                key = cancel._watch(conn.kill)  # the call that started it no longer wants it
             if self.closed or self._stops != stops:
                 conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
             conn.handshake(code)
         except PluginError as exc:
             if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
-                raise  # stopped or shut down from another thread while starting: not a failure
+                raise self.ended_start(cancel) from None  # stopped, closed or cancelled while starting: not a failure
             self.stats.record(exc)
             self._emit("start_failed", {"error": str(exc), **exit_details(exc)})
             if isinstance(exc, _CANNOT_LOAD):
@@ -192,14 +208,14 @@ class Lifecycle:
             raise
         finally:
             self.starting = False
+            if key:
+                cancel._unwatch(key)  # type: ignore[union-attr]
         self.load_error = None
         self.conn = conn
         self._pending = None
-        if self.closed or self._stops != stops:  # stopped during the handshake: stop() may have seen neither
-            conn.kill()
-            if self.closed:
-                raise PluginUnavailable(self.name, f"was stopped while starting: {self.closed_why}", reason="closed")
-            raise PluginUnavailable(self.name, "was stopped while starting", reason="stopped")
+        if self.closed or self._stops != stops or (cancel is not None and cancel.cancelled):
+            conn.kill()  # stopped during the handshake: stop() may have seen neither
+            raise self.ended_start(cancel)
         self.supervisor.started(time.monotonic())
         self.stats.startup_seconds = time.monotonic() - began
         self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})

@@ -20,24 +20,36 @@ if TYPE_CHECKING:
 
 __all__ = ["Turn"]
 
+_SLICE = 0.25  # the longest a waiter sleeps before it looks again (see _queue)
+
 
 class Turn:
-    """A re-entrant, deadline-aware and cancellable lock with a lock-free-ish fast path."""
+    """A re-entrant, deadline-aware, cancellable and first-come-first-served lock.
+
+    The fast path (nobody holds it, nobody waits) is one non-blocking acquire. Waiters
+    take tickets and are served in order: a thread that calls in a loop cannot starve
+    the ones queued behind it, and a newcomer never jumps a queue that has formed.
+    """
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # held from the first take to the last give
-        self._cond = threading.Condition(threading.Lock())  # where waiters sleep
+        # Re-entrant: the garbage collector may finalize an abandoned stream, whose generator
+        # gives the turn back, on a thread that is inside take() or give() holding this lock.
+        self._cond = threading.Condition(threading.RLock())  # where waiters sleep
         self._owner: int | None = None
         self._depth = 0
         self._waiting = 0
+        self._tickets = 0  # the next ticket to hand out
+        self._serving = 0  # the ticket whose turn is next
+        self._gone: set[int] = set()  # tickets whose holders gave up (deadline, cancel)
 
     @property
     def held(self) -> bool:
         return self._mutex.locked()
 
     def take_now(self) -> bool:
-        """Take the turn if nobody has it (or this thread does); never waits."""
-        if self._mutex.acquire(False):
+        """Take the turn if nobody has it or waits for it (or this thread has it); never waits."""
+        if not self._waiting and self._mutex.acquire(False):
             self._owner, self._depth = threading.get_ident(), 1
             return True
         if self._owner == threading.get_ident():  # only the owner can find itself here
@@ -53,33 +65,57 @@ class Turn:
         """
         if self.take_now():
             return True
-        key = cancel._watch(self._wake) if cancel is not None else 0
+        taken = False
         try:
-            with self._cond:
-                self._waiting += 1
-                try:
-                    while True:
-                        # Take before looking at the token: a woken waiter that gave up
-                        # without taking would swallow the wake-up meant for the next one.
-                        if self._mutex.acquire(False):
-                            self._owner, self._depth = threading.get_ident(), 1
-                            break
-                        left = until - time.monotonic()
-                        if left <= 0 or (cancel is not None and cancel.cancelled):
-                            return False
-                        self._cond.wait(left)
-                finally:
-                    self._waiting -= 1
-        finally:
-            if key:
-                cancel._unwatch(key)  # type: ignore[union-attr]
-        if time.monotonic() >= until or (cancel is not None and cancel.cancelled):
+            key = cancel._watch(self._wake) if cancel is not None else 0
+            try:
+                with self._cond:
+                    taken = self._queue(until, cancel)
+            finally:
+                if key:
+                    cancel._unwatch(key)  # type: ignore[union-attr]
+        except BaseException:
+            if taken:
+                self.give()  # a Ctrl-C after the take, before our caller could know: never keep it
+            raise
+        if taken and (time.monotonic() >= until or (cancel is not None and cancel.cancelled)):
             self.give()
             return False
-        return True
+        return taken
+
+    def _queue(self, until: float, cancel: CancelToken | None) -> bool:
+        """Wait in line (the condition lock held): True with the turn, False on deadline or cancel."""
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        self._waiting += 1
+        try:
+            while True:
+                left = until - time.monotonic()
+                if ticket == self._serving and self._mutex.acquire(False):
+                    self._owner, self._depth = threading.get_ident(), 1
+                    self._advance()
+                    return True
+                if left <= 0 or (cancel is not None and cancel.cancelled):
+                    if ticket == self._serving:
+                        self._advance()
+                        self._cond.notify_all()  # it was our turn: it is the next one's now
+                    else:
+                        self._gone.add(ticket)  # skipped when its turn comes
+                    return False
+                # In slices: the garbage collector may finalize an abandoned stream on this very
+                # thread, between our look and our sleep, and its give() wakes nobody then.
+                self._cond.wait(min(left, _SLICE))
+        finally:
+            self._waiting -= 1
+
+    def _advance(self) -> None:
+        """The ticket being served is done with: serve the next one still waiting (condition lock held)."""
+        self._serving += 1
+        while self._serving in self._gone:
+            self._gone.discard(self._serving)
+            self._serving += 1
 
     def give(self) -> None:
-        """Give the turn back (once per take); the next waiter, if any, gets it."""
+        """Give the turn back (once per take); the first in line, if any, gets it."""
         self._depth -= 1
         if self._depth:
             return
@@ -87,7 +123,7 @@ class Turn:
         self._mutex.release()
         if self._waiting:  # read after the release: a waiter counted later finds the mutex free
             with self._cond:
-                self._cond.notify()
+                self._cond.notify_all()  # each waiter looks at its ticket; the one served takes it
 
     def _wake(self) -> None:
         """A token was cancelled: every waiter looks at its own token (only its owner leaves)."""

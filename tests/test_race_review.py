@@ -228,7 +228,7 @@ def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_d
     class Clock:
         @staticmethod
         def monotonic() -> float:
-            if armed.is_set() and client._turn._cond._lock.locked():
+            if armed.is_set() and client._turn._cond._is_owned():
                 armed.clear()
                 gc.collect()
             return time.monotonic()
