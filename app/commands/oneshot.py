@@ -55,6 +55,9 @@ def _too_big(text: str, client: runner.Plugin, context: Context) -> bool:
 
 def _failure(exc: runner.PluginError, context: Context) -> int:
     context.output.error(str(exc))
+    from app.pluginlog import log_traceback
+
+    log_traceback(context.settings.paths.plugin_logs, exc)  # file and line for the author: `sandchat plugins logs NAME`
     if isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
         hint = context.manager.permission_hint(exc.plugin, exc)
         if hint and hint.rsplit("run: ", 1)[-1] not in str(exc):
