@@ -143,6 +143,14 @@ class ChatLog:
             raise AmbiguousConversation(f"conversation id {prefix!r} matches more than one conversation; give more of it")
         return rows[0][0] if rows else None
 
+    def per_plugin(self, since: float) -> dict[str, tuple[int, int]]:
+        """Per plugin, exchanges logged since ``since`` and how many of them failed."""
+        if not self.path.exists():
+            return {}
+        with self._file.connect() as db:
+            rows = db.execute("SELECT plugin, COUNT(*), COUNT(error) FROM exchanges WHERE ts >= ? GROUP BY plugin", (since,)).fetchall()
+        return {plugin: (total, failed) for plugin, total, failed in rows}
+
     def latest_conversation_id(self) -> str | None:
         """The id of the most recent conversation, if any exchange was logged."""
         if not self.path.exists():
