@@ -31,13 +31,14 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=_positive_float, metavar="S", help="give up on the reply after S seconds")
 
 
-def _global_options(p: argparse.ArgumentParser, *, after: bool) -> None:
-    """--plugins-dir and --no-plugins, before the command or (``after``) anywhere after it.
+def _global_options(p: argparse.ArgumentParser, *, after: int = 0) -> None:
+    """--plugins-dir and --no-plugins, before the command or after it (``after``: how deep).
 
-    After the command they land in their own ``dest`` with no default, so a subcommand's
-    parser cannot overwrite what was given before it; :func:`parse_args` merges the two.
+    After a command they land in a ``dest`` of that depth's own, with no default, so a
+    subcommand's parser cannot overwrite what was given before it (argparse copies a
+    subparser's namespace over its parent's); :func:`parse_args` merges them.
     """
-    suffix, default = ("_after", argparse.SUPPRESS) if after else ("", None)
+    suffix, default = (f"_after{after}", argparse.SUPPRESS) if after else ("", None)
     p.add_argument("--plugins-dir", dest="plugins_dir" + suffix, action="append", default=default if after else [],
                    metavar="DIR", help="also load plugins from DIR (repeatable)")  # fmt: skip
     p.add_argument("--no-plugins", dest="no_plugins" + suffix, action="store_true", default=default if after else False,
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sandchat", description="Chat with LLM plugins, each in its own sandbox. "
                      "With no COMMAND (options such as -p NAME allowed), opens the chat.")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"sandchat {version()}")
-    _global_options(parser, after=False)
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     prompt = sub.add_parser("prompt", help="answer one prompt and exit: standard input (if piped), then TEXT")
@@ -191,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _accept_global_options(parser: argparse.ArgumentParser) -> None:
+def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> None:
     """Every (sub)command accepts the global options too: ``sandchat plugins list --no-plugins``."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _global_options(child, after=True)
-                _accept_global_options(child)
+                _global_options(child, after=depth)
+                _accept_global_options(child, depth + 1)
 
 
 _COMMANDS = ("prompt", "chat", "logs", "tokens", "plugins", "keys")
@@ -215,8 +216,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     elif words[at] not in _COMMANDS:  # most likely a prompt, as `llm "question"` takes it
         parser.error(f"unknown command {words[at]!r}; for a one-shot answer: sandchat prompt TEXT")
     args = parser.parse_args(words)
-    args.plugins_dir = args.plugins_dir + getattr(args, "plugins_dir_after", [])
-    args.no_plugins = args.no_plugins or getattr(args, "no_plugins_after", False)
+    for depth in (1, 2):  # after the command, after its action (plugins list, keys get)
+        args.plugins_dir += getattr(args, f"plugins_dir_after{depth}", [])
+        args.no_plugins = args.no_plugins or getattr(args, f"no_plugins_after{depth}", False)
     return args
 
 

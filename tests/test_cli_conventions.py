@@ -62,6 +62,8 @@ def test_global_options_work_after_the_command_too(home: Path, tmp_path: Path) -
     both = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "plugins", "list", "--json", "--plugins-dir", str(CHAT_PLUGINS))
     names = [p["name"] for p in json.loads(both.stdout)["plugins"]]
     assert "raises" in names and "recall" in names  # before and after: both folders, neither lost
+    nested = sandchat(home, "plugins", "--plugins-dir", str(TEST_PLUGINS), "list", "--json", "--plugins-dir", str(CHAT_PLUGINS))
+    assert {"raises", "recall"} <= {p["name"] for p in json.loads(nested.stdout)["plugins"]}  # after the command and after its action
     safe = json.loads(sandchat(home, "plugins", "list", "--json", "--no-plugins").stdout)["plugins"]
     assert {p["state"] for p in safe} == {"disabled"}
 
@@ -215,3 +217,15 @@ def test_keys_get_prints_the_value_and_remove_deletes_it(home: Path) -> None:
     assert sandchat(home, "keys", "remove", "EXAMPLE_API_KEY").returncode == 2
     empty = sandchat(home, "keys", "list")
     assert (empty.returncode, empty.stdout) == (0, "") and empty.stderr.startswith("sandchat: no keys stored (")
+
+
+@pytest.mark.timeout(60)
+def test_prompt_continue_trims_a_long_history_to_the_plugins_window_and_says_so(home: Path) -> None:
+    log = ChatLog(home / "logs.db")
+    for i in range(10):  # 10 exchanges of 6 words each: more than tiny_window's 60 tokens minus the reply budget
+        log.add(Exchange(conversation="long1", plugin="tiny_window", system="", prompt=f"old question {i} five words", response="ok"))
+    result = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "prompt", "--cid", "long", "--max-tokens", "20", "newest")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("saw old question") and result.stdout.endswith("| ok | newest\n")
+    assert "old question 0 " not in result.stdout  # the oldest went first
+    assert result.stderr.startswith("sandchat: sent the newest ") and "do not fit the context window of 'tiny_window'" in result.stderr

@@ -83,9 +83,12 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     began, error, cancelled, client = time.monotonic(), None, False, None
     try:
         client = context.manager.client(name)
-        if _too_big(system + "".join(m["content"] for m in conversation.messages), client, context):
-            return EXIT_USAGE
-        chunks = _chunks(client, conversation, args, context) if earlier else client.stream_response(system, text, args.max_tokens, args.temperature)
+        if earlier:
+            chunks = _chunks(client, conversation, args, context)
+        elif not _too_big(system + text, client, context):
+            chunks = client.stream_response(system, text, args.max_tokens, args.temperature)
+        else:
+            chunks = None
         if chunks is None:
             return EXIT_USAGE
         _stream(chunks, context.output, shown)
@@ -144,8 +147,10 @@ def _chunks(client: runner.Plugin, conversation: Conversation, args: argparse.Na
     except TooLong as exc:
         context.output.error(f"plugin {client.name!r}: {exc}; shorten it, lower --max-tokens, or drop -c")
         return None
+    if _too_big(conversation.system + "".join(m["content"] for m in messages), client, context):  # what is sent, once trimmed
+        return None
     if budget.dropped:
-        context.output.notice(f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: the rest do not fit {client.name!r}'s context window")
+        context.output.notice(f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: the rest do not fit the context window of {client.name!r}")
     return client.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
 
 
