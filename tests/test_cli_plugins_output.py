@@ -154,3 +154,12 @@ def test_plugins_check_prints_each_row_as_it_finishes_within_the_terminal(home: 
     assert lines[0].startswith("checking ") and max(map(len, lines[1:])) <= 60  # the path on top is whole
     assert any(line.startswith(" " * 37) for line in lines)  # a long reason wrapped under DETAIL, not cut
     assert any(line.startswith("generate_response") and "FAIL" in line for line in lines)
+
+
+@pytest.mark.timeout(60)
+def test_grant_without_yes_and_without_a_terminal_grants_nothing_in_one_line(home: Path) -> None:
+    result = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "plugins", "grant", "envdump", "--env", "EXAMPLE_TOKEN")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == "sandchat: plugin 'envdump': nothing granted\n"
+    listed = json.loads(sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "plugins", "list", "--json").stdout)["plugins"]
+    assert next(p for p in listed if p["name"] == "envdump")["env"] == []

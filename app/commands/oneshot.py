@@ -130,10 +130,11 @@ def _earlier(args: argparse.Namespace, context: Context) -> _Earlier | None | Li
 
     log = ChatLog(context.settings.paths.logs_db)
     found = conversation_of(args, log, context, latest=args.resume)
-    if not found:
-        if found is None:
-            context.output.notice("no earlier conversation: starting a new one")
-        return found
+    if found is False:
+        return False
+    if found is None:
+        context.output.notice("no earlier conversation: starting a new one")
+        return None
     return _Earlier(log.conversation(found))
 
 

@@ -299,6 +299,15 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
+def _confirm(question: str) -> bool:
+    if sys.stdin is None or not sys.stdin.isatty():
+        return False  # never grant silently: scripts must say --yes
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def revoke(args: argparse.Namespace, context: Context) -> int:
     """Take back named permissions (--network/--env), or everything when none is named."""
     manager = context.manager
