@@ -71,8 +71,10 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
     if context.settings.no_plugins:
         context.output.notice("safe mode (--no-plugins): every plugin is off and none was started; remove a broken one with: sandchat plugins remove NAME")
     width = terminal_width()
-    lines = [[r["name"], r["state"], r["profile"], _grants(r), r["last_24h"], r["description"] or r["path"]] for r in rows]
-    context.output.write(table(lines, ["NAME", "STATE", "PROFILE", "GRANTS", "LAST 24H", "DESCRIPTION"], width=width) + "\n")
+    recorded = any(r["last_24h"] != "-" for r in rows)  # a column of nothing but '-' (a fresh install) is left out
+    lines = [[r["name"], r["state"], r["profile"], _grants(r), *([r["last_24h"]] if recorded else []), r["description"] or r["path"]] for r in rows]
+    headers = ["NAME", "STATE", "PROFILE", "GRANTS", *(["LAST 24H"] if recorded else []), "DESCRIPTION"]
+    context.output.write(table(lines, headers, width=width) + "\n")
     for row in rows:
         if row["problem"]:
             context.output.write(_cut(f"  ! {row['name']}: {row['problem']}", width) + "\n")
@@ -105,10 +107,12 @@ def last_24h(context: Context, names: list[str]) -> dict[str, str]:
     nothing is recorded. An error a plugin raised is in logs.db only when a prompt or the
     chat hit it; ``plugins health`` is what asks a plugin now.
     """
+    paths = context.settings.paths
+    if not paths.health_db.exists() and not paths.logs_db.exists():
+        return dict.fromkeys(names, "-")  # nothing ever ran: not even sqlite3 is imported (plugins list stays quick)
     from app.chatlog import ChatLog
     from app.healthlog import HealthLog
 
-    paths = context.settings.paths
     events = HealthLog(paths.health_db) if paths.health_db.exists() else None  # reading must not create it
     since = time.time() - 24 * 3600
     exchanges = ChatLog(paths.logs_db).per_plugin(since)
@@ -228,8 +232,8 @@ def logs(args: argparse.Namespace, context: Context) -> int:
         context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
         return EXIT_USAGE
     if not path.exists():
-        context.output.notice(f"plugin {args.name!r} has no log yet ({path})")
-        return EXIT_OK
+        context.output.error(f"plugin {args.name!r} has no log yet ({path})")
+        return EXIT_PLUGIN
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f.readlines()[-args.lines :]:
             context.output.write(line)  # cleaned there, like everything written
