@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 from typing import Sequence
 
-__all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main", "parse_args", "version"]
 
 EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
 
@@ -25,41 +26,113 @@ class _Parser(argparse.ArgumentParser):
 def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--plugin", metavar="NAME", help="plugin to use (default: see 'sandchat plugins list')")
     p.add_argument("-s", "--system", default="", metavar="SYSTEM", help="system prompt")
-    p.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T")
+    p.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N", help="reply budget in tokens (default 1024)")
+    p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 to 2 (default 0.8)")
     p.add_argument("--timeout", type=_positive_float, metavar="S", help="give up on the reply after S seconds")
 
 
+def _global_options(p: argparse.ArgumentParser, *, after: int = 0) -> None:
+    """--plugins-dir and --no-plugins, before the command or after it (``after``: how deep).
+
+    After a command they land in a ``dest`` of that depth's own, with no default, so a
+    subcommand's parser cannot overwrite what was given before it (argparse copies a
+    subparser's namespace over its parent's); :func:`parse_args` merges them.
+    """
+    suffix, default = (f"_after{after}", argparse.SUPPRESS) if after else ("", None)
+    p.add_argument("--plugins-dir", dest="plugins_dir" + suffix, action="append", default=default if after else [],
+                   metavar="DIR", help="also load plugins from DIR (repeatable)")  # fmt: skip
+    p.add_argument("--no-plugins", dest="no_plugins" + suffix, action="store_true", default=default if after else False,
+                   help="safe mode: start with every plugin off")  # fmt: skip
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A number of entries: 0 means all of them."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (0 for all), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number (0 for all), got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):  # float() accepts 'nan' and 'inf': neither is a setting
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
+def _temperature(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def version() -> str:
+    """The installed package's version; the source tree's pyproject.toml when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("sandchat")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sandchat", description="Chat with LLM plugins, each in its own sandbox.")
-    parser.add_argument("--plugins-dir", action="append", default=[], metavar="DIR", help="also load plugins from DIR (repeatable)")
-    parser.add_argument("--no-plugins", action="store_true", help="safe mode: start with every plugin off")
+    parser = _Parser(prog="sandchat", description="Chat with LLM plugins, each in its own sandbox. "
+                     "With no COMMAND (options such as -p NAME allowed), opens the chat.")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"sandchat {version()}")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     prompt = sub.add_parser("prompt", help="answer one prompt and exit: standard input (if piped), then TEXT")
     _generation_options(prompt)
+    earlier = prompt.add_mutually_exclusive_group()
+    earlier.add_argument("-c", "--continue", dest="resume", action="store_true", help="continue the most recent conversation")
+    earlier.add_argument("--cid", metavar="ID", help="continue conversation ID (a unique prefix will do; see: sandchat logs)")
     prompt.add_argument("text", nargs="*", metavar="TEXT", help="the prompt; several words are joined with spaces")
 
     chat = sub.add_parser("chat", help="chat in the terminal (the default command)")
     _generation_options(chat)
     chat.add_argument("-c", "--continue", dest="resume", action="store_true", help="resume the last conversation")
 
-    logs = sub.add_parser("logs", help="show logged exchanges")
-    logs.add_argument("-n", dest="count", type=_positive_int, default=10, metavar="N")
+    logs = sub.add_parser("logs", help="show logged exchanges, oldest of the newest N first; 'logs path' prints the file")
+    logs.add_argument("action", nargs="?", choices=("list", "path"), default="list", help="list (default), or path: print logs.db's path")
+    logs.add_argument("-n", dest="count", type=_count, default=10, metavar="N", help="the newest N (default 10; 0 for all)")
+    logs.add_argument("-q", "--query", metavar="TEXT", help="only exchanges whose prompt or response has all these words")
+    logs.add_argument("-p", "--plugin", metavar="NAME", help="only exchanges with this plugin")
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument("-c", "--current", action="store_true", help="only the most recent conversation")
+    which.add_argument("--cid", metavar="ID", help="only conversation ID (a unique prefix will do)")
     logs.add_argument("--json", action="store_true")
 
     tokens = sub.add_parser("tokens", help="count the tokens of standard input (if piped), then TEXT")
@@ -109,9 +182,58 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser, required=True)
     kset = ksub.add_parser("set", help="store a key (hidden prompt, or standard input)")
     kset.add_argument("name", metavar="NAME")
+    kget = ksub.add_parser("get", help="print a stored key's value, for scripts: export X=$(sandchat keys get X)")
+    kget.add_argument("name", metavar="NAME")
+    kremove = ksub.add_parser("remove", help="delete a stored key")
+    kremove.add_argument("name", metavar="NAME")
     ksub.add_parser("list", help="list stored key names (never values)")
     ksub.add_parser("path", help="print the keys file's path")
+    _accept_global_options(parser)
     return parser
+
+
+def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> None:
+    """Every (sub)command accepts the global options too: ``sandchat plugins list --no-plugins``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _global_options(child, after=depth)
+                _accept_global_options(child, depth + 1)
+
+
+_COMMANDS = ("prompt", "chat", "logs", "tokens", "plugins", "keys")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; no COMMAND means ``chat``, so ``sandchat -p echo`` opens the chat with echo."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    at = _first_word(words)
+    if at < len(words) and words[at] in ("-h", "--help", "--version"):
+        pass  # about sandchat itself, not the chat
+    elif at == len(words) or words[at].startswith("-"):
+        words.insert(at, "chat")
+    elif words[at] not in _COMMANDS:  # most likely a prompt, as `llm "question"` takes it
+        parser.error(f"unknown command {words[at]!r}; for a one-shot answer: sandchat prompt TEXT")
+    args = parser.parse_args(words)
+    for depth in (1, 2):  # after the command, after its action (plugins list, keys get)
+        args.plugins_dir += getattr(args, f"plugins_dir_after{depth}", [])
+        args.no_plugins = args.no_plugins or getattr(args, f"no_plugins_after{depth}", False)
+    return args
+
+
+def _first_word(words: list[str]) -> int:
+    """Where the command (or the first word that is not a global option) is."""
+    at = 0
+    while at < len(words):
+        word = words[at]
+        if word == "--no-plugins" or word.startswith("--plugins-dir="):
+            at += 1
+        elif word == "--plugins-dir" and at + 1 < len(words):
+            at += 2
+        else:
+            return at
+    return len(words)
 
 
 def _install_signal_handlers() -> None:
@@ -129,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.context import Context
     from app.render import Output
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     output = Output.for_process(os.environ)
     try:
         settings = load(os.environ, no_plugins=args.no_plugins)

@@ -87,6 +87,7 @@ class Report:
     metadata: Metadata | None = None
     results: list[Result] = field(default_factory=list)
     static_ok: bool = True  # the file itself is sound (name, metadata, syntax): safe to install
+    on_result: Callable[[Result], None] | None = field(default=None, repr=False, compare=False)  # each row as it is known
 
     @property
     def ok(self) -> bool:
@@ -99,18 +100,22 @@ class Report:
     def add(self, check: str, status: str, detail: str = "") -> Result:
         result = Result(check, status, " ".join(detail.split()))
         self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
         return result
 
     def render(self) -> str:
         """The pass/fail table, with every reason in full, and a summary line."""
         title = f"plugin {self.name!r} ({self.path})" if self.name else str(self.path)
         body = table([[r.check, r.status, r.detail] for r in self.results], ["CHECK", "RESULT", "DETAIL"], width=100_000)
+        return f"{title}\n{body}\n{self.summary()}"
+
+    def summary(self) -> str:
+        """One line: how many checks failed, or that all passed, and the warnings."""
         warnings = sum(r.status == WARN for r in self.results)
         if self.failures:
-            summary = f"{len(self.failures)} check(s) failed" + (f", {warnings} warning(s)" if warnings else "")
-        else:
-            summary = "all checks passed" + (f" ({warnings} warning(s))" if warnings else "")
-        return f"{title}\n{body}\n{summary}"
+            return f"{len(self.failures)} check(s) failed" + (f", {warnings} warning(s)" if warnings else "")
+        return "all checks passed" + (f" ({warnings} warning(s))" if warnings else "")
 
 
 def check_file(
@@ -120,11 +125,13 @@ def check_file(
     allow_unsandboxed: bool = False,
     environ: Mapping[str, str] | None = None,
     deadlines: runner.Deadlines = DEADLINES,
+    on_result: Callable[[Result], None] | None = None,
 ) -> Report:
     """Check the plugin file at ``path`` (or ``source``, its bytes, if given: what is
-    checked is then exactly what an installer copies)."""
+    checked is then exactly what an installer copies). ``on_result`` is called with each
+    row as soon as it is known (``plugins check`` prints them as they come)."""
     path = Path(path)
-    report = Report(path)
+    report = Report(path, on_result=on_result)
     if source is None:
         try:
             source = path.read_bytes()

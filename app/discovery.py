@@ -76,10 +76,16 @@ class PluginFile:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file in a plugin folder that is not a plugin, and why."""
+    """A file in a plugin folder that is not a plugin, and why.
+
+    ``candidate``: it looks like an attempt at a plugin (a ``.py`` file, ``x.py.bak``, a
+    package folder), so a person wants to hear that it was skipped; a ``README`` or
+    ``notes.txt`` is not one, and only ``plugins list --all`` mentions it.
+    """
 
     path: Path
     reason: str
+    candidate: bool = True
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,19 @@ def _skip_reason(path: Path) -> str | None:
     return None
 
 
+#: sandchat's own files in the shipped folder: neither plugins nor skipped plugins.
+_OWN_FILES = frozenset({"TRUSTED"})
+
+
+def _candidate(path: Path) -> bool:
+    """Whether a skipped file looks like an attempt at a plugin (see :class:`Skipped`)."""
+    if path.name.startswith(".") or path.name.endswith("~"):  # editor and system litter (.swp, .DS_Store, backups)
+        return False
+    if path.is_dir():
+        return (path / "__init__.py").is_file()  # a package: plugins are single files, say so
+    return ".py" in (suffix.lower() for suffix in path.suffixes)
+
+
 def file_problem(path: Path) -> str | None:
     """Why discovery would skip a file at ``path`` (its name breaks a rule), or None."""
     reason = _skip_reason(path)
@@ -201,13 +220,15 @@ def discover(folders: Iterable[tuple[Path, str]], previous: Discovery | None = N
             continue
         for path in sorted(folder.iterdir()):
             reason = _skip_reason(path)
-            if reason == "python cache":
+            if reason == "python cache" or (source == "shipped" and path.name in _OWN_FILES):
                 continue
             if reason:
-                skipped.append(Skipped(path, reason))
+                skipped.append(Skipped(path, reason, _candidate(path)))
                 continue
             plugin = _read_file(path, source, known)
             found.setdefault(plugin.name, []).append(plugin)
+    companions = {f.path.parent / name for files in found.values() for f in files for name in f.metadata.files}
+    skipped = [s for s in skipped if s.path not in companions]  # a plugin's own data file, not a skipped plugin
     plugins = {name: files[0] for name, files in found.items() if len(files) == 1}
     conflicts = {name: tuple(files) for name, files in found.items() if len(files) > 1}
     for files in conflicts.values():

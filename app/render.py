@@ -15,7 +15,7 @@ from typing import IO, Any, Sequence
 
 from runner.cleantext import clean_text  # the runner's text module only: cheap, stdlib
 
-__all__ = ["Output", "table"]
+__all__ = ["Output", "table", "terminal_width"]
 
 
 class Output:
@@ -51,6 +51,13 @@ class Output:
         """Write ``text`` as is: only for terminal control sandchat composed, never for plugin text."""
         self.stdout.write(text)
         self.stdout.flush()
+
+
+def terminal_width() -> int:
+    """Columns to fit: ``COLUMNS`` if set, else the terminal's width, else 80 (a pipe, a file)."""
+    import shutil
+
+    return max(20, shutil.get_terminal_size((80, 24)).columns)  # a tiny or bogus width would leave no room for any cell
 
 
 def _one_line(message: str) -> str:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import textwrap
 import time
 from pathlib import Path
 
 import runner
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
-from app.conformance import DEADLINES, Report, check_file
+from app.conformance import DEADLINES, Report, Result, check_file
 from app.context import Context
 from app.discovery import Metadata, MetadataError, file_problem, plugin_name
+from app.render import Output, terminal_width
+from runner.cleantext import clean_text
 
 __all__ = ["check", "install", "new", "remove", "template"]
 
@@ -158,9 +161,45 @@ def _deadlines(args: argparse.Namespace) -> runner.Deadlines:
                             count_tokens=t, ping=DEADLINES.ping, cancel_grace=1, stop_grace=1)  # fmt: skip
 
 
+class _Rows:
+    """Prints the conformance table a row at a time, as each check finishes, fitted to the terminal.
+
+    The columns cannot be sized from rows not yet known, so CHECK and RESULT get fixed
+    widths (the checks' names are sandchat's own). On a terminal a long DETAIL wraps under
+    its column: every reason is shown whole, and no line is wider than the terminal. Into
+    a pipe or a file each row stays one line, whole, for grep.
+    """
+
+    _CHECK, _RESULT = 27, 6
+
+    def __init__(self, output: Output, width: int | None) -> None:
+        self.output = output
+        self.detail = max(20, width - self._CHECK - self._RESULT - 4) if width else 1 << 30
+
+    def start(self, path: Path) -> None:
+        self.output.write(f"checking {path}\n")
+        self.output.write(f"{'CHECK':<{self._CHECK}}  {'RESULT':<{self._RESULT}}  DETAIL\n")
+
+    def __call__(self, result: Result) -> None:
+        check, status = clean_text(result.check, keep_newlines=False), clean_text(result.status, keep_newlines=False)
+        wrapped = textwrap.wrap(clean_text(result.detail, keep_newlines=False), self.detail, break_on_hyphens=False) or [""]
+        indent = " " * (self._CHECK + self._RESULT + 4)
+        if len(check) > self._CHECK:  # a longer name than any known: on its own line, the rest below
+            self.output.write(check + "\n")
+            check = ""
+        lines = [f"{check:<{self._CHECK}}  {status:<{self._RESULT}}  {wrapped[0]}".rstrip()] + [indent + more for more in wrapped[1:]]
+        self.output.write("\n".join(lines) + "\n")
+
+
 def _run_checks(args: argparse.Namespace, context: Context, path: Path, source: bytes | None = None) -> Report:
+    """Run the checks, printing each row as it finishes, then the summary line."""
     settings = context.settings
-    return check_file(path, source=source, allow_unsandboxed=settings.allow_unsandboxed, environ=settings.environ, deadlines=_deadlines(args))
+    rows = _Rows(context.output, terminal_width() if context.output.interactive else None)
+    rows.start(path)
+    report = check_file(path, source=source, allow_unsandboxed=settings.allow_unsandboxed, environ=settings.environ,
+                        deadlines=_deadlines(args), on_result=rows)  # fmt: skip
+    context.output.write(report.summary() + "\n")
+    return report
 
 
 def check(args: argparse.Namespace, context: Context) -> int:
@@ -172,7 +211,6 @@ def check(args: argparse.Namespace, context: Context) -> int:
             return EXIT_USAGE
         path = known.path  # an installed plugin's name works too
     report = _run_checks(args, context, path)
-    context.output.write(report.render() + "\n")
     return EXIT_OK if report.ok else EXIT_PLUGIN
 
 
@@ -201,7 +239,6 @@ def install(args: argparse.Namespace, context: Context) -> int:
         out.error(f"not installed: {target} already exists; remove it first: sandchat plugins remove {name}")
         return EXIT_USAGE
     report = _run_checks(args, context, path, source)
-    out.write(report.render() + "\n")
     if not report.static_ok:
         out.error(f"not installed: {path.name} has problems that stop it from loading (see above); nothing was granted")
         return EXIT_PLUGIN

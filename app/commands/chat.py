@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Literal
 
 from app.cli import EXIT_OK, EXIT_USAGE
 from app.context import Context
 
-__all__ = ["chat", "logs"]
+if TYPE_CHECKING:
+    from app.chatlog import ChatLog
+
+__all__ = ["chat", "conversation_of", "logs"]
 
 
 def chat(args: argparse.Namespace, context: Context) -> int:
@@ -47,10 +51,17 @@ def chat(args: argparse.Namespace, context: Context) -> int:
 def logs(args: argparse.Namespace, context: Context) -> int:
     from app.chatlog import ChatLog
 
-    exchanges = ChatLog(context.settings.paths.logs_db).recent(args.count)
-    if not exchanges and not args.json:
-        context.output.notice(f"no exchanges logged yet ({context.settings.paths.logs_db})")
+    path = context.settings.paths.logs_db
+    if args.action == "path":
+        context.output.write(f"{path}\n")
         return EXIT_OK
+    log = ChatLog(path)
+    conversation = conversation_of(args, log, context, latest=args.current)
+    if conversation is False:
+        return EXIT_USAGE
+    exchanges = log.find(args.count, plugin=args.plugin, text=args.query, conversation=conversation or None)
+    if not exchanges:
+        context.output.notice(_nothing(args, path))
     if args.json:
         context.output.write(json.dumps([asdict(e) for e in exchanges], indent=2) + "\n")
         return EXIT_OK
@@ -63,3 +74,35 @@ def logs(args: argparse.Namespace, context: Context) -> int:
         context.output.write(f"── {when}  {e.plugin}  {status}{tokens}  {e.duration_s or 0:.2f}s  conversation {e.conversation[:8]}\n")
         context.output.write(f"> {e.prompt}\n{e.response if not e.error else e.error}\n\n")
     return EXIT_OK
+
+
+def _nothing(args: argparse.Namespace, path: object) -> str:
+    """What an empty listing means: nothing logged at all, or nothing matching the filters."""
+    filters = [f"{flag} {value!r}" for flag, value in (("-q", args.query), ("-p", args.plugin), ("--cid", args.cid)) if value]
+    filters += ["-c"] if args.current else []
+    if not filters:
+        return f"no exchanges logged yet ({path})"
+    return f"no logged exchange matches {' '.join(filters)}"
+
+
+def conversation_of(args: argparse.Namespace, log: ChatLog, context: Context, *, latest: bool) -> str | None | Literal[False]:
+    """The conversation ``--cid`` names (a unique prefix) or, with ``latest``, the most recent one.
+
+    None when neither is asked for (or nothing is logged yet); False, after one line, for an
+    unknown or ambiguous ``--cid``: a usage error.
+    """
+    from app.chatlog import AmbiguousConversation
+
+    if latest:
+        return log.latest_conversation_id()
+    if not args.cid:
+        return None
+    try:
+        found = log.conversation_id(args.cid)
+    except AmbiguousConversation as exc:
+        context.output.error(str(exc))
+        return False
+    if found is None:
+        context.output.error(f"no logged conversation has an id starting {args.cid!r} (see: sandchat logs)")
+        return False
+    return found

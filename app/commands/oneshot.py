@@ -4,6 +4,11 @@ Only the answer goes to stdout, so these compose with pipes; every diagnostic is
 line on stderr. The prompt is standard input (when it is not a terminal) followed by
 TEXT, a blank line between them, as ``llm`` does: ``cat notes | sandchat prompt
 "Summarise"`` sends the notes, then the instruction. An empty prompt is a usage error.
+
+``prompt -c`` (or ``--cid ID``) continues a logged conversation as ``llm -c`` does: its
+history goes with the prompt (trimmed to the plugin's window as the chat trims it), the
+plugin is the conversation's unless ``-p`` says otherwise, and the exchange is logged
+into that conversation.
 """
 
 
@@ -12,11 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Iterator
+import uuid
+from typing import Iterator, Literal
 
 import runner
+from app.chatlog import Exchange
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
+from app.history import Conversation, TooLong
 from app.render import Output
 
 __all__ = ["prompt", "tokens"]
@@ -47,6 +55,9 @@ def _too_big(text: str, client: runner.Plugin, context: Context) -> bool:
 
 def _failure(exc: runner.PluginError, context: Context) -> int:
     context.output.error(str(exc))
+    from app.pluginlog import log_traceback
+
+    log_traceback(context.settings.paths.plugin_logs, exc)  # file and line for the author: `sandchat plugins logs NAME`
     if isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
         hint = context.manager.permission_hint(exc.plugin, exc)
         if hint and hint.rsplit("run: ", 1)[-1] not in str(exc):
@@ -60,15 +71,27 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     text = _read_text(args, context)
     if text is None:
         return EXIT_USAGE
+    earlier = _earlier(args, context)
+    if earlier is False:
+        return EXIT_USAGE
     context.manager.timeout = args.timeout
-    name = context.plugin_name(args.plugin)
+    name = context.plugin_name(args.plugin or (earlier.plugin if earlier else None))  # llm's rule: -c keeps the model
+    system = args.system or (earlier.system if earlier else "")
+    conversation = Conversation(system, earlier.messages if earlier else [], earlier.id if earlier else uuid.uuid4().hex)
+    conversation.add("user", text)
     shown: list[str] = []  # the cleaned answer, as printed: what the log keeps
     began, error, cancelled, client = time.monotonic(), None, False, None
     try:
         client = context.manager.client(name)
-        if _too_big(text + args.system, client, context):
+        if earlier:
+            chunks = _chunks(client, conversation, args, context)
+        elif not _too_big(system + text, client, context):
+            chunks = client.stream_response(system, text, args.max_tokens, args.temperature)
+        else:
+            chunks = None
+        if chunks is None:
             return EXIT_USAGE
-        _stream(client.stream_response(args.system, text, args.max_tokens, args.temperature), context.output, shown)
+        _stream(chunks, context.output, shown)
         if not "".join(shown).strip():  # an empty answer is a failure, never a silent success
             raise runner.PluginResultError(name, "returned an empty answer")
         return EXIT_OK
@@ -83,7 +106,53 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         raise
     finally:
         if client is not None:  # a prompt that reached a plugin (not a misspelt name)
-            _log(context, name, args.system, text, "".join(shown), time.monotonic() - began, error, cancelled)
+            _log(context, conversation.id, name, system, text, "".join(shown), time.monotonic() - began, error, cancelled)
+
+
+class _Earlier:
+    """A logged conversation to continue: its id, plugin, system prompt and messages."""
+
+    def __init__(self, exchanges: list[Exchange]) -> None:
+        last = exchanges[-1]
+        self.id, self.plugin, self.system = last.conversation, last.plugin, last.system
+        self.messages: list[dict[str, str]] = []
+        for e in exchanges:  # as the chat's --continue reads it: an exchange that failed with no answer is left out
+            if e.error is None or e.response:
+                self.messages += [{"role": "user", "content": e.prompt}, {"role": "assistant", "content": e.response}]
+
+
+def _earlier(args: argparse.Namespace, context: Context) -> _Earlier | None | Literal[False]:
+    """The conversation -c or --cid continues; None for a new one; False (after one line) for a bad --cid."""
+    if not args.resume and not args.cid:
+        return None
+    from app.chatlog import ChatLog
+    from app.commands.chat import conversation_of
+
+    log = ChatLog(context.settings.paths.logs_db)
+    found = conversation_of(args, log, context, latest=args.resume)
+    if found is False:
+        return False
+    if found is None:
+        context.output.notice("no earlier conversation: starting a new one")
+        return None
+    return _Earlier(log.conversation(found))
+
+
+def _chunks(client: runner.Plugin, conversation: Conversation, args: argparse.Namespace, context: Context) -> Iterator[str] | None:
+    """The reply to a continued conversation: its history, trimmed to the plugin's window as the chat trims it."""
+    from app.tokencache import TokenCounter
+
+    client.start()  # its hello says its window
+    try:
+        messages, budget = conversation.fit(TokenCounter(client), client.context_window, args.max_tokens)
+    except TooLong as exc:
+        context.output.error(f"plugin {client.name!r}: {exc}; shorten it, lower --max-tokens, or drop -c")
+        return None
+    if _too_big(conversation.system + "".join(m["content"] for m in messages), client, context):  # what is sent, once trimmed
+        return None
+    if budget.dropped:
+        context.output.notice(f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: the rest do not fit the context window of {client.name!r}")
+    return client.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
 
 
 def _stream(chunks: Iterator[str], out: Output, shown: list[str]) -> None:
@@ -98,16 +167,16 @@ def _stream(chunks: Iterator[str], out: Output, shown: list[str]) -> None:
             out.write("\n")
 
 
-def _log(context: Context, plugin: str, system: str, prompt: str, response: str, seconds: float, error: Exception | None, cancelled: bool) -> None:
-    """Every prompt reaches logs.db like a chat exchange (its own conversation), failures included."""
+def _log(context: Context, conversation: str, plugin: str, system: str, prompt: str, response: str,
+         seconds: float, error: Exception | None, cancelled: bool) -> None:  # fmt: skip
+    """Every prompt reaches logs.db like a chat exchange (a new conversation, or the one continued), failures included."""
     import sqlite3
-    import uuid
 
-    from app.chatlog import ChatLog, Exchange
+    from app.chatlog import ChatLog
 
     try:
         ChatLog(context.settings.paths.logs_db).add(Exchange(
-            conversation=uuid.uuid4().hex, plugin=plugin, system=system, prompt=prompt, response=response,
+            conversation=conversation, plugin=plugin, system=system, prompt=prompt, response=response,
             duration_s=round(seconds, 4), error=str(error) if error else None, cancelled=cancelled,
         ))  # fmt: skip
     except (OSError, sqlite3.Error) as exc:

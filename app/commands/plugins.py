@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
 from typing import Any
 
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
 from app.discovery import PluginFile
-from app.render import table
+from app.render import table, terminal_width
 from runner.cleantext import clean_text
 
-__all__ = ["run"]
+__all__ = ["health_text", "last_24h", "run"]
+
+_PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # as discovery names plugins
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
@@ -52,10 +56,12 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
     manager = context.manager
     discovery = manager.discovery
     rows = [_listing(context, discovery.plugins[n]) for n in discovery.names()]  # never starts a plugin
-    if context.settings.no_plugins:
-        for row in rows:
+    recent = last_24h(context, [r["name"] for r in rows])
+    for row in rows:
+        row["last_24h"] = recent[row["name"]]
+        if context.settings.no_plugins:
             row["state"] = "disabled"
-    skipped = [{"path": str(s.path), "reason": s.reason} for s in discovery.skipped]
+    skipped = [{"path": str(s.path), "reason": s.reason, "candidate": s.candidate} for s in discovery.skipped]
     if args.json:
         body: dict[str, Any] = {"plugins": rows}
         if args.all:
@@ -64,14 +70,62 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
         return EXIT_OK
     if context.settings.no_plugins:
         context.output.notice("safe mode (--no-plugins): every plugin is off and none was started; remove a broken one with: sandchat plugins remove NAME")
-    lines = [[r["name"], r["state"], r["profile"], _grants(r), r["description"] or r["path"]] for r in rows]
-    context.output.write(table(lines, ["NAME", "STATE", "PROFILE", "GRANTS", "DESCRIPTION"]) + "\n")
+    width = terminal_width()
+    recorded = any(r["last_24h"] != "-" for r in rows)  # a column of nothing but '-' (a fresh install) is left out
+    lines = [[r["name"], r["state"], r["profile"], _grants(r), *([r["last_24h"]] if recorded else []), r["description"] or r["path"]] for r in rows]
+    headers = ["NAME", "STATE", "PROFILE", "GRANTS", *(["LAST 24H"] if recorded else []), "DESCRIPTION"]
+    context.output.write(table(lines, headers, width=width) + "\n")
     for row in rows:
         if row["problem"]:
-            context.output.write(f"  ! {row['name']}: {row['problem']}\n")
-    if args.all and skipped:
-        context.output.write("\nskipped files:\n" + table([[s["path"], s["reason"]] for s in skipped], ["FILE", "REASON"], width=120) + "\n")
+            context.output.write(_cut(f"  ! {row['name']}: {row['problem']}", width) + "\n")
+    context.output.write(_footer(discovery, args.all, width))
     return EXIT_OK
+
+
+def _footer(discovery: Any, show_all: bool, width: int) -> str:
+    """Conflicts (always: they hide a plugin), then the skipped files, or how many and where to see them."""
+    lines = []
+    for name, files in sorted(discovery.conflicts.items()):
+        lines.append(_cut(f"  ! name {name!r} is used by {len(files)} files, so neither is used until one is renamed:", width))
+        lines.extend(f"      {f.path}" for f in files)  # whole: a path cut short cannot be copied
+    candidates = [s for s in discovery.skipped if s.candidate and not any(s.path == f.path for fs in discovery.conflicts.values() for f in fs)]
+    if show_all:
+        if candidates:
+            lines.append("\nskipped files:\n" + table([[s.path, s.reason] for s in candidates], ["FILE", "REASON"], width=width))
+        others = [s for s in discovery.skipped if not s.candidate]
+        if others:
+            lines.append(_cut("not plugins: " + ", ".join(f"{s.path.name} ({s.reason})" for s in others), width))
+    elif candidates:
+        lines.append(f"{len(candidates)} file{'s' if len(candidates) != 1 else ''} skipped, see --all")
+    return "".join(line + "\n" for line in lines)
+
+
+def last_24h(context: Context, names: list[str]) -> dict[str, str]:
+    """Each plugin's recorded outcome over the last 24 hours, read from health.db and logs.db; starts nothing.
+
+    "ok" means it ran (started, or answered a logged prompt) with nothing failing; "-" that
+    nothing is recorded. An error a plugin raised is in logs.db only when a prompt or the
+    chat hit it; ``plugins health`` is what asks a plugin now.
+    """
+    paths = context.settings.paths
+    if not paths.health_db.exists() and not paths.logs_db.exists():
+        return dict.fromkeys(names, "-")  # nothing ever ran: not even sqlite3 is imported (plugins list stays quick)
+    from app.chatlog import ChatLog
+    from app.healthlog import HealthLog
+
+    events = HealthLog(paths.health_db) if paths.health_db.exists() else None  # reading must not create it
+    since = time.time() - 24 * 3600
+    exchanges = ChatLog(paths.logs_db).per_plugin(since)
+    out = {}
+    for name in names:
+        counts = events.counts(name, since) if events is not None else {}
+        tried, errors = exchanges.get(name, (0, 0))
+        failures = [(counts.get("crashed", 0) + counts.get("start_failed", 0), "crashed {}×"), (counts.get("deadline", 0), "timed out {}×"),
+                    (counts.get("quarantined", 0), "quarantined {}×"), (errors, "{} failed replies")]  # fmt: skip
+        said = [text.format(n) if n != 1 or "×" in text else "1 failed reply" for n, text in failures if n]
+        ran = tried or counts.get("started", 0)
+        out[name] = ", ".join(said) if said else ("ok" if ran else "-")
+    return out
 
 
 def health(args: argparse.Namespace, context: Context) -> int:
@@ -87,35 +141,38 @@ def health(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK if all(r["healthy"] and r["ready"] for r in reports) else EXIT_PLUGIN
 
 
-def health_text(reports: list[dict[str, Any]], as_json: bool) -> str:
+def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None = None) -> str:
+    """The health table and each plugin's detail lines, fitted to ``width`` (default: the terminal's)."""
     if as_json:
         return json.dumps(reports, indent=2)
+    width = width or terminal_width()
+    cut = width - 1  # the detail lines: one column short, so a terminal never wraps them
     rows = [
         [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
          f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
         for r in reports
     ]  # fmt: skip
-    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"])]
+    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"], width=width)]
     for r in reports:
         prefix = f"plugin {r['name']!r} "
         if r["not_ready"] and r["not_ready"] != r["last_error"]:
-            lines.append(_cut(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", 79))
+            lines.append(_cut(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", cut))
         if r["last_error"]:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
-            lines.append(_cut(f"  {r['name']}: {error}", 79))
+            lines.append(_cut(f"  {r['name']}: {error}", cut))
         missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
         if r["class"]:
             doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
-            lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), 79))
+            lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), cut))
         if r["layers"]:
-            lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", 79))
+            lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", cut))
         if r["counting"]:
-            lines.append(_cut(f"  {r['name']}: counts tokens: {r['counting']}", 79))
+            lines.append(_cut(f"  {r['name']}: counts tokens: {r['counting']}", cut))
         if r["network"] or r["env"]:
-            lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", 79))
+            lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", cut))
         if r["layers"] and missing:
-            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", 79))
-        lines.extend(_cut(f"  {r['name']} stderr| {line}", 79) for line in r["stderr_tail"][-3:] if not r["healthy"])
+            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", cut))
+        lines.extend(_cut(f"  {r['name']} stderr| {line}", cut) for line in r["stderr_tail"][-3:] if not r["healthy"])
     return "\n".join(lines)
 
 
@@ -166,10 +223,17 @@ def _watch(args: argparse.Namespace, context: Context) -> int:
 
 
 def logs(args: argparse.Namespace, context: Context) -> int:
+    discovery = context.manager.discovery
+    known = args.name in discovery.plugins or args.name in discovery.conflicts
     path = context.settings.paths.plugin_logs / f"{args.name}.log"
+    # A name that is no plugin's never becomes a path ('../x' would read outside the logs folder);
+    # a removed plugin's log is still shown.
+    if not known and (not _PLUGIN_NAME.match(args.name) or not path.is_file()):
+        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
+        return EXIT_USAGE
     if not path.exists():
         context.output.error(f"plugin {args.name!r} has no log yet ({path})")
-        return EXIT_PLUGIN if args.name in context.manager.discovery.plugins else EXIT_USAGE
+        return EXIT_PLUGIN
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f.readlines()[-args.lines :]:
             context.output.write(line)  # cleaned there, like everything written
