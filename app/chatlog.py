@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     response_tokens INTEGER,
     duration_s REAL,
     error TEXT,
-    cancelled INTEGER NOT NULL DEFAULT 0
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    counting TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS exchanges_conversation ON exchanges (conversation, id);
 """
@@ -47,6 +48,10 @@ INSERT INTO exchanges_fts (rowid, prompt, response)
     SELECT id, prompt, response FROM exchanges
     WHERE id > coalesce((SELECT rowid FROM exchanges_fts ORDER BY rowid DESC LIMIT 1), 0);
 """
+
+
+#: Columns added after the first release, for logs.db files written before them.
+_ADDED_COLUMNS = (("counting", "TEXT NOT NULL DEFAULT ''"),)
 
 
 @functools.cache
@@ -88,6 +93,11 @@ class Exchange:
     error: str | None = None
     cancelled: bool = False
     ts: float = 0.0
+    counting: str = ""  # how the token counts were made: "exact: ...", "estimate: ...", or "" (unstated)
+
+    @property
+    def estimated(self) -> bool:
+        return self.counting.lower().startswith("estimate")
 
 
 class ChatLog:
@@ -96,12 +106,24 @@ class ChatLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = SqliteFile(path, _SCHEMA)
+        self._upgraded = False
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Add the columns a logs.db from an older sandchat lacks (once per ChatLog)."""
+        if self._upgraded:
+            return
+        have = {row[1] for row in db.execute("PRAGMA table_info(exchanges)")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in have:
+                db.execute(f"ALTER TABLE exchanges ADD COLUMN {column} {kind}")
+        self._upgraded = True
 
     def add(self, exchange: Exchange) -> None:
         row = asdict(exchange)
         row["ts"] = row["ts"] or time.time()
         row["cancelled"] = int(row["cancelled"])
         with self._file.connect() as db:
+            self._upgrade(db)
             db.execute(f"INSERT INTO exchanges ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
     def recent(self, limit: int = 10) -> list[Exchange]:
@@ -173,6 +195,7 @@ class ChatLog:
             return []
         fields = [f for f in Exchange.__dataclass_fields__]
         with self._file.connect() as db:
+            self._upgrade(db)
             if index:
                 db.executescript(_FTS)
             rows = db.execute(f"SELECT {', '.join(fields)} FROM exchanges {tail}", args).fetchall()

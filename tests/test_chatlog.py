@@ -61,3 +61,23 @@ def test_logs_command_and_continue(manager: PluginManager, home) -> None:
     assert resumed.conversation.id == session.conversation.id
     assert [m["content"] for m in resumed.conversation.messages] == ["remember me", "echo: remember me", "and me", "echo: and me"]
     assert ChatLog(manager.paths.logs_db).recent(1)[0].prompt == "and me"
+
+
+def test_an_older_logs_db_gains_the_counting_column_and_estimates_are_labelled(home) -> None:  # type: ignore[no-untyped-def]
+    from app.chatlog import Exchange
+
+    db = sqlite3.connect(home / "logs.db")  # the first release's table, without 'counting'
+    db.execute(
+        "CREATE TABLE exchanges (id INTEGER PRIMARY KEY, ts REAL NOT NULL, conversation TEXT NOT NULL, plugin TEXT NOT NULL, "
+        "system TEXT NOT NULL, prompt TEXT NOT NULL, response TEXT NOT NULL, prompt_tokens INTEGER, response_tokens INTEGER, "
+        "duration_s REAL, error TEXT, cancelled INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("INSERT INTO exchanges (ts, conversation, plugin, system, prompt, response, prompt_tokens, response_tokens) "
+               "VALUES (1, 'c1', 'echo', '', 'old', 'echo: old', 3, 4)")  # fmt: skip
+    db.commit()
+    db.close()
+    log = ChatLog(home / "logs.db")
+    log.add(Exchange("c2", "claude", "", "new", "answer", 5, 6, 0.1, counting="estimate: tiktoken cl100k_base x 1.5"))
+    assert [(e.prompt, e.estimated) for e in log.recent()] == [("old", False), ("new", True)]
+    lines = sandchat(home, "logs").stdout.splitlines()
+    assert " 3+4 tokens " in lines[0] and "~5+6 tokens (estimated)" in next(line for line in lines if "claude" in line)

@@ -70,7 +70,8 @@ def logs(args: argparse.Namespace, context: Context) -> int:
     for e in exchanges:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
         status = "cancelled" if e.cancelled else ("error" if e.error else "ok")
-        tokens = f" {e.prompt_tokens}+{e.response_tokens} tokens" if e.prompt_tokens is not None else ""
+        tokens = f" {'~' if e.estimated else ''}{e.prompt_tokens}+{e.response_tokens} tokens" if e.prompt_tokens is not None else ""
+        tokens += " (estimated)" if tokens and e.estimated else ""
         context.output.write(f"── {when}  {e.plugin}  {status}{tokens}  {e.duration_s or 0:.2f}s  conversation {e.conversation[:8]}\n")
         context.output.write(f"> {e.prompt}\n{e.response if not e.error else e.error}\n\n")
     return EXIT_OK
