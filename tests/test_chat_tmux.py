@@ -180,9 +180,84 @@ def test_continue_with_a_new_system_prompt_uses_it(home: Path) -> None:
     second = Tmux([*command, "-c", "-s", "Be a dog."], chat_env(str(home)))
     try:
         second.wait_for(r"continuing the last conversation \(1 exchanges\)")
+        second.wait_for(r"^  you: meow\n  echo: echo: meow\n.*\n?^echo›")  # the recap, just before the prompt
         second.type("/system")
         second.send("Enter")
         second.wait_for(r"^Be a dog\.$")
         leave(second)
     finally:
         second.close()
+
+
+WORDY = '''"""Streams fifty words of growing length, slowly, then ends."""
+import time
+
+from llm_utils import LLMClient
+
+
+class Wordy(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return "wordy"
+
+    def stream_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        for i in range(50):
+            yield f"w{i}{'x' * (i % 7)} "
+            time.sleep(0.08)
+
+    def count_tokens(self, text):
+        return len(text.split())
+'''
+
+
+@pytest.mark.timeout(90)
+def test_a_streamed_reply_wraps_at_words_and_type_ahead_waits_unechoed(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "wordy_plugin.py").write_text(WORDY)
+    term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(tmp_path), "chat", "-p", "wordy"], chat_env(str(home)), width=32)
+    expected = [f"w{i}{'x' * (i % 7)}" for i in range(50)]
+    try:
+        term.wait_for(r"^wordy›")
+        term.type("go")
+        term.send("Enter")
+        term.wait_for(r"\bw5x{5}\b")
+        term.type("typed ahead")  # while the reply streams
+        term.wait_for(r"^wordy› typed ahead\s*$")  # the reply ended; what was typed is at the prompt, unsent
+        screen = term.screen()
+        reply = screen[screen.index("wordy› go\n") + len("wordy› go\n") : screen.rindex("wordy› typed ahead")]
+        lines = reply.splitlines()
+        assert "typed" not in reply  # not echoed into the reply
+        assert all(len(line) <= 32 for line in lines)
+        assert " ".join(lines).split() == expected  # no word split across lines
+        assert len(lines) > 5  # it did have to wrap
+        term.send("C-u")
+        leave(term)
+    finally:
+        term.close()
+
+
+def test_ctrl_c_is_not_echoed_into_the_reply(chat: Tmux) -> None:
+    chat.type("/plugin slow_stream")
+    chat.send("Enter")
+    chat.wait_for(r"Now chatting with 'slow_stream'")
+    chat.wait_for(AT_PROMPT)
+    chat.type("go")
+    chat.send("Enter")
+    chat.wait_for(r"^0 1 2 3 ")
+    chat.send("C-c")
+    chat.wait_for(r"\[cancelled\]")
+    chat.wait_for(AT_PROMPT)
+    assert "^C" not in chat.screen()
+
+
+def test_the_plugin_menu_shows_its_keys_and_esc_leaves_it_unchanged(chat: Tmux) -> None:
+    chat.type("/plugin")
+    chat.send("Enter")
+    chat.wait_for(r"↑/↓ move · Enter choose · Esc cancel")
+    rows = [m for m in re.finditer(r"^\s*>?\s*\d+\. (\S+)(\s+)(\S+)", chat.screen(), re.M)]
+    assert len({m.start(3) - m.start(0) for m in rows}) == 1, chat.screen()  # the state column is aligned
+    chat.send("Down")
+    chat.send("Escape")
+    chat.wait_for(AT_PROMPT)
+    assert "Now chatting with" not in chat.screen()
+    chat.type("still echo?")
+    chat.send("Enter")
+    chat.wait_for(r"^echo: still echo\?$")
