@@ -160,9 +160,7 @@ def _why(session: ChatSession, name: str, state: str) -> str:
     if plugin.metadata_error:
         return ": " + _cut(clean_text(plugin.metadata_error, keep_newlines=False), 50)
     if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
-        error = client.stats.last_error
-        prefix = f"plugin {name!r} "
-        return ": " + _cut(error[len(prefix) :] if error.startswith(prefix) else error, 50)
+        return ": " + _cut(client.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
     known = session.readiness.get(name)
     if known is not None and not known.ready:
         return ", not ready: " + _cut(clean_text(known.reason, keep_newlines=False), 40)
