@@ -7,6 +7,7 @@ plugin failure costs one line and never the conversation.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,52 +16,31 @@ from typing import TYPE_CHECKING, Any, Callable
 import runner
 from app.chatlog import ChatLog, Exchange
 from app.history import Conversation, TooLong
+from app.stream import Spinner, WordWrap
 from app.tokencache import TokenCounter
+from app.transcript import Reply, Sources, markdown, recap
 
 if TYPE_CHECKING:
-    from app.manager import PluginManager
+    from app.manager import Changes, PluginManager
     from app.render import Output
 
 __all__ = ["ChatSession"]
 
 CANCELLED_MARK = " ⏹ [cancelled]"
 INCOMPLETE_MARK = " ⚠ [incomplete]"
-_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
-class _Spinner:
-    """A spinner on its own thread until the first chunk (or an error) arrives."""
-
-    def __init__(self, output: Output, label: str) -> None:
-        self._output, self._label = output, label
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._output.interactive:
-            self._thread = threading.Thread(target=self._spin, name="spinner", daemon=True)
-            self._thread.start()
-
-    def _spin(self) -> None:
-        frame = 0
-        while not self._done.wait(0.1 if frame else 0.15):
-            self._output.raw(f"\r{_SPINNER[frame % len(_SPINNER)]} {self._label}")
-            frame += 1
-        if frame:
-            self._output.raw("\r\x1b[K")
-
-    def stop(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
-def _show(output: Output, piece: str, parts: list[str]) -> None:
-    """Write a cleaned piece of the reply and keep it."""
+def _show(wrap: WordWrap, piece: str, parts: list[str]) -> None:
+    """Write a cleaned piece of the reply and keep it (unwrapped: the breaks are the terminal's business)."""
     if piece:
-        output.write(piece)
+        wrap.feed(piece)
         parts.append(piece)
+
+
+def describe(changes: Changes) -> str:
+    """A rescan's findings as one sentence."""
+    parts = [f"{word} {', '.join(names)}" for word, names in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)) if names]
+    return f"Plugins changed: {'; '.join(parts)}." if parts else "No plugin changes."
 
 
 class ChatSession:
@@ -78,6 +58,8 @@ class ChatSession:
         self._counters: dict[str, TokenCounter] = {}
         self._stop = threading.Event()
         self.notices: list[str] = []  # from background threads, printed before the next prompt
+        self.sources = Sources()  # which plugin gave each reply: kept beside the messages, never sent
+        self._recap: list[Exchange] = []  # the resumed conversation's exchanges, until shown
         self.readiness: dict[str, runner.Readiness] = {}  # each plugin's last check(), from warm()
         self.confirm: Callable[[str], bool] = lambda question: False
 
@@ -96,14 +78,50 @@ class ChatSession:
 
         threading.Thread(target=start, name=f"warm-{name}", daemon=True).start()
 
+    def notice(self, message: str) -> None:
+        """Print a notice after those the background threads queued, so they read in the order they happened."""
+        self.flush_notices()
+        self.output.notice(message)
+
+    def flush_notices(self) -> None:
+        while self.notices:
+            self.output.notice(self.notices.pop(0))
+
     def switch(self, name: str) -> bool:
+        """Make ``name`` the current plugin if it can be used: it is started now, with a spinner.
+
+        A plugin that cannot start (disabled, quarantined, a syntax or load error) is
+        reported and the current plugin stays: a failed plugin never becomes current
+        silently. A plugin that starts but says it is not ready is switched to, with
+        its reason (the user may be about to set its key).
+        """
         if name not in self.manager.names():
+            self.flush_notices()
             self.output.error(f"plugin {name!r} is not installed (available: {', '.join(self.manager.names())})")
             return False
+        spinner = Spinner(self.output, f"starting {name}…")
+        spinner.start()
+        try:
+            client = self.manager.client(name)
+            client.start()
+            readiness = self.readiness[name] = client.readiness()
+        except runner.PluginError as exc:
+            spinner.stop()
+            self.flush_notices()
+            self.output.error(f"{exc}; still chatting with {self.plugin!r}")
+            return False
+        finally:
+            spinner.stop()
         self.plugin = name
-        self.warm(name)
-        self.output.notice(f"now chatting with {name!r}; the conversation is kept")
+        why = "" if readiness.ready else f", but it is not ready: {readiness.reason}"
+        self.notice(f"Now chatting with {name!r}{why}; the conversation is kept.")
         return True
+
+    def stop_started(self, before: set[str]) -> None:
+        """Stop the plugins running now but not in ``before`` (say, started by /health) that the chat is not using."""
+        for name, client in self.manager.running().items():
+            if name not in before and name != self.plugin and client.state in ("ready", "starting"):
+                client.stop()  # the handle stays: the next use starts it again
 
     def counter(self, client: runner.Plugin) -> TokenCounter:
         counter = self._counters.get(self.plugin)
@@ -122,11 +140,10 @@ class ChatSession:
 
     def watch_plugins(self) -> None:
         """Notice added, changed and removed plugin files while the chat runs."""
-        self.manager.watch(lambda changes: self.notices.append(changes.describe()))
+        self.manager.watch(lambda changes: self.notices.append(describe(changes)))
 
     def reload(self) -> None:
-        changes = self.manager.refresh()
-        self.output.notice(changes.describe() if changes else "no plugin changes")
+        self.notice(describe(self.manager.refresh()))
 
     def close(self) -> None:
         self._stop.set()
@@ -143,65 +160,89 @@ class ChatSession:
             if exchange.error is None or exchange.response:
                 self.conversation.add("user", exchange.prompt)
                 self.conversation.add("assistant", exchange.response)
+                self.sources.of(self.conversation)[len(self.conversation.messages) - 1] = Reply(exchange.plugin, exchange.system)
+        self._recap = exchanges
         return len(exchanges)
 
+    def show_recap(self) -> None:
+        """The last few exchanges of a resumed conversation, dimmed and shortened; once."""
+        width = min(shutil.get_terminal_size().columns, 100) - 2
+        for line in recap(self._recap, width):
+            self.output.raw(self.output.dim("  " + line) + "\n")  # recap() cleaned the logged text
+        self._recap = []
+
     def ask(self, text: str) -> None:
-        """Send ``text`` with the history to the current plugin and stream the reply."""
+        """Send ``text`` with the history to the current plugin and stream the reply.
+
+        The spinner starts at once: starting the plugin and counting tokens can take seconds.
+        """
+        spinner = Spinner(self.output, f"{self.plugin} is thinking…")
+        spinner.start()
         try:
-            client = self.manager.client(self.plugin)
-        except runner.PluginError as exc:
-            self._failed(exc, text)
-            return
-        self.conversation.add("user", text)
+            self._ask(text, spinner)
+        finally:
+            spinner.stop()  # Ctrl-C before the reply began: the line is clean for "cancelled"
+
+    def _ask(self, text: str, spinner: Spinner) -> None:
         began = time.monotonic()
         try:
+            client = self.manager.client(self.plugin)
+            self.conversation.add("user", text)
+            if not client.running:
+                spinner.label = f"starting {self.plugin}…"
             client.start()  # its hello says its window: read before the process exists, it would be the default
+            spinner.label = f"{self.plugin} is thinking…"
             messages, self.last_budget = self.conversation.fit(self.counter(client), client.context_window, self.max_tokens)
         except TooLong as exc:
+            spinner.stop()
             self.conversation.pop_unanswered()
             self.output.error(f"plugin {self.plugin!r}: {exc}; shorten it or /plugin to a larger model")
             return
         except runner.PluginError as exc:
+            spinner.stop()
             self.conversation.pop_unanswered()
             self._failed(exc, text)
             return
-        parts, error, cancelled = self._stream(client, messages)
+        parts, error, cancelled = self._stream(client, messages, spinner)
         response = "".join(parts)
         if error is None and not cancelled and not response.strip():
             error = runner.PluginResultError(self.plugin, "returned an empty answer")  # never a silent success
         if response.strip():
             self.conversation.add("assistant", response)
+            self.sources.note(self.conversation, self.plugin)
         else:
             self.conversation.pop_unanswered()  # nothing came (cancelled first, failed, empty): ↑ resends it
         self._log(text, response, messages, began, error, cancelled)
         if error is not None:
             self._failed(error, text)
 
-    def _stream(self, client: runner.Plugin, messages: list[dict[str, str]]) -> tuple[list[str], runner.PluginError | None, bool]:
+    def _stream(self, client: runner.Plugin, messages: list[dict[str, str]], spinner: Spinner) -> tuple[list[str], runner.PluginError | None, bool]:
         out = self.output
         parts: list[str] = []  # the cleaned reply: what was shown is what the history keeps
         cleaner = runner.StreamCleaner()  # one per reply: an escape split across chunks goes whole
-        spinner = _Spinner(out, f"{self.plugin} is thinking…")
-        spinner.start()
+        wrap = WordWrap(out, shutil.get_terminal_size().columns if out.interactive else None)  # read per reply: a resize counts
         chunks = client.stream_chat(self.conversation.system, messages, self.max_tokens, self.temperature)
         try:
             for chunk in chunks:
                 spinner.stop()
-                _show(out, cleaner.feed(chunk), parts)
+                _show(wrap, cleaner.feed(chunk), parts)
         except KeyboardInterrupt:
             spinner.stop()
             chunks.close()  # tells the plugin to stop; it is killed if it does not
-            _show(out, cleaner.flush(), parts)
+            _show(wrap, cleaner.flush(), parts)
+            wrap.flush()
             out.raw(out.dim(CANCELLED_MARK) + "\n")
             return parts, None, True
         except runner.PluginError as exc:
             spinner.stop()
-            _show(out, cleaner.flush(), parts)
+            _show(wrap, cleaner.flush(), parts)
+            wrap.flush()
             if parts:
                 out.raw(out.dim(INCOMPLETE_MARK) + "\n")  # what came is kept; the error line follows
             return parts, exc, isinstance(exc, runner.PluginCancelled)
         spinner.stop()
-        _show(out, cleaner.flush(), parts)
+        _show(wrap, cleaner.flush(), parts)
+        wrap.flush()
         out.write("\n" if parts and not parts[-1].endswith("\n") else "")
         return parts, None, False
 
@@ -222,6 +263,7 @@ class ChatSession:
 
     def _failed(self, exc: runner.PluginError, text: str) -> None:
         """One line on what happened and what to do; offer a grant when one is missing."""
+        self.flush_notices()
         self.output.error(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
         fix = self.manager.fix_for(exc.plugin, exc)
         if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
@@ -232,16 +274,10 @@ class ChatSession:
 
             self.manager.grants.add(plugin.name, file_sha256(plugin.path), fix.network, fix.env)  # adds: what works stays
             self.manager.forget(plugin.name)
-            self.output.notice(f"granted {plugin.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend")
+            self.output.notice(f"Granted {plugin.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend.")
         elif not fix.grants:
             self.output.notice(fix.text)
 
     def save(self, path: Path) -> None:
-        """Write the conversation as a Markdown transcript."""
-        lines = ["# sandchat transcript", ""]
-        if self.conversation.system:
-            lines += [f"*System:* {self.conversation.system}", ""]
-        for message in self.conversation.messages:
-            who = "You" if message["role"] == "user" else "Assistant"
-            lines += [f"**{who}:**", "", message["content"], ""]
-        path.write_text("\n".join(lines), encoding="utf-8")
+        """Write the conversation as a Markdown transcript: each reply's plugin, each system prompt change."""
+        path.write_text(markdown(self.conversation, self.sources.of(self.conversation)), encoding="utf-8")

@@ -6,16 +6,19 @@ completion) and the arrow-key "LLM Plugin" menu; it is imported only by the chat
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.shortcuts import choice
 
 from app.slash import COMMANDS, run_command
+from app.stream import quiet_input
 from runner.cleantext import clean_text
 
 if TYPE_CHECKING:
@@ -72,21 +75,17 @@ class Repl:
         session.confirm = self.confirm
 
     def choose_plugin(self, session: ChatSession) -> str | None:
-        manager = session.manager
-        options = []
-        for name in manager.names():
-            state = manager.state(name)
-            why = ""
-            client = manager.running().get(name)
-            if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
-                why = ": " + client.stats.last_error.split(" ", 2)[-1][:60]
-            elif name in session.readiness and not session.readiness[name].ready:
-                why = ", not ready: " + session.readiness[name].reason[:60]
-            description = manager.discovery.plugins[name].metadata.description
-            label = f"{name:<18} {state}{why}  {clean_text(description, keep_newlines=False)[:40]}"
-            options.append((name, label.rstrip()))  # prompt_toolkit draws it: not through Output
+        """The "LLM Plugin" menu: aligned columns, why a plugin failed in words; Esc leaves it unchanged."""
+        options = plugin_menu(session)
+        keys = KeyBindings()
+
+        @keys.add("escape", eager=True)
+        def _cancel(event) -> None:  # type: ignore[no-untyped-def]
+            event.app.exit(result=None, style="class:aborting")
+
+        title = FormattedText([("bold", "LLM Plugin"), ("", "\n"), ("fg:ansibrightblack", MENU_KEYS)])
         try:
-            return choice("LLM Plugin", options=options, default=session.plugin)
+            return choice(title, options=options, default=session.plugin, key_bindings=keys)
         except (KeyboardInterrupt, EOFError):
             return None
 
@@ -97,9 +96,9 @@ class Repl:
             return False
 
     def run(self) -> None:
+        self.session.show_recap()
         while True:
-            while self.session.notices:
-                self.session.output.notice(self.session.notices.pop(0))
+            self.session.flush_notices()
             try:
                 line = self.prompt.prompt(f"{self.session.plugin}› ")
             except KeyboardInterrupt:
@@ -119,10 +118,11 @@ class Repl:
         import runner
 
         try:
-            return turn()
+            with quiet_input(sys.stdin):  # keys typed meanwhile wait for the next prompt, unechoed
+                return turn()
         except KeyboardInterrupt:  # before the reply began (counting, starting): drop the message
             self.session.conversation.pop_unanswered()
-            self.session.output.notice("cancelled")
+            self.session.notice("Cancelled.")
         except runner.PluginError as exc:
             self.session.conversation.pop_unanswered()
             self.session.output.error(str(exc))
@@ -130,3 +130,42 @@ class Repl:
             self.session.conversation.pop_unanswered()
             self.session.output.error(f"sandchat: unexpected {type(exc).__name__} ({exc}); the chat goes on")
         return True
+
+
+MENU_KEYS = "↑/↓ move · Enter choose · Esc cancel"
+
+
+def plugin_menu(session: ChatSession) -> list[tuple[str, str]]:
+    """The menu's rows, ``(name, label)``: name, state and why, description, in aligned columns."""
+    manager = session.manager
+    rows = []
+    for name in manager.names():
+        state = manager.state(name)
+        rows.append((name, f"{state}{_why(session, name, state)}", manager.discovery.plugins[name].metadata.description))
+    name_width = max((len(name) for name, _, _ in rows), default=0)
+    state_width = max((len(state) for _, state, _ in rows), default=0)
+    options = []
+    for name, state, description in rows:
+        label = f"{name:<{name_width}}  {state:<{state_width}}  {clean_text(description, keep_newlines=False)[:40]}"
+        options.append((name, label.rstrip()))  # prompt_toolkit draws it: not through Output
+    return options
+
+
+def _why(session: ChatSession, name: str, state: str) -> str:
+    """Why a plugin cannot answer, in words: its last error without the "plugin 'x'" prefix."""
+    plugin = session.manager.discovery.plugins[name]
+    client = session.manager.running().get(name)
+    if state == "disabled":
+        return ""
+    if plugin.metadata_error:
+        return ": " + _cut(clean_text(plugin.metadata_error, keep_newlines=False), 50)
+    if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
+        return ": " + _cut(client.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
+    known = session.readiness.get(name)
+    if known is not None and not known.ready:
+        return ", not ready: " + _cut(clean_text(known.reason, keep_newlines=False), 40)
+    return ""
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -85,7 +85,11 @@ def _health(session: ChatSession, ui: UI, argument: str) -> bool:
     from app.commands.plugins import health_text
 
     names = argument.split() or None
-    session.output.write(health_text(session.manager.health(names), as_json=False) + "\n")
+    before = {name for name, client in session.manager.running().items() if client.running}
+    try:
+        session.output.write(health_text(session.manager.health(names), as_json=False) + "\n")
+    finally:  # interrupted too: a plugin only the probe wanted does not stay up for the rest of the chat
+        session.stop_started(before)
     return True
 
 
@@ -93,7 +97,7 @@ def _health(session: ChatSession, ui: UI, argument: str) -> bool:
 def _system(session: ChatSession, ui: UI, argument: str) -> bool:
     if argument:
         session.conversation.system = argument
-        session.output.notice("system prompt set")
+        session.notice("System prompt set; it applies from your next message.")
     else:
         session.output.write((session.conversation.system or "(no system prompt)") + "\n")
     return True
@@ -140,7 +144,7 @@ def _reload(session: ChatSession, ui: UI, argument: str) -> bool:
 @_command("/reset", "start a new conversation (the system prompt stays)")
 def _reset(session: ChatSession, ui: UI, argument: str) -> bool:
     session.conversation.reset()
-    session.output.notice("new conversation")
+    session.notice("New conversation; the system prompt is kept.")
     return True
 
 
@@ -155,5 +159,5 @@ def _save(session: ChatSession, ui: UI, argument: str) -> bool:
     except OSError as exc:
         session.output.error(f"cannot save to {path}: {exc.strerror or exc}")
         return True
-    session.output.notice(f"saved {len(session.conversation.messages)} messages to {path}")
+    session.notice(f"Saved {len(session.conversation.messages)} messages to {path}.")
     return True

@@ -14,16 +14,29 @@ from tests.tmux import Tmux, chat_env, have_tmux
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not have_tmux(), reason="tmux is not installed")]
 
 CHAT_PLUGINS = Path(__file__).parent / "chatplugins"
+AT_PROMPT = r"^[\w-]+› *\s*\Z"  # the last line on screen is an empty prompt: the chat waits for keys
+
+
+def leave(term: Tmux) -> None:
+    """Ctrl-D at the prompt, once the prompt is up, and wait for the chat to end.
+
+    A Ctrl-D sent while the chat is between prompts reaches a terminal in cooked mode, whose
+    line discipline turns it into end-of-file for nobody (prompt_toolkit reads a NUL later):
+    the chat would not end. The chat keeps the terminal out of cooked mode while a turn
+    runs, but the moments between turns remain, so the test waits for the prompt.
+    """
+    term.wait_for(AT_PROMPT)
+    term.send("C-d")
+    term.wait_exit()
 
 
 @pytest.fixture
 def chat(home: Path) -> Iterator[Tmux]:
     term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(CHAT_PLUGINS), "chat", "-p", "echo"], chat_env(str(home)))
     try:
-        term.wait_for(r"chatting with 'echo'")
+        term.wait_for(r"^echo›")  # the prompt is up: typing now is not type-ahead
         yield term
-        term.send("C-d")
-        term.wait_exit()
+        leave(term)
     finally:
         term.close()
 
@@ -48,7 +61,7 @@ def test_the_plugin_menu_switches_and_keeps_the_history(chat: Tmux) -> None:
         chat.send("Down")
         chat.wait_for(rf"^\s*>\s*{index}\. ")
     chat.send("Enter")
-    chat.wait_for(r"now chatting with 'recall'")
+    chat.wait_for(r"Now chatting with 'recall'")
     chat.type("second words")
     chat.send("Enter")
     chat.wait_for(r"recall saw first words \| echo: first words \| second words")
@@ -57,7 +70,7 @@ def test_the_plugin_menu_switches_and_keeps_the_history(chat: Tmux) -> None:
 def test_ctrl_c_cancels_a_slow_reply_and_keeps_the_partial_answer(chat: Tmux) -> None:
     chat.type("/plugin slow_stream")
     chat.send("Enter")
-    chat.wait_for(r"now chatting with 'slow_stream'")
+    chat.wait_for(r"Now chatting with 'slow_stream'")
     chat.type("go")
     chat.send("Enter")
     chat.wait_for(r"^0 1 2 3 ")
@@ -74,7 +87,7 @@ def test_ctrl_c_cancels_a_slow_reply_and_keeps_the_partial_answer(chat: Tmux) ->
 def test_a_crash_mid_chat_leaves_the_chat_usable(chat: Tmux) -> None:
     chat.type("/plugin crashy")
     chat.send("Enter")
-    chat.wait_for(r"now chatting with 'crashy'")
+    chat.wait_for(r"Now chatting with 'crashy'")
     chat.type("boom")
     chat.send("Enter")
     chat.wait_for(r"plugin 'crashy' crashed: killed by SIGSEGV.*conversation is kept")
@@ -96,7 +109,7 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
 
     chat.type("/plugin needsnet")
     chat.send("Enter")
-    chat.wait_for(r"now chatting with 'needsnet'")
+    chat.wait_for(r"Now chatting with 'needsnet'")
     chat.type("connect please")
     chat.send("Enter")
     chat.wait_for(r"PermissionError")
@@ -104,7 +117,7 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
     chat.wait_for(r"grant it now\? \[y/N\]")
     chat.type("y")
     chat.send("Enter")
-    chat.wait_for(r"granted .needsnet. 127\.0\.0\.1:9; press")
+    chat.wait_for(r"Granted .needsnet. 127\.0\.0\.1:9; press")
     grants = json.loads((home / "grants.json").read_text())["grants"]
     assert grants["needsnet"]["network"] == ["127.0.0.1:9"]
     chat.type("connect again")
@@ -129,12 +142,11 @@ def test_ctrl_c_during_a_slash_command_returns_to_the_prompt(home: Path, tmp_pat
         term.send("Enter")
         term.wait_for(r"^echo› /health slowboot\s*$")
         term.send("C-c")
-        term.wait_for(r"sandchat: cancelled")
+        term.wait_for(r"sandchat: Cancelled\.")
         term.type("still here?")
         term.send("Enter")
         term.wait_for(r"^echo: still here\?$")
-        term.send("C-d")
-        term.wait_exit()
+        leave(term)
     finally:
         term.close()
 
@@ -142,7 +154,7 @@ def test_ctrl_c_during_a_slash_command_returns_to_the_prompt(home: Path, tmp_pat
 def test_the_answer_to_grant_it_now_is_not_in_the_input_history(chat: Tmux) -> None:
     chat.type("/plugin needsnet")
     chat.send("Enter")
-    chat.wait_for(r"now chatting with 'needsnet'")
+    chat.wait_for(r"Now chatting with 'needsnet'")
     chat.type("connect please")
     chat.send("Enter")
     chat.wait_for(r"grant it now\? \[y/N\]")
@@ -162,17 +174,90 @@ def test_continue_with_a_new_system_prompt_uses_it(home: Path) -> None:
         first.type("meow")
         first.send("Enter")
         first.wait_for(r"^echo: meow$")
-        first.send("C-d")
-        first.wait_exit()
+        leave(first)
     finally:
         first.close()
     second = Tmux([*command, "-c", "-s", "Be a dog."], chat_env(str(home)))
     try:
         second.wait_for(r"continuing the last conversation \(1 exchanges\)")
+        second.wait_for(r"^  you: meow\n  echo: echo: meow\n.*\n?^echo›")  # the recap, just before the prompt
         second.type("/system")
         second.send("Enter")
         second.wait_for(r"^Be a dog\.$")
-        second.send("C-d")
-        second.wait_exit()
+        leave(second)
     finally:
         second.close()
+
+
+WORDY = '''"""Streams fifty words of growing length, slowly, then ends."""
+import time
+
+from llm_utils import LLMClient
+
+
+class Wordy(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return "wordy"
+
+    def stream_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        for i in range(50):
+            yield f"w{i}{'x' * (i % 7)} "
+            time.sleep(0.08)
+
+    def count_tokens(self, text):
+        return len(text.split())
+'''
+
+
+@pytest.mark.timeout(90)
+def test_a_streamed_reply_wraps_at_words_and_type_ahead_waits_unechoed(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "wordy_plugin.py").write_text(WORDY)
+    term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(tmp_path), "chat", "-p", "wordy"], chat_env(str(home)), width=32)
+    expected = [f"w{i}{'x' * (i % 7)}" for i in range(50)]
+    try:
+        term.wait_for(r"^wordy›")
+        term.type("go")
+        term.send("Enter")
+        term.wait_for(r"\bw5x{5}\b")
+        term.type("typed ahead")  # while the reply streams
+        term.wait_for(r"^wordy› typed ahead\s*$")  # the reply ended; what was typed is at the prompt, unsent
+        screen = term.screen()
+        reply = screen[screen.index("wordy› go\n") + len("wordy› go\n") : screen.rindex("wordy› typed ahead")]
+        lines = reply.splitlines()
+        assert "typed" not in reply  # not echoed into the reply
+        assert all(len(line) <= 32 for line in lines)
+        assert " ".join(lines).split() == expected  # no word split across lines
+        assert len(lines) > 5  # it did have to wrap
+        term.send("C-u")
+        leave(term)
+    finally:
+        term.close()
+
+
+def test_ctrl_c_is_not_echoed_into_the_reply(chat: Tmux) -> None:
+    chat.type("/plugin slow_stream")
+    chat.send("Enter")
+    chat.wait_for(r"Now chatting with 'slow_stream'")
+    chat.wait_for(AT_PROMPT)
+    chat.type("go")
+    chat.send("Enter")
+    chat.wait_for(r"^0 1 2 3 ")
+    chat.send("C-c")
+    chat.wait_for(r"\[cancelled\]")
+    chat.wait_for(AT_PROMPT)
+    assert "^C" not in chat.screen()
+
+
+def test_the_plugin_menu_shows_its_keys_and_esc_leaves_it_unchanged(chat: Tmux) -> None:
+    chat.type("/plugin")
+    chat.send("Enter")
+    chat.wait_for(r"↑/↓ move · Enter choose · Esc cancel")
+    rows = [m for m in re.finditer(r"^\s*>?\s*\d+\. (\S+)(\s+)(\S+)", chat.screen(), re.M)]
+    assert len({m.start(3) - m.start(0) for m in rows}) == 1, chat.screen()  # the state column is aligned
+    chat.send("Down")
+    chat.send("Escape")
+    chat.wait_for(AT_PROMPT)
+    assert "Now chatting with" not in chat.screen()
+    chat.type("still echo?")
+    chat.send("Enter")
+    chat.wait_for(r"^echo: still echo\?$")
