@@ -249,21 +249,27 @@ class ChatSession:
     def _log(self, prompt: str, response: str, messages: list[dict[str, str]], began: float, error: Exception | None, cancelled: bool) -> None:
         counter = self._counters.get(self.plugin)
         prompt_tokens = response_tokens = None
+        counting = ""
         if counter is not None and error is None:
             try:
                 prompt_tokens = sum(counter.count_many([m["content"] for m in messages]))
                 response_tokens = counter.count(response) if response else 0
+                counting = counter.client.token_counting()  # so `sandchat logs` can label an estimate
             except runner.PluginError:
                 pass
         self.log.add(Exchange(
             conversation=self.conversation.id, plugin=self.plugin, system=self.conversation.system,
             prompt=prompt, response=response, prompt_tokens=prompt_tokens, response_tokens=response_tokens,
             duration_s=round(time.monotonic() - began, 4), error=str(error) if error else None, cancelled=cancelled,
+            counting=counting,
         ))  # fmt: skip
 
     def _failed(self, exc: runner.PluginError, text: str) -> None:
         """One line on what happened and what to do; offer a grant when one is missing."""
         self.flush_notices()
+        from app.pluginlog import log_traceback
+
+        log_traceback(self.manager.paths.plugin_logs, exc)  # file and line for `plugins logs NAME`; here, one line
         self.output.error(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
         fix = self.manager.fix_for(exc.plugin, exc)
         if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):

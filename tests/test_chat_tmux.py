@@ -179,7 +179,7 @@ def test_continue_with_a_new_system_prompt_uses_it(home: Path) -> None:
         first.close()
     second = Tmux([*command, "-c", "-s", "Be a dog."], chat_env(str(home)))
     try:
-        second.wait_for(r"continuing the last conversation \(1 exchanges\)")
+        second.wait_for(r"Continuing the last conversation \(1 exchange\)\.")
         second.wait_for(r"^  you: meow\n  echo: echo: meow\n.*\n?^echo›")  # the recap, just before the prompt
         second.type("/system")
         second.send("Enter")

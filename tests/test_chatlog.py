@@ -81,3 +81,13 @@ def test_an_older_logs_db_gains_the_counting_column_and_estimates_are_labelled(h
     assert [(e.prompt, e.estimated) for e in log.recent()] == [("old", False), ("new", True)]
     lines = sandchat(home, "logs").stdout.splitlines()
     assert " 3+4 tokens " in lines[0] and "~5+6 tokens (estimated)" in next(line for line in lines if "claude" in line)
+
+
+def test_the_chat_logs_how_its_counts_were_made(manager: PluginManager) -> None:
+    scratch = manager.paths.scratch / "readiness"
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "mode").write_text("window")  # the test plugin then says it counts an estimate
+    session = session_for(manager, "readiness")
+    session.ask("how many words")
+    logged = session.log.recent()[-1]
+    assert logged.prompt_tokens == 3 and logged.counting == "estimate: words" and logged.estimated

@@ -37,7 +37,7 @@ def chat(args: argparse.Namespace, context: Context) -> int:
     session.watch_plugins()
     if getattr(args, "resume", False):
         count = session.resume()
-        context.output.notice(f"continuing the last conversation ({count} exchanges)" if count else "no earlier conversation: starting a new one")
+        context.output.notice(f"Continuing the last conversation ({count} exchange{'s' if count != 1 else ''})." if count else "No earlier conversation: starting a new one.")
         if getattr(args, "system", ""):
             session.conversation.system = args.system  # -s given now wins over the resumed one
     context.output.write(f"sandchat — chatting with {name!r}. /help for commands, Ctrl-D to leave.\n")
