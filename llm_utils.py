@@ -26,6 +26,21 @@ DEFAULT_CONTEXT_WINDOW = 8192
 Message = Mapping[str, str]
 
 
+class _Unset(float):
+    """The contract's default temperature (0.8), recognisable as "the caller did not say".
+
+    The optional methods below pass it on by leaving ``temperature`` out, so a plugin
+    that gives ``generate_response`` a default of its own gets that one.
+    """
+
+
+_UNSET = _Unset(0.8)
+
+
+def _temperature(temperature: float) -> tuple[float, ...]:
+    return () if temperature is _UNSET else (temperature,)
+
+
 def render_messages(messages: Sequence[Message]) -> str:
     """Render a chat history as one plain-text message for single-turn models.
 
@@ -66,37 +81,38 @@ class LLMClient(ABC):
         """Return how many tokens ``text`` takes for this model."""
 
     def stream_response(
-        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = _UNSET
     ) -> Iterator[str]:
         """Yield the reply in pieces; by default the whole reply as one piece."""
-        yield self.generate_response(system, user_message, max_tokens, temperature)
+        yield self.generate_response(system, user_message, max_tokens, *_temperature(temperature))
 
     def generate_chat(
         self,
         system: str,
         messages: Sequence[Message],
         max_tokens: int = 4096,
-        temperature: float = 0.8,
+        temperature: float = _UNSET,
     ) -> str:
         """Reply to a multi-turn history; by default it is rendered into one message."""
-        return self.generate_response(system, render_messages(messages), max_tokens, temperature)
+        return self.generate_response(system, render_messages(messages), max_tokens, *_temperature(temperature))
 
     def stream_chat(
         self,
         system: str,
         messages: Sequence[Message],
         max_tokens: int = 4096,
-        temperature: float = 0.8,
+        temperature: float = _UNSET,
     ) -> Iterator[str]:
         """Stream a reply to a multi-turn history.
 
         The default streams :meth:`generate_chat` when a subclass overrides it, and
         otherwise streams :meth:`stream_response` on the rendered history.
         """
+        given = _temperature(temperature)
         if type(self).generate_chat is not LLMClient.generate_chat:
-            yield self.generate_chat(system, messages, max_tokens, temperature)
+            yield self.generate_chat(system, messages, max_tokens, *given)
             return
-        yield from self.stream_response(system, render_messages(messages), max_tokens, temperature)
+        yield from self.stream_response(system, render_messages(messages), max_tokens, *given)
 
     def check(self) -> str | None:
         """Why this plugin cannot answer right now, in one line, or ``None`` when it can.

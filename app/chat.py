@@ -46,7 +46,7 @@ def describe(changes: Changes) -> str:
 class ChatSession:
     """One chat in the terminal: the conversation, the current plugin, the log."""
 
-    def __init__(self, manager: PluginManager, output: Output, plugin: str, *, max_tokens: int, temperature: float) -> None:
+    def __init__(self, manager: PluginManager, output: Output, plugin: str, *, max_tokens: int, temperature: float | None) -> None:
         self.manager = manager
         self.output = output
         self.plugin = plugin
@@ -212,7 +212,9 @@ class ChatSession:
             self.sources.note(self.conversation, self.plugin)
         else:
             self.conversation.pop_unanswered()  # nothing came (cancelled first, failed, empty): ↑ resends it
-        self._log(text, response, messages, began, error, cancelled)
+        reply_tokens = self._log(text, response, messages, began, error, cancelled)
+        if error is None and not cancelled and reply_tokens is not None and reply_tokens >= self.max_tokens:
+            self.output.raw(self.output.dim(f" ⚠ [stopped at the {self.max_tokens}-token limit; chat --max-tokens N allows more]") + "\n")
         if error is not None:
             self._failed(error, text)
 
@@ -246,7 +248,8 @@ class ChatSession:
         out.write("\n" if parts and not parts[-1].endswith("\n") else "")
         return parts, None, False
 
-    def _log(self, prompt: str, response: str, messages: list[dict[str, str]], began: float, error: Exception | None, cancelled: bool) -> None:
+    def _log(self, prompt: str, response: str, messages: list[dict[str, str]], began: float, error: Exception | None, cancelled: bool) -> int | None:
+        """Append the exchange to logs.db; the reply's token count, when it was counted."""
         counter = self._counters.get(self.plugin)
         prompt_tokens = response_tokens = None
         counting = ""
@@ -263,6 +266,7 @@ class ChatSession:
             duration_s=round(time.monotonic() - began, 4), error=str(error) if error else None, cancelled=cancelled,
             counting=counting,
         ))  # fmt: skip
+        return response_tokens
 
     def _failed(self, exc: runner.PluginError, text: str) -> None:
         """One line on what happened and what to do; offer a grant when one is missing."""

@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Mapping, Sequence
 
 __all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main", "parse_args", "version"]
 
@@ -27,7 +27,8 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--plugin", metavar="NAME", help="plugin to use (default: see 'sandchat plugins list')")
     p.add_argument("-s", "--system", default="", metavar="SYSTEM", help="system prompt")
     p.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N", help="reply budget in tokens (default 1024)")
-    p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 to 2 (default 0.8)")
+    p.add_argument("--temperature", type=_temperature, default=None, metavar="T", help="0 to 2 (default: the plugin's own; 0.8 for most)")
+    p.add_argument("--seed", type=_seed, metavar="N", help="sampling seed, for reproducible replies (plugins that sample honour it: local)")
     p.add_argument("--timeout", type=_positive_float, metavar="S", help="give up on the reply after S seconds")
 
 
@@ -80,6 +81,16 @@ def _positive_float(text: str) -> float:
     value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**31 - 1}, got {value}")
     return value
 
 
@@ -253,8 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     output = Output.for_process(os.environ)
+    environ: Mapping[str, str] = os.environ
+    if getattr(args, "seed", None) is not None:  # plugins see it as SANDCHAT_SEED, like the variable
+        environ = {**os.environ, "SANDCHAT_SEED": str(args.seed)}
     try:
-        settings = load(os.environ, no_plugins=args.no_plugins)
+        settings = load(environ, no_plugins=args.no_plugins)
     except SettingsError as exc:
         output.error(str(exc))
         return EXIT_USAGE

@@ -108,3 +108,31 @@ def test_revoke_says_what_a_shipped_plugin_keeps_and_refuses_an_unknown_name(hom
 def test_empty_logs_say_so(home: Path) -> None:
     result = sandchat(home, "logs")
     assert (result.returncode, result.stdout) == (0, "") and result.stderr.startswith("sandchat: no exchanges logged yet")
+
+
+def _user_plugin(home: Path, name: str, body: str) -> None:
+    folder = home / "plugins"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}_plugin.py").write_text(body)
+
+
+def test_seed_reaches_plugins_and_temperature_defaults_to_the_plugins_own(home: Path) -> None:
+    _user_plugin(home, "knobs", (
+        "import os\nfrom llm_utils import LLMClient\n"
+        "class Knobs(LLMClient):\n"
+        "    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.25):\n"
+        "        return f\"seed {os.environ.get('SANDCHAT_SEED')} temperature {temperature}\"\n"
+        "    def count_tokens(self, text):\n        return len(text.split())\n"
+    ))  # fmt: skip
+    assert sandchat(home, "prompt", "-p", "knobs", "x").stdout == "seed None temperature 0.25\n"
+    assert sandchat(home, "prompt", "-p", "knobs", "--seed", "7", "--temperature", "1.5", "x").stdout == "seed 7 temperature 1.5\n"
+    bad = sandchat(home, "prompt", "-p", "knobs", "--seed", "-1", "x")
+    assert bad.returncode == 2 and "--seed: must be from 0 to 2147483647, got -1" in bad.stderr
+
+
+def test_an_answer_that_used_all_of_max_tokens_says_so(home: Path) -> None:
+    cut = sandchat(home, "prompt", "-p", "echo", "--max-tokens", "3", "one two three four five")
+    assert cut.returncode == 0 and cut.stdout == "echo: one two \n"
+    assert cut.stderr == "sandchat: the answer stopped at the --max-tokens limit (3 tokens); give a larger --max-tokens for more\n"
+    whole = sandchat(home, "prompt", "-p", "echo", "--max-tokens", "50", "one two")
+    assert whole.stderr == ""

@@ -30,7 +30,7 @@ def chat(args: argparse.Namespace, context: Context) -> int:
     if name not in manager.names():
         context.output.error(f"plugin {name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE
-    session = ChatSession(manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", 0.8))
+    session = ChatSession(manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", None))
     session.conversation.system = getattr(args, "system", "") or ""
     session.warm(name)
     session.watch_liveness()

@@ -94,6 +94,7 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         _stream(chunks, context.output, shown)
         if not "".join(shown).strip():  # an empty answer is a failure, never a silent success
             raise runner.PluginResultError(name, "returned an empty answer")
+        _say_if_cut_at_the_limit(client, "".join(shown), args.max_tokens, context)
         return EXIT_OK
     except runner.PluginError as exc:
         error = exc
@@ -153,6 +154,17 @@ def _chunks(client: runner.Plugin, conversation: Conversation, args: argparse.Na
     if budget.dropped:
         context.output.notice(f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: the rest do not fit the context window of {client.name!r}")
     return client.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
+
+
+def _say_if_cut_at_the_limit(client: runner.Plugin, answer: str, max_tokens: int, context: Context) -> None:
+    """A notice when the answer used all of --max-tokens: it most likely stopped there, unfinished."""
+    if len(answer.encode("utf-8", "surrogatepass")) < max_tokens:
+        return  # every token is at least a byte: this answer cannot have reached the limit
+    try:
+        if client.count_tokens(answer) >= max_tokens:
+            context.output.notice(f"the answer stopped at the --max-tokens limit ({max_tokens} tokens); give a larger --max-tokens for more")
+    except runner.PluginError:
+        pass  # the answer stands; only the notice is lost
 
 
 def _stream(chunks: Iterator[str], out: Output, shown: list[str]) -> None:
