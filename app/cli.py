@@ -46,25 +46,23 @@ def _global_options(p: argparse.ArgumentParser, *, after: int = 0) -> None:
                    help="safe mode: start with every plugin off")  # fmt: skip
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str, least: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1, "a positive whole number")
 
 
 def _count(text: str) -> int:
     """A number of entries: 0 means all of them."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (0 for all), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number (0 for all), got {value}")
-    return value
+    return _whole(text, 0, "a whole number (0 for all)")
 
 
 def _number(text: str) -> float:

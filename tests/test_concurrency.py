@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import os
 import random
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from app import PluginManager
 from runner import (
-    CancelToken, Deadlines, Plugin, PluginCancelled, PluginConfig, PluginError, PluginTimeout, PluginUnavailable,
-    RestartPolicy, SandboxPolicy,
+    CancelToken, Deadlines, Plugin, PluginCancelled, PluginError, PluginTimeout, PluginUnavailable, RestartPolicy,
 )  # fmt: skip
 from tests.conftest import FAST, TEST_PLUGINS, plugin_processes
-from tests.test_protocol import RAW_CHILD
+from tests.test_protocol import raw_plugin  # noqa: F401, F811 - a fixture: children written from the protocol document
 from tests.test_supervision import MARGIN, Worker, wait_until
 
 POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=1000, window=30, cooldown=0.5, stable_after=0.2)
@@ -34,27 +31,6 @@ POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=1000
 def sup(home: Path) -> Iterator[PluginManager]:
     with PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY) as m:
         yield m
-
-
-@pytest.fixture
-def raw(tmp_path: Path) -> Iterator[Callable[..., Plugin]]:
-    """A Plugin whose child is a raw protocol speaker running ``handler`` for each request."""
-    made: list[Plugin] = []
-
-    def make(handler: str, deadlines: Deadlines) -> Plugin:
-        path = tmp_path / f"raw{len(made)}"
-        path.write_text(RAW_CHILD.format(python=sys.executable, handler=textwrap.dedent(handler)))
-        path.chmod(0o755)
-        config = PluginConfig(
-            name="raw", path=tmp_path / "raw.py", scratch_dir=tmp_path / "scratch", python=str(path), source=b"# raw\n",
-            sandbox=SandboxPolicy(profile="none"), deadlines=deadlines,
-        )  # fmt: skip
-        made.append(Plugin(config))
-        return made[-1]
-
-    yield make
-    for plugin in made:
-        plugin.close()
 
 
 # A stream request is answered by an unknown notification every 0.3 s, forever (until stdin closes).
@@ -71,8 +47,8 @@ def handle(m):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("first, phase", [("", "first_chunk"), ("w(pack([2, 'chunk', [m[1], 'one']]))", "idle")])
-def test_unknown_notifications_do_not_keep_a_stream_alive(raw: Callable[..., Plugin], first: str, phase: str) -> None:
-    plugin = raw(KEEPALIVE.format(first=first), Deadlines(start=20, first_chunk=1, idle=1, total=8, cancel_grace=1, stop_grace=1))
+def test_unknown_notifications_do_not_keep_a_stream_alive(raw_plugin: Callable[..., Plugin], first: str, phase: str) -> None:
+    plugin = raw_plugin(KEEPALIVE.format(first=first), Deadlines(start=20, first_chunk=1, idle=1, total=8, cancel_grace=1, stop_grace=1))
     plugin.start()
     received: list[str] = []
     began = time.monotonic()
@@ -96,10 +72,10 @@ def handle(m):
 
 
 @pytest.mark.timeout(30)
-def test_a_cancel_leaves_the_first_chunk_deadline_where_it_was(raw: Callable[..., Plugin]) -> None:
+def test_a_cancel_leaves_the_first_chunk_deadline_where_it_was(raw_plugin: Callable[..., Plugin]) -> None:
     # first chunk 2 s; the cancel at 1.5 s gives 5 s of grace: the first-chunk deadline fires first,
     # at 2 s from the request (a deadline restarted by the cancel's reply would fire at 3.5 s).
-    plugin = raw(DEAF_TO_CANCEL, Deadlines(start=20, first_chunk=2, idle=2, total=8, cancel_grace=5, stop_grace=1))
+    plugin = raw_plugin(DEAF_TO_CANCEL, Deadlines(start=20, first_chunk=2, idle=2, total=8, cancel_grace=5, stop_grace=1))
     plugin.start()
     stream = plugin.stream_response("", "x")
     timer = threading.Timer(1.5, stream.cancel)  # schedules the attack; the test waits on the stream

@@ -848,19 +848,20 @@ while data := os.read(0, 65536):
 '''
 
 
+RAW_DEADLINES = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=2, stop_grace=1)
+
+
 @pytest.fixture
 def raw_plugin(tmp_path: Path) -> Iterator[Callable[..., Plugin]]:
     made: list[Plugin] = []
 
-    def make(handler: str, **config: Any) -> Plugin:
+    def make(handler: str, deadlines: Deadlines = RAW_DEADLINES, **config: Any) -> Plugin:
         path = tmp_path / f"raw{len(made)}"
         path.write_text(RAW_CHILD.format(python=sys.executable, handler=textwrap.dedent(handler)))
         path.chmod(0o755)
         config = PluginConfig(
             name="raw", path=tmp_path / "raw.py", scratch_dir=tmp_path / "scratch", python=str(path), source=b"# raw\n",
-            sandbox=SandboxPolicy(profile="none"),
-            deadlines=Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=2, stop_grace=1),
-            **config,
+            sandbox=SandboxPolicy(profile="none"), deadlines=deadlines, **config,
         )  # fmt: skip
         made.append(Plugin(config))
         return made[-1]
