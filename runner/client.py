@@ -74,7 +74,7 @@ class Plugin(LLMClient):
         self._life = Lifecycle(config, policy, self.stats, self._emit, self._turn)
         self.name = self._life.name
         self._busy = 0
-        self._streaming: int | None = None  # the thread reading a stream, while one is read
+        self._streaming: threading.Thread | None = None  # the thread reading a stream, while one is read
 
     @property
     def config(self) -> PluginConfig:
@@ -183,7 +183,7 @@ class Plugin(LLMClient):
             deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
             taken = True
             conn = self._life.conn
-            if conn is None or conn.dead or self._life.closed or cancel is not None:  # the usual live process skips the checks
+            if conn is None or not conn.usable or self._life.closed or cancel is not None:  # the usual live process skips the checks
                 conn, deadline = self._ready(deadline, seconds, phase, cancel)
             self.stats.calls += 1
             self._busy += 1
@@ -223,7 +223,7 @@ class Plugin(LLMClient):
             conn, deadline = self._ready(deadline, total, "total", cancel)
             self.stats.calls += 1
             self._busy += 1
-            self._streaming = threading.get_ident()
+            self._streaming = threading.current_thread()  # an object: a thread id is reused once its thread ends
             try:
                 yield from conn.stream(method, params, deadline, cancel)
             except PluginError as exc:
@@ -242,6 +242,8 @@ class Plugin(LLMClient):
         deadline = time.monotonic() + seconds
         if self._turn.take(deadline, cancel):
             return deadline
+        if self._life.closed:  # close() sent the queue away
+            raise PluginUnavailable(self.name, f"is stopped: {self._life.closed_why}", reason="closed")
         if cancel is not None and cancel.cancelled:
             raise PluginCancelled(self.name, "was cancelled while waiting for another call to end")
         raise self._life.late(seconds, phase, "waiting for another call to end")
@@ -254,14 +256,14 @@ class Plugin(LLMClient):
         if cancel is not None and cancel.cancelled:  # before any start: a cancelled call reaches nothing
             raise PluginCancelled(self.name, "was cancelled before it started")
         conn = self._life.conn
-        if conn is None or conn.dead or self._life.closed:
+        if conn is None or not conn.usable or self._life.closed:
             if deadline is None:
                 deadline = time.monotonic() + seconds
             starts = self.stats.starts
             conn = self._life.connection(deadline, seconds, phase, cancel)
             if self.stats.starts != starts and self.stats.startup_seconds is not None:
                 deadline += self.stats.startup_seconds
-            if self._life.closed or conn.dead:  # closed or stopped from an event listener as it started
+            if self._life.closed or not conn.usable:  # closed or stopped from an event listener as it started
                 raise self._life.ended_start(cancel)
         if cancel is not None and cancel.cancelled:
             raise PluginCancelled(self.name, "was cancelled before it started")
@@ -273,7 +275,7 @@ class Plugin(LLMClient):
         The lock is re-entrant, so that thread would get in and interleave a request with
         the stream it is reading: refuse, and leave the stream as it was.
         """
-        if self._streaming == threading.get_ident():
+        if self._streaming is threading.current_thread():
             raise PluginUnavailable(self.name, f"is streaming a reply to this thread: finish or close that stream {when}", reason="busy")
 
     def _failed(self, conn: Connection, exc: PluginError) -> None:

@@ -82,6 +82,11 @@ class Connection:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def usable(self) -> bool:
+        """True until a stop or kill begins: a dying process takes no new request."""
+        return not (self.dead or self._stopping)
+
     def handshake(self, code: bytes) -> dict[str, Any]:
         """Send the plugin's ``code``, wait for the child's hello and check it.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -83,11 +84,12 @@ class Lifecycle:
         self.starting = False
         self.load_error: PluginError | None = None
         self._load_error_code: str | None = None  # SHA-256 of the code that failed to load
+        self._sleepers: set[threading.Event] = set()  # back-offs in progress, woken by close()
 
     @property
     def running(self) -> bool:
         conn = self.conn
-        return conn is not None and not conn.dead
+        return conn is not None and conn.usable
 
     def stop(self) -> None:
         """Stop the process politely (then by force); safe to call twice and from any thread."""
@@ -110,6 +112,9 @@ class Lifecycle:
     def close(self, why: str) -> None:
         self.closed_why = why
         self.closed = True
+        for wake in list(self._sleepers):
+            wake.set()  # a restart's back-off ends at once
+        self._turn.shut()  # queued calls end at once, "closed"
         self.stop()
 
     def connection(self, deadline: float | None = None, seconds: float = 0.0, phase: str = "", cancel: CancelToken | None = None) -> Connection:
@@ -119,7 +124,7 @@ class Lifecycle:
         """
         if self.closed:
             raise PluginUnavailable(self.name, f"is stopped: {self.closed_why}", reason="closed")
-        if self.conn is not None and not self.conn.dead:
+        if self.conn is not None and self.conn.usable:
             return self.conn
         decided = None
         if self.load_error is not None:
@@ -155,11 +160,20 @@ class Lifecycle:
     def _back_off(self, wait: float, deadline: float | None, seconds: float, phase: str, cancel: CancelToken | None) -> None:
         """Sleep before a restart, within the call's deadline, and wake for its cancel."""
         left = math.inf if deadline is None else deadline - time.monotonic()
-        pause = max(0.0, min(wait, left))
-        if cancel is not None and cancel.wait(pause):
+        wake = threading.Event()  # set by the call's cancel or by close(), whichever comes
+        self._sleepers.add(wake)
+        key = cancel._watch(wake.set) if cancel is not None else 0
+        try:
+            if not self.closed:
+                wake.wait(max(0.0, min(wait, left)))
+        finally:
+            self._sleepers.discard(wake)
+            if key:
+                cancel._unwatch(key)  # type: ignore[union-attr]
+        if self.closed:
+            raise PluginUnavailable(self.name, f"is stopped: {self.closed_why}", reason="closed")
+        if cancel is not None and cancel.cancelled:
             raise PluginCancelled(self.name, "was cancelled while waiting to restart")
-        if cancel is None:
-            time.sleep(pause)
         if left <= wait:
             raise self.late(seconds, phase, "waiting to restart after a failure")
 
@@ -180,6 +194,8 @@ class Lifecycle:
         the process is killed and the handshake (which never touches a dead connection's
         fds) ends with "stopped", reported here as what ended it.
         """
+        if self.closed:  # closed while this call backed off or waited: start nothing
+            raise self.ended_start(cancel)
         _precompile_child()
         began = time.monotonic()
         self.stats.starts += 1

@@ -275,7 +275,7 @@ def test_ctrl_c_as_a_queued_call_gets_the_turn_does_not_leak_the_turn(home: Path
 
         def unwatch(self: CancelToken, key: int) -> None:
             real_unwatch(self, key)
-            if client._turn._owner == threading.get_ident():
+            if client._turn._owner is threading.current_thread():
                 monkeypatch.setattr(CancelToken, "_unwatch", real_unwatch)
                 signal.raise_signal(signal.SIGINT)
 
@@ -286,7 +286,7 @@ def test_ctrl_c_as_a_queued_call_gets_the_turn_does_not_leak_the_turn(home: Path
         other = Worker(lambda: client.generate_response("", "other"))
         other.start()
         other.join(10)
-        leaked = client._turn._owner == threading.get_ident()
+        leaked = client._turn._owner is threading.current_thread()
         if leaked:
             client._turn.give()
         assert not leaked, f"Ctrl-C left the turn held by the interrupted thread; another thread's call got: {other.error}"
@@ -297,7 +297,7 @@ def test_ctrl_c_as_a_queued_call_gets_the_turn_does_not_leak_the_turn(home: Path
 def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) -> None:
     """No widening: SIGINT at random moments while the main thread makes queued calls."""
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
-    me = threading.get_ident()
+    me = threading.current_thread()
     with _manager(home, deadlines) as manager:
         client = manager.client("echo")
         client.start()
@@ -314,7 +314,7 @@ def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) ->
         def ctrl_c() -> None:
             rng = random.Random(7)
             while not stop.wait(rng.uniform(0.0005, 0.004)):
-                signal.pthread_kill(me, signal.SIGINT)
+                signal.pthread_kill(me.ident, signal.SIGINT)  # type: ignore[arg-type]
 
         threads = [threading.Thread(target=busy, daemon=True) for _ in range(2)] + [threading.Thread(target=ctrl_c, daemon=True)]
         for t in threads:
@@ -329,9 +329,9 @@ def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) ->
                 except PluginError:
                     pass
                 try:
-                    if client._turn._owner == me and client._streaming is None:
+                    if client._turn._owner is me and client._streaming is None:
                         leaks += 1
-                        while client._turn._owner == me:
+                        while client._turn._owner is me:
                             client._turn.give()
                 except KeyboardInterrupt:
                     interrupts += 1
