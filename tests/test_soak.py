@@ -266,9 +266,11 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         assert all(isinstance(ok, bool) for report in liveness for ok in report.values())
         crashed = sum(manager.events.counts(p).get("crashed", 0) for p in PLUGINS)
         assert crashed <= len(kills)
-        # Each kill costs at most one restart; a cancel, honoured by these plugins, costs none.
+        # Each kill costs at most one restart; a cancel, honoured by these plugins, costs none,
+        # unless it lands while its call is starting the process: that start is then abandoned.
         starts = sum(client.stats.starts for client in manager.running().values())
-        assert starts <= len(PLUGINS) + len(kills), f"{starts} starts for {len(kills)} kills and {len(cancelled)} cancels {context}"
+        during_start = sum(str(o.error).endswith("was cancelled while starting") for o in cancelled)
+        assert starts <= len(PLUGINS) + len(kills) + during_start, f"{starts} starts for {len(kills)} kills and {len(cancelled)} cancels {context}"
         assert aimed > 0
         assert cancelled, f"no cancel landed {context}"
         assert not churn_problems, f"the closing manager {context}: {churn_problems[:3]}"
