@@ -7,7 +7,6 @@ the docstring says how.
 
 from __future__ import annotations
 
-import gc
 import random
 import signal
 import sys
@@ -18,9 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-import runner
 from app import PluginManager
-from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginTimeout, PluginUnavailable, RestartPolicy
+from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginUnavailable, RestartPolicy
 from runner import connection as connection_mod
 from runner.turn import Turn
 from tests.conftest import FAST, TEST_PLUGINS

@@ -27,7 +27,6 @@ from runner import (
     Deadlines,
     PluginCancelled,
     PluginCrashed,
-    PluginError,
     PluginStartTimeout,
     PluginTimeout,
     PluginUnavailable,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.grants import file_sha256, shipped_hashes
+from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,7 +12,6 @@ generate_response(user_message):
 count_tokens answers at once and writes nothing.
 """
 import os
-import sys
 import threading
 
 from llm_utils import LLMClient
