@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,21 +21,11 @@ from app import PluginManager
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginUnavailable, RestartPolicy
 from runner import connection as connection_mod
 from runner.turn import Turn
-from tests.conftest import FAST, TEST_PLUGINS
 from tests.test_supervision import MARGIN, Worker, wait_until
 
-POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=1000, window=30, cooldown=0.5, stable_after=0.2)
+from tests.test_race_review import POLICY, _manager, mgr  # noqa: F401, F811 - the first review's harness (mgr is a fixture)
+
 PROMPT = 0.1  # an admission after a give must be far under one 0.25 s wait slice
-
-
-def _manager(home: Path, deadlines: Deadlines = FAST, policy: RestartPolicy = POLICY) -> PluginManager:
-    return PluginManager([TEST_PLUGINS], home, deadlines=deadlines, restart_policy=policy)
-
-
-@pytest.fixture
-def mgr(home: Path) -> Iterator[PluginManager]:
-    with _manager(home) as m:
-        yield m
 
 
 class _Holder(threading.Thread):
