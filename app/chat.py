@@ -280,9 +280,7 @@ class ChatSession:
             return
         if fix.grants and self.confirm(f"{fix.text}\ngrant it now? [y/N] "):
             plugin = self.manager.plugin_file(exc.plugin)
-            from app.grants import file_sha256
-
-            self.manager.grants.add(plugin.name, file_sha256(plugin.path), fix.network, fix.env)  # adds: what works stays
+            self.manager.grant_more(plugin, fix.network, fix.env)  # adds: what works (its own or shipped) stays
             self.manager.forget(plugin.name)
             self.output.notice(f"Granted {plugin.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend.")
         elif not fix.grants:

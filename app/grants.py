@@ -106,19 +106,6 @@ class GrantStore:
         self._save(grants)
         return grants[plugin]
 
-    def add(self, plugin: str, sha256: str, network: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Grant:
-        """Grant ``network`` and ``env`` on top of what ``plugin`` already has, bound to ``sha256``.
-
-        What an earlier grant held stays granted, also across a new version of the file:
-        adding an endpoint never takes away one that works.
-        """
-        old = self.load().get(plugin)
-        return self.grant(
-            plugin, sha256,
-            tuple(dict.fromkeys((*(old.network if old else ()), *network))),
-            tuple(dict.fromkeys((*(old.env if old else ()), *env))),
-        )  # fmt: skip
-
     def remove(self, plugin: str, network: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Grant | None:
         """Take ``network`` and ``env`` out of ``plugin``'s grant; the rest stays. None if it had none."""
         grants = self.load()

@@ -252,6 +252,25 @@ class PluginManager:
             lapsed = lapsed or Lapsed(shipped, digest)
         return Access("untrusted", None, lapsed)
 
+    def granted(self, plugin: PluginFile) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What ``plugin`` may use now, or was last granted: the base that a grant adds to.
+
+        Its effective grant (the user's, or the one it ships with), joined with a user grant
+        for an earlier version of the file: adding an endpoint never takes away one that
+        works, be it the user's or the shipped plugin's own.
+        """
+        effective = self.access(plugin).grant
+        stored = self.grants.load().get(plugin.name)
+        network = [*(effective.network if effective else ()), *(stored.network if stored else ())]
+        env = [*(effective.env if effective else ()), *(stored.env if stored else ())]
+        return tuple(dict.fromkeys(network)), tuple(dict.fromkeys(env))
+
+    def grant_more(self, plugin: PluginFile, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
+        """Grant ``network`` and ``env`` on top of :meth:`granted`, bound to the file as it is now."""
+        base_net, base_env = self.granted(plugin)
+        return self.grants.grant(plugin.name, file_sha256(plugin.path), tuple(dict.fromkeys((*base_net, *network))),
+                                 tuple(dict.fromkeys((*base_env, *env))))  # fmt: skip
+
     def permission_hint(self, name: str, error: Exception | None = None) -> str | None:
         """One line: the permission or setting behind ``error`` and the command that adds it."""
         fix = self.fix_for(name, error)

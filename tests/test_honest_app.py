@@ -217,3 +217,15 @@ def test_grant_without_yes_from_a_script_grants_nothing(home: Path) -> None:
     result = sandchat(home, "plugins", "grant", "needsnet")  # stdin is not a terminal: never grant silently
     assert result.returncode == 1 and "plugin 'needsnet': nothing granted" in result.stderr
     assert not (home / "grants.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_adding_an_endpoint_to_a_shipped_plugin_keeps_what_it_ships_with(home: Path) -> None:
+    assert sandchat(home, "plugins", "grant", "openai_compatible", "--network", "127.0.0.1:8088", "--yes").returncode == 0
+    entry = json.loads((home / "grants.json").read_text())["grants"]["openai_compatible"]
+    assert entry["network"] == ["api.openai.com:443", "127.0.0.1:8088"]  # the shipped endpoint stays, the new one joins
+    assert {"OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"} <= set(entry["env"])  # and so do its variables
+    with PluginManager([], home) as manager:
+        access = manager.access(manager.plugin_file("openai_compatible"))
+        assert access.profile == "network" and access.grant is not None and access.grant.source == "user"
+        assert manager.config("openai_compatible").sandbox.tcp_ports == (443, 8088)

@@ -272,14 +272,12 @@ def _mib(value: int | None) -> str:
 def grant(args: argparse.Namespace, context: Context) -> int:
     """Add permissions: what the file requests, or exactly the --network/--env given; never removes any."""
     from app.discovery import Metadata, MetadataError
-    from app.grants import file_sha256
 
     manager = context.manager
     plugin = manager.discovery.plugins.get(args.name)
     if plugin is None:
         context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE
-    old = manager.grants.load().get(plugin.name)
     named = args.network is not None or args.env is not None  # then exactly what is named, nothing more
     network = args.network or () if named else plugin.metadata.network
     env = args.env or () if named else plugin.metadata.env
@@ -288,7 +286,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     except MetadataError as exc:
         context.output.error(f"plugin {args.name!r}: {exc}")
         return EXIT_USAGE
-    before_net, before_env = (old.network, old.env) if old else ((), ())
+    before_net, before_env = manager.granted(plugin)
     out = context.output
     out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
     for label, before, added in (("network", before_net, wanted.network), ("env", before_env, wanted.env)):
@@ -298,7 +296,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     if not args.yes and not _confirm(f"grant these to {plugin.name!r}?"):
         context.output.error(f"plugin {plugin.name!r}: nothing granted")
         return EXIT_PLUGIN
-    manager.grants.add(plugin.name, file_sha256(plugin.path), wanted.network, wanted.env)
+    manager.grant_more(plugin, wanted.network, wanted.env)
     out.write(f"granted; bound to this version of {plugin.path.name}: any change to the file revokes it\n")
     return EXIT_OK
 
