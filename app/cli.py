@@ -116,10 +116,18 @@ def version() -> str:
             return "unknown"
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs ~45 ms at every start."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        sys.stdout.write(f"sandchat {version()}\n")  # stdout, as argparse's own version action does
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sandchat", description="Chat with LLM plugins, each in its own sandbox. "
                      "With no COMMAND (options such as -p NAME allowed), opens the chat.")  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"sandchat {version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
