@@ -85,6 +85,28 @@ class Tmux:
                 if done:
                     break
                 time.sleep(0.02)
+        _reap_orphaned_plugins(deadline)
+
+
+def _reap_orphaned_plugins(deadline: float) -> None:
+    """Reap plugin processes the chat left to us when it exited before reaping them.
+
+    A plugin the chat killed on its way out (say, one still starting) is reparented to
+    the nearest subreaper, this test process, outside the tmux server's tree; init
+    would reap it on a real machine. Wait (bounded) for it to die, then reap it.
+    """
+    from tests.conftest import plugin_processes
+
+    while time.monotonic() < deadline:
+        strays = [pid for pid, _ in plugin_processes() if _parent(pid) == os.getpid()]
+        if not strays:
+            return
+        for pid in strays:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.02)
 
 
 def _parent(pid: int) -> int | None:
