@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ours.from_trace:
         selection = pytest_args or [p for p in DEFAULT_SELECTION if os.path.exists(p)]
         command = [ours.strace, "-f", "-q", "-X", "verbose", "-s", "0", "-o", trace,
-                   sys.executable, "-m", "pytest", "-p", "bench.census", *selection]
+                   sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "bench.census", *selection]  # one process: strace follows it
         result["command"] = command
         print("running:", " ".join(command), file=sys.stderr, flush=True)
         t0 = time.monotonic()
