@@ -26,7 +26,6 @@ __all__ = [
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9.*-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEAD_BYTES = 64 * 1024  # the block must sit near the top; big files are not read whole
 
@@ -45,10 +44,13 @@ class Metadata:
     files: tuple[str, ...] = ()  # companion files it reads, relative to its folder
 
     def __post_init__(self) -> None:
-        for endpoint in self.network:
-            match = _ENDPOINT.match(endpoint)
-            if not match or not 0 < int(match["port"]) < 65536:
-                raise MetadataError(f"network entry {endpoint!r} must be HOST:PORT")
+        if self.network:
+            from runner import EndpointError, parse_endpoint  # ipaddress is paid for only by plugins that ask
+
+            try:  # spelled one way everywhere: what is granted is what the host matches
+                object.__setattr__(self, "network", tuple(dict.fromkeys(str(parse_endpoint(e)) for e in self.network)))
+            except EndpointError as exc:
+                raise MetadataError(str(exc)) from None
         for name in self.env:
             if not _ENV.match(name):
                 raise MetadataError(f"env entry {name!r} is not a valid variable name")
@@ -56,10 +58,6 @@ class Metadata:
             parts = name.split("/")
             if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
                 raise MetadataError(f"files entry {name!r} must be a path inside the plugin's folder (no '..', not absolute)")
-
-    @property
-    def ports(self) -> tuple[int, ...]:
-        return tuple(sorted({int(endpoint.rsplit(":", 1)[1]) for endpoint in self.network}))
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,6 @@ class Grant:
     granted_at: float = 0.0
     source: str = "user"  # "user" or "shipped"
 
-    @property
-    def ports(self) -> tuple[int, ...]:
-        return tuple(sorted({int(endpoint.rsplit(":", 1)[1]) for endpoint in self.network}))
-
 
 @dataclass(frozen=True)
 class Lapsed:

@@ -24,14 +24,16 @@ HEALTH_KEYS = (
     "uptime_s", "startup_ms", "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts",
     "rss_bytes", "memory_bytes", "cgroup", "last_error", "stderr_tail", "path", "description", "class", "doc",
     "crashes_24h", "restarts_24h", "deadlines_24h", "quarantines_24h",
+    "connections_24h", "refused_24h", "recent_connections", "recent_refused",
 )  # fmt: skip
+_RECENT = 3  # endpoints named per kind: the newest, each once
 _PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
 
 
 def _blank(name: str) -> dict[str, Any]:
     report: dict[str, Any] = dict.fromkeys(HEALTH_KEYS)
     report.update(name=name, healthy=False, not_ready="", counting="", layers=[], missing_layers=[], network=[], env=[], stderr_tail=[])
-    report.update(calls=0, errors=0, timeouts=0, restarts=0, last_error="")
+    report.update(calls=0, errors=0, timeouts=0, restarts=0, last_error="", recent_connections=[], recent_refused=[])
     return report
 
 
@@ -47,8 +49,23 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
             restarts_24h=counts.get("restarting", 0),
             deadlines_24h=counts.get("deadline", 0),
             quarantines_24h=counts.get("quarantined", 0),
+            connections_24h=counts.get("network_connected", 0),
+            refused_24h=counts.get("network_refused", 0),
         )
+        if counts.get("network_connected") or counts.get("network_refused"):
+            report.update(_recent_endpoints(manager, name))
     return report
+
+
+def _recent_endpoints(manager: PluginManager, name: str) -> dict[str, list[str]]:
+    """The newest endpoints the host connected the plugin to, and refused it, from the health log."""
+    recent: dict[str, list[str]] = {"recent_connections": [], "recent_refused": []}
+    for event in reversed(manager.events.events(name, limit=500)):
+        key = {"network_connected": "recent_connections", "network_refused": "recent_refused"}.get(event["event"])
+        endpoint = str(event.get("endpoint", ""))
+        if key and endpoint and endpoint not in recent[key] and len(recent[key]) < _RECENT:
+            recent[key].append(endpoint)
+    return recent
 
 
 def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:

@@ -1,14 +1,11 @@
 """Permission hints: from what failed and what is granted, the one fix, as a command that adds.
 
-A hint is computed from the failure itself, never from a guess: the endpoint the
-sandbox refused (the shipped plugins say which, as ``PermissionError("the sandbox
-refused a connection to HOST:PORT")``), a variable the error names that is not set, a
-grant that lapsed because the file changed, or a plugin never granted what it requests.
-Every command it proposes adds to the plugin's grant; none replaces what works.
-
-The text a plugin raises is hostile: an endpoint is only read from it when it is a
-well-formed ``HOST:PORT``, and it is only ever proposed, shown to the user, never granted
-on its own.
+A hint is computed from the failure itself, never from a guess: the endpoint the host
+refused the plugin during the failed call (``PluginRaised.refused``: the host's own
+record, never the plugin's words), a variable the error names that is not set, a grant
+that lapsed because the file changed, or a plugin never granted what it requests. Every
+command it proposes adds to the plugin's grant; none replaces what works, and none is
+granted without the user's yes.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Hint", "hint_for"]
 
-_REFUSED = re.compile(r"the sandbox refused a connection to ((?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})\b")
 _NO_LANDLOCK = (
     "this kernel lacks Landlock, so sandchat cannot confine plugin file access; to run plugins "
     "anyway, unprotected, set allow_unsandboxed = true in config.toml or SANDCHAT_ALLOW_UNSANDBOXED=1"
@@ -56,10 +52,8 @@ def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint
     access = manager.access(plugin)
     refused = _refused_endpoint(error)
     if refused is not None and refused not in access.network:
-        granted = ", ".join(access.network) or "no network"
         return Hint(
-            f"plugin {name!r} was refused a connection to {refused} by its sandbox (granted: {granted}); "
-            f"to add it, run: sandchat plugins grant {name} --network {refused}",
+            f"plugin {name!r} tried to reach {refused}, which is not granted: run sandchat plugins grant {name} --network {refused}",
             network=(refused,),
         )
     meta = plugin.metadata
@@ -75,14 +69,15 @@ def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint
 
 
 def _refused_endpoint(error: Exception | None) -> str | None:
+    """The endpoint the host refused during the failed call, spelled as a grant, or None."""
     import runner
 
-    if not isinstance(error, runner.PluginRaised) or error.remote_type != "PermissionError":
+    if not isinstance(error, runner.PluginRaised) or not error.refused:
         return None
-    match = _REFUSED.search(str(error)[:1000])
-    if match is None or not 0 < int(match.group(2)) < 65536:
-        return None
-    return f"{match.group(1).lower()}:{int(match.group(2))}"
+    try:
+        return str(runner.parse_endpoint(error.refused))
+    except runner.EndpointError:
+        return None  # a name with no port (a lookup without one): no grant would match it
 
 
 def _unset_variable(manager: PluginManager, name: str, error: Exception | None, variables: tuple[str, ...]) -> Hint | None:

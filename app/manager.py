@@ -38,14 +38,12 @@ __all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
 _SAFE_MODE = "is off: safe mode (--no-plugins) starts no plugin; run without --no-plugins, or turn off one plugin with SANDCHAT_DISABLE_PLUGINS=NAME"
-_NETWORK_READ = (
-    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
-    "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf", "/etc/services", "/etc/protocols",
-)  # fmt: skip
-_NETWORK_ENV = (
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY",
-    "NO_PROXY", "https_proxy", "http_proxy", "all_proxy", "no_proxy",
-)  # fmt: skip
+# Certificates, and the service and protocol names some clients look up. Not the resolver's
+# files (resolv.conf, hosts, nsswitch.conf, gai.conf): the host resolves every name.
+_NETWORK_READ = ("/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/services", "/etc/protocols")
+# Not the proxy variables: the host connects through the user's proxy (runner.egress), and a
+# plugin that saw them would try to reach the proxy itself, which is not granted.
+_NETWORK_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
 
 
 @dataclass(frozen=True)
@@ -302,18 +300,36 @@ class PluginManager:
             env.update({k: v for k, v in self.settings.environ.items() if k in _NETWORK_ENV})
             read += [*_NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
         env.update(self.keys.resolve(access.env, self.settings.environ))
-        policy = runner.SandboxPolicy(
-            profile=access.profile,
-            read_paths=tuple(dict.fromkeys(read)),
-            write_paths=(str(scratch), "/dev/null"),
-            tcp_ports=access.grant.ports if access.profile == "network" and access.grant else (),
-            allow_unsandboxed=self.settings.allow_unsandboxed,
-        )
+        try:
+            policy = self._policy(name, access, read, scratch)
+        except runner.EndpointError as exc:  # a grant stored by an older sandchat, or edited by hand
+            raise runner.PluginStartError(name, f"has a network grant the host cannot match: {exc}; run: sandchat plugins revoke {name}") from None
         return runner.PluginConfig(
             name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
             deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log", source=code,
             max_reply=self._max_reply(name),
         )  # fmt: skip
+
+    def _policy(self, name: str, access: Access, read: list[str], scratch: Path) -> Any:
+        import runner
+
+        return runner.SandboxPolicy(
+            profile=access.profile,
+            read_paths=tuple(dict.fromkeys(read)),
+            write_paths=(str(scratch), "/dev/null"),
+            endpoints=access.grant.network if access.profile == "network" and access.grant else (),
+            allow_unsandboxed=self.settings.allow_unsandboxed,
+            proxies=self._proxies(name) if access.profile == "network" else runner.Proxies(),
+        )
+
+    def _proxies(self, name: str) -> Any:
+        """The user's HTTP(S)_PROXY settings, which the host honours for the plugin's connections."""
+        import runner
+
+        try:
+            return runner.proxies_from(self.settings.environ)
+        except runner.EndpointError as exc:
+            raise runner.PluginStartError(name, f"cannot use the proxy setting: {exc}") from None
 
     def _max_reply(self, name: str) -> int:
         """``max_reply`` (characters) from ``[plugins.NAME]`` in the settings file, or the runner's default."""

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from runner.cleantext import StreamCleaner, clean_text
     from runner.client import Plugin, PluginStats, Readiness
     from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
+    from runner.egress import EgressUse
+    from runner.endpoints import Endpoint, EndpointError, Proxies, parse_endpoint, proxies_from
     from runner.errors import (
         PluginCancelled,
         PluginCrashed,
@@ -42,6 +44,8 @@ _HOMES = {
     "client": ("Plugin", "PluginStats", "Readiness"),
     "cleantext": ("StreamCleaner", "clean_text"),
     "config": ("DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
+    "egress": ("EgressUse",),
+    "endpoints": ("Endpoint", "EndpointError", "Proxies", "parse_endpoint", "proxies_from"),
     "errors": (
         "PluginCancelled", "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginTimeout",
@@ -57,6 +61,9 @@ __all__ = [
     "CancelToken",
     "DEFAULT_MAX_REPLY",
     "Deadlines",
+    "EgressUse",
+    "Endpoint",
+    "EndpointError",
     "Limits",
     "MAX_SOURCE",
     "PROFILES",
@@ -77,6 +84,7 @@ __all__ = [
     "PluginTimeout",
     "PluginUnavailable",
     "PluginVersionError",
+    "Proxies",
     "Readiness",
     "RestartPolicy",
     "STATES",
@@ -85,6 +93,8 @@ __all__ = [
     "StreamCleaner",
     "clean_text",
     "harden_host",
+    "parse_endpoint",
+    "proxies_from",
     "resident_bytes",
 ]
 

@@ -59,8 +59,8 @@ MADVISE_ADVICE = {
     102: "MADV_GUARD_INSTALL", 103: "MADV_GUARD_REMOVE",
 }  # fmt: skip
 
-#: Flags a send may carry. Everything else is refused: MSG_FASTOPEN (0x20000000) connects
-#: without passing Landlock's connect check; MSG_ZEROCOPY and MSG_OOB are never needed.
+#: Flags a send may carry. Everything else is refused: MSG_FASTOPEN (0x20000000) would
+#: connect a socket without the host; MSG_ZEROCOPY and MSG_OOB are never needed.
 SEND_FLAGS = {0x40: "MSG_DONTWAIT", 0x80: "MSG_EOR", 0x800: "MSG_CONFIRM", 0x4000: "MSG_NOSIGNAL", 0x8000: "MSG_MORE"}
 
 #: Socket options the network profile may set, by level: what the shipped plugins' HTTP
@@ -135,12 +135,12 @@ ALWAYS = {
     # waiting
     "poll": "the protocol's event loop", "ppoll": "waiting (aarch64 poll)", "pselect6": "select.select",
     "epoll_create1": "asyncio", "epoll_ctl": "asyncio", "epoll_wait": "asyncio", "epoll_pwait": "asyncio (aarch64 epoll_wait)",
-    # sockets it already has (a socketpair, or what the network profile let it open)
+    # sockets it already has: socket pairs, and the connections the host made for it
     "recvfrom": "sockets", "getsockopt": "sockets (connect's result)", "getsockname": "sockets", "getpeername": "sockets",
 }  # fmt: skip
 
 NETWORK = {
-    "connect": "TCP to the granted ports (Landlock checks the port)",
+    "recvmsg": "connected sockets the host passes on the network broker's channel (SCM_RIGHTS); it creates none",
     "shutdown": "ending a connection's write side (asyncio write_eof, anyio send_eof; not seen by the census)",
 }
 
@@ -157,10 +157,8 @@ FILTERED = {
     "kill": ("pid is its own (or 0: its own group)", "os.kill of itself; never the host or another process"),
     "tgkill": ("thread group is its own", "signals between its own threads"),
     "socketpair": ("AF_UNIX, SOCK_STREAM", "asyncio's self-pipe; no datagram socket can reach a path"),
-    "socket": ("network profile: AF_INET/AF_INET6 with SOCK_STREAM (TCP) or SOCK_DGRAM (UDP)", "HTTP clients and DNS; no unix, netlink, raw, packet or MPTCP sockets"),
     "setsockopt": ("network profile: (level, option) in SOCKET_OPTIONS", "TCP_NODELAY and keep-alive of the HTTP stacks"),
     "futex": ("FUTEX_PRIVATE_FLAG set", "locks; a shared futex on a file both plugins map (os.py) carried data between them (red team)"),
     "sendto": ("flags in SEND_FLAGS, no destination address", "sending on connected sockets; no TCP Fast Open, no datagram to a path"),
     "sendmsg": ("flags in SEND_FLAGS", "asyncio's writelines on Python 3.12+ (not measured here: 3.11); its address cannot be read, but only connected sockets exist"),
-    "sendmmsg": ("flags in SEND_FLAGS", "DNS queries: glibc sends A and AAAA together (not measured: the tests resolve no names)"),
 }  # fmt: skip

@@ -7,8 +7,11 @@ keeps ``site`` (and every ``.pth`` file) from running before the sandbox does.
 Options (all but --root and --plugin optional, lists repeatable)::
 
     --root DIR  --plugin FILE  --name NAME  --profile untrusted|network|none
-    --ro PATH  --rw PATH  --tcp PORT  --limit KEY=INT  --max-message BYTES
+    --ro PATH  --rw PATH  --limit KEY=INT  --max-message BYTES  --egress FD
     --allow-unsandboxed
+
+``--egress FD`` (network profile): the inherited end of the host's network broker. The
+child's socket layer is routed through it (runner/netshim.py) before ``site`` runs.
 
 A child that cannot apply its sandbox prints one ``sandchat-sandbox-error: ...`` line to
 stderr and exits with status 78, before any plugin code has run.
@@ -34,7 +37,7 @@ SANDBOX_EXIT = 78
 STDOUT_TAG = b"[stdout] "
 _MAX_SOURCE = 16 * 1024 * 1024  # runner/protocol.py MAX_SOURCE
 _SOURCE_LENGTH_BYTES = 8
-_LISTS = {"--ro": "ro", "--rw": "rw", "--tcp": "tcp", "--limit": "limit"}
+_LISTS = {"--ro": "ro", "--rw": "rw", "--limit": "limit"}
 _FLAGS = {"--allow-unsandboxed": "allow_unsandboxed"}
 
 
@@ -87,14 +90,14 @@ def tag_stdout() -> None:
 
 
 def parse_options(argv: list) -> dict:
-    options: dict = {"profile": "untrusted", "name": "", "max_message": 0, "allow_unsandboxed": False}
+    options: dict = {"profile": "untrusted", "name": "", "max_message": 0, "allow_unsandboxed": False, "egress": -1}
     options.update({key: [] for key in _LISTS.values()})
     args = iter(argv)
     for arg in args:
         key = arg[2:].replace("-", "_") if arg.startswith("--") else ""
         if arg in _FLAGS:
             options[_FLAGS[arg]] = True
-        elif arg in _LISTS or key in ("root", "plugin", "name", "profile", "max_message"):
+        elif arg in _LISTS or key in ("root", "plugin", "name", "profile", "max_message", "egress"):
             value = next(args, None)
             if value is None:
                 raise SystemExit(f"sandchat child: option {arg} needs a value")
@@ -108,8 +111,8 @@ def parse_options(argv: list) -> dict:
         raise SystemExit("sandchat child: --root and --plugin are required")
     try:
         options["limits"] = {k: int(v) for k, v in (item.split("=", 1) for item in options.pop("limit"))}
-        options["tcp"] = [int(port) for port in options["tcp"]]
         options["max_message"] = int(options["max_message"])
+        options["egress"] = int(options["egress"])
     except ValueError as exc:
         raise SystemExit(f"sandchat child: bad option value ({exc})") from None
     return options
@@ -134,7 +137,6 @@ def apply_sandbox(options: dict) -> dict:
             options["profile"],
             read_paths=options["ro"],
             write_paths=options["rw"],
-            tcp_ports=options["tcp"],
             limits=options["limits"],
             allow_unsandboxed=options["allow_unsandboxed"],
         )
@@ -190,6 +192,8 @@ def main(argv: list) -> int:
     report = apply_sandbox(options)
     _write_all(write_fd, report_frame(report))  # before any code of the plugin's could write
     options["source"] = read_source(read_fd)
+    if options["egress"] >= 0:  # before site: no .pth file sees the unadapted socket module
+        _import_runner_module(options["root"], "netshim").install(options["egress"])
     import site
 
     site.main()  # only now: .pth files in site-packages run inside the sandbox

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from runner.endpoints import Endpoint, Proxies, parse_endpoint
 from runner.protocol import DEFAULT_MAX_MESSAGE, MAX_SOURCE
 
 __all__ = ["DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
@@ -76,29 +77,42 @@ class Limits:
 
 @dataclass(frozen=True)
 class SandboxPolicy:
-    """What a plugin process may touch: its profile, paths, TCP ports and limits."""
+    """What a plugin process may touch: its profile, paths, network endpoints and limits.
+
+    ``endpoints`` (network profile only) are the ``HOST:PORT`` grants the host connects
+    the plugin to (``runner.endpoints``); strings are parsed here. ``proxies`` are the
+    user's, honoured by the host for those connections.
+    """
 
     profile: str = "untrusted"
     read_paths: tuple[str, ...] = ()
     write_paths: tuple[str, ...] = ()
-    tcp_ports: tuple[int, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
     limits: Limits = field(default_factory=Limits)
     allow_unsandboxed: bool = False  # run even where the kernel lacks Landlock (user opt-in)
+    proxies: Proxies = Proxies()
+    connect_timeout: float = 30.0  # the longest the host spends on one connect for the plugin
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown sandbox profile {self.profile!r} (expected one of {', '.join(PROFILES)})")
-        for port in self.tcp_ports:
-            if type(port) is not int or not 0 < port < 65536:
-                raise ValueError(f"TCP port must be 1-65535, got {port!r}")
-        if self.tcp_ports and self.profile != "network":
-            raise ValueError("TCP ports can only be granted in the network profile")
+        endpoints = tuple(e if isinstance(e, Endpoint) else parse_endpoint(e) for e in self.endpoints)
+        object.__setattr__(self, "endpoints", tuple(dict.fromkeys(endpoints)))
+        if self.endpoints and self.profile != "network":
+            raise ValueError("network endpoints can only be granted in the network profile")
+        if not isinstance(self.proxies, Proxies):
+            raise TypeError("SandboxPolicy.proxies must be a runner.endpoints.Proxies")
+        _positive(self, connect_timeout=self.connect_timeout)
+
+    @property
+    def brokered(self) -> bool:
+        """True when the plugin's network goes through the host (the network profile)."""
+        return self.profile == "network"
 
     def as_argv(self, caged: bool = False) -> list[str]:
         argv = ["--profile", self.profile]
         argv += [arg for path in self.read_paths for arg in ("--ro", path)]
         argv += [arg for path in self.write_paths for arg in ("--rw", path)]
-        argv += [arg for port in self.tcp_ports for arg in ("--tcp", str(port))]
         argv += [arg for key, value in self.limits.as_options(caged).items() for arg in ("--limit", f"{key}={value}")]
         return argv + (["--allow-unsandboxed"] if self.allow_unsandboxed else [])
 
@@ -150,10 +164,15 @@ class PluginConfig:
             raise ValueError(f"{self.path} is larger than {MAX_SOURCE} bytes")
         return data
 
-    def child_argv(self, root: Path, caged: bool = False) -> list[str]:
-        """The command line that starts this plugin's child process (``caged``: in a cgroup of its own)."""
+    def child_argv(self, root: Path, caged: bool = False, egress_fd: int | None = None) -> list[str]:
+        """The command line that starts this plugin's child process.
+
+        ``caged``: it runs in a cgroup of its own; ``egress_fd``: its end of the network
+        broker's channel (``runner.egress``), inherited under that number.
+        """
         return [
             self.python, "-I", "-S", os.fspath(root / "runner" / "child.py"),
             "--root", os.fspath(root), "--plugin", os.fspath(self.path), "--name", self.name,
             "--max-message", str(self.max_message), *self.sandbox.as_argv(caged),
+            *(["--egress", str(egress_fd)] if egress_fd is not None else []),
         ]  # fmt: skip

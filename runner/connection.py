@@ -15,12 +15,13 @@ import select
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from runner import process
 from runner.calls import CancelToken
 from runner.cgroup import Cage
 from runner.config import PluginConfig
+from runner.egress import Egress, EgressPolicy, EgressUse
 from runner.errors import (
     PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
     PluginResultError, PluginStartError, PluginStartTimeout, PluginTimeout, PluginUnavailable,
@@ -35,11 +36,22 @@ __all__ = ["Connection"]
 
 _NEVER = math.inf
 
+#: Told about each network connection a plugin made or was refused: (event, details).
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+def _broker(config: PluginConfig, emit: Emit | None) -> Egress | None:
+    sandbox = config.sandbox
+    if not sandbox.brokered:
+        return None
+    policy = EgressPolicy(sandbox.endpoints, sandbox.proxies, sandbox.connect_timeout)
+    return Egress(config.name, policy, emit)
+
 
 class Connection:
     """A started plugin child and the protocol spoken with it; one caller at a time."""
 
-    def __init__(self, config: PluginConfig, root: Path) -> None:
+    def __init__(self, config: PluginConfig, root: Path, emit: Emit | None = None) -> None:
         self.config = config
         self.name = config.name
         self.hello: dict[str, Any] = {}
@@ -52,13 +64,20 @@ class Connection:
         cage = process.cage_for(self.name, limits.tasks, limits.memory)
         self.cage: Cage | None = cage if not isinstance(cage, str) else None
         self.cage_missing = cage if isinstance(cage, str) else ""  # why there is none, for health
+        self.egress = _broker(config, emit)
         try:
-            argv = config.child_argv(root, caged=self.cage is not None)
-            self._proc = process.spawn(argv, config.env, os.fspath(config.scratch_dir), self.cage)
+            fds = (self.egress.child_fd,) if self.egress else ()
+            argv = config.child_argv(root, caged=self.cage is not None, egress_fd=fds[0] if fds else None)
+            self._proc = process.spawn(argv, config.env, os.fspath(config.scratch_dir), self.cage, pass_fds=fds)
         except OSError as exc:
             if self.cage is not None:
                 self.cage.close()
+            if self.egress:
+                self.egress.close()
             raise PluginStartError(self.name, f"could not be started: {exc}") from exc
+        if self.egress:
+            self.egress.close_child_end()  # the child has its own copy: EOF reaches the broker when it dies
+            self.egress.start()
         self.pid = self._proc.pid
         self._stderr = StderrCapture(self.name, self._proc.stderr, config.log_path)  # type: ignore[arg-type]
         self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
@@ -79,6 +98,7 @@ class Connection:
         self._reading = False
         self._released = False
         self.dead = False
+        self._call_began = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +218,12 @@ class Connection:
             self._released = True
             _close_quietly(self._proc.stdout)
             self._reader.close()
+        if self.egress:
+            self.egress.close()
+
+    def network_use(self) -> EgressUse:
+        """What this process did with the network (nothing, outside the network profile)."""
+        return self.egress.use() if self.egress else EgressUse()
 
     def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:
         return self._stderr.tail(lines)
@@ -355,7 +381,10 @@ class Connection:
             return PluginCancelled(self.name, "reply was cancelled")
         if kind in ("request", "busy"):
             return PluginProtocolError(self.name, f"rejected the request: {type_}: {text}")
-        return PluginRaised(self.name, f"raised {type_}: {text}" if text else f"raised {type_}", remote_type=type_, remote_traceback=error.get("traceback", ""))
+        use = self.network_use()  # the host's own record: which connection it refused during this call
+        refused = use.last_refused if use.last_refused and use.last_refused_at >= self._call_began else ""
+        return PluginRaised(self.name, f"raised {type_}: {text}" if text else f"raised {type_}", remote_type=type_,
+                            remote_traceback=error.get("traceback", ""), refused=refused)  # fmt: skip
 
     # -- the wire --------------------------------------------------------------------------
 
@@ -366,6 +395,8 @@ class Connection:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
             self._next_id = msgid = (self._next_id + 1) & MAX_MSGID
             self._doing, self._running, self._reading = method, msgid, True
+            if self.egress is not None:
+                self._call_began = time.monotonic()  # refusals after this belong to this call
             self._reader.hurried_to = _NEVER
             data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
             try:

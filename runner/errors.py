@@ -147,11 +147,16 @@ class PluginProtocolError(PluginError):
 
 
 class PluginRaised(PluginError):
-    """Raised when plugin code raised an exception; its type and traceback text are kept."""
+    """Raised when plugin code raised an exception; its type and traceback text are kept.
 
-    def __init__(self, plugin: str, message: str, *, remote_type: str, remote_traceback: str = "") -> None:
+    ``refused`` is the ``HOST:PORT`` the host refused the plugin during this call, as the
+    host saw it (never read from the plugin's text), or "" when it refused none.
+    """
+
+    def __init__(self, plugin: str, message: str, *, remote_type: str, remote_traceback: str = "", refused: str = "") -> None:
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
+        self.refused = refused
         super().__init__(plugin, message)
 
 

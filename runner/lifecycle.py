@@ -206,7 +206,7 @@ class Lifecycle:
         key = 0
         try:
             self.config, code = decided or self._decide()
-            conn = self._pending = Connection(self.config, ROOT)
+            conn = self._pending = Connection(self.config, ROOT, self._emit)
             if cancel is not None:
                 key = cancel._watch(conn.kill)  # the call that started it no longer wants it
             if self.closed or self._stops != stops:

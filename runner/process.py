@@ -79,15 +79,17 @@ def _on_spawner(job: Callable[[], Any]) -> Any:
     return _spawner.submit(job)
 
 
-def spawn(argv: list[str], env: Mapping[str, str], cwd: str, cage: Cage | None = None) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], env: Mapping[str, str], cwd: str, cage: Cage | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     """Start ``argv`` with all three streams piped, a clean environment and its own session.
+
+    ``pass_fds`` are inherited under their numbers (the network broker's channel); no other fd is.
 
     With a ``cage``, the process is moved into it before this returns; the child runs no
     plugin code until the host sends it, so nothing of the plugin's runs uncaged. A
     process that cannot be caged is killed and the failure raised as OSError.
     """
     argv = cage.wrap(argv) if cage is not None and cage.kind == "systemd-scope" else argv
-    proc = _on_spawner(lambda: _popen(argv, env, cwd))
+    proc = _on_spawner(lambda: _popen(argv, env, cwd, pass_fds))
     if cage is not None:
         try:
             cage.add(proc.pid)
@@ -97,7 +99,7 @@ def spawn(argv: list[str], env: Mapping[str, str], cwd: str, cage: Cage | None =
     return proc
 
 
-def _popen(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
+def _popen(argv: list[str], env: Mapping[str, str], cwd: str, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -106,6 +108,7 @@ def _popen(argv: list[str], env: Mapping[str, str], cwd: str) -> subprocess.Pope
         env=dict(env),
         cwd=cwd,
         close_fds=True,
+        pass_fds=pass_fds,
         start_new_session=True,
         bufsize=0,
     )

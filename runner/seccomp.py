@@ -92,33 +92,6 @@ def _null(arg: int) -> list[Insn]:
     return [_load_arg(arg), _jump(_JEQ_K, 0, 1, 0), _DENY, _load_arg(arg, high=True), _jump(_JEQ_K, 0, 1, 0), _DENY]
 
 
-def _socket_rule() -> list[Insn]:
-    """socket(): AF_INET/AF_INET6 with SOCK_STREAM and protocol 0 or TCP, or SOCK_DGRAM and 0 or UDP.
-
-    Landlock's port rules see TCP only, so MPTCP (262), SCTP, raw and packet sockets
-    would pass around them.
-    """
-    af = st = allowlist
-    return [
-        _load_arg(0),                                   # 0
-        _jump(_JEQ_K, af.AF_INET, 1, 0),                # 1
-        _jump(_JEQ_K, af.AF_INET6, 0, 10),              # 2 -> 13 deny
-        _load_arg(1),                                   # 3
-        _stmt(_AND_K, _SOCK_TYPE_MASK),                 # 4
-        _jump(_JEQ_K, st.SOCK_STREAM, 0, 3),            # 5 -> 9 datagram?
-        _load_arg(2),                                   # 6
-        _jump(_JEQ_K, 0, 7, 0),                         # 7 -> 15 allow
-        _jump(_JEQ_K, af.IPPROTO_TCP, 6, 5),            # 8 -> 15 allow / 14 deny
-        _jump(_JEQ_K, st.SOCK_DGRAM, 0, 4),             # 9 -> 14 deny
-        _load_arg(2),                                   # 10
-        _jump(_JEQ_K, 0, 3, 0),                         # 11 -> 15 allow
-        _jump(_JEQ_K, af.IPPROTO_UDP, 2, 1),            # 12 -> 15 allow / 14 deny
-        _DENY,                                          # 13
-        _DENY,                                          # 14
-        _ALLOW,                                         # 15
-    ]  # fmt: skip
-
-
 def _setsockopt() -> list[Insn]:
     """setsockopt(fd, level, option, ...): only the (level, option) pairs of SOCKET_OPTIONS."""
     by_level = [(level, _one_of(2, list(options))) for level, options in allowlist.SOCKET_OPTIONS.items()]
@@ -188,11 +161,9 @@ def _rules(network: bool, pid: int) -> dict[str, list[Insn]]:
         "kill": _kill(pid),
         "tgkill": _one_of(0, [pid]),
         "socketpair": _socketpair(),
-        "socket": _socket_rule() if network else [_DENY],
         "setsockopt": _setsockopt() if network else [_DENY],
         "sendto": _send(3, 4),
         "sendmsg": _send(2, None),
-        "sendmmsg": _send(3, None),
     }
 
 

@@ -105,8 +105,8 @@ def errnos(lines: list[str]) -> list[int]:
     found = []
     for line in lines:
         words = line.replace(":", " ").split()
-        numbers = [int(w) for w in words[words.index("BLOCKED") + 1 :] if w.isdigit()]
-        found.append(numbers[-1] if numbers else -1)
+        after = [words[i + 1] for i, w in enumerate(words[:-1]) if w.endswith(("Error", "errno"))]
+        found.append(next((int(w) for w in after if w.isdigit()), -1))
     return found
 
 

@@ -140,7 +140,6 @@ def nr(name: str) -> int:
         ("sendto", (3, 0, 10, 0x4040, 0, 0), True), ("sendto", (3, 0, 10, 0x20000000, 0, 0), False),
         ("sendto", (3, 0, 10, 0, 0x7FFF0000, 16), False), ("sendto", (3, 0, 10, 1, 0, 0), False),
         ("sendmsg", (3, 0, 0x4000), True), ("sendmsg", (3, 0, 0x20000000), False), ("sendmsg", (3, 0, 0x4000000), False),
-        ("sendmmsg", (3, 0, 2, 0x4000), True), ("sendmmsg", (3, 0, 2, 0x20000000), False),
     ],
 )  # fmt: skip
 def test_argument_rules(name: str, args: tuple[int, ...], allowed: bool) -> None:
@@ -149,15 +148,12 @@ def test_argument_rules(name: str, args: tuple[int, ...], allowed: bool) -> None
 
 
 @pytest.mark.parametrize(
-    ("args", "allowed"),
-    [
-        ((2, 1, 0), True), ((2, 1, 6), True), ((10, 1 | 0x800, 0), True), ((2, 2, 0), True), ((10, 2, 17), True),
-        ((2, 1, 262), False), ((2, 1, 132), False), ((2, 3, 6), False), ((2, 2, 1), False), ((2, 10, 0), False),
-        ((1, 1, 0), False), ((16, 3, 0), False), ((17, 3, 0), False), ((2, 1, 17), False), ((2, 2, 6), False),
-    ],
+    "args",
+    [(2, 1, 0), (2, 1, 6), (10, 1 | 0x800, 0), (2, 2, 0), (10, 2, 17), (2, 1, 262), (2, 3, 6), (1, 1, 0), (16, 3, 0), (17, 3, 0)],
 )  # fmt: skip
-def test_socket_rule_in_the_network_profile(args: tuple[int, ...], allowed: bool) -> None:
-    assert run(seccomp.build(True, PID), nr("socket"), args) == (seccomp.RET_ALLOW if allowed else EPERM), args
+def test_no_profile_may_create_a_socket(args: tuple[int, ...]) -> None:
+    """TCP, UDP, raw, unix, netlink, packet: the network profile's sockets come from the host."""
+    assert run(seccomp.build(True, PID), nr("socket"), args) == EPERM, args
     assert run(seccomp.build(False, PID), nr("socket"), args) == EPERM
 
 
@@ -188,6 +184,7 @@ def test_the_untrusted_profile_has_no_network_calls() -> None:
     for name in ("connect", "setsockopt", "bind", "listen", "accept", "accept4"):
         assert run(prog, nr(name)) == EPERM, name
     network = seccomp.build(True, PID)
-    assert run(network, nr("connect")) == seccomp.RET_ALLOW
-    for name in ("bind", "listen", "accept", "accept4"):
-        assert run(network, nr(name)) == EPERM, name
+    for name in ("connect", "bind", "listen", "accept", "accept4", "sendmmsg"):
+        assert run(network, nr(name)) == EPERM, name  # the host connects; no datagram burst has a use
+    assert run(network, nr("recvmsg")) == seccomp.RET_ALLOW  # how the host's connections arrive
+    assert run(prog, nr("recvmsg")) == EPERM

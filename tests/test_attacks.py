@@ -69,7 +69,7 @@ def test_attack_plugins_run_with_every_kernel_layer(attacks: PluginManager) -> N
 def unsandboxed(manager: PluginManager, name: str) -> Plugin:
     """Plugin ``name`` with the sandbox profile "none" (rlimits only): the control group."""
     config = manager.config(name)
-    return Plugin(replace(config, sandbox=replace(config.sandbox, profile="none", tcp_ports=())))
+    return Plugin(replace(config, sandbox=replace(config.sandbox, profile="none", endpoints=())))
 
 
 def test_control_the_attacks_work_without_the_sandbox(attacks: PluginManager, fake_home: Path, tmp_path: Path) -> None:
@@ -495,6 +495,7 @@ def test_granted_port_is_reachable_and_no_other(home: Path, host: Host, tmp_path
             lines = client.generate_response("", json.dumps(steps)).splitlines()
             assert lines[0].startswith("SENT: tcp"), lines
             assert lines[1].startswith("BLOCKED: tcp") and errnos(lines[1:2]) == [errno.EACCES], lines
+            assert f"the sandbox refused a connection to 127.0.0.1:{port(other)}" in lines[1]  # the host's words
             assert lines[2].startswith("BLOCKED: unix") and lines[3].startswith("BLOCKED: abstract"), lines
             assert errnos(lines[2:]) == [errno.EPERM, errno.EPERM]  # AF_UNIX stays denied
             assert accepted(granted) == [b"hello from net_probe"]
@@ -566,22 +567,22 @@ def test_granted_env_var_reaches_only_the_granted_plugin(home: Path, host: Host,
 # -- residual risks of the network profile (documented, not blocked) ------------------------------
 
 
-def test_residual_network_profile_can_send_udp_to_any_port(home: Path, host: Host) -> None:
-    """Landlock has no UDP rules and seccomp cannot read a sockaddr: a network plugin can
-    send datagrams anywhere (DNS-style exfiltration). See docs/security.md."""
+def test_network_profile_sends_no_udp_anywhere(home: Path, host: Host) -> None:
+    """Once a residual risk (Landlock has no UDP rules): now no datagram socket exists."""
     with listener() as granted, udp_socket() as udp:
         with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
             grant_network(manager, "net_probe", f"127.0.0.1:{port(granted)}")
-            steps = [["udp", "127.0.0.1", port(udp)]]
+            steps = [["udp", "127.0.0.1", port(udp)], ["udp", "127.0.0.1", port(granted)]]
             lines = manager.client("net_probe").generate_response("", json.dumps(steps)).splitlines()
-            assert lines == [f"SENT: udp ['127.0.0.1', {port(udp)}]"]
-            assert datagrams(udp) == [b"hello from net_probe"]
+            assert [line.split(":")[0] for line in lines] == ["BLOCKED", "BLOCKED"], lines
+            assert "no UDP" in lines[0]
+            assert datagrams(udp) == [] and accepted(granted) == []
             assert_host_healthy(manager, host)
 
 
-def test_residual_network_profile_port_grant_is_not_per_host(home: Path, host: Host) -> None:
-    """Landlock TCP rules name ports, not hosts: a grant of 127.0.0.1:P also opens P on
-    every other address. See docs/security.md."""
+def test_network_profile_port_grant_is_per_host(home: Path, host: Host) -> None:
+    """Once a residual risk (Landlock TCP rules name ports): a grant of 127.0.0.1:P no
+    longer opens P on 127.0.0.2."""
     with contextlib.ExitStack() as stack:
         try:
             elsewhere = stack.enter_context(listener(address=("127.0.0.2", 0)))
@@ -591,8 +592,8 @@ def test_residual_network_profile_port_grant_is_not_per_host(home: Path, host: H
             grant_network(manager, "net_probe", f"127.0.0.1:{port(elsewhere)}")
             steps = [["tcp", "127.0.0.2", port(elsewhere)]]
             lines = manager.client("net_probe").generate_response("", json.dumps(steps)).splitlines()
-            assert lines == [f"SENT: tcp ['127.0.0.2', {port(elsewhere)}]"]
-            assert accepted(elsewhere) == [b"hello from net_probe"]
+            assert lines[0].startswith("BLOCKED: tcp") and errnos(lines) == [errno.EACCES], lines
+            assert accepted(elsewhere) == []
             assert_host_healthy(manager, host)
 
 

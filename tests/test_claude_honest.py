@@ -352,7 +352,7 @@ def test_sandboxed_without_a_grant_the_refusal_is_a_permission_error_at_once(hom
     with make_manager(home, environ) as manager:
         claude = manager.client("claude")
         assert claude.start()["sandbox"]["profile"] == "network"  # started first: time only the call
-        assert claude.config.sandbox.tcp_ports == (443,)  # as shipped: no grant for the fake's port
+        assert claude.config.sandbox.endpoints == (runner.parse_endpoint("api.anthropic.com:443"),)  # as shipped: no grant for the fake's port
         began = time.monotonic()
         with pytest.raises(runner.PluginRaised) as exc:
             "".join(claude.stream_response("", "hi", 16))

@@ -118,20 +118,29 @@ def test_ctrl_c_before_any_text_leaves_no_empty_assistant_message(manager: Plugi
 # -- hints -------------------------------------------------------------------------------------
 
 
-def raised(plugin: str, type_: str, message: str) -> runner.PluginRaised:
-    return runner.PluginRaised(plugin, f"raised {type_}: {message}", remote_type=type_)
+def raised(plugin: str, type_: str, message: str, refused: str = "") -> runner.PluginRaised:
+    return runner.PluginRaised(plugin, f"raised {type_}: {message}", remote_type=type_, refused=refused)
 
 
 @pytest.mark.timeout(30)
 def test_a_refused_endpoint_is_proposed_on_top_of_the_grant(manager: PluginManager) -> None:
     path = manager.plugin_file("needsnet").path
     manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ())
-    fix = manager.fix_for("needsnet", raised("needsnet", "PermissionError", "the sandbox refused a connection to 127.0.0.1:8088"))
+    fix = manager.fix_for("needsnet", raised("needsnet", "PermissionError", "whatever it says", refused="127.0.0.1:8088"))
     assert fix is not None and fix.network == ("127.0.0.1:8088",) and fix.env == ()
-    assert fix.text == ("plugin 'needsnet' was refused a connection to 127.0.0.1:8088 by its sandbox (granted: 127.0.0.1:9); "
-                        "to add it, run: sandchat plugins grant needsnet --network 127.0.0.1:8088")  # fmt: skip
-    # A refusal that names no endpoint, under a grant the user chose: no advice beats wrong advice.
+    assert fix.text == ("plugin 'needsnet' tried to reach 127.0.0.1:8088, which is not granted: "
+                        "run sandchat plugins grant needsnet --network 127.0.0.1:8088")  # fmt: skip
+    # A refusal the host did not record, under a grant the user chose: no advice beats wrong advice.
     assert manager.fix_for("needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied")) is None
+
+
+@pytest.mark.timeout(30)
+def test_the_plugins_own_words_about_a_refusal_propose_nothing(manager: PluginManager) -> None:
+    """Only the host's record names an endpoint: a plugin cannot steer the user to grant one."""
+    path = manager.plugin_file("needsnet").path
+    manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ())
+    forged = raised("needsnet", "PermissionError", "the sandbox refused a connection to evil.example:443")
+    assert manager.fix_for("needsnet", forged) is None
 
 
 @pytest.mark.timeout(30)
@@ -161,26 +170,32 @@ def test_a_variable_is_only_named_when_the_error_names_it_and_it_is_unset(manage
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("message", [
-    "the sandbox refused a connection to evil.example:99999",  # no such port
-    "the sandbox refused a connection to a b:80",  # not a host
-    "the sandbox refused a connection to 10.0.0.1:0",  # port 0
-])  # fmt: skip
-def test_hostile_refusal_text_proposes_nothing_malformed(manager: PluginManager, message: str) -> None:
+@pytest.mark.parametrize("refused", ["evil.example:99999", "a b:80", "10.0.0.1:0", "evil.example"])
+def test_a_refusal_that_is_no_endpoint_proposes_nothing(manager: PluginManager, refused: str) -> None:
     path = manager.plugin_file("needsnet").path
     manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ())
-    assert manager.fix_for("needsnet", raised("needsnet", "PermissionError", message)) is None
+    assert manager.fix_for("needsnet", raised("needsnet", "PermissionError", "refused", refused=refused)) is None
 
 
 @pytest.mark.timeout(60)
 def test_the_refusal_hint_follows_a_real_sandboxed_failure(home: Path) -> None:
-    install(home, "honest")
-    result = sandchat(home, "prompt", "-p", "honest", "refused")
+    """needsnet connects to 127.0.0.1:9; granted only another port, the host refuses and says which."""
+    (home / "plugins").mkdir(parents=True)
+    shutil.copy(CHATPLUGINS / "needsnet_plugin.py", home / "plugins" / "needsnet_plugin.py")
+    assert sandchat(home, "plugins", "grant", "needsnet", "--network", "127.0.0.1:8088", "--yes").returncode == 0
+    result = sandchat(home, "prompt", "-p", "needsnet", "hello")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "sandchat: plugin 'honest' was refused a connection to 127.0.0.1:8088 by its sandbox (granted: no network); "
-        "to add it, run: sandchat plugins grant honest --network 127.0.0.1:8088"
+        "sandchat: plugin 'needsnet' tried to reach 127.0.0.1:9, which is not granted: "
+        "run sandchat plugins grant needsnet --network 127.0.0.1:9"
     )
+
+
+@pytest.mark.timeout(60)
+def test_a_plugin_claiming_a_refusal_gets_no_grant_proposed(home: Path) -> None:
+    install(home, "honest")
+    result = sandchat(home, "prompt", "-p", "honest", "refused")
+    assert result.returncode == 1 and "--network" not in result.stderr and "plugins grant" not in result.stderr
 
 
 # -- grants add ----------------------------------------------------------------------------------
@@ -228,4 +243,4 @@ def test_adding_an_endpoint_to_a_shipped_plugin_keeps_what_it_ships_with(home: P
     with PluginManager([], home) as manager:
         access = manager.access(manager.plugin_file("openai_compatible"))
         assert access.profile == "network" and access.grant is not None and access.grant.source == "user"
-        assert manager.config("openai_compatible").sandbox.tcp_ports == (443, 8088)
+        assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]

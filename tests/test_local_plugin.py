@@ -42,7 +42,7 @@ def local(home: Path) -> Iterator[runner.Plugin]:
 
 def test_runs_in_the_untrusted_sandbox_with_nothing_granted(local: runner.Plugin) -> None:
     config = local.config
-    assert config.sandbox.profile == "untrusted" and config.sandbox.tcp_ports == ()
+    assert config.sandbox.profile == "untrusted" and config.sandbox.endpoints == ()
     assert set(config.env) <= {"PATH", "HOME", "TMPDIR", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ"}
     hello = local.start()
     report = hello["sandbox"]

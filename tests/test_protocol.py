@@ -779,9 +779,10 @@ OPTIONS = [
     ("an empty --root", ["--root", "", "--plugin", "/p.py"], "--root and --plugin are required"),
     ("(b) --limit without =", BASE + ["--limit", "as"], "bad option value (not enough values to unpack (expected 2, got 1))"),
     ("(b) --limit not an int", BASE + ["--limit", "as=x"], "bad option value (invalid literal for int() with base 10: 'x')"),
-    ("(b) --tcp not an int", BASE + ["--tcp", "x"], "bad option value (invalid literal for int() with base 10: 'x')"),
+    ("(b) --egress not an int", BASE + ["--egress", "x"], "bad option value (invalid literal for int() with base 10: 'x')"),
+    ("--tcp is gone: the host connects", BASE + ["--tcp", "80"], "unknown option '--tcp'"),
     ("(b) --max-message in hex", BASE + ["--max-message", "0x10"], "bad option value (invalid literal for int() with base 10: '0x10')"),
-    ("(b) --limit before --tcp", BASE + ["--tcp", "x", "--limit", "as=y"], "bad option value (invalid literal for int() with base 10: 'y')"),
+    ("(b) --limit before --egress", BASE + ["--egress", "x", "--limit", "as=y"], "bad option value (invalid literal for int() with base 10: 'y')"),
 ]
 
 
@@ -794,8 +795,8 @@ def test_the_child_refuses_options(argv: list[str], message: str) -> None:
 
 ACCEPTED = [
     ("(c) _ for - in a valued option", BASE + ["--max_message", "2048"], {"max_message": 2048}),
-    ("(b) int() leniency", BASE + ["--limit", "as=1_000", "--tcp", " 80 ", "--max-message", "+5"],
-     {"limits": {"as": 1000}, "tcp": [80], "max_message": 5}),  # fmt: skip
+    ("(b) int() leniency", BASE + ["--limit", "as=1_000", "--egress", " 5 ", "--max-message", "+5"],
+     {"limits": {"as": 1000}, "egress": 5, "max_message": 5}),  # fmt: skip
     ("a value that looks like an option", BASE + ["--name", "--root"], {"name": "--root"}),
     ("the last of a repeated option", BASE + ["--profile", "none", "--profile", "network"], {"profile": "network"}),
     ("(b) values the sandbox refuses later", BASE + ["--profile", "bogus", "--limit", "foo=-1"], {"profile": "bogus", "limits": {"foo": -1}}),

@@ -17,7 +17,8 @@ def test_runner_all_is_sorted_and_exported() -> None:
 
 def test_runner_surface_is_pinned() -> None:
     assert set(runner.__all__) == {
-        "CancelToken", "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "Limits", "Plugin", "PluginCancelled", "PluginConfig",
+        "CancelToken", "DEFAULT_MAX_REPLY", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "Deadlines", "EgressUse", "Endpoint",
+        "EndpointError", "Limits", "Plugin", "PluginCancelled", "PluginConfig", "Proxies", "parse_endpoint", "proxies_from",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
         "PluginTimeout", "PluginUnavailable", "PluginVersionError", "Readiness", "RestartPolicy", "STATES", "SandboxPolicy", "Stream", "StreamCleaner", "clean_text",

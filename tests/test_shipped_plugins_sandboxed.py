@@ -101,7 +101,7 @@ def test_claude_without_a_grant_cannot_reach_the_server(
 ) -> None:
     with make_manager(home, claude_env) as manager:
         config = manager.config("claude")
-        assert config.sandbox.profile == "network" and config.sandbox.tcp_ports == (443,)  # as shipped
+        assert config.sandbox.profile == "network" and [str(e) for e in config.sandbox.endpoints] == ["api.anthropic.com:443"]  # as shipped
         with pytest.raises(runner.PluginRaised) as exc:
             "".join(manager.client("claude").stream_response("", "hi", 16))
     # Landlock's EACCES on connect(), not a refusal by the server: named as such, not retried
@@ -114,7 +114,7 @@ def test_openai_without_a_grant_cannot_reach_the_server(
     home: Path, openai_env: dict[str, str], openai_server: FakeOpenAIServer
 ) -> None:
     with make_manager(home, openai_env) as manager:
-        assert manager.config("openai_compatible").sandbox.tcp_ports == (443,)
+        assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443"]
         with pytest.raises(runner.PluginRaised) as exc:
             manager.client("openai_compatible").generate_response("", "hi", 16)
     # The refusal is recognised (and not retried): the PermissionError the host turns into a grant hint.
@@ -141,7 +141,7 @@ def test_claude_granted_runs_sandboxed_in_the_network_profile(claude: runner.Plu
     hello = claude.start()
     assert hello["sandbox"]["profile"] == "network"
     assert {"landlock-fs", "landlock-net", "seccomp"} <= set(hello["sandbox"]["layers"])
-    assert claude.config.sandbox.tcp_ports == (anthropic_server.port,)
+    assert [str(e) for e in claude.config.sandbox.endpoints] == [f"127.0.0.1:{anthropic_server.port}"]
     assert claude.context_window == 200_000
 
 

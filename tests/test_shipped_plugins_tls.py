@@ -61,7 +61,7 @@ def assert_sandboxed_with_ca(plugin: runner.Plugin, server: FakeServer, ca_file:
     opened only the server's port; the started child reports the network profile's layers."""
     assert plugin.config.env["SSL_CERT_FILE"] == str(ca_file)
     assert str(ca_file) in plugin.config.sandbox.read_paths
-    assert plugin.config.sandbox.tcp_ports == (server.port,)
+    assert [str(e) for e in plugin.config.sandbox.endpoints] == [f"{server.url_host}:{server.port}"]
     hello = plugin.start()
     assert hello["sandbox"]["profile"] == "network"
     assert {"landlock-fs", "landlock-net", "seccomp"} <= set(hello["sandbox"]["layers"])

@@ -170,10 +170,23 @@ def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None 
             lines.append(_cut(f"  {r['name']}: counts tokens: {r['counting']}", cut))
         if r["network"] or r["env"]:
             lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", cut))
+        if r["connections_24h"] or r["refused_24h"]:
+            lines.append(_cut(f"  {r['name']}: network 24h: {_network_use(r)}", cut))
         if r["layers"] and missing:
             lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", cut))
         lines.extend(_cut(f"  {r['name']} stderr| {line}", cut) for line in r["stderr_tail"][-3:] if not r["healthy"])
     return "\n".join(lines)
+
+
+def _network_use(report: dict[str, Any]) -> str:
+    """'12 connections (api.anthropic.com:443); 2 refused (evil.example:443, 10.0.0.1:80)'."""
+    parts = []
+    for count, recent, noun in ((report["connections_24h"], report["recent_connections"], "connection"),
+                                (report["refused_24h"], report["recent_refused"], "refused")):  # fmt: skip
+        if count:
+            label = f"{count} {noun}{'s' if count != 1 and noun == 'connection' else ''}"
+            parts.append(f"{label} ({', '.join(recent)})" if recent else label)
+    return "; ".join(parts)
 
 
 def _ready(report: dict[str, Any]) -> str:

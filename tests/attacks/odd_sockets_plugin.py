@@ -5,9 +5,13 @@ the wire but is not a TCP socket to Landlock; raw and packet sockets (root) snif
 forge any traffic; SCTP and ping sockets are other transports. user_message: a port
 that was NOT granted, with a listener on 127.0.0.1.
 """
+import importlib
 import socket
 
 from llm_utils import LLMClient
+
+# Past the runner's socket layer (which refuses these in Python first): straight to the kernel.
+socket = importlib.reload(socket)
 
 IPPROTO_MPTCP, IPPROTO_SCTP, SOCK_PACKET = 262, 132, 10
 

@@ -2,7 +2,7 @@
 
 ``empty``    an empty answer        ``blank``    only white space
 ``partial``  streams "part one" then raises (a reply cut off mid-way)
-``refused``  raises the shipped plugins' sandbox-refusal PermissionError for 127.0.0.1:8088
+``refused``  raises a PermissionError that claims a refusal (no host record: no hint may follow)
 anything else is echoed as ``honest: <message>``.
 """
 

@@ -1,0 +1,326 @@
+"""The host's end of a plugin's network: grants checked by name, connections made here.
+
+A network-profile child can create no socket of its own (seccomp refuses ``socket()`` and
+``connect()``). Its only way out is this broker, on a private AF_UNIX stream pair: it asks
+to resolve a name, and the host answers only for granted names, resolving them itself and
+remembering which addresses it handed out for which name; it asks to connect to an
+address, and the host connects only when that address and port belong to a granted name
+(or are a granted IP literal), then passes the connected socket back with SCM_RIGHTS.
+TLS, SNI and certificates stay the plugin's business: the host moves no byte of the
+connection. The user's HTTP(S) proxy is honoured here, with CONNECT, so the grant still
+applies to the name the plugin asked for. Every request is hostile input: size-capped,
+type-checked, answered one at a time, and a malformed one ends the broker (the plugin's
+connections then fail; the chat does not).
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import ipaddress
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from runner.endpoints import Endpoint, Proxies, Proxy, host_key
+from runner.netwire import MAX_REQUEST, WireError, check_request, decode, encode
+
+__all__ = ["Egress", "EgressPolicy", "EgressUse"]
+
+#: Told about each connection made or refused: (event, details).
+Emit = Callable[[str, dict[str, Any]], None]
+
+_MAX_ADDRESSES = 64  # of one name's answer
+_MAX_REMEMBERED = 4096  # addresses handed out, per process
+_MAX_EVENTS = 200  # per process: a plugin looping on connect must not fill the health log
+_RECENT = 5
+_SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 test addresses, for proxied names
+_PROXY_REPLY = 16 * 1024
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """What one plugin may reach: granted endpoints, the user's proxies, and time bounds."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    proxies: Proxies = Proxies()
+    connect_timeout: float = 30.0  # the longest a connect may take, whatever the plugin asks
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(e, Endpoint) for e in self.endpoints):
+            raise TypeError("EgressPolicy.endpoints must be Endpoint values (runner.endpoints.parse_endpoint)")
+        if not 0 < self.connect_timeout <= 600:
+            raise ValueError(f"connect_timeout must be 0-600 seconds, got {self.connect_timeout!r}")
+
+
+@dataclass(frozen=True)
+class EgressUse:
+    """What a plugin process did with the network so far: counts and the latest endpoints."""
+
+    connected: int = 0
+    refused: int = 0
+    recent_connected: tuple[str, ...] = ()
+    recent_refused: tuple[str, ...] = ()
+    last_refused: str = ""  # "HOST:PORT" of the newest refusal
+    last_refused_at: float = 0.0  # time.monotonic() of it
+
+
+class _Refused(Exception):
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+
+class Egress:
+    """One plugin process's broker: a socket pair and a thread answering the child's asks."""
+
+    def __init__(self, name: str, policy: EgressPolicy, emit: Emit | None = None) -> None:
+        self.name = name
+        self.policy = policy
+        self._emit = emit
+        self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.child_fd = child.detach()  # inherited by the child; close_child_end() after the spawn
+        self._handed: dict[str, set[str]] = {}  # address -> granted names it was handed out for
+        self._synthetic: dict[str, str] = {}  # address -> name, for names reached through a proxy
+        self._lock = threading.Lock()
+        self._connected = self._refused = self._events = 0
+        self._recent_ok: collections.deque[str] = collections.deque(maxlen=_RECENT)
+        self._recent_refused: collections.deque[str] = collections.deque(maxlen=_RECENT)
+        self._last_refused, self._last_refused_at = "", 0.0
+        self._thread = threading.Thread(target=self._run, name=f"sandchat-egress-{name}", daemon=True)
+        self._closed = self._started = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._started = True
+        self._thread.start()
+
+    def close_child_end(self) -> None:
+        """Close the host's copy of the child's end (the child has its own once spawned)."""
+        fd, self.child_fd = self.child_fd, -1
+        if fd >= 0:
+            socket.close(fd)
+
+    def close(self) -> None:
+        """End the broker at once; safe to call twice, from any thread.
+
+        The thread closes its own socket on the way out: closing it here while the thread
+        sits in recv() could let a reused fd number be read. A connect in progress ends
+        on its own time bound, and its answer then has nowhere to go.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
+        self.close_child_end()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread out of recv()
+        except OSError:
+            pass
+        if not started:
+            self._sock.close()
+
+    def use(self) -> EgressUse:
+        with self._lock:
+            return EgressUse(self._connected, self._refused, tuple(self._recent_ok), tuple(self._recent_refused), self._last_refused, self._last_refused_at)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._sock.close()
+
+    def _serve(self) -> None:
+        buffered = b""
+        while True:
+            try:
+                data = self._sock.recv(MAX_REQUEST + 4)  # recv, not recvmsg: fds the child sends are dropped
+            except OSError:
+                return
+            if not data:
+                return
+            buffered += data
+            while True:
+                try:
+                    message, used = decode(buffered, MAX_REQUEST)
+                    if message is None:
+                        break
+                    buffered = buffered[used:]
+                    self._answer(check_request(message))
+                except (WireError, OSError):
+                    return  # a child that breaks the format gets no more answers
+            if len(buffered) > MAX_REQUEST + 4:
+                return
+
+    def _answer(self, request: dict[str, Any]) -> None:
+        try:
+            if request["op"] == "resolve":
+                self._sock.sendall(encode({"ok": True, "addrs": self._resolve(request)}))
+                return
+            conn = self._connect(request)
+        except _Refused as refusal:
+            self._note_refused(refusal.endpoint)
+            self._sock.sendall(encode({"ok": False, "refused": refusal.endpoint}))
+            return
+        except socket.gaierror as exc:
+            self._sock.sendall(encode({"ok": False, "gai": exc.errno or socket.EAI_FAIL, "message": exc.strerror or str(exc)}))
+            return
+        except OSError as exc:
+            code = exc.errno if exc.errno else errno.ETIMEDOUT if isinstance(exc, TimeoutError) else errno.EIO
+            self._sock.sendall(encode({"ok": False, "errno": code, "message": exc.strerror or str(exc) or errno.errorcode.get(code, "")}))
+            return
+        try:
+            socket.send_fds(self._sock, [encode({"ok": True})], [conn.fileno()])
+        finally:
+            conn.close()
+
+    # -- resolving and connecting ------------------------------------------------------------
+
+    def _resolve(self, request: dict[str, Any]) -> list[list[Any]]:
+        host, port, family = request["host"], request["port"], request["family"]
+        key = host_key(host)
+        port = _port_number(port) if port is not None else None
+        shown = f"{_show(key or host[:80])}:{port}" if port else _show(key or host[:80])
+        if key is None:
+            raise _Refused(shown)
+        if family not in (0, socket.AF_INET, socket.AF_INET6):
+            raise socket.gaierror(socket.EAI_FAMILY, "ai_family not supported")
+        if _literal(key):
+            return [[socket.AF_INET6 if ":" in key else socket.AF_INET, key, port or 0]]
+        if not any(e.matches(key, port or e.port) for e in self.policy.endpoints if not e.is_literal):
+            raise _Refused(shown)
+        if port and self.policy.proxies.for_target(key, port) is not None:
+            return [[socket.AF_INET, self._synthetic_address(key), port]]
+        infos = socket.getaddrinfo(key, port or 0, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        answer = []
+        with self._lock:
+            for af, _type, _proto, _canon, sockaddr in infos[:_MAX_ADDRESSES]:
+                address = str(sockaddr[0])
+                if len(self._handed) < _MAX_REMEMBERED or address in self._handed:
+                    self._handed.setdefault(address, set()).add(key)
+                answer.append([int(af), address, port or 0])
+        return answer
+
+    def _synthetic_address(self, name: str) -> str:
+        with self._lock:
+            for address, known in self._synthetic.items():
+                if known == name:
+                    return address
+            if len(self._synthetic) >= _MAX_REMEMBERED:
+                raise socket.gaierror(socket.EAI_AGAIN, "too many names resolved through the proxy")
+            address = str(_SYNTHETIC[len(self._synthetic) + 1])
+            self._synthetic[address] = name
+            return address
+
+    def _connect(self, request: dict[str, Any]) -> socket.socket:
+        host, port, family = request["host"], request["port"], request["family"]
+        key = host_key(host)
+        if key is None or not _literal(key):
+            raise _Refused(f"{_show(key or host[:80])}:{port}")
+        name = self._target(key, port)
+        timeout = min(request["timeout"] or self.policy.connect_timeout, self.policy.connect_timeout)
+        proxied = key in self._synthetic
+        proxy = self.policy.proxies.for_target(name, port)
+        if proxied or proxy is not None:
+            if proxy is None:  # a proxied name on a port no proxy serves
+                raise OSError(errno.EHOSTUNREACH, "No route to host")
+            conn = _through_proxy(proxy, name if proxied else key, port, timeout)
+        else:
+            if (":" in key) != (family == socket.AF_INET6):
+                raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+            conn = socket.create_connection((key, port), timeout=timeout)
+        conn.settimeout(None)
+        self._note_connected(f"{_show(name)}:{port}")
+        return conn
+
+    def _target(self, address: str, port: int) -> str:
+        """The granted name (or IP literal) that ``address:port`` stands for; _Refused if none."""
+        endpoints = self.policy.endpoints
+        if any(e.is_literal and e.matches(address, port) for e in endpoints):
+            return address
+        with self._lock:
+            proxied = self._synthetic.get(address)
+            names = [proxied] if proxied else sorted(self._handed.get(address, ()))
+        for name in names:
+            if any(e.matches(name, port) for e in endpoints if not e.is_literal):
+                return name
+        raise _Refused(f"{_show(names[0] if names else address)}:{port}")
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _note_connected(self, endpoint: str) -> None:
+        with self._lock:
+            self._connected += 1
+            self._recent_ok.append(endpoint)
+        self._record("connected", endpoint)
+
+    def _note_refused(self, endpoint: str) -> None:
+        with self._lock:
+            self._refused += 1
+            self._recent_refused.append(endpoint)
+            self._last_refused, self._last_refused_at = endpoint, time.monotonic()
+        self._record("refused", endpoint)
+
+    def _record(self, outcome: str, endpoint: str) -> None:
+        with self._lock:
+            self._events += 1
+            count = self._events
+        if self._emit is None or count > _MAX_EVENTS:
+            return
+        try:
+            self._emit("network_" + outcome, {"endpoint": endpoint, **({"more": "not recorded"} if count == _MAX_EVENTS else {})})
+        except Exception:
+            pass  # a listener's failure must not end the broker
+
+
+def _literal(key: str) -> bool:
+    try:
+        ipaddress.ip_address(key)
+        return True
+    except ValueError:
+        return False
+
+
+def _show(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _port_number(port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    try:
+        return socket.getservbyname(port, "tcp")
+    except OSError:
+        raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype") from None
+
+
+def _through_proxy(proxy: Proxy, host: str, port: int, timeout: float) -> socket.socket:
+    """A connection to ``host:port`` tunnelled through ``proxy`` with HTTP CONNECT."""
+    conn = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
+    try:
+        target = f"{_show(host)}:{port}"
+        auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+        conn.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode("ascii"))
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = conn.recv(4096)
+            if not chunk or len(reply) > _PROXY_REPLY:
+                raise OSError(errno.ECONNRESET, f"the proxy {proxy} closed the tunnel to {target}")
+            reply += chunk
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = status.split(" ", 2)
+        if len(parts) < 2 or parts[1] != "200" or rest:
+            raise OSError(errno.ECONNREFUSED, f"the proxy {proxy} refused a tunnel to {target}: {status[:120]}")
+        return conn
+    except BaseException:
+        conn.close()
+        raise
