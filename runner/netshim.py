@@ -60,7 +60,7 @@ class _Broker:
                 self._buffered += data
 
 
-def _raise_for(reply: dict, host, port) -> None:
+def _raise_for(reply: dict) -> None:
     if "refused" in reply:
         raise PermissionError(errno.EACCES, f"the sandbox refused a connection to {reply['refused']} (not granted to this plugin)")
     if "gai" in reply:
@@ -69,124 +69,154 @@ def _raise_for(reply: dict, host, port) -> None:
     raise OSError(code, str(reply.get("message") or os.strerror(code)))
 
 
+_broker: "_Broker | None" = None  # set once by install(), before any plugin code runs
+_real_init = socket.socket.__init__
+_real_setsockopt = socket.socket.setsockopt
+_real_getsockopt = socket.socket.getsockopt
+
+
 def install(fd: int) -> None:
     """Route this process's name lookups and TCP connects through the host on ``fd``."""
-    broker = _Broker(fd)
-    real_init = socket.socket.__init__
+    global _broker
+    _broker = _Broker(fd)
+    socket.socket.__init__ = _init
+    socket.socket.connect = _connect
+    socket.socket.connect_ex = _connect_ex
+    socket.socket.setsockopt = _setsockopt
+    socket.socket.getsockopt = _getsockopt
+    socket.getaddrinfo = _getaddrinfo
+    socket.gethostbyname = _gethostbyname
+    socket.gethostbyname_ex = _gethostbyname_ex
+    socket.gethostbyaddr = _gethostbyaddr
 
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
-        kind = type & _TYPE_MASK
-        if kind == socket.SOCK_DGRAM or proto == socket.IPPROTO_UDP:
-            raise PermissionError(errno.EACCES, _NO_UDP)
-        if kind not in (0, socket.SOCK_STREAM) or proto not in (0, socket.IPPROTO_TCP):
-            raise PermissionError(errno.EACCES, _ONLY_TCP)
-        if host is None:
-            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-        elif isinstance(host, (bytes, bytearray)):
-            host = bytes(host).decode("ascii", "replace")
-        elif not host.isascii():
-            host = host.encode("idna").decode("ascii")
-        if isinstance(port, (bytes, bytearray)):
-            port = bytes(port).decode("ascii", "replace")
-        reply, _ = broker.ask({"op": "resolve", "host": str(host), "port": port, "family": int(family), "flags": int(flags)})
-        if not reply.get("ok"):
-            _raise_for(reply, host, port)
-        out = []
-        for af, address, number in reply["addrs"]:
-            sockaddr = (address, number, 0, 0) if af == socket.AF_INET6 else (address, number)
-            out.append((socket.AddressFamily(af), socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
-        return out
 
-    def gethostbyname(host):
-        return getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+def _ask(request: dict) -> tuple:
+    assert _broker is not None
+    return _broker.ask(request)
 
-    def gethostbyname_ex(host):
-        return host, [], [info[4][0] for info in getaddrinfo(host, None, socket.AF_INET)]
 
-    def gethostbyaddr(address):
-        raise socket.herror(1, "Unknown host (the sandbox does no reverse lookups)")
+def _pending() -> "weakref.WeakKeyDictionary[socket.socket, list]":
+    assert _broker is not None
+    return _broker.pending
 
-    def init(self, family=-1, type=-1, proto=-1, fileno=None):
-        if fileno is None and (socket.AF_INET if family == -1 else family) in _INET:
-            family = socket.AF_INET if family == -1 else family
-            kind = socket.SOCK_STREAM if type == -1 else type
-            if kind & _TYPE_MASK == socket.SOCK_DGRAM:
-                raise PermissionError(errno.EACCES, _NO_UDP)
-            if kind & _TYPE_MASK != socket.SOCK_STREAM or proto not in (-1, 0, socket.IPPROTO_TCP):
-                raise PermissionError(errno.EACCES, _ONLY_TCP)
-            mine, other = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            other.close()  # the placeholder reads EOF and fails writes until it is connected
-            real_init(self, family, kind, 0 if proto == -1 else proto, mine.detach())
-            broker.pending[self] = []
-            return
-        real_init(self, family, type, proto, fileno)
 
-    def connect_ex(self, address):
-        if self.family not in _INET:
-            return _socket.socket.connect_ex(self, address)
-        try:
-            _connect(self, address)
-            return 0
-        except OSError as exc:
-            if exc.errno is None:
-                raise
-            return exc.errno
+# -- names ---------------------------------------------------------------------------------
 
-    def connect(self, address):
-        if self.family not in _INET:
-            return _socket.socket.connect(self, address)
-        _connect(self, address)
 
-    def _connect(sock, address):
-        options = broker.pending.get(sock)
-        if options is None:
-            raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
-        if not isinstance(address, tuple) or len(address) < 2:
-            raise TypeError(f"{'AF_INET6' if sock.family == socket.AF_INET6 else 'AF_INET'} address must be a tuple (host, port)")
-        host, port = address[0], address[1]
-        if type(port) is not int or not 0 <= port < 65536:
-            raise OverflowError("connect(): port must be 0-65535.")
-        infos = getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)  # literals come straight back
-        timeout = sock.gettimeout()
-        reply, fd = broker.ask({"op": "connect", "host": infos[0][4][0], "port": port, "family": int(sock.family), "timeout": timeout or None})
-        if not reply.get("ok") or fd is None:
-            if fd is not None:
-                os.close(fd)
-            _raise_for(reply, host, port)
-        try:
-            os.dup2(fd, sock.fileno(), inheritable=False)  # the placeholder's fd now is the connection
-        finally:
+def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    kind = type & _TYPE_MASK
+    if kind == socket.SOCK_DGRAM or proto == socket.IPPROTO_UDP:
+        raise PermissionError(errno.EACCES, _NO_UDP)
+    if kind not in (0, socket.SOCK_STREAM) or proto not in (0, socket.IPPROTO_TCP):
+        raise PermissionError(errno.EACCES, _ONLY_TCP)
+    if host is None:
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    elif isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("ascii", "replace")
+    elif not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    if isinstance(port, (bytes, bytearray)):
+        port = bytes(port).decode("ascii", "replace")
+    reply, _ = _ask({"op": "resolve", "host": str(host), "port": port, "family": int(family), "flags": int(flags)})
+    if not reply.get("ok"):
+        _raise_for(reply)
+    out = []
+    for af, address, number in reply["addrs"]:
+        sockaddr = (address, number, 0, 0) if af == socket.AF_INET6 else (address, number)
+        out.append((socket.AddressFamily(af), socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
+    return out
+
+
+def _gethostbyname(host):
+    return _getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+
+
+def _gethostbyname_ex(host):
+    return host, [], [info[4][0] for info in _getaddrinfo(host, None, socket.AF_INET)]
+
+
+def _gethostbyaddr(address):
+    raise socket.herror(1, "Unknown host (the sandbox does no reverse lookups)")
+
+
+# -- sockets -------------------------------------------------------------------------------
+
+
+def _init(self, family=-1, type=-1, proto=-1, fileno=None):
+    if fileno is not None or (socket.AF_INET if family == -1 else family) not in _INET:
+        return _real_init(self, family, type, proto, fileno)
+    family = socket.AF_INET if family == -1 else family
+    kind = socket.SOCK_STREAM if type == -1 else type
+    if kind & _TYPE_MASK == socket.SOCK_DGRAM:
+        raise PermissionError(errno.EACCES, _NO_UDP)
+    if kind & _TYPE_MASK != socket.SOCK_STREAM or proto not in (-1, 0, socket.IPPROTO_TCP):
+        raise PermissionError(errno.EACCES, _ONLY_TCP)
+    mine, other = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    other.close()  # the placeholder reads EOF and fails writes until it is connected
+    _real_init(self, family, kind, 0 if proto == -1 else proto, mine.detach())
+    _pending()[self] = []
+
+
+def _connect(self, address):
+    if self.family not in _INET:
+        return _socket.socket.connect(self, address)
+    _connect_through_host(self, address)
+
+
+def _connect_ex(self, address):
+    if self.family not in _INET:
+        return _socket.socket.connect_ex(self, address)
+    try:
+        _connect_through_host(self, address)
+        return 0
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        return exc.errno
+
+
+def _connect_through_host(sock, address) -> None:
+    options = _pending().get(sock)
+    if options is None:
+        raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
+    if not isinstance(address, tuple) or len(address) < 2:
+        raise TypeError(f"{'AF_INET6' if sock.family == socket.AF_INET6 else 'AF_INET'} address must be a tuple (host, port)")
+    host, port = address[0], address[1]
+    if type(port) is not int or not 0 <= port < 65536:
+        raise OverflowError("connect(): port must be 0-65535.")
+    try:
+        _socket.inet_pton(sock.family, host)  # a literal needs no lookup
+    except (OSError, TypeError, ValueError):
+        host = _getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)[0][4][0]
+    timeout = sock.gettimeout()
+    reply, fd = _ask({"op": "connect", "host": host, "port": port, "family": int(sock.family), "timeout": timeout or None})
+    if not reply.get("ok") or fd is None:
+        if fd is not None:
             os.close(fd)
-        del broker.pending[sock]
-        sock.settimeout(timeout)  # O_NONBLOCK as the plugin had it: the fd's flags came from the host
-        for level, option, value in options:
-            real_setsockopt(sock, level, option, *value)
+        _raise_for(reply)
+    try:
+        os.dup2(fd, sock.fileno(), inheritable=False)  # the placeholder's fd now is the connection
+    finally:
+        os.close(fd)
+    del _pending()[sock]
+    sock.settimeout(timeout)  # O_NONBLOCK as the plugin had it: the fd's flags came from the host
+    for level, option, value in options:
+        _real_setsockopt(sock, level, option, *value)
 
-    real_setsockopt = socket.socket.setsockopt
-    real_getsockopt = socket.socket.getsockopt
 
-    def setsockopt(self, level, option, *value):
-        options = broker.pending.get(self)
-        if options is None:
-            return real_setsockopt(self, level, option, *value)
-        if option not in allowlist.SOCKET_OPTIONS.get(level, {}):
-            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))  # what the kernel would say
-        options.append((level, option, value))
+def _setsockopt(self, level, option, *value):
+    options = _pending().get(self)
+    if options is None:
+        return _real_setsockopt(self, level, option, *value)
+    if option not in allowlist.SOCKET_OPTIONS.get(level, {}):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))  # what the kernel would say after connect
+    options.append((level, option, value))
 
-    def getsockopt(self, level, option, *rest):
-        options = broker.pending.get(self)
-        if options is not None:
-            for known_level, known, value in reversed(options):
-                if (known_level, known) == (level, option) and not rest and isinstance(value[0], int):
-                    return value[0]
-        return real_getsockopt(self, level, option, *rest)
 
-    socket.socket.__init__ = init
-    socket.socket.connect = connect
-    socket.socket.connect_ex = connect_ex
-    socket.socket.setsockopt = setsockopt
-    socket.socket.getsockopt = getsockopt
-    socket.getaddrinfo = getaddrinfo
-    socket.gethostbyname = gethostbyname
-    socket.gethostbyname_ex = gethostbyname_ex
-    socket.gethostbyaddr = gethostbyaddr
+def _getsockopt(self, level, option, *rest):
+    options = _pending().get(self)
+    if options is not None and not rest:
+        for known_level, known, value in reversed(options):
+            if (known_level, known) == (level, option) and isinstance(value[0], int):
+                return value[0]
+    return _real_getsockopt(self, level, option, *rest)
