@@ -244,3 +244,17 @@ def test_adding_an_endpoint_to_a_shipped_plugin_keeps_what_it_ships_with(home: P
         access = manager.access(manager.plugin_file("openai_compatible"))
         assert access.profile == "network" and access.grant is not None and access.grant.source == "user"
         assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]
+
+
+@pytest.mark.timeout(60)
+def test_revoke_network_matches_the_stored_spelling_and_names_what_was_not_granted(home: Path) -> None:
+    (home / "plugins").mkdir(parents=True)
+    shutil.copy(CHATPLUGINS / "needsnet_plugin.py", home / "plugins" / "needsnet_plugin.py")
+    assert sandchat(home, "plugins", "grant", "needsnet", "--network", "*.Example.COM:443", "--yes").returncode == 0
+    entry = json.loads((home / "grants.json").read_text())["grants"]["needsnet"]
+    assert entry["network"] == ["*.example.com:443"]  # stored as the host matches it
+    revoked = sandchat(home, "plugins", "revoke", "needsnet", "--network", "*.EXAMPLE.com.:443", "--network", "x.org:1")
+    assert revoked.returncode == 0 and "was not granted x.org:1" in revoked.stdout
+    assert json.loads((home / "grants.json").read_text())["grants"].get("needsnet", {}).get("network", []) == []
+    bad = sandchat(home, "plugins", "revoke", "needsnet", "--network", "a*b:1")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "must name a host" in bad.stderr

@@ -11,7 +11,7 @@ from typing import Any
 
 from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
-from app.discovery import PluginFile
+from app.discovery import Metadata, MetadataError, PluginFile
 from app.render import table, terminal_width
 from runner.cleantext import clean_text
 
@@ -284,8 +284,6 @@ def _mib(value: int | None) -> str:
 
 def grant(args: argparse.Namespace, context: Context) -> int:
     """Add permissions: what the file requests, or exactly the --network/--env given; never removes any."""
-    from app.discovery import Metadata, MetadataError
-
     manager = context.manager
     plugin = manager.discovery.plugins.get(args.name)
     if plugin is None:
@@ -339,7 +337,16 @@ def revoke(args: argparse.Namespace, context: Context) -> int:
                                  f"to stop it, turn it off: sandchat plugins disable {args.name}\n")  # fmt: skip
             return EXIT_OK
     if args.network or args.env:
-        left = grants.remove(args.name, tuple(args.network or ()), tuple(args.env or ()))
+        try:  # spelled as grants are stored: *.EXAMPLE.com.:443 is *.example.com:443
+            network = Metadata(network=tuple(args.network or ())).network
+        except MetadataError as exc:
+            context.output.error(f"plugin {args.name!r}: {exc}")
+            return EXIT_USAGE
+        held = grants.load().get(args.name)
+        absent = [e for e in (*network, *(args.env or ())) if held is None or e not in (*held.network, *held.env)]
+        if held is not None and absent:
+            context.output.write(f"plugin {args.name!r} was not granted {', '.join(absent)}\n")
+        left = grants.remove(args.name, network, tuple(args.env or ()))
         if left is None:
             context.output.write(f"plugin {args.name!r} had no grant\n")
         else:
