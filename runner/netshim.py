@@ -24,7 +24,6 @@ import errno
 import os
 import socket
 import threading
-import weakref
 
 from runner import allowlist, netwire
 
@@ -41,7 +40,10 @@ class _Broker:
         self._channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
         self._lock = threading.Lock()
         self._buffered = b""
-        self.pending: "weakref.WeakKeyDictionary[socket.socket, list]" = weakref.WeakKeyDictionary()
+        # Placeholders by fd, with the inode that proves the fd is still one: ssl's
+        # wrap_socket() re-wraps the same fd in a new object, and a closed fd's number
+        # is reused. Bounded by the fd limit (an entry per fd number).
+        self.placeholders: dict = {}
 
     def ask(self, request: dict) -> tuple:
         """Send ``request``; return (reply, fd or None)."""
@@ -73,6 +75,7 @@ _broker: "_Broker | None" = None  # set once by install(), before any plugin cod
 _real_init = socket.socket.__init__
 _real_setsockopt = socket.socket.setsockopt
 _real_getsockopt = socket.socket.getsockopt
+_real_getpeername = socket.socket.getpeername
 
 
 def install(fd: int) -> None:
@@ -84,6 +87,7 @@ def install(fd: int) -> None:
     socket.socket.connect_ex = _connect_ex
     socket.socket.setsockopt = _setsockopt
     socket.socket.getsockopt = _getsockopt
+    socket.socket.getpeername = _getpeername
     socket.getaddrinfo = _getaddrinfo
     socket.gethostbyname = _gethostbyname
     socket.gethostbyname_ex = _gethostbyname_ex
@@ -95,9 +99,16 @@ def _ask(request: dict) -> tuple:
     return _broker.ask(request)
 
 
-def _pending() -> "weakref.WeakKeyDictionary[socket.socket, list]":
+def _options(sock) -> "list | None":
+    """The options kept for ``sock`` while it is a placeholder; None once it is a connection."""
     assert _broker is not None
-    return _broker.pending
+    entry = _broker.placeholders.get(sock.fileno())
+    if entry is None:
+        return None
+    try:
+        return entry[1] if os.fstat(sock.fileno()).st_ino == entry[0] else None
+    except OSError:
+        return None
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -154,7 +165,8 @@ def _init(self, family=-1, type=-1, proto=-1, fileno=None):
     mine, other = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     other.close()  # the placeholder reads EOF and fails writes until it is connected
     _real_init(self, family, kind, 0 if proto == -1 else proto, mine.detach())
-    _pending()[self] = []
+    assert _broker is not None
+    _broker.placeholders[self.fileno()] = (os.fstat(self.fileno()).st_ino, [])
 
 
 def _connect(self, address):
@@ -176,7 +188,7 @@ def _connect_ex(self, address):
 
 
 def _connect_through_host(sock, address) -> None:
-    options = _pending().get(sock)
+    options = _options(sock)
     if options is None:
         raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
     if not isinstance(address, tuple) or len(address) < 2:
@@ -198,14 +210,14 @@ def _connect_through_host(sock, address) -> None:
         os.dup2(fd, sock.fileno(), inheritable=False)  # the placeholder's fd now is the connection
     finally:
         os.close(fd)
-    del _pending()[sock]
+    _broker.placeholders.pop(sock.fileno(), None)  # type: ignore[union-attr]
     sock.settimeout(timeout)  # O_NONBLOCK as the plugin had it: the fd's flags came from the host
     for level, option, value in options:
         _real_setsockopt(sock, level, option, *value)
 
 
 def _setsockopt(self, level, option, *value):
-    options = _pending().get(self)
+    options = _options(self)
     if options is None:
         return _real_setsockopt(self, level, option, *value)
     if option not in allowlist.SOCKET_OPTIONS.get(level, {}):
@@ -214,9 +226,15 @@ def _setsockopt(self, level, option, *value):
 
 
 def _getsockopt(self, level, option, *rest):
-    options = _pending().get(self)
+    options = _options(self)
     if options is not None and not rest:
         for known_level, known, value in reversed(options):
             if (known_level, known) == (level, option) and isinstance(value[0], int):
                 return value[0]
     return _real_getsockopt(self, level, option, *rest)
+
+
+def _getpeername(self):
+    if self.family in _INET and _options(self) is not None:
+        raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))  # ssl.wrap_socket asks: not yet connected
+    return _real_getpeername(self)
