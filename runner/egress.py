@@ -38,6 +38,9 @@ _MAX_EVENTS = 200  # per process: a plugin looping on connect must not fill the 
 _RECENT = 5
 _SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 test addresses, for proxied names
 _PROXY_REPLY = 16 * 1024
+#: Requests answered per second, sustained, and the burst allowed above it: a child that
+#: floods the channel is slowed to this pace, so its broker costs the host little CPU.
+_RATE, _BURST = 200.0, 400.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Egress:
         self._last_refused, self._last_refused_at = "", 0.0
         self._thread = threading.Thread(target=self._run, name=f"sandchat-egress-{name}", daemon=True)
         self._closed = self._started = False
+        self._tokens, self._refilled = _BURST, time.monotonic()
 
     def start(self) -> None:
         with self._lock:
@@ -152,11 +156,22 @@ class Egress:
                     if message is None:
                         break
                     buffered = buffered[used:]
+                    self._pace()
                     self._answer(check_request(message))
                 except (WireError, OSError):
                     return  # a child that breaks the format gets no more answers
             if len(buffered) > MAX_REQUEST + 4:
                 return
+
+    def _pace(self) -> None:
+        """Wait, when the child asks faster than _RATE a second, until a token is free."""
+        now = time.monotonic()
+        self._tokens = min(_BURST, self._tokens + (now - self._refilled) * _RATE)
+        self._refilled = now
+        if self._tokens < 1:
+            time.sleep((1 - self._tokens) / _RATE)  # back-pressure on a flood: the child waits, the host idles
+            self._tokens, self._refilled = 1.0, time.monotonic()
+        self._tokens -= 1
 
     def _answer(self, request: dict[str, Any]) -> None:
         try:
