@@ -87,7 +87,7 @@ class SandboxPolicy:
     profile: str = "untrusted"
     read_paths: tuple[str, ...] = ()
     write_paths: tuple[str, ...] = ()
-    endpoints: tuple[Endpoint, ...] = ()
+    endpoints: tuple[Endpoint | str, ...] = ()  # strings are parsed here, so this holds Endpoints after
     limits: Limits = field(default_factory=Limits)
     allow_unsandboxed: bool = False  # run even where the kernel lacks Landlock (user opt-in)
     proxies: Proxies = Proxies()

@@ -22,6 +22,7 @@ from runner.calls import CancelToken
 from runner.cgroup import Cage
 from runner.config import PluginConfig
 from runner.egress import Egress, EgressPolicy, EgressUse
+from runner.endpoints import Endpoint
 from runner.errors import (
     PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
     PluginResultError, PluginStartError, PluginStartTimeout, PluginTimeout, PluginUnavailable,
@@ -44,7 +45,8 @@ def _broker(config: PluginConfig, emit: Emit | None) -> Egress | None:
     sandbox = config.sandbox
     if not sandbox.brokered:
         return None
-    policy = EgressPolicy(sandbox.endpoints, sandbox.proxies, sandbox.connect_timeout)
+    endpoints = tuple(e for e in sandbox.endpoints if isinstance(e, Endpoint))  # all of them: parsed at construction
+    policy = EgressPolicy(endpoints, sandbox.proxies, sandbox.connect_timeout)
     return Egress(config.name, policy, emit)
 
 

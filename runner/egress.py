@@ -21,8 +21,9 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from runner.endpoints import Endpoint, Proxies, Proxy, host_key
 from runner.netwire import MAX_REQUEST, WireError, check_request, decode, encode

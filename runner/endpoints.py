@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 __all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "parse_endpoint", "parse_proxy", "proxies_from"]
 

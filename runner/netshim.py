@@ -82,16 +82,14 @@ def install(fd: int) -> None:
     """Route this process's name lookups and TCP connects through the host on ``fd``."""
     global _broker
     _broker = _Broker(fd)
-    socket.socket.__init__ = _init
-    socket.socket.connect = _connect
-    socket.socket.connect_ex = _connect_ex
-    socket.socket.setsockopt = _setsockopt
-    socket.socket.getsockopt = _getsockopt
-    socket.socket.getpeername = _getpeername
-    socket.getaddrinfo = _getaddrinfo
-    socket.gethostbyname = _gethostbyname
-    socket.gethostbyname_ex = _gethostbyname_ex
-    socket.gethostbyaddr = _gethostbyaddr
+    methods = {"__init__": _init, "connect": _connect, "connect_ex": _connect_ex, "setsockopt": _setsockopt,
+               "getsockopt": _getsockopt, "getpeername": _getpeername}  # fmt: skip
+    for name, method in methods.items():  # on the class: ssl.SSLSocket and every subclass inherit them
+        setattr(socket.socket, name, method)
+    lookups = {"getaddrinfo": _getaddrinfo, "gethostbyname": _gethostbyname, "gethostbyname_ex": _gethostbyname_ex,
+               "gethostbyaddr": _gethostbyaddr}  # fmt: skip
+    for name, function in lookups.items():  # create_connection and asyncio look these up at call time
+        setattr(socket, name, function)
 
 
 def _ask(request: dict) -> tuple:
