@@ -83,3 +83,18 @@ def test_quick_run_of_the_round_robin_figures() -> None:
     assert rows["10"]["subject"]["n"] == rows["10"]["baseline"]["n"] > 0 and rows["10"]["limit"] == 1.5
     assert rows["10c"]["ratio"] > 0 and rows["10b"]["passed"] is None and rows["11b"]["passed"] is None
     assert rows["11"]["op"] == "<=" and rows["11"]["limit"] == 0.01 and rows["11"]["ratio"] == rows["11"]["subject"]["median"] / 100
+
+
+def test_quick_run_of_the_egress_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", "--figures", "12", "--placement", "one"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    rows = {row["figure"]: row for row in json.loads(done.stdout)["rows"]}
+    assert set(rows) == {"12", "12b", "12c", "12d"}
+    for row in rows.values():
+        assert row["subject"]["n"] > 0 and row["baseline"]["n"] > 0 and row["ratio"] > 0 and row["op"] == "<="
+    assert rows["12d"]["subject"]["n"] == 200 and rows["12c"]["limit"] == 1.2
+    direct = rows["12"]["baseline"]["median"]
+    assert abs(rows["12"]["limit"] - (2 + 1000 / direct)) <= 0.01  # 2× the direct connect plus 1 ms
