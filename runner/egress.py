@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import errno
 import ipaddress
+import queue
 import socket
 import threading
 import time
@@ -39,9 +40,11 @@ _MAX_EVENTS = 200  # per process: a plugin looping on connect must not fill the 
 _RECENT = 5
 _SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 test addresses, for proxied names
 _PROXY_REPLY = 16 * 1024
-#: Requests answered per second, sustained, and the burst allowed above it: a child that
-#: floods the channel is slowed to this pace, so its broker costs the host little CPU.
-_RATE, _BURST = 200.0, 400.0
+#: Pacing, in tokens: each request costs one, a refused or failed one ten more; tokens
+#: refill at _RATE a second up to _BURST. Answers are serial, so successful connects are
+#: bounded by their target's round trip anyway; a flood of refusals (cheap to ask, each a
+#: health-log event) is slowed to 500 a second, so a broker costs the host little CPU.
+_RATE, _BURST, _FAILED_COST = 5000.0, 10000.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class Egress:
         self._thread = threading.Thread(target=self._run, name=f"sandchat-egress-{name}", daemon=True)
         self._closed = self._started = False
         self._tokens, self._refilled = _BURST, time.monotonic()
+        # Events reach the listener (the health log: a SQLite commit, milliseconds) from a
+        # thread of their own, so no connect waits on a disk.
+        self._events_out: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._recorder: threading.Thread | None = None
 
     def start(self) -> None:
         with self._lock:
@@ -128,6 +135,11 @@ class Egress:
             pass
         if not started:
             self._sock.close()
+        with self._lock:
+            recorder = self._recorder
+            self._events_out.put(None)
+        if recorder is not None and recorder is not threading.current_thread():
+            recorder.join(2.0)  # what the plugin did is in the log before its process is gone
 
     def use(self) -> EgressUse:
         with self._lock:
@@ -164,15 +176,15 @@ class Egress:
             if len(buffered) > MAX_REQUEST + 4:
                 return
 
-    def _pace(self) -> None:
-        """Wait, when the child asks faster than _RATE a second, until a token is free."""
+    def _pace(self, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens, first waiting for them when the child has asked too fast."""
         now = time.monotonic()
         self._tokens = min(_BURST, self._tokens + (now - self._refilled) * _RATE)
         self._refilled = now
-        if self._tokens < 1:
-            time.sleep((1 - self._tokens) / _RATE)  # back-pressure on a flood: the child waits, the host idles
-            self._tokens, self._refilled = 1.0, time.monotonic()
-        self._tokens -= 1
+        if self._tokens < cost:
+            time.sleep((cost - self._tokens) / _RATE)  # back-pressure on a flood: the child waits, the host idles
+            self._tokens, self._refilled = cost, time.monotonic()
+        self._tokens -= cost
 
     def _answer(self, request: dict[str, Any]) -> None:
         try:
@@ -181,13 +193,16 @@ class Egress:
                 return
             conn = self._connect(request)
         except _Refused as refusal:
+            self._pace(_FAILED_COST)
             self._note_refused(refusal.endpoint)
             self._sock.sendall(encode({"ok": False, "refused": refusal.endpoint}))
             return
         except socket.gaierror as exc:
+            self._pace(_FAILED_COST)
             self._sock.sendall(encode({"ok": False, "gai": exc.errno or socket.EAI_FAIL, "message": exc.strerror or str(exc)}))
             return
         except OSError as exc:
+            self._pace(_FAILED_COST)
             code = exc.errno if exc.errno else errno.ETIMEDOUT if isinstance(exc, TimeoutError) else errno.EIO
             self._sock.sendall(encode({"ok": False, "errno": code, "message": exc.strerror or str(exc) or errno.errorcode.get(code, "")}))
             return
@@ -250,7 +265,7 @@ class Egress:
         else:
             if (":" in key) != (family == socket.AF_INET6):
                 raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
-            conn = socket.create_connection((key, port), timeout=timeout)
+            conn = _direct(family, key, port, timeout)
         conn.settimeout(None)
         self._note_connected(f"{_show(name)}:{port}")
         return conn
@@ -287,12 +302,21 @@ class Egress:
         with self._lock:
             self._events += 1
             count = self._events
-        if self._emit is None or count > _MAX_EVENTS:
-            return
-        try:
-            self._emit("network_" + outcome, {"endpoint": endpoint, **({"more": "not recorded"} if count == _MAX_EVENTS else {})})
-        except Exception:
-            pass  # a listener's failure must not end the broker
+            if self._emit is None or count > _MAX_EVENTS or self._closed:
+                return
+            if self._recorder is None:
+                self._recorder = threading.Thread(target=self._write_events, name=f"sandchat-egress-log-{self.name}", daemon=True)
+                self._recorder.start()
+            # Under the lock: close() puts the end marker under it too, so nothing follows that.
+            self._events_out.put(("network_" + outcome, {"endpoint": endpoint, **({"more": "not recorded"} if count == _MAX_EVENTS else {})}))
+
+    def _write_events(self) -> None:
+        assert self._emit is not None
+        while (item := self._events_out.get()) is not None:
+            try:
+                self._emit(*item)
+            except Exception:  # noqa: BLE001 - a listener's failure must not end the broker
+                pass
 
 
 def _literal(key: str) -> bool:
@@ -316,6 +340,18 @@ def _port_number(port: int | str) -> int:
         return socket.getservbyname(port, "tcp")
     except OSError:
         raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype") from None
+
+
+def _direct(family: int, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to an IP literal (no lookup: the address is already checked)."""
+    conn = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(timeout)
+        conn.connect((address, port))
+        return conn
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _through_proxy(proxy: Proxy, host: str, port: int, timeout: float) -> socket.socket:

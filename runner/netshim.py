@@ -126,6 +126,9 @@ def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         host = host.encode("idna").decode("ascii")
     if isinstance(port, (bytes, bytearray)):
         port = bytes(port).decode("ascii", "replace")
+    literal = _literal_info(host, port, family)
+    if literal is not None:
+        return literal  # an address needs no lookup, and the host checks it at connect
     reply, _ = _ask({"op": "resolve", "host": str(host), "port": port, "family": int(family), "flags": int(flags)})
     if not reply.get("ok"):
         _raise_for(reply)
@@ -134,6 +137,27 @@ def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         sockaddr = (address, number, 0, 0) if af == socket.AF_INET6 else (address, number)
         out.append((socket.AddressFamily(af), socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
     return out
+
+
+def _literal_info(host: str, port, family: int) -> "list | None":
+    """getaddrinfo's answer for an IP literal and a numeric port, or None (ask the host)."""
+    if port is not None and type(port) is not int:
+        if not (isinstance(port, str) and port.isdigit()):
+            return None  # a service name: the host looks it up
+        port = int(port)
+    port = port or 0
+    for af in (socket.AF_INET, socket.AF_INET6):
+        if family not in (0, af):
+            continue
+        try:
+            _socket.inet_pton(af, host)
+        except (OSError, ValueError):
+            continue
+        if not 0 <= port < 65536:
+            raise OverflowError("getsockaddrarg: port must be 0-65535.")
+        sockaddr = (host, port, 0, 0) if af == socket.AF_INET6 else (host, port)
+        return [(socket.AddressFamily(af), socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
+    return None
 
 
 def _gethostbyname(host):
