@@ -278,7 +278,7 @@ class ChatSession:
         fix = self.manager.fix_for(exc.plugin, exc)
         if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
             return
-        if fix.grants and self.confirm(f"{fix.text}\ngrant it now? [y/N] "):
+        if fix.grants and self.confirm(f"{runner.clean_text(fix.text, keep_newlines=False)}\ngrant it now? [y/N] "):
             plugin = self.manager.plugin_file(exc.plugin)
             self.manager.grant_more(plugin, fix.network, fix.env)  # adds: what works (its own or shipped) stays
             self.manager.forget(plugin.name)

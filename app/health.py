@@ -111,6 +111,7 @@ def _strings(value: object) -> list[str]:
 
 
 def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
+    client.network_use()  # its connections and refusals are in the health log before it is read
     stats = client.stats
     hello = client.hello
     sandbox = hello.get("sandbox") or {}

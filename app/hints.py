@@ -75,9 +75,10 @@ def _refused_endpoint(error: Exception | None) -> str | None:
     if not isinstance(error, runner.PluginRaised) or not error.refused:
         return None
     try:
-        return str(runner.parse_endpoint(error.refused))
+        endpoint = runner.parse_endpoint(error.refused)
     except runner.EndpointError:
-        return None  # a name with no port (a lookup without one): no grant would match it
+        return None  # a name with no port (a lookup without one), or no host at all: no grant would match it
+    return None if endpoint.wildcard else str(endpoint)  # the host refuses names, never patterns
 
 
 def _unset_variable(manager: PluginManager, name: str, error: Exception | None, variables: tuple[str, ...]) -> Hint | None:

@@ -27,6 +27,7 @@ from runner.calls import CancelToken, Stream
 from runner.cleantext import clean_text
 from runner.config import PluginConfig
 from runner.connection import Connection
+from runner.egress import EgressUse
 from runner.errors import PluginCancelled, PluginError, PluginProtocolError, PluginRaised, PluginResultError, PluginTimeout, PluginUnavailable
 from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
 from runner.process import resident_bytes
@@ -137,6 +138,17 @@ class Plugin(LLMClient):
 
     def uptime(self) -> float | None:
         return time.monotonic() - self._conn.started_at if self.running else None  # type: ignore[union-attr]
+
+    def network_use(self) -> EgressUse:
+        """What the running process did with the network (network profile; else nothing).
+
+        Its events (``network_connected``, ``network_refused``) have reached the event
+        listener when this returns: they are written off the connect's path.
+        """
+        conn = self._conn
+        if conn is None or conn.dead:
+            return EgressUse()
+        return conn.network_use(flush=True)
 
     def containment(self) -> dict[str, Any]:
         """The host's own facts about the running process's cgroup and memory (not the child's word).

@@ -223,9 +223,16 @@ class Connection:
         if self.egress:
             self.egress.close()
 
-    def network_use(self) -> EgressUse:
-        """What this process did with the network (nothing, outside the network profile)."""
-        return self.egress.use() if self.egress else EgressUse()
+    def network_use(self, flush: bool = False) -> EgressUse:
+        """What this process did with the network (nothing, outside the network profile).
+
+        ``flush``: first wait (briefly) until its events have reached the listener.
+        """
+        if self.egress is None:
+            return EgressUse()
+        if flush:
+            self.egress.flush(2.0)
+        return self.egress.use()
 
     def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:
         return self._stderr.tail(lines)

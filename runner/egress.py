@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.endpoints import Endpoint, Proxies, Proxy, host_key
+from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_local_name
 from runner.netwire import MAX_REQUEST, WireError, check_request, decode, encode
 
 __all__ = ["Egress", "EgressPolicy", "EgressUse"]
@@ -39,6 +39,8 @@ _MAX_REMEMBERED = 4096  # addresses handed out, per process
 _MAX_EVENTS = 200  # per process: a plugin looping on connect must not fill the health log
 _RECENT = 5
 _SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 test addresses, for proxied names
+#: What a refusal of a host that is no host at all is recorded as: never a grant to propose.
+INVALID_HOST = "an invalid host name"
 _PROXY_REPLY = 16 * 1024
 #: Pacing, in tokens: each request costs one, a refused or failed one ten more; tokens
 #: refill at _RATE a second up to _BURST. Answers are serial, so successful connects are
@@ -75,8 +77,9 @@ class EgressUse:
 
 
 class _Refused(Exception):
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, why: str = "") -> None:
         self.endpoint = endpoint
+        self.why = why
 
 
 class Egress:
@@ -102,6 +105,8 @@ class Egress:
         # thread of their own, so no connect waits on a disk.
         self._events_out: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self._recorder: threading.Thread | None = None
+        self._queued = self._written = 0
+        self._drained = threading.Condition(self._lock)
 
     def start(self) -> None:
         with self._lock:
@@ -171,8 +176,8 @@ class Egress:
                     buffered = buffered[used:]
                     self._pace()
                     self._answer(check_request(message))
-                except (WireError, OSError):
-                    return  # a child that breaks the format gets no more answers
+                except Exception:  # noqa: BLE001 - WireError, OSError, or a case nobody foresaw:
+                    return  # a child that breaks the format gets no more answers (and no traceback reaches the chat)
             if len(buffered) > MAX_REQUEST + 4:
                 return
 
@@ -195,7 +200,7 @@ class Egress:
         except _Refused as refusal:
             self._pace(_FAILED_COST)
             self._note_refused(refusal.endpoint)
-            self._sock.sendall(encode({"ok": False, "refused": refusal.endpoint}))
+            self._sock.sendall(encode({"ok": False, "refused": refusal.endpoint, **({"why": refusal.why} if refusal.why else {})}))
             return
         except socket.gaierror as exc:
             self._pace(_FAILED_COST)
@@ -217,18 +222,26 @@ class Egress:
         host, port, family = request["host"], request["port"], request["family"]
         key = host_key(host)
         port = _port_number(port) if port is not None else None
-        shown = f"{_show(key or host[:80])}:{port}" if port else _show(key or host[:80])
         if key is None:
-            raise _Refused(shown)
+            raise _Refused(INVALID_HOST, "not a host name or address a grant can name")  # never the plugin's text: it would become advice
+        shown = f"{_show(key)}:{port}" if port else _show(key)
         if family not in (0, socket.AF_INET, socket.AF_INET6):
             raise socket.gaierror(socket.EAI_FAMILY, "ai_family not supported")
         if _literal(key):
-            return [[socket.AF_INET6 if ":" in key else socket.AF_INET, key, port or 0]]
+            af = socket.AF_INET6 if ":" in key else socket.AF_INET
+            if family not in (0, af):
+                raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+            return [[af, key, port or 0]]
+        if request["flags"] & socket.AI_NUMERICHOST:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         if not any(e.matches(key, port or e.port) for e in self.policy.endpoints if not e.is_literal):
             raise _Refused(shown)
         if port and self.policy.proxies.for_target(key, port) is not None:
             return [[socket.AF_INET, self._synthetic_address(key), port]]
-        infos = socket.getaddrinfo(key, port or 0, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        infos = [info for info in socket.getaddrinfo(key, port or 0, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+                 if is_local_name(key) or not _inward(str(info[4][0]))]  # fmt: skip
+        if not infos:
+            raise _Refused(shown, "it resolves only to loopback or link-local addresses")
         answer = []
         with self._lock:
             for af, _type, _proto, _canon, sockaddr in infos[:_MAX_ADDRESSES]:
@@ -252,8 +265,10 @@ class Egress:
     def _connect(self, request: dict[str, Any]) -> socket.socket:
         host, port, family = request["host"], request["port"], request["family"]
         key = host_key(host)
-        if key is None or not _literal(key):
-            raise _Refused(f"{_show(key or host[:80])}:{port}")
+        if key is None:
+            raise _Refused(INVALID_HOST, "not a host name or address a grant can name")
+        if not _literal(key):  # names are looked up first: a connect names an address
+            raise _Refused(f"{key}:{port}")
         name = self._target(key, port)
         timeout = min(request["timeout"] or self.policy.connect_timeout, self.policy.connect_timeout)
         proxied = key in self._synthetic
@@ -308,6 +323,7 @@ class Egress:
                 self._recorder = threading.Thread(target=self._write_events, name=f"sandchat-egress-log-{self.name}", daemon=True)
                 self._recorder.start()
             # Under the lock: close() puts the end marker under it too, so nothing follows that.
+            self._queued += 1
             self._events_out.put(("network_" + outcome, {"endpoint": endpoint, **({"more": "not recorded"} if count == _MAX_EVENTS else {})}))
 
     def _write_events(self) -> None:
@@ -317,6 +333,14 @@ class Egress:
                 self._emit(*item)
             except Exception:  # noqa: BLE001 - a listener's failure must not end the broker
                 pass
+            with self._drained:
+                self._written += 1
+                self._drained.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until every event so far has reached the listener."""
+        with self._drained:
+            return self._drained.wait_for(lambda: self._written >= self._queued or self._closed, timeout)
 
 
 def _literal(key: str) -> bool:
@@ -331,14 +355,25 @@ def _show(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _inward(address: str) -> bool:
+    """True for loopback, link-local (169.254.169.254 included), unspecified and multicast.
+
+    A granted name whose DNS its owner controls could point there: the user's own services
+    and a cloud's metadata endpoint. Only ``localhost`` names (and IP literal grants) may.
+    """
+    ip = ipaddress.ip_address(address)
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
+
+
 def _port_number(port: int | str) -> int:
     if isinstance(port, int):
         return port
-    if port.isdigit():
+    if port.isascii() and port.isdigit() and int(port) < 65536:
         return int(port)
     try:
         return socket.getservbyname(port, "tcp")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype") from None
 
 

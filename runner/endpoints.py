@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "parse_endpoint", "parse_proxy", "proxies_from"]
+__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "is_local_name", "parse_endpoint", "parse_proxy", "proxies_from"]
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -35,12 +35,14 @@ def host_key(host: str) -> str | None:
     if not isinstance(host, str) or not 0 < len(host) <= _MAX_NAME + 2:
         return None
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "%" in text:
+        return None  # an IPv6 scope id: ipaddress keeps any text after '%', a grant never needs one
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         pass
     name = text.lower()[:-1] if text.endswith(".") else text.lower()
-    if len(name) > _MAX_NAME or not _NAME.match(name) or name.startswith("*"):
+    if len(name) > _MAX_NAME or not _NAME.fullmatch(name) or name.startswith("*"):
         return None
     # A top label of digits (2130706433, 0x7f.1, 127.1) is a number libc would read as an address.
     top = name.rsplit(".", 1)[-1]
@@ -92,6 +94,11 @@ def parse_endpoint(text: str) -> Endpoint:
     if key is None or (wildcard and not _is_name(key)) or (host.startswith("[") and ":" not in key):
         raise EndpointError(f"network entry {text!r} must name a host (api.example.com), one wildcard label (*.example.com) or an IP address")
     return Endpoint(key, int(port_text), wildcard)
+
+
+def is_local_name(key: str) -> bool:
+    """True for ``localhost`` and names under it (RFC 6761): the names that may mean loopback."""
+    return key == "localhost" or key.endswith(".localhost")
 
 
 def _is_name(key: str) -> bool:

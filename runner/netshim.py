@@ -64,7 +64,8 @@ class _Broker:
 
 def _raise_for(reply: dict) -> None:
     if "refused" in reply:
-        raise PermissionError(errno.EACCES, f"the sandbox refused a connection to {reply['refused']} (not granted to this plugin)")
+        why = str(reply.get("why") or "not granted to this plugin")
+        raise PermissionError(errno.EACCES, f"the sandbox refused a connection to {reply['refused']} ({why})")
     if "gai" in reply:
         raise socket.gaierror(int(reply["gai"]), str(reply.get("message", "")))
     code = int(reply.get("errno") or errno.EIO)
@@ -126,9 +127,13 @@ def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         host = host.encode("idna").decode("ascii")
     if isinstance(port, (bytes, bytearray)):
         port = bytes(port).decode("ascii", "replace")
+    if isinstance(port, str) and not (port.isascii() and port.isprintable()):
+        raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype")  # as glibc says
     literal = _literal_info(host, port, family)
     if literal is not None:
         return literal  # an address needs no lookup, and the host checks it at connect
+    if flags & socket.AI_NUMERICHOST:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     reply, _ = _ask({"op": "resolve", "host": str(host), "port": port, "family": int(family), "flags": int(flags)})
     if not reply.get("ok"):
         _raise_for(reply)
@@ -142,7 +147,7 @@ def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
 def _literal_info(host: str, port, family: int) -> "list | None":
     """getaddrinfo's answer for an IP literal and a numeric port, or None (ask the host)."""
     if port is not None and type(port) is not int:
-        if not (isinstance(port, str) and port.isdigit()):
+        if not (isinstance(port, str) and port.isascii() and port.isdigit()):
             return None  # a service name: the host looks it up
         port = int(port)
     port = port or 0

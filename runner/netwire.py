@@ -78,12 +78,19 @@ def check_request(message: dict[str, Any]) -> dict[str, Any]:
         timeout = message.get("timeout")
         if type(port) is not int or not 0 < port < 65536:
             raise WireError("a connect port outside 1-65535")
-        if timeout is not None and (type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0):
+        if timeout is not None and (type(timeout) not in (int, float) or not _finite(timeout) or timeout < 0):
             raise WireError("a timeout that is not a number of seconds")
         return {"op": op, "host": host, "port": port, "family": family, "timeout": timeout}
     flags = message.get("flags", 0)
-    if port is not None and not (type(port) is int and 0 <= port < 65536) and not (isinstance(port, str) and len(port) <= 32):
+    if port is not None and not (type(port) is int and 0 <= port < 65536) and not (isinstance(port, str) and len(port) <= 32 and port.isascii()):
         raise WireError("a resolve port that is neither a number nor a short service name")
-    if type(flags) is not int:
-        raise WireError("flags that are not an integer")
+    if type(flags) is not int or not -(2**31) <= flags < 2**31 or not -(2**31) <= family < 2**31:
+        raise WireError("flags or a family that are not a C int")
     return {"op": op, "host": host, "port": port, "family": family, "flags": flags}
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number) and number < 1e9  # a 400-digit int overflows isfinite
+    except OverflowError:
+        return False

@@ -34,17 +34,14 @@ WIRE = "egress_wire"
 REFUSED = {
     "connect_literal": "127.0.0.1",  # an address no lookup in this process handed out
     "connect_name": "vm",  # a connect names an address, never a name
-    "connect_decimal": "2130706433",
-    "connect_hex": "0x7f.1",
-    "connect_short": "127.1",
-    "resolve_decimal": "2130706433",
+    "connect_decimal": None,  # numbers libc would read as addresses: no host at all, shown as such
+    "connect_hex": None,
+    "connect_short": None,
+    "resolve_decimal": None,
     "resolve_ungranted": "vm",
 }
 #: Frames that break the format: the host stops answering this process (docs/security.md 2.5).
 BREAKING = ["oversized", "huge_length", "malformed", "not_an_object", "extra_fields", "bool_port"]
-_BROKER_BUG = pytest.mark.xfail(strict=True, reason="bug: runner/egress.py _port_number() (line 298: int() of str.isdigit() text; "
-                                "line 300: getservbyname() of text with a NUL) raises ValueError, which _answer/_serve do not catch: "
-                                "the broker thread dies with an unhandled exception (a traceback on the host's stderr)")  # fmt: skip
 
 
 def wire(manager: PluginManager, name: str, p: int, after: bool = True) -> dict[str, Any]:
@@ -76,15 +73,17 @@ def test_a_request_for_what_is_not_granted_is_refused_on_the_wire(home: Path, ho
         p = port(server)
         with egress(home, f"localhost:{p}", plugin=WIRE) as manager:
             said = wire(manager, name, p)
-            assert said["reply"] == {"ok": False, "refused": f"{REFUSED[name]}:{p}"} and said["fds"] == 0, said
+            refused = f"{REFUSED[name]}:{p}" if REFUSED[name] else "an invalid host name"
+            assert said["reply"]["ok"] is False and said["reply"]["refused"] == refused and said["fds"] == 0, said
             assert said["after"] == "connected"  # the broker answers on
             assert accepted(server) == [b"after"]  # the honest connect, and nothing before it
-            assert [e["endpoint"] for e in manager.events.events(WIRE) if e["event"] == "network_refused"] == [f"{REFUSED[name]}:{p}"]
+            manager.client(WIRE).network_use()  # its events are written off the connect's path: wait for them
+            assert [e["endpoint"] for e in manager.events.events(WIRE) if e["event"] == "network_refused"] == [refused]
             assert_host_healthy(manager, host)
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("name", [*BREAKING, pytest.param("service_digit", marks=_BROKER_BUG), pytest.param("service_nul", marks=_BROKER_BUG)])
+@pytest.mark.parametrize("name", [*BREAKING, "service_digit"])
 def test_a_malformed_frame_ends_the_broker_and_nothing_else(home: Path, host: Host, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Oversized, unparsable, not an object, extra fields, wrong types, service names the
     resolver chokes on: the host closes this plugin's channel; its later connects fail."""
@@ -156,4 +155,17 @@ def test_network_attacks_stay_refused_under_a_name_grant(home: Path, host: Host,
             assert accepted(granted) == [] and accepted(other) == [] and datagrams(udp) == []
             control = manager.client("net_probe").generate_response("", json.dumps([["tcp", "localhost", p]]))
             assert control.startswith("SENT: tcp") and accepted(granted) == [b"hello from net_probe"]
+            assert_host_healthy(manager, host)
+
+
+@pytest.mark.timeout(30)
+def test_a_service_name_with_a_nul_is_an_unknown_service_and_the_broker_answers_on(home: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """getservbyname() raises ValueError on a NUL: answered as the resolver would (EAI_SERVICE)."""
+    escaped = escaped_exceptions(monkeypatch)
+    with listener() as server:
+        p = port(server)
+        with egress(home, f"localhost:{p}", plugin=WIRE) as manager:
+            said = wire(manager, "service_nul", p)
+            assert said["reply"] == {"ok": False, "gai": socket.EAI_SERVICE, "message": "Servname not supported for ai_socktype"}, said
+            assert said["after"] == "connected" and accepted(server) == [b"after"] and escaped == []
             assert_host_healthy(manager, host)
