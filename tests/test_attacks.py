@@ -612,7 +612,8 @@ def _setpriv(uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
 
 
-ATTACK_MODULES = sorted(str(p) for p in Path(__file__).parent.glob("test_attacks*.py"))
+ATTACK_MODULES = sorted(str(p) for pattern in ("test_attacks*.py", "test_egress_attacks.py", "test_redteam_egress.py")
+                        for p in Path(__file__).parent.glob(pattern))  # fmt: skip
 
 
 @pytest.mark.timeout(480)
