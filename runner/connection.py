@@ -231,7 +231,7 @@ class Connection:
         if self.egress is None:
             return EgressUse()
         if flush:
-            self.egress.flush(2.0)
+            self.egress.flush(10.0)  # at most 200 events a process, each a commit: seconds on a slow disk
         return self.egress.use()
 
     def stderr_tail(self, lines: int = 5) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_local_name
+from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_literal, is_local_name
 from runner.netwire import MAX_REQUEST, WireError, check_request, decode, encode
 
 __all__ = ["Egress", "EgressPolicy", "EgressUse"]
@@ -144,7 +144,7 @@ class Egress:
             recorder = self._recorder
             self._events_out.put(None)
         if recorder is not None and recorder is not threading.current_thread():
-            recorder.join(2.0)  # what the plugin did is in the log before its process is gone
+            recorder.join(5.0)  # what the plugin did is in the log before its process is gone
 
     def use(self) -> EgressUse:
         with self._lock:
@@ -227,7 +227,7 @@ class Egress:
         shown = f"{_show(key)}:{port}" if port else _show(key)
         if family not in (0, socket.AF_INET, socket.AF_INET6):
             raise socket.gaierror(socket.EAI_FAMILY, "ai_family not supported")
-        if _literal(key):
+        if is_literal(key):
             af = socket.AF_INET6 if ":" in key else socket.AF_INET
             if family not in (0, af):
                 raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
@@ -267,7 +267,7 @@ class Egress:
         key = host_key(host)
         if key is None:
             raise _Refused(INVALID_HOST, "not a host name or address a grant can name")
-        if not _literal(key):  # names are looked up first: a connect names an address
+        if not is_literal(key):  # names are looked up first: a connect names an address
             raise _Refused(f"{key}:{port}")
         name = self._target(key, port)
         timeout = min(request["timeout"] or self.policy.connect_timeout, self.policy.connect_timeout)
@@ -341,14 +341,6 @@ class Egress:
         """Wait up to ``timeout`` until every event so far has reached the listener."""
         with self._drained:
             return self._drained.wait_for(lambda: self._written >= self._queued or self._closed, timeout)
-
-
-def _literal(key: str) -> bool:
-    try:
-        ipaddress.ip_address(key)
-        return True
-    except ValueError:
-        return False
 
 
 def _show(host: str) -> str:

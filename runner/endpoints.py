@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "is_local_name", "parse_endpoint", "parse_proxy", "proxies_from"]
+__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "is_literal", "is_local_name", "parse_endpoint", "parse_proxy", "proxies_from"]
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -64,11 +64,7 @@ class Endpoint:
     @property
     def is_literal(self) -> bool:
         """True for an IP address pattern, which only a connect to that address matches."""
-        try:
-            ipaddress.ip_address(self.host)
-            return True
-        except ValueError:
-            return False
+        return is_literal(self.host)
 
     def matches(self, host: str, port: int) -> bool:
         """True when the canonical ``host`` (see :func:`host_key`) at ``port`` is this grant."""
@@ -91,7 +87,7 @@ def parse_endpoint(text: str) -> Endpoint:
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise EndpointError(f"network entry {text!r}: write an IPv6 address in brackets, like [::1]:8080")
     key = host_key(host[2:] if wildcard else host)
-    if key is None or (wildcard and not _is_name(key)) or (host.startswith("[") and ":" not in key):
+    if key is None or (wildcard and is_literal(key)) or (host.startswith("[") and ":" not in key):
         raise EndpointError(f"network entry {text!r} must name a host (api.example.com), one wildcard label (*.example.com) or an IP address")
     return Endpoint(key, int(port_text), wildcard)
 
@@ -101,12 +97,13 @@ def is_local_name(key: str) -> bool:
     return key == "localhost" or key.endswith(".localhost")
 
 
-def _is_name(key: str) -> bool:
+def is_literal(key: str) -> bool:
+    """True when the canonical ``key`` (see :func:`host_key`) is an IP address, not a name."""
     try:
         ipaddress.ip_address(key)
-        return False
-    except ValueError:
         return True
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -143,13 +140,9 @@ class Proxies:
 
     def _bypassed(self, host: str) -> bool:
         for entry in self.no_proxy:
-            if entry == "*" or host == entry or (not _is_literal(entry) and host.endswith("." + entry)):
+            if entry == "*" or host == entry or (not is_literal(entry) and host.endswith("." + entry)):
                 return True
         return False
-
-
-def _is_literal(text: str) -> bool:
-    return not _is_name(text)
 
 
 def parse_proxy(url: str) -> Proxy:

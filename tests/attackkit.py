@@ -143,6 +143,18 @@ def accepted(sock: socket.socket) -> list[bytes]:
             got.append(conn.recv(100))
 
 
+def drain(sock: socket.socket) -> int:
+    """Accept and close what is in a (non-blocking) listener's backlog, reading nothing; how many."""
+    count = 0
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return count
+        conn.close()
+        count += 1
+
+
 @contextlib.contextmanager
 def udp_socket() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

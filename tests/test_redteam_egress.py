@@ -30,6 +30,7 @@ from tests.attackkit import (
     Host,
     accepted,
     assert_host_healthy,
+    drain,
     grant_network,
     listener,
     port,
@@ -87,18 +88,6 @@ def host_fds() -> dict[int, str]:
         with contextlib.suppress(OSError):
             found[int(entry)] = os.readlink(f"/proc/self/fd/{entry}")
     return found
-
-
-def drain(sock: socket.socket) -> int:
-    """Accept and close what is in a listener's backlog, reading nothing."""
-    count = 0
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
 
 
 @pytest.fixture
