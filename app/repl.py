@@ -17,6 +17,7 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.shortcuts import choice
 
+from app.interrupt import prepare
 from app.slash import COMMANDS, run_command
 from app.stream import quiet_input
 from runner.cleantext import clean_text
@@ -73,6 +74,7 @@ class Repl:
         )
         self._questions: PromptSession[str] = PromptSession()  # its own history: a "y" is not a message to resend
         session.confirm = self.confirm
+        prepare()  # the commands' launcher thread starts now, not in a command a Ctrl-C may cut short
 
     def choose_plugin(self, session: ChatSession) -> str | None:
         """The "LLM Plugin" menu: aligned columns, why a plugin failed in words; Esc leaves it unchanged."""
