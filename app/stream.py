@@ -175,7 +175,10 @@ def _terminal_mode(stream: IO[str], *, signals: bool) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSANOW, mode)
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        except termios.error:
+            pass  # the terminal hung up: nothing to restore, and the exit under way must not become this error
 
 
 def _terminal_settings(stream: IO[str]) -> list[Any] | None:
