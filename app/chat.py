@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import runner
 from app.chatlog import ChatLog, Exchange
 from app.history import Conversation, TooLong
+from app.interrupt import interruptible
 from app.stream import Spinner, WordWrap
 from app.tokencache import TokenCounter
 from app.transcript import Reply, Sources, markdown, recap
@@ -100,22 +101,27 @@ class ChatSession:
             self.output.error(f"plugin {name!r} is not installed (available: {', '.join(self.manager.names())})")
             return False
         spinner = Spinner(self.output, f"starting {name}…")
-        spinner.start()
+        running = {plugin for plugin, client in self.manager.running().items() if client.running}
         try:
-            client = self.manager.client(name)
-            client.start()
-            readiness = self.readiness[name] = client.readiness()
+            readiness = self.readiness[name] = interruptible(lambda: self._start(name, spinner), lambda: self.stop_started(running), name="switch")
         except runner.PluginError as exc:
             spinner.stop()
             self.flush_notices()
             self.output.error(f"{exc}; still chatting with {self.plugin!r}")
             return False
         finally:
-            spinner.stop()
+            spinner.stop()  # Ctrl-C too: the line is clean for "cancelled", and the current plugin stays
         self.plugin = name
         why = "" if readiness.ready else f", but it is not ready: {readiness.reason}"
         self.notice(f"Now chatting with {name!r}{why}; the conversation is kept.")
         return True
+
+    def _start(self, name: str, spinner: Spinner) -> runner.Readiness:
+        """Start ``name`` and ask if it is ready, on the switch's own thread: it writes nothing but the spinner."""
+        spinner.start()  # here, not in the main thread: a Ctrl-C must not land in Thread.start
+        client = self.manager.client(name)
+        client.start()
+        return client.readiness()
 
     def stop_started(self, before: set[str]) -> None:
         """Stop the plugins running now but not in ``before`` (say, started by /health) that the chat is not using."""
@@ -143,7 +149,13 @@ class ChatSession:
         self.manager.watch(lambda changes: self.notices.append(describe(changes)))
 
     def reload(self) -> None:
-        self.notice(describe(self.manager.refresh()))
+        """Rescan the plugin folders now and say what changed.
+
+        Ctrl-C ends the wait, not the rescan (the stops it makes cannot be half undone): its
+        findings are then queued like the watcher's and told before a later prompt.
+        """
+        interruptible(lambda: self.notices.append(describe(self.manager.refresh())), name="reload")
+        self.flush_notices()
 
     def close(self) -> None:
         self._stop.set()

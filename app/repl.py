@@ -6,19 +6,25 @@ completion) and the arrow-key "LLM Plugin" menu; it is imported only by the chat
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import IO, TYPE_CHECKING, Callable, Iterable
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory
-from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.input import Input
+from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+from prompt_toolkit.input.vt100_parser import Vt100Parser
+from prompt_toolkit.key_binding import KeyBindings, KeyPress
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.shortcuts import choice
 
+from app.interrupt import prepare
 from app.slash import COMMANDS, run_command
-from app.stream import quiet_input
+from app.stream import held_input, quiet_input
 from runner.cleantext import clean_text
 
 if TYPE_CHECKING:
@@ -73,6 +79,7 @@ class Repl:
         )
         self._questions: PromptSession[str] = PromptSession()  # its own history: a "y" is not a message to resend
         session.confirm = self.confirm
+        prepare()  # the commands' launcher thread starts now, not in a command a Ctrl-C may cut short
 
     def choose_plugin(self, session: ChatSession) -> str | None:
         """The "LLM Plugin" menu: aligned columns, why a plugin failed in words; Esc leaves it unchanged."""
@@ -96,22 +103,30 @@ class Repl:
             return False
 
     def run(self) -> None:
+        with held_input(sys.stdin):  # a Ctrl-C between turns is a key for the next turn, not a stray SIGINT
+            self._loop()
+
+    def _loop(self) -> None:
         self.session.show_recap()
         while True:
-            self.session.flush_notices()
             try:
-                line = self.prompt.prompt(f"{self.session.plugin}› ")
+                if not self._once():
+                    return
             except KeyboardInterrupt:
-                continue  # Ctrl-C at the prompt clears the line, as in a shell
+                continue  # Ctrl-C at the prompt clears the line, as in a shell; one seen only as a turn ended, too
             except EOFError:
                 return
-            if not line.strip():
-                continue
-            if line.startswith("/"):
-                if self._guarded(lambda: run_command(self.session, self, line)) is False:
-                    return  # /exit; an interrupted or failed command returns None: back to the prompt
-                continue
-            self._guarded(lambda: self.session.ask(line))
+
+    def _once(self) -> bool:
+        """One prompt and its turn; False when the chat should end (/exit)."""
+        self.session.flush_notices()
+        line = self.prompt.prompt(f"{self.session.plugin}› ")
+        if not line.strip():
+            return True
+        if line.startswith("/"):
+            return self._guarded(lambda: run_command(self.session, self, line)) is not False  # interrupted or failed: None
+        self._guarded(lambda: self.session.ask(line))
+        return True
 
     def _guarded(self, turn: Callable[[], object]) -> object:
         """Run one turn; whatever a plugin made go wrong costs one line, never the chat."""
@@ -119,6 +134,8 @@ class Repl:
 
         try:
             with quiet_input(sys.stdin):  # keys typed meanwhile wait for the next prompt, unechoed
+                if _ctrl_c_typed(self.prompt.input, sys.stdin):
+                    raise KeyboardInterrupt  # pressed after the Enter, before signals were on: meant for this turn
                 return turn()
         except KeyboardInterrupt:  # before the reply began (counting, starting): drop the message
             self.session.conversation.pop_unanswered()
@@ -130,6 +147,41 @@ class Repl:
             self.session.conversation.pop_unanswered()
             self.session.output.error(f"sandchat: unexpected {type(exc).__name__} ({exc}); the chat goes on")
         return True
+
+
+def _ctrl_c_typed(keys_from: Input, stream: IO[str]) -> bool:
+    """Whether Ctrl-C was pressed after the line's Enter while the terminal still took it as a key.
+
+    Such a ^C was read with the Enter (prompt_toolkit keeps it as type-ahead) or waits in
+    the terminal's queue (pressed before the turn switched signals on). The keys after it
+    stay type-ahead for the next prompt; those before it go, as the terminal drops the
+    queue on a SIGINT.
+    """
+    keys = get_typeahead(keys_from) + _queued_keys(stream)
+    last = max((i for i, key in enumerate(keys) if key.key == Keys.ControlC), default=-1)
+    store_typeahead(keys_from, keys[last + 1 :])
+    return last >= 0
+
+
+def _queued_keys(stream: IO[str]) -> list[KeyPress]:
+    """The keys waiting in the terminal's input queue, taken out of it without blocking."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        fd = stream.fileno()
+        if not os.isatty(fd):
+            return []
+        waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        data = os.read(fd, waiting) if waiting > 0 else b""
+    except (OSError, ValueError):
+        return []
+    keys: list[KeyPress] = []
+    parser = Vt100Parser(keys.append)
+    parser.feed(data.decode("utf-8", "surrogateescape"))  # as prompt_toolkit decodes what it reads
+    parser.flush()
+    return keys
 
 
 MENU_KEYS = "↑/↓ move · Enter choose · Esc cancel"

@@ -7,7 +7,7 @@ chat), registered in :data:`COMMANDS` with a one-line help text.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     from app.chat import ChatSession
@@ -82,14 +82,40 @@ def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
 
 @_command("/health", "start, ping and probe every plugin")
 def _health(session: ChatSession, ui: UI, argument: str) -> bool:
-    from app.commands.plugins import health_text
+    import threading
 
-    names = argument.split() or None
+    from app.commands.plugins import health_text
+    from app.health import probe
+    from app.interrupt import interruptible
+    from app.stream import Spinner
+
+    names = argument.split() or session.manager.names()
     before = {name for name, client in session.manager.running().items() if client.running}
+    spinner = Spinner(session.output, "checking plugins…")
+    cancelled = threading.Event()
+
+    def probe_each() -> list[dict[str, Any]]:
+        spinner.start()  # here, not in the main thread: a Ctrl-C must not land in Thread.start
+        reports = []
+        try:
+            for name in names:
+                if cancelled.is_set():
+                    break  # Ctrl-C: the plugins not reached yet are not started at all
+                spinner.label = f"checking {name}…"
+                reports.append(probe(session.manager, name))
+        finally:  # cancelled too: a plugin only the probe wanted does not stay up for the rest of the chat
+            session.stop_started(before)
+        return reports
+
+    def cancel() -> None:
+        cancelled.set()
+        session.stop_started(before)  # a start in progress ends now rather than at its deadline
+
     try:
-        session.output.write(health_text(session.manager.health(names), as_json=False) + "\n")
-    finally:  # interrupted too: a plugin only the probe wanted does not stay up for the rest of the chat
-        session.stop_started(before)
+        reports = interruptible(probe_each, cancel, name="health")
+    finally:
+        spinner.stop()
+    session.output.write(health_text(reports, as_json=False) + "\n")
     return True
 
 
@@ -105,6 +131,18 @@ def _system(session: ChatSession, ui: UI, argument: str) -> bool:
 
 @_command("/tokens", "show how the context window is spent")
 def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
+    from app.interrupt import interruptible
+
+    text, failed = interruptible(lambda: _token_report(session), name="tokens")  # Ctrl-C: the start goes on, as a warm-up
+    if failed:
+        session.output.error(text)
+    else:
+        session.output.write(text + "\n")
+    return True
+
+
+def _token_report(session: ChatSession) -> tuple[str, bool]:
+    """What /tokens says, and whether it is an error; it writes nothing (see interruptible)."""
     import runner
     from app.history import TooLong
 
@@ -113,26 +151,23 @@ def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
         client.start()  # the window is the running plugin's word, not the default
         _, budget = session.conversation.fit(session.counter(client), client.context_window, session.max_tokens)
     except TooLong as exc:  # the newest message is a long reply: the next send keeps the new message, not it
-        session.output.write(
+        return (
             f"context window {client.context_window} tokens ({session.plugin}): the newest message alone needs "
             f"{exc.needed} of the {exc.available} left after the reply budget, so your next message goes without "
-            f"the earlier history (it is trimmed, not lost: /save keeps it)\n"
-        )
-        return True
+            f"the earlier history (it is trimmed, not lost: /save keeps it)"
+        ), False
     except (runner.PluginError, ValueError) as exc:
-        session.output.error(str(exc))
-        return True
+        return str(exc), True
     try:
         counting = client.token_counting()
     except runner.PluginError:
         counting = "estimate? the plugin could not say how it counts"
     label = f"; counts are an {counting}" if counting.lower().startswith("estimate") else ""
-    session.output.write(
+    return (
         f"context window {budget.window} tokens ({session.plugin}): system {budget.system}, "
         f"history {budget.history} ({budget.kept} messages kept, {budget.dropped} trimmed), "
-        f"reply budget {budget.reply}, free {budget.free}{label}\n"
-    )
-    return True
+        f"reply budget {budget.reply}, free {budget.free}{label}"
+    ), False
 
 
 @_command("/reload", "rescan the plugin folders now (they are also watched)")

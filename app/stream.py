@@ -4,7 +4,8 @@ The spinner runs from the moment a message is sent (plugin start-up and token co
 included) until the first text arrives. :class:`WordWrap` breaks lines at spaces to the
 terminal's width, so a word is split only when it is longer than a line.
 :func:`quiet_input` stops the terminal from echoing keys (and ``^C``) into a reply
-while it streams; what was typed stays queued for the next prompt.
+while it streams; what was typed stays queued for the next prompt. :func:`held_input`
+keeps Ctrl-C a key, not a signal, between turns.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:
     from app.render import Output
 
-__all__ = ["Spinner", "WordWrap", "cells", "quiet_input"]
+__all__ = ["Spinner", "WordWrap", "cells", "held_input", "quiet_input"]
 
 _FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -135,9 +136,30 @@ def quiet_input(stream: IO[str]) -> Iterator[None]:
 
     Echo off keeps type-ahead and ``^C`` out of a streaming reply; canonical mode off keeps
     a Ctrl-D typed now as a key for the next prompt (the line discipline would otherwise
-    swallow it as end-of-file). Signals stay on, so Ctrl-C still cancels. The settings are
-    restored on every way out. Not a terminal: nothing changes.
+    swallow it as end-of-file). Signals are on, so Ctrl-C cancels (between turns,
+    :func:`held_input` has them off). The settings are restored on every way out. Not a
+    terminal: nothing changes.
     """
+    with _terminal_mode(stream, signals=True):
+        yield
+
+
+@contextmanager
+def held_input(stream: IO[str]) -> Iterator[None]:
+    """While the block runs, the terminal on ``stream`` sends no signal, echoes nothing, edits no line.
+
+    For the whole chat, so that between turns (after a prompt took its line, before the
+    turn can catch an interrupt) a Ctrl-C is a key that waits in the queue for the turn
+    it was meant for, instead of a SIGINT landing in code that cannot take it. Turns
+    switch signals on (:func:`quiet_input`); prompt_toolkit puts back what it found.
+    """
+    with _terminal_mode(stream, signals=False):
+        yield
+
+
+@contextmanager
+def _terminal_mode(stream: IO[str], *, signals: bool) -> Iterator[None]:
+    """No echo, no line editing, single keys readable at once, and Ctrl-C a signal or a key; until the block ends."""
     saved = _terminal_settings(stream)
     if saved is None:
         yield
@@ -145,14 +167,18 @@ def quiet_input(stream: IO[str]) -> Iterator[None]:
     import termios
 
     fd = stream.fileno()
-    quiet = [*saved[:6], list(saved[6])]
-    quiet[3] &= ~(termios.ECHO | termios.ICANON)
-    quiet[6][termios.VMIN], quiet[6][termios.VTIME] = 1, 0
-    termios.tcsetattr(fd, termios.TCSANOW, quiet)
-    try:
+    mode = [*saved[:6], list(saved[6])]
+    mode[3] &= ~(termios.ECHO | termios.ICANON)
+    mode[3] = mode[3] | termios.ISIG if signals else mode[3] & ~termios.ISIG
+    mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
+    try:  # set inside: a Ctrl-C just after it still puts the old settings back
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        except termios.error:
+            pass  # the terminal hung up: nothing to restore, and the exit under way must not become this error
 
 
 def _terminal_settings(stream: IO[str]) -> list[Any] | None:

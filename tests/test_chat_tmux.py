@@ -20,10 +20,10 @@ AT_PROMPT = r"^[\w-]+› *\s*\Z"  # the last line on screen is an empty prompt: 
 def leave(term: Tmux) -> None:
     """Ctrl-D at the prompt, once the prompt is up, and wait for the chat to end.
 
-    A Ctrl-D sent while the chat is between prompts reaches a terminal in cooked mode, whose
+    A Ctrl-D sent before the chat's first prompt reaches a terminal in cooked mode, whose
     line discipline turns it into end-of-file for nobody (prompt_toolkit reads a NUL later):
-    the chat would not end. The chat keeps the terminal out of cooked mode while a turn
-    runs, but the moments between turns remain, so the test waits for the prompt.
+    the chat would not end. From its first prompt on the chat keeps the terminal out of
+    cooked mode, between turns too, so only that start needs the wait.
     """
     term.wait_for(AT_PROMPT)
     term.send("C-d")
@@ -125,28 +125,72 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
     chat.wait_for(r"ConnectionRefusedError")  # the sandbox now lets it try; nothing listens there
 
 
-def test_ctrl_c_during_a_slash_command_returns_to_the_prompt(home: Path, tmp_path: Path) -> None:
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    (slow / "slowboot_plugin.py").write_text(
-        "import threading\nthreading.Event().wait(30)  # starts slowly: /health waits on it\n"
-        "from llm_utils import LLMClient\n"
-        "class SlowBoot(LLMClient):\n"
-        "    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):\n        return 'late'\n"
-        "    def count_tokens(self, text):\n        return 1\n"
-    )
+SLOWBOOT = """import threading
+threading.Event().wait(30)  # starts slowly: /health and /plugin wait on it
+from llm_utils import LLMClient
+class SlowBoot(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return 'late'
+    def count_tokens(self, text):
+        return 1
+"""
+SLOWCOUNT = """import threading
+from llm_utils import LLMClient
+class SlowCount(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return 'late'
+    def count_tokens(self, text):
+        threading.Event().wait(30)  # counts slowly: /tokens waits on it
+        return 1
+"""
+
+
+@pytest.fixture
+def slow(tmp_path: Path) -> Path:
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "slowboot_plugin.py").write_text(SLOWBOOT)
+    (folder / "slowcount_plugin.py").write_text(SLOWCOUNT)
+    return folder
+
+
+def still_chatting(term: Tmux, plugin: str) -> None:
+    """After a cancelled command: the chat goes on, with ``plugin`` still the current one."""
+    term.wait_for(r"sandchat: Cancelled\.")
+    if plugin != "echo":
+        term.type("/plugin echo")
+        term.send("Enter")
+        term.wait_for(r"Now chatting with 'echo'")
+    term.type("still here?")
+    term.send("Enter")
+    term.wait_for(r"^echo: still here\?$")
+    assert "Now chatting with 'slowboot'" not in term.screen()
+    leave(term)
+
+
+@pytest.mark.parametrize(("command", "running"), [("/health slowboot", "checking slowboot…"), ("/plugin slowboot", "starting slowboot…")])
+def test_ctrl_c_during_a_slash_command_returns_to_the_prompt(home: Path, slow: Path, command: str, running: str) -> None:
     term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(slow), "chat", "-p", "echo"], chat_env(str(home)))
     try:
         term.wait_for(r"^echo›")  # the prompt is up: what follows is a command, not type-ahead
-        term.type("/health slowboot")
+        term.type(command)
         term.send("Enter")
-        term.wait_for(r"^echo› /health slowboot\s*$")
+        term.wait_for(running)  # its spinner: the command runs (seeing the typed line proves only that it was typed)
         term.send("C-c")
-        term.wait_for(r"sandchat: Cancelled\.")
-        term.type("still here?")
-        term.send("Enter")
-        term.wait_for(r"^echo: still here\?$")
-        leave(term)
+        still_chatting(term, "echo")
+    finally:
+        term.close()
+
+
+@pytest.mark.parametrize(("command", "plugin"), [("/health slowboot", "echo"), ("/plugin slowboot", "echo"), ("/tokens", "slowcount")])
+def test_ctrl_c_pressed_with_the_enter_cancels_the_command(home: Path, slow: Path, command: str, plugin: str) -> None:
+    """Ctrl-C right after Enter reaches the chat before the command can take a signal: it still cancels it."""
+    term = Tmux([sys.executable, "-m", "app", "--plugins-dir", str(slow), "chat", "-p", plugin], chat_env(str(home)))
+    try:
+        term.wait_for(rf"^{plugin}›")
+        term.type(command)
+        term.send("Enter", "C-c")  # one write: read with the Enter, or queued before the command began
+        still_chatting(term, plugin)
     finally:
         term.close()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import signal
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -18,6 +20,7 @@ from app.slash import run_command
 from app.stream import WordWrap, cells
 from app.transcript import recap
 from tests.conftest import FAST, TEST_PLUGINS
+from tests.test_supervision import wait_until
 
 CHATPLUGINS = Path(__file__).parent / "chatplugins"
 SLOW_START = '''import threading
@@ -172,6 +175,104 @@ def test_health_stops_the_plugins_it_started_and_keeps_the_current_one(manager: 
     assert running["echo"].running  # the chat's plugin stays up
     session.ask("again")
     assert session.conversation.messages[-1]["content"] == "echo: again"
+
+
+# -- Ctrl-C during a command -------------------------------------------------------------------
+
+SLOW_BOOT = """import threading
+threading.Event().wait(30)  # starts slowly: a command waits on it
+from llm_utils import LLMClient
+class SlowBoot(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return "late"
+    def count_tokens(self, text):
+        return 1
+"""
+SLOW_COUNT = """import threading
+from llm_utils import LLMClient
+class SlowCount(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return "late"
+    def count_tokens(self, text):
+        threading.Event().wait(30)  # counts slowly: /tokens waits on it
+        return 1
+"""
+
+
+@pytest.fixture
+def slow_manager(home: Path, tmp_path: Path) -> Iterator[PluginManager]:
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "slowboot_plugin.py").write_text(SLOW_BOOT)
+    (slow / "slowcount_plugin.py").write_text(SLOW_COUNT)
+    with PluginManager([CHATPLUGINS, slow], home, deadlines=FAST) as m:
+        yield m
+
+
+def ctrl_c_when(ready: Callable[[], object], what: str) -> None:
+    """Once ``ready()`` holds, raise SIGINT (what Ctrl-C sends) on a thread that is not the main one.
+
+    The kernel hands a process's SIGINT to any thread that does not block it; the main
+    thread, asleep while a command runs, must see it all the same.
+    """
+
+    def send() -> None:
+        wait_until(ready, 20, what)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    threading.Thread(target=send, name="ctrl-c", daemon=True).start()
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_health_returns_at_once_and_stops_the_start(slow_manager: PluginManager) -> None:
+    session, out, err = session_for(slow_manager, "echo")
+    ctrl_c_when(lambda: slow_manager.state("slowboot") == "starting", "the probe to start slowboot")
+    with pytest.raises(KeyboardInterrupt):
+        run_command(session, NoMenu(), "/health slowboot")
+    wait_until(lambda: slow_manager.state("slowboot") == "stopped", 10, "the cancel to stop slowboot's start")  # not at its 20 s deadline
+    assert out.getvalue() == ""  # the cancelled probe reports nothing, then or later
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_a_switch_keeps_the_current_plugin(slow_manager: PluginManager) -> None:
+    session, out, err = session_for(slow_manager, "echo")
+    ctrl_c_when(lambda: slow_manager.state("slowboot") == "starting", "the switch to start slowboot")
+    with pytest.raises(KeyboardInterrupt):
+        run_command(session, NoMenu(), "/plugin slowboot")
+    wait_until(lambda: slow_manager.state("slowboot") == "stopped", 10, "the cancel to stop slowboot's start")
+    assert session.plugin == "echo"
+    assert "Now chatting" not in err.getvalue()
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_tokens_returns_while_the_plugin_counts(slow_manager: PluginManager) -> None:
+    session, out, err = session_for(slow_manager, "slowcount")
+    session.conversation.add("user", "words to count")
+    ctrl_c_when(lambda: slow_manager.state("slowcount") == "busy", "the plugin to count")
+    with pytest.raises(KeyboardInterrupt):
+        run_command(session, NoMenu(), "/tokens")
+    assert out.getvalue() == err.getvalue() == ""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_reload_leaves_its_findings_for_the_next_prompt(slow_manager: PluginManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    session, out, err = session_for(slow_manager, "echo")
+    began, release = threading.Event(), threading.Event()
+    rescan = slow_manager.refresh
+
+    def slow_rescan() -> Changes:
+        began.set()
+        release.wait(20)
+        return rescan()
+
+    monkeypatch.setattr(slow_manager, "refresh", slow_rescan)
+    ctrl_c_when(began.is_set, "the rescan to begin")
+    with pytest.raises(KeyboardInterrupt):
+        run_command(session, NoMenu(), "/reload")
+    release.set()
+    wait_until(lambda: session.notices, 10, "the rescan to finish")  # it cannot be half undone: it finishes, and says so later
+    assert session.notices == ["No plugin changes."]
+    assert err.getvalue() == ""
 
 
 # -- /save and --continue ----------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -61,31 +64,62 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.socket, "wait-for", self.channel], timeout=timeout, check=True)
 
     def close(self) -> None:
-        """Kill the tmux server and reap what it leaves behind.
+        """Kill the tmux server, wait for everything it ran to end, and reap what is ours.
 
         The tmux server daemonizes; when the test process is a child subreaper (a
         PluginManager made it one), the server and its panes' processes become our
-        children when they exit, so they are reaped here.
+        children when they exit, so they are reaped here. A test that failed mid-chat
+        leaves the chat running when the server goes: it is waited for (its plugins go
+        with it), and killed if it hangs on its way out, so that neither it nor a zombie
+        of its plugins turns up in a later test's process listing.
         """
         try:
             server = int(self._tmux("display", "-p", "#{pid}").strip())
         except (RuntimeError, ValueError):
             server = None
-        doomed = ([server] + _descendants(server)) if server else []
+        doomed = _pidfds(([server] + _descendants(server)) if server else [])
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
         deadline = time.monotonic() + 10
-        for pid in doomed:
-            while time.monotonic() < deadline:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    if not os.path.exists(f"/proc/{pid}") or _parent(pid) not in (None, os.getpid()):
-                        break  # gone, or someone else's to reap
-                    done = 0
-                if done:
-                    break
-                time.sleep(0.02)
+        try:
+            for fd in _wait_ended(doomed, deadline):
+                with contextlib.suppress(ProcessLookupError):  # still there after the hang-up: a chat stuck on its way out
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            _wait_ended(doomed, time.monotonic() + 5)
+            for fd in doomed:  # all ended: whatever was reparented to us is a zombie by now
+                with contextlib.suppress(ChildProcessError):  # someone else's to reap
+                    os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+        finally:
+            for fd in doomed:
+                os.close(fd)
         _reap_orphaned_plugins(deadline)
+
+
+def _pidfds(pids: list[int]) -> list[int]:
+    """A pidfd for each of ``pids`` still there: it names that process even once its pid is reused."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass  # ended and reaped already
+    return fds
+
+
+def _wait_ended(pidfds: list[int], deadline: float) -> list[int]:
+    """Wait until every process in ``pidfds`` has ended (its pidfd turns readable), or ``deadline``; the fds of those left."""
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    left = set(pidfds)
+    while left:
+        wait = deadline - time.monotonic()
+        events = poller.poll(wait * 1000) if wait > 0 else []
+        if not events:
+            break
+        for fd, _ in events:
+            poller.unregister(fd)
+            left.discard(fd)
+    return sorted(left)
 
 
 def _reap_orphaned_plugins(deadline: float) -> None:
