@@ -16,9 +16,9 @@ thread of this process) accepts each connection and closes it at once.
   network-profile plugin's ``count_tokens`` round trip (no connects) against the
   untrusted trivial plugin's, interleaved. Target: within 1.2×.
 * Figure 12d: the first 200 connects of a fresh plugin process, measured before the
-  blocks of figure 12; same target. The host writes a health-log event to SQLite for
-  each of a process's first 200 connections, before it hands the socket back: these
-  are the connects a chat plugin makes, figures 12 and 12b the broker alone.
+  blocks of figure 12; same target. The host records a health-log event (SQLite, from a
+  thread of its own) for each of a process's first 200 connections: these are the
+  connects a chat plugin makes, figures 12 and 12b the broker alone.
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def run(settings: Settings, placement: str) -> list[Row]:
     first, base_calls, net_calls = Stat.of(samples["first"]), Stat.of(plain), Stat.of(brokered)
     p90 = {key: _p90(values) for key, values in samples.items()}
     logged = (
-        f"figure 12d: the host writes a health-log event (SQLite) for each of a process's first {LOGGED} "
-        "connections before it passes the socket back; figures 12 and 12b are measured after those"
+        f"figure 12d: the host records a health-log event (SQLite, from a thread of its own) for each of a "
+        f"process's first {LOGGED} connections; figures 12 and 12b are measured after those"
     )
     target = "figure 12's target is the direct median × 2 + 1 ms, shown as the ratio to the direct median it allows in that run"
     return [
