@@ -118,6 +118,8 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
     uptime = client.uptime()
     contained = client.containment()  # the host's facts, beside what the child reported
     cage = [f"cgroup ({contained['cgroup']})"] if contained.get("cgroup") else []
+    if client.config.sandbox.brokered:
+        cage.append("egress-broker")  # the host makes its connections, for granted names only
     uncaged = [f"cgroup: {contained['cgroup_missing']}"] if contained.get("cgroup_missing") else []
     report.update(
         pid=client.pid,

@@ -494,6 +494,7 @@ def test_the_cli_names_the_refused_endpoint_and_health_counts_it(home: Path) -> 
         report = json.loads(health.stdout)[0]
         assert report["refused_24h"] >= 1 and f"vm:{p}" in report["recent_refused"], report
         assert report["network"] == [f"localhost:{p}"]
+        assert "egress-broker" in report["layers"]  # the host's own fact: it makes this plugin's connections
         assert accepted(server) == []
 
 
