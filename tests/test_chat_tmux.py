@@ -9,6 +9,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.slowplugins import SLOW_BOOT, SLOW_COUNT
 from tests.tmux import Tmux, chat_env, have_tmux
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not have_tmux(), reason="tmux is not installed")]
@@ -125,32 +126,14 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
     chat.wait_for(r"ConnectionRefusedError")  # the sandbox now lets it try; nothing listens there
 
 
-SLOWBOOT = """import threading
-threading.Event().wait(30)  # starts slowly: /health and /plugin wait on it
-from llm_utils import LLMClient
-class SlowBoot(LLMClient):
-    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
-        return 'late'
-    def count_tokens(self, text):
-        return 1
-"""
-SLOWCOUNT = """import threading
-from llm_utils import LLMClient
-class SlowCount(LLMClient):
-    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
-        return 'late'
-    def count_tokens(self, text):
-        threading.Event().wait(30)  # counts slowly: /tokens waits on it
-        return 1
-"""
 
 
 @pytest.fixture
 def slow(tmp_path: Path) -> Path:
     folder = tmp_path / "slow"
     folder.mkdir()
-    (folder / "slowboot_plugin.py").write_text(SLOWBOOT)
-    (folder / "slowcount_plugin.py").write_text(SLOWCOUNT)
+    (folder / "slowboot_plugin.py").write_text(SLOW_BOOT)
+    (folder / "slowcount_plugin.py").write_text(SLOW_COUNT)
     return folder
 
 

@@ -20,6 +20,7 @@ from app.slash import run_command
 from app.stream import WordWrap, cells
 from app.transcript import recap
 from tests.conftest import FAST, TEST_PLUGINS
+from tests.slowplugins import SLOW_BOOT, SLOW_COUNT
 from tests.test_supervision import wait_until
 
 CHATPLUGINS = Path(__file__).parent / "chatplugins"
@@ -179,24 +180,6 @@ def test_health_stops_the_plugins_it_started_and_keeps_the_current_one(manager: 
 
 # -- Ctrl-C during a command -------------------------------------------------------------------
 
-SLOW_BOOT = """import threading
-threading.Event().wait(30)  # starts slowly: a command waits on it
-from llm_utils import LLMClient
-class SlowBoot(LLMClient):
-    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
-        return "late"
-    def count_tokens(self, text):
-        return 1
-"""
-SLOW_COUNT = """import threading
-from llm_utils import LLMClient
-class SlowCount(LLMClient):
-    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
-        return "late"
-    def count_tokens(self, text):
-        threading.Event().wait(30)  # counts slowly: /tokens waits on it
-        return 1
-"""
 
 
 @pytest.fixture
