@@ -157,12 +157,19 @@ class StderrCapture:
             self._fd: int | None = os.dup(stream.fileno())
         except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both of the first two
             self._fd = None  # not a pipe (a test's BytesIO): read the stream; pauses are sleeps
+        # Who closes the duplicate: the reader once it has claimed it, else the constructor.
+        # A Ctrl-C can interrupt start() after the thread began (start waits for it): then
+        # both would close it, and the second close could hit a reused fd number (the
+        # chat's epoll fd, once: "Bad file descriptor" ended the chat).
+        self._claimed = self._abandoned = False
         self._thread = threading.Thread(target=self._run, name=f"stderr-{name}", daemon=True)
         try:
             self._thread.start()
         except BaseException:
-            if self._fd is not None:
-                os.close(self._fd)
+            with self._changed:
+                if not self._claimed and self._fd is not None:
+                    os.close(self._fd)
+                self._abandoned = True
             raise
 
     # -- for the host -----------------------------------------------------------------------
@@ -206,6 +213,10 @@ class StderrCapture:
     # -- the reader thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        with self._changed:
+            if self._abandoned:
+                return  # the constructor was interrupted and closed the fd itself
+            self._claimed = True
         self._log = self._open_log()
         fd = self._fd
         read = (lambda n: os.read(fd, n)) if fd is not None else getattr(self._stream, "read1", None) or self._stream.read

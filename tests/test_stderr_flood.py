@@ -255,3 +255,34 @@ def test_the_host_closing_the_stream_under_a_paused_reader_ends_it_and_counts_th
         finished(proc, capture)
     assert capture.stats()["bytes_dropped"] >= 32 * 1024  # a full pipe, at least, was left unread
     assert summaries(log)[-1].group(4).endswith(" KiB dropped")
+
+
+@pytest.mark.timeout(30)
+def test_a_ctrl_c_inside_the_readers_start_closes_its_fd_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread.start() waits for the new thread, so a Ctrl-C can land after the reader began:
+    both used to close the reader's fd, and the second close hit whatever reused the number
+    (once the chat's epoll fd, which ended the chat)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    closed: list[int] = []
+    real_close, real_start = os.close, threading.Thread.start
+
+    def counting_close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        real_start(self)
+        raise KeyboardInterrupt  # what SIGINT raises in the waiting main thread
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    monkeypatch.setattr(os, "close", counting_close)
+    with open(read_end, "rb", buffering=0) as stream, pytest.raises(KeyboardInterrupt):
+        StderrCapture("interrupted", stream, None)
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    real_close(write_end)  # EOF: a reader that owns the fd ends and closes it
+    for thread in [t for t in threading.enumerate() if t.name == "stderr-interrupted"]:
+        thread.join(10)
+    duplicates = [fd for fd in closed if fd != read_end]
+    assert len(duplicates) == 1, closed  # the reader's duplicate, closed once, by whoever owned it
