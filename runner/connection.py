@@ -77,16 +77,14 @@ class Connection:
             if self.egress:
                 self.egress.close()
             raise PluginStartError(self.name, f"could not be started: {exc}") from exc
-        if self.egress:
-            self.egress.close_child_end()  # the child has its own copy: EOF reaches the broker when it dies
-            self.egress.start()
         self.pid = self._proc.pid
-        self._stderr = StderrCapture(self.name, self._proc.stderr, config.log_path)  # type: ignore[arg-type]
-        self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
-        os.set_blocking(self._write_fd, False)  # a child that stops reading must not hang us
-        self._reader = Reader(self._proc.stdout.fileno(), config.max_message)  # type: ignore[union-attr]
-        self._poll_out = select.poll()  # used only when the child's input pipe is full
-        self._poll_out.register(self._write_fd, select.POLLOUT)
+        try:
+            self._wire(config)
+        except BaseException:  # a Ctrl-C between the spawn and a usable connection: nobody would own the process
+            process.kill(self._proc, self.cage)
+            if self.egress:
+                self.egress.close()
+            raise
         self._pack = Encoder().pack  # one reused Packer; requests are packed under the write lock
         self._write_lock = threading.RLock()  # also guards the reader's wake pipe against close
         self._next_id = 0
@@ -101,6 +99,18 @@ class Connection:
         self._released = False
         self.dead = False
         self._call_began = 0.0
+
+    def _wire(self, config: PluginConfig) -> None:
+        """The host's ends of the new child: broker, stderr reader, request pipe, reply reader."""
+        if self.egress:
+            self.egress.close_child_end()  # the child has its own copy: EOF reaches the broker when it dies
+            self.egress.start()
+        self._stderr = StderrCapture(self.name, self._proc.stderr, config.log_path)  # type: ignore[arg-type]
+        self._write_fd = self._proc.stdin.fileno()  # type: ignore[union-attr]
+        os.set_blocking(self._write_fd, False)  # a child that stops reading must not hang us
+        self._reader = Reader(self._proc.stdout.fileno(), config.max_message)  # type: ignore[union-attr]
+        self._poll_out = select.poll()  # used only when the child's input pipe is full
+        self._poll_out.register(self._write_fd, select.POLLOUT)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -64,7 +64,17 @@ class _Spawner:
     def submit(self, job: Callable[[], Any]) -> Any:
         future: Future[Any] = Future()
         self._jobs.put((job, future))
-        return future.result()
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C) while the spawner works: the process it makes has no owner.
+            future.add_done_callback(_kill_unclaimed)
+            raise
+
+
+def _kill_unclaimed(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None and isinstance(future.result(), subprocess.Popen):
+        kill(future.result())
 
 
 _spawner: _Spawner | None = None
