@@ -149,6 +149,8 @@ class FakeProxy:
 
     def close(self) -> None:
         self.release.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept(): a close() alone does not, on Linux
         self.sock.close()
         self._thread.join(10)
 
