@@ -259,6 +259,20 @@ def test_close_removes_the_directories_and_is_idempotent(dir_cage: Cage) -> None
         dir_cage.add(os.getpid())
 
 
+def _make_with_task(folder: str, pid: int) -> None:
+    """``folder`` as a cgroup holding ``pid``. Until the pid is in, it is an empty leftover of
+    a dead host, which another test process's open_cage() may sweep (pytest-xdist): again."""
+    for _ in range(100):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        try:
+            Path(folder, "cgroup.procs").write_text(str(pid))
+            return
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"{folder} was swept 100 times before the task went in")
+
+
 def test_open_cage_removes_empty_leftovers_of_dead_hosts(dir_cage: Cage) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -267,13 +281,13 @@ def test_open_cage_removes_empty_leftovers_of_dead_hosts(dir_cage: Cage) -> None
     stale = [os.path.join(p, f"sandchat-{dead.pid}-gone-0") for p in parents]
     busy = [os.path.join(p, f"sandchat-{dead.pid}-busy-0") for p in parents]
     live = [os.path.join(p, "sandchat-1-live-0") for p in parents]  # pid 1 is alive
-    for d in stale + busy + live:
+    for d in stale + live:
         os.mkdir(d)
     try:
         with running(spawn(python(WAIT))) as proc:
             assert read_line(proc) == "ready"
             for d in busy:
-                Path(d, "cgroup.procs").write_text(str(proc.pid))
+                _make_with_task(d, proc.pid)
             fresh = open_cage("test", LIMITS)
             assert isinstance(fresh, Cage), fresh
             fresh.close()
