@@ -452,7 +452,7 @@ def test_cancel_racing_call_end_never_hits_the_next_call(mgr: PluginManager) -> 
     for t in threads:
         t.start()
     cancelled = ok = 0
-    for i in range(3000):
+    for i in range(1000):  # the soak (tests/test_soak.py) runs this kind of storm for longer
         token = shared[0] = CancelToken()
         try:
             target = client if i % 3 else other
