@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_literal, is_local_name
+from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_literal, is_local_name, spell
 from runner.netwire import MAX_REQUEST, WireError, check_request, decode, encode
 
 __all__ = ["Egress", "EgressPolicy", "EgressUse"]
@@ -198,23 +198,21 @@ class Egress:
                 return
             conn = self._connect(request)
         except _Refused as refusal:
-            self._pace(_FAILED_COST)
             self._note_refused(refusal.endpoint)
-            self._sock.sendall(encode({"ok": False, "refused": refusal.endpoint, **({"why": refusal.why} if refusal.why else {})}))
-            return
+            failure: dict[str, Any] = {"refused": refusal.endpoint, **({"why": refusal.why} if refusal.why else {})}
         except socket.gaierror as exc:
-            self._pace(_FAILED_COST)
-            self._sock.sendall(encode({"ok": False, "gai": exc.errno or socket.EAI_FAIL, "message": exc.strerror or str(exc)}))
-            return
+            failure = {"gai": exc.errno or socket.EAI_FAIL, "message": exc.strerror or str(exc)}
         except OSError as exc:
-            self._pace(_FAILED_COST)
             code = exc.errno if exc.errno else errno.ETIMEDOUT if isinstance(exc, TimeoutError) else errno.EIO
-            self._sock.sendall(encode({"ok": False, "errno": code, "message": exc.strerror or str(exc) or errno.errorcode.get(code, "")}))
+            failure = {"errno": code, "message": exc.strerror or str(exc) or errno.errorcode.get(code, "")}
+        else:
+            try:
+                socket.send_fds(self._sock, [encode({"ok": True})], [conn.fileno()])
+            finally:
+                conn.close()
             return
-        try:
-            socket.send_fds(self._sock, [encode({"ok": True})], [conn.fileno()])
-        finally:
-            conn.close()
+        self._pace(_FAILED_COST)
+        self._sock.sendall(encode({"ok": False, **failure}))
 
     # -- resolving and connecting ------------------------------------------------------------
 
@@ -224,7 +222,7 @@ class Egress:
         port = _port_number(port) if port is not None else None
         if key is None:
             raise _Refused(INVALID_HOST, "not a host name or address a grant can name")  # never the plugin's text: it would become advice
-        shown = f"{_show(key)}:{port}" if port else _show(key)
+        shown = spell(key, port)
         if family not in (0, socket.AF_INET, socket.AF_INET6):
             raise socket.gaierror(socket.EAI_FAMILY, "ai_family not supported")
         if is_literal(key):
@@ -268,7 +266,7 @@ class Egress:
         if key is None:
             raise _Refused(INVALID_HOST, "not a host name or address a grant can name")
         if not is_literal(key):  # names are looked up first: a connect names an address
-            raise _Refused(f"{key}:{port}")
+            raise _Refused(spell(key, port))
         name = self._target(key, port)
         timeout = min(request["timeout"] or self.policy.connect_timeout, self.policy.connect_timeout)
         proxied = key in self._synthetic
@@ -282,7 +280,7 @@ class Egress:
                 raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
             conn = _direct(family, key, port, timeout)
         conn.settimeout(None)
-        self._note_connected(f"{_show(name)}:{port}")
+        self._note_connected(spell(name, port))
         return conn
 
     def _target(self, address: str, port: int) -> str:
@@ -296,7 +294,7 @@ class Egress:
         for name in names:
             if any(e.matches(name, port) for e in endpoints if not e.is_literal):
                 return name
-        raise _Refused(f"{_show(names[0] if names else address)}:{port}")
+        raise _Refused(spell(names[0] if names else address, port))
 
     # -- records -----------------------------------------------------------------------------
 
@@ -343,10 +341,6 @@ class Egress:
             return self._drained.wait_for(lambda: self._written >= self._queued or self._closed, timeout)
 
 
-def _show(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _inward(address: str) -> bool:
     """True for loopback, link-local (169.254.169.254 included), unspecified and multicast.
 
@@ -385,7 +379,7 @@ def _through_proxy(proxy: Proxy, host: str, port: int, timeout: float) -> socket
     """A connection to ``host:port`` tunnelled through ``proxy`` with HTTP CONNECT."""
     conn = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
     try:
-        target = f"{_show(host)}:{port}"
+        target = spell(host, port)
         auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
         conn.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode("ascii"))
         reply = b""

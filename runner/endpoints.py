@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "is_literal", "is_local_name", "parse_endpoint", "parse_proxy", "proxies_from"]
+__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "is_literal", "is_local_name", "parse_endpoint", "parse_proxy", "proxies_from", "spell"]
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -58,8 +58,7 @@ class Endpoint:
     wildcard: bool = False
 
     def __str__(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'*.' if self.wildcard else ''}{shown}:{self.port}"
+        return ("*." if self.wildcard else "") + spell(self.host, self.port)
 
     @property
     def is_literal(self) -> bool:
@@ -95,6 +94,12 @@ def parse_endpoint(text: str) -> Endpoint:
 def is_local_name(key: str) -> bool:
     """True for ``localhost`` and names under it (RFC 6761): the names that may mean loopback."""
     return key == "localhost" or key.endswith(".localhost")
+
+
+def spell(host: str, port: int | None = None) -> str:
+    """``host:port`` as grants are written (``[::1]:8080``); just the host when there is no port."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port else shown
 
 
 def is_literal(key: str) -> bool:
