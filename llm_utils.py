@@ -15,7 +15,7 @@ This module is standard library only: it is imported inside the plugin sandbox.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = ["DEFAULT_CONTEXT_WINDOW", "LLMClient", "Message", "render_messages"]
 
@@ -71,18 +71,14 @@ class LLMClient(ABC):
     context_window: int = DEFAULT_CONTEXT_WINDOW
 
     @abstractmethod
-    def generate_response(
-        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8
-    ) -> str:
+    def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:
         """Return the model's reply to ``user_message`` under the ``system`` prompt."""
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Return how many tokens ``text`` takes for this model."""
 
-    def stream_response(
-        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = _UNSET
-    ) -> Iterator[str]:
+    def stream_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = _UNSET) -> Iterator[str]:
         """Yield the reply in pieces; by default the whole reply as one piece."""
         yield self.generate_response(system, user_message, max_tokens, *_temperature(temperature))
 

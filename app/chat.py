@@ -10,8 +10,9 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import runner
 from app.chatlog import ChatLog, Exchange
@@ -40,7 +41,11 @@ def _show(wrap: WordWrap, piece: str, parts: list[str]) -> None:
 
 def describe(changes: Changes) -> str:
     """A rescan's findings as one sentence."""
-    parts = [f"{word} {', '.join(names)}" for word, names in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)) if names]
+    parts = [
+        f"{word} {', '.join(names)}"
+        for word, names in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed))
+        if names
+    ]
     return f"Plugins changed: {'; '.join(parts)}." if parts else "No plugin changes."
 
 
@@ -103,7 +108,9 @@ class ChatSession:
         spinner = Spinner(self.output, f"starting {name}…")
         running = {plugin for plugin, client in self.manager.running().items() if client.running}
         try:
-            readiness = self.readiness[name] = interruptible(lambda: self._start(name, spinner), lambda: self.stop_started(running), name="switch")
+            readiness = self.readiness[name] = interruptible(
+                lambda: self._start(name, spinner), lambda: self.stop_started(running), name="switch"
+            )
         except runner.PluginError as exc:
             spinner.stop()
             self.flush_notices()
@@ -230,7 +237,9 @@ class ChatSession:
         if error is not None:
             self._failed(error, text)
 
-    def _stream(self, client: runner.Plugin, messages: list[dict[str, str]], spinner: Spinner) -> tuple[list[str], runner.PluginError | None, bool]:
+    def _stream(
+        self, client: runner.Plugin, messages: list[dict[str, str]], spinner: Spinner
+    ) -> tuple[list[str], runner.PluginError | None, bool]:
         out = self.output
         parts: list[str] = []  # the cleaned reply: what was shown is what the history keeps
         cleaner = runner.StreamCleaner()  # one per reply: an escape split across chunks goes whole
@@ -260,7 +269,9 @@ class ChatSession:
         out.write("\n" if parts and not parts[-1].endswith("\n") else "")
         return parts, None, False
 
-    def _log(self, prompt: str, response: str, messages: list[dict[str, str]], began: float, error: Exception | None, cancelled: bool) -> int | None:
+    def _log(
+        self, prompt: str, response: str, messages: list[dict[str, str]], began: float, error: Exception | None, cancelled: bool
+    ) -> int | None:
         """Append the exchange to logs.db; the reply's token count, when it was counted."""
         counter = self._counters.get(self.plugin)
         prompt_tokens = response_tokens = None

@@ -130,7 +130,9 @@ class ChatLog:
         """The newest ``limit`` exchanges, oldest first."""
         return self.find(limit)
 
-    def find(self, limit: int = 10, *, plugin: str | None = None, text: str | None = None, conversation: str | None = None) -> list[Exchange]:
+    def find(
+        self, limit: int = 10, *, plugin: str | None = None, text: str | None = None, conversation: str | None = None
+    ) -> list[Exchange]:
         """The newest ``limit`` exchanges (0: all) matching every filter given, oldest first.
 
         ``text`` matches words of the prompt or the response: all of them, each as a word
@@ -160,7 +162,9 @@ class ChatLog:
         if not prefix or not self.path.exists():
             return None
         with self._file.connect() as db:
-            rows = db.execute("SELECT DISTINCT conversation FROM exchanges WHERE substr(conversation, 1, ?) = ? LIMIT 2", (len(prefix), prefix)).fetchall()
+            rows = db.execute(
+                "SELECT DISTINCT conversation FROM exchanges WHERE substr(conversation, 1, ?) = ? LIMIT 2", (len(prefix), prefix)
+            ).fetchall()
         if len(rows) > 1:
             raise AmbiguousConversation(f"conversation id {prefix!r} matches more than one conversation; give more of it")
         return rows[0][0] if rows else None
@@ -199,4 +203,4 @@ class ChatLog:
             if index:
                 db.executescript(_FTS)
             rows = db.execute(f"SELECT {', '.join(fields)} FROM exchanges {tail}", args).fetchall()
-        return [Exchange(**{**dict(zip(fields, row)), "cancelled": bool(row[fields.index("cancelled")])}) for row in rows]
+        return [Exchange(**{**dict(zip(fields, row, strict=True)), "cancelled": bool(row[fields.index("cancelled")])}) for row in rows]

@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main", "parse_args", "version"]
 

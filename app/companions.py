@@ -48,8 +48,7 @@ def _checked(folder: Path, stem: str, name: str, own_dirs: list[Path], user_plug
     """The path of one declared companion, None when it does not exist (companions may be optional)."""
     if not _is_its_own(stem, name):
         raise CompanionError(
-            f"declares companion file {name!r}, which is not its own: name files {stem}.* beside it "
-            f"or put them under {stem}/"
+            f"declares companion file {name!r}, which is not its own: name files {stem}.* beside it or put them under {stem}/"
         )
     path = folder / name
     try:

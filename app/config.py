@@ -8,9 +8,10 @@ receives those objects.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["HOST_ENV_PASSTHROUGH", "Paths", "Settings", "SettingsError", "load"]
 

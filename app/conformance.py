@@ -22,7 +22,7 @@
      three-message history;
    * every call answers within its deadline;
    * it prints nothing to stdout. The sandboxed child writes what Python code sends
-     through ``sys.stdout`` to the log tagged ``[stdout]`` (``runner/child.py``):
+     through ``sys.stdout`` to the log tagged ``[stdout]`` (``runner/child/entry.py``):
      such lines fail the check. Other output (stderr, or bytes written straight to
      fd 1, which cannot be told apart) is only a warning.
 
@@ -34,9 +34,10 @@ is what a correct plugin does there, and it is a warning instead.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import runner
 from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
@@ -53,7 +54,7 @@ PASS, FAIL, WARN, SKIP, INFO = "pass", "FAIL", "warn", "skip", "info"
 #: Modest deadlines: a conforming plugin answers the check's tiny prompts well within them.
 DEADLINES = runner.Deadlines(start=20, first_chunk=15, idle=15, total=20, count_tokens=10, ping=5, cancel_grace=2, stop_grace=2)
 
-_STDOUT_TAG = "[stdout] "  # runner/child.py's STDOUT_TAG
+_STDOUT_TAG = runner.STDOUT_TAG
 _SYSTEM = "You are being checked by sandchat. Answer briefly."
 _PROMPT = "Hello from sandchat plugins check: please answer."
 _HISTORY = (
@@ -244,7 +245,9 @@ def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) 
     sandbox = hello.get("sandbox") or {}
     claimed = sandbox.get("layers")  # the child's claim (the plugin ran first): any type
     layers = ", ".join(map(str, claimed)) if isinstance(claimed, (list, tuple)) else ""
-    report.add("loads in the sandbox", PASS, f"class {hello.get('class')}; profile {sandbox.get('profile', '?')}; layers: {layers or 'none'}")
+    report.add(
+        "loads in the sandbox", PASS, f"class {hello.get('class')}; profile {sandbox.get('profile', '?')}; layers: {layers or 'none'}"
+    )
     methods = hello.get("methods") or []
     own = f"also implements {', '.join(methods)}" if methods else "streaming and chat use the LLMClient defaults"
     report.add("context window and methods", INFO, f"context_window {client.context_window}; {own}")

@@ -15,9 +15,9 @@ is TOML in comment lines, read as text::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",

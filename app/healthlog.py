@@ -77,4 +77,4 @@ class HealthLog:
         except (sqlite3.Error, OSError):
             return []
         keys = ("ts", "plugin", "event", "exit_code", "signal")
-        return [{**dict(zip(keys, row[:5])), **json.loads(row[5])} for row in reversed(rows)]
+        return [{**dict(zip(keys, row[:5], strict=True)), **json.loads(row[5])} for row in reversed(rows)]

@@ -64,7 +64,11 @@ def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint
             f"network {', '.join(meta.network)}" if meta.network else "",
             f"env {', '.join(meta.env)}" if meta.env else "",
         ]))  # fmt: skip
-        return Hint(f"plugin {name!r} requests {wants}, not granted; to grant it, run: sandchat plugins grant {name}", network=meta.network, env=meta.env)
+        return Hint(
+            f"plugin {name!r} requests {wants}, not granted; to grant it, run: sandchat plugins grant {name}",
+            network=meta.network,
+            env=meta.env,
+        )
     return _unset_variable(manager, name, error, (*access.env, *meta.env))
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import add, itemgetter
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 __all__ = ["MESSAGE_OVERHEAD", "Budget", "Conversation", "Counter", "TooLong"]
 
@@ -107,7 +108,9 @@ class Conversation:
         budget = Budget(window, reply, system, used, len(kept), len(self.messages) - len(kept))
         return kept, budget
 
-    def _newest_that_fit(self, one: Callable[[str], int], known: Callable[[Sequence[str]], list[int | None]], available: int) -> tuple[int, int]:
+    def _newest_that_fit(
+        self, one: Callable[[str], int], known: Callable[[Sequence[str]], list[int | None]], available: int
+    ) -> tuple[int, int]:
         """Where the newest messages that fit in ``available`` tokens start, and the tokens they take."""
         messages = self.messages
         end, used = len(messages), 0
@@ -128,7 +131,9 @@ def _none_known(texts: Sequence[str]) -> list[int | None]:
     return [None] * len(texts)
 
 
-def _take(texts: list[str], counts: list[int | None], one: Callable[[str], int], available: int, used: int, newest: bool) -> tuple[int, int]:
+def _take(
+    texts: list[str], counts: list[int | None], one: Callable[[str], int], available: int, used: int, newest: bool
+) -> tuple[int, int]:
     """How many of ``texts``, the last first, still fit after ``used`` tokens, and the tokens used then.
 
     ``newest``: ``texts`` end with the newest message, so if none fits that is :class:`TooLong`.

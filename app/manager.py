@@ -13,12 +13,14 @@ import os
 import site
 import sys
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from app.companions import CompanionError, companion_paths
-from app.config import HOST_ENV_PASSTHROUGH, Settings, load as load_settings
+from app.config import HOST_ENV_PASSTHROUGH, Settings
+from app.config import load as load_settings
 from app.discovery import Discovery, Metadata, MetadataError, PluginFile, discover, file_stamp, metadata_of
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
 from app.keys import KeyStore
@@ -37,7 +39,9 @@ __all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
-_SAFE_MODE = "is off: safe mode (--no-plugins) starts no plugin; run without --no-plugins, or turn off one plugin with SANDCHAT_DISABLE_PLUGINS=NAME"
+_SAFE_MODE = (
+    "is off: safe mode (--no-plugins) starts no plugin; run without --no-plugins, or turn off one plugin with SANDCHAT_DISABLE_PLUGINS=NAME"
+)
 # Certificates, and the service and protocol names some clients look up. Not the resolver's
 # files (resolv.conf, hosts, nsswitch.conf, gai.conf): the host resolves every name.
 _NETWORK_READ = ("/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/services", "/etc/protocols")
@@ -75,7 +79,11 @@ class Changes:
         return bool(self.added or self.changed or self.removed)
 
     def describe(self) -> str:
-        parts = [f"{word} {', '.join(names)}" for word, names in (("added", self.added), ("changed", self.changed), ("removed", self.removed)) if names]
+        parts = [
+            f"{word} {', '.join(names)}"
+            for word, names in (("added", self.added), ("changed", self.changed), ("removed", self.removed))
+            if names
+        ]
         return "plugins " + "; ".join(parts)
 
 
@@ -186,7 +194,7 @@ class PluginManager:
 
     def watch(self, on_change: Callable[[Changes], None] | None = None, interval: float = 0.5) -> None:
         """Refresh every ``interval`` seconds on a background thread until ``close()``."""
-        self.discovery  # the baseline the first refresh compares against: now, not later
+        _ = self.discovery  # the baseline the first refresh compares against: now, not later
 
         def loop() -> None:
             while not self._stopped.wait(interval):
@@ -225,7 +233,9 @@ class PluginManager:
         conflict = self.discovery.conflicts.get(name)
         if conflict:
             paths = ", ".join(str(f.path) for f in conflict)
-            raise runner.PluginUnavailable(name, f"is ambiguous: {len(conflict)} files share that name ({paths}); rename one", reason="conflict")
+            raise runner.PluginUnavailable(
+                name, f"is ambiguous: {len(conflict)} files share that name ({paths}); rename one", reason="conflict"
+            )
         known = ", ".join(self.names()) or "none"
         raise runner.PluginUnavailable(name, f"is not installed (available: {known})", reason="unknown")
 
@@ -303,7 +313,9 @@ class PluginManager:
         try:
             policy = self._policy(name, access, read, scratch)
         except runner.EndpointError as exc:  # a grant stored by an older sandchat, or edited by hand
-            raise runner.PluginStartError(name, f"has a network grant the host cannot match: {exc}; run: sandchat plugins revoke {name}") from None
+            raise runner.PluginStartError(
+                name, f"has a network grant the host cannot match: {exc}; run: sandchat plugins revoke {name}"
+            ) from None
         return runner.PluginConfig(
             name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
             deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log", source=code,
@@ -337,7 +349,9 @@ class PluginManager:
 
         value = self.settings.plugin_options.get(name, {}).get("max_reply", runner.DEFAULT_MAX_REPLY)
         if type(value) is not int or value < 1:
-            raise runner.PluginUnavailable(name, f"has a bad max_reply in the settings file: {value!r} (a positive number of characters)", reason="config")
+            raise runner.PluginUnavailable(
+                name, f"has a bad max_reply in the settings file: {value!r} (a positive number of characters)", reason="config"
+            )
         return value
 
     def _code(self, plugin: PluginFile) -> tuple[bytes, Metadata]:
@@ -382,7 +396,9 @@ class PluginManager:
         if self.settings.no_plugins:
             raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
         if name in self.settings.disabled:
-            raise runner.PluginUnavailable(name, "is turned off by SANDCHAT_DISABLE_PLUGINS or the settings file's 'disabled' list", reason="disabled")
+            raise runner.PluginUnavailable(
+                name, "is turned off by SANDCHAT_DISABLE_PLUGINS or the settings file's 'disabled' list", reason="disabled"
+            )
         if self.is_disabled(name):
             raise runner.PluginUnavailable(name, f"is disabled (enable it with: sandchat plugins enable {name})", reason="disabled")
         known = self.discovery.plugins.get(name)

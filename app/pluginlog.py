@@ -18,7 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from runner.cleantext import clean_text
+import runner
+from runner import clean_text
 
 __all__ = ["log_traceback"]
 
@@ -38,7 +39,7 @@ def log_traceback(log_dir: Path, exc: Exception) -> Path | None:
     if not plugin or not isinstance(traceback, str) or not traceback.strip():
         return None
     lines = _plugin_frames(clean_text(traceback[-_MAX_CHARS:], keep_newlines=True).splitlines())[-_MAX_LINES:]
-    prefix = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [sandchat] {plugin}: "
+    prefix = runner.LOG_PREFIX.format(stamp=time.strftime(runner.LOG_TIME_FORMAT), who=runner.LOG_HOST) + f"{plugin}: "
     text = prefix + clean_text(str(exc), keep_newlines=False) + "; the plugin's traceback:\n"
     text += "".join(f"{prefix}| {line}\n" for line in lines)
     path = log_dir / f"{plugin}.log"

@@ -11,9 +11,10 @@ control (colours, the spinner, clearing the screen). A streamed reply is cleaned
 from __future__ import annotations
 
 import sys
-from typing import IO, Any, Sequence
+from collections.abc import Sequence
+from typing import IO, Any
 
-from runner.cleantext import clean_text  # the runner's text module only: cheap, stdlib
+from runner import clean_text
 
 __all__ = ["Output", "table", "terminal_width"]
 
@@ -77,7 +78,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, width: int =
     widths[-1] = max(8, min(widths[-1], width - used))
     lines = []
     for row in cells:
-        parts = [cell.ljust(w) if i < len(row) - 1 else _cut(cell, w) for i, (cell, w) in enumerate(zip(row, widths))]
+        parts = [cell.ljust(w) if i < len(row) - 1 else _cut(cell, w) for i, (cell, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 

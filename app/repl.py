@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -25,7 +26,7 @@ from prompt_toolkit.shortcuts import choice
 from app.interrupt import prepare
 from app.slash import COMMANDS, run_command
 from app.stream import held_input, quiet_input
-from runner.cleantext import clean_text
+from runner import clean_text
 
 if TYPE_CHECKING:
     from app.chat import ChatSession

@@ -6,8 +6,9 @@ chat), registered in :data:`COMMANDS` with a one-line help text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from app.chat import ChatSession
@@ -47,7 +48,9 @@ def run_command(session: ChatSession, ui: UI, line: str) -> bool:
 def _help(session: ChatSession, ui: UI, argument: str) -> bool:
     width = max(map(len, COMMANDS))
     lines = [f"  {name.ljust(width)}  {text}" for name, (_, text) in sorted(COMMANDS.items())]
-    session.output.write("\n".join(lines) + "\n  Enter sends; Esc then Enter (or Alt-Enter) adds a line; Ctrl-C stops a reply; Ctrl-D leaves\n")
+    session.output.write(
+        "\n".join(lines) + "\n  Enter sends; Esc then Enter (or Alt-Enter) adds a line; Ctrl-C stops a reply; Ctrl-D leaves\n"
+    )
     return True
 
 
@@ -73,7 +76,14 @@ def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
     for name in manager.names():
         known = session.readiness.get(name)
         ready = "-" if known is None else ("yes" if known.ready else "no")
-        rows.append([("* " if name == session.plugin else "  ") + name, manager.state(name), ready, manager.discovery.plugins[name].metadata.description])
+        rows.append(
+            [
+                ("* " if name == session.plugin else "  ") + name,
+                manager.state(name),
+                ready,
+                manager.discovery.plugins[name].metadata.description,
+            ]
+        )
         if known is not None and not known.ready:
             reasons.append(f"  {name}: not ready: {known.reason}")
     session.output.write(table(rows, ["  NAME", "STATE", "READY", "DESCRIPTION"]) + "\n" + "".join(r + "\n" for r in reasons))

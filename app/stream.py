@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import threading
 import unicodedata
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.render import Output

@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["TokenCounter"]
 
@@ -89,7 +90,7 @@ class TokenCounter:
         with self._lock:
             table = self._current()
             counts = list(map(table.get, texts))
-            hits = texts if None not in counts else [text for text, count in zip(texts, counts) if count is not None]
+            hits = texts if None not in counts else [text for text, count in zip(texts, counts, strict=True) if count is not None]
             deque(map(table.move_to_end, hits), maxlen=0)  # each hit becomes the most recently used, in C
             self.hits += len(hits)
         return counts

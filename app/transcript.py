@@ -8,10 +8,11 @@ exchanges with :func:`recap`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
-from runner.cleantext import clean_text
+from runner import clean_text
 
 if TYPE_CHECKING:
     from app.chatlog import Exchange

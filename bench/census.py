@@ -210,8 +210,24 @@ ARG_FIELDS = {
 class Incarnation:
     """One life of one tid in the trace."""
 
-    __slots__ = ("id", "tid", "first", "last", "parent", "clone_start", "clone_done", "is_thread",
-                 "seccomp_at", "tsync", "paths_py", "touched_attack", "exe", "script", "exited", "setsid")
+    __slots__ = (
+        "id",
+        "tid",
+        "first",
+        "last",
+        "parent",
+        "clone_start",
+        "clone_done",
+        "is_thread",
+        "seccomp_at",
+        "tsync",
+        "paths_py",
+        "touched_attack",
+        "exe",
+        "script",
+        "exited",
+        "setsid",
+    )
 
     def __init__(self, id_: int, tid: int, first: int) -> None:
         self.id, self.tid, self.first, self.last = id_, tid, first, first
@@ -266,7 +282,7 @@ class Walker:
 
     def run(self, path: str, on_call=None) -> None:
         self.on_call = on_call or (lambda *a: None)
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for idx, line in enumerate(f):
                 self.line(idx, line.rstrip("\n"))
         for tid in list(self.cur):
@@ -362,7 +378,7 @@ class Walker:
         for path in _PATH.findall(args_text):
             if ATTACK_DIR in path:
                 inc.touched_attack = True
-            if path.endswith("/runner/child.py") and inc.script is None:
+            if path.endswith("/runner/child/entry.py") and inc.script is None:
                 inc.script = path
             if path.endswith(".py") and name in ("openat", "open") and not ret.startswith("-1") and len(inc.paths_py) < 400:
                 inc.paths_py.append((idx, path))
@@ -502,7 +518,7 @@ def analyse(trace: str) -> dict:
     attack_names = set()
     for inc in incs:
         if inc.script:
-            folder = inc.script[: -len("/runner/child.py")] + ATTACK_DIR
+            folder = inc.script[: -len("/runner/child/entry.py")] + ATTACK_DIR
             if os.path.isdir(folder):
                 attack_names.update(n for n in os.listdir(folder) if n.endswith(".py"))
             break
@@ -521,27 +537,36 @@ def analyse(trace: str) -> dict:
         if starts.get(r) == -1 and root_inc.parent is not None and group[root_inc.parent] in procs:
             # forked by a sandboxed process (a fork that got through): same plugin as its parent
             parent = procs[group[root_inc.parent]]
-            p.update({"plugin": parent["plugin"], "attack": parent["attack"], "test": parent["test"],
-                      "test_file": parent["test_file"], "kind": "forked-after-filter"})
+            p.update(
+                {
+                    "plugin": parent["plugin"],
+                    "attack": parent["attack"],
+                    "test": parent["test"],
+                    "test_file": parent["test_file"],
+                    "kind": "forked-after-filter",
+                }
+            )
             continue
         s_root = starts.get(r, -1)
         script = next((m.script for m in [root_inc] + members if m.script), None)
-        root_dir = script[: -len("/runner/child.py")] if script else None
+        root_dir = script[: -len("/runner/child/entry.py")] if script else None
         plugin = None
         cands = sorted((i, path) for m in members for i, path in m.paths_py if i >= s_root)
         for i, path in cands:
             if not _is_runtime_path(path, root_dir):
                 plugin = path
                 break
-        attack = bool(plugin and (ATTACK_DIR in plugin or os.path.basename(plugin) in attack_names)) \
-            or any(m.touched_attack for m in members)
+        attack = bool(plugin and (ATTACK_DIR in plugin or os.path.basename(plugin) in attack_names)) or any(
+            m.touched_attack for m in members
+        )
         p.update({"plugin": plugin, "script": script, "attack": attack, "kind": "filter-installer"})
 
     unfiltered = []
     for inc in incs:
         if inc.script and inc.setsid and inc.exe and group[inc.id] == inc.id and inc.id not in procs:
-            unfiltered.append({"pid": inc.tid, "test": test_at(inc.first),
-                               "attack": inc.touched_attack or any(ATTACK_DIR in p for _, p in inc.paths_py)})
+            unfiltered.append(
+                {"pid": inc.tid, "test": test_at(inc.first), "attack": inc.touched_attack or any(ATTACK_DIR in p for _, p in inc.paths_py)}
+            )
 
     legit, attack = Census(), Census()
     per_proc_calls = collections.Counter()
@@ -563,10 +588,17 @@ def analyse(trace: str) -> dict:
 
     proc_list = []
     for r, p in sorted(procs.items(), key=lambda kv: incs[kv[0]].first):
-        proc_list.append({
-            "pid": p["pid"], "plugin": p["plugin"], "attack": p["attack"], "test": p["test"],
-            "kind": p["kind"], "threads": len(p["threads"]), "calls": per_proc_calls[r],
-        })
+        proc_list.append(
+            {
+                "pid": p["pid"],
+                "plugin": p["plugin"],
+                "attack": p["attack"],
+                "test": p["test"],
+                "kind": p["kind"],
+                "threads": len(p["threads"]),
+                "calls": per_proc_calls[r],
+            }
+        )
     return {
         "trace": trace,
         "trace_lines": sum(1 for _ in open(trace, "rb")) if os.path.exists(trace) else None,
@@ -599,11 +631,15 @@ def markdown(result: dict) -> str:
         add(f"pytest exit status: {result.get('pytest_exit')}, {result.get('pytest_summary', '')}  ")
     add(f"Kernel {result.get('kernel', '?')}, {result.get('strace_version', '')}, trace {result.get('trace_lines')} lines.  ")
     sp = result["sandboxed_processes"]
-    add(f"Sandboxed processes: {sp['total']} ({sp['legit']} legitimate, {sp['attack']} attack; "
-        f"{sp['without_plugin_file']} never opened a plugin file after the filter).  ")
+    add(
+        f"Sandboxed processes: {sp['total']} ({sp['legit']} legitimate, {sp['attack']} attack; "
+        f"{sp['without_plugin_file']} never opened a plugin file after the filter).  "
+    )
     nf = result.get("child_processes_without_filter", [])
-    add(f"runner/child.py processes that never installed the filter (profile none, refused, or killed first; "
-        f"not counted): {len(nf)}.  ")
+    add(
+        f"runner/child/entry.py processes that never installed the filter (profile none, refused, or killed first; "
+        f"not counted): {len(nf)}.  "
+    )
     add(f"Parser diagnostics: {result['diagnostics']}\n")
     for key, title in (("legit", "Legitimate (everything except tests/attacks plugins)"), ("attack", "Attack plugins (tests/attacks)")):
         c = result[key]
@@ -645,8 +681,11 @@ def _pytest_summary(stdout: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.census", allow_abbrev=False,
-                                     description="strace census of sandboxed plugin syscalls; other arguments go to pytest")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.census",
+        allow_abbrev=False,
+        description="strace census of sandboxed plugin syscalls; other arguments go to pytest",
+    )
     parser.add_argument("--json", default="/tmp/sandchat-census.json", help="where to write the JSON result")
     parser.add_argument("--markdown", default=None, help="also write the markdown summary here")
     parser.add_argument("--trace", default="/tmp/sandchat-census.strace", help="where strace writes its trace")
@@ -661,8 +700,25 @@ def main(argv: list[str] | None = None) -> int:
     trace = ours.from_trace or ours.trace
     if not ours.from_trace:
         selection = pytest_args or [p for p in DEFAULT_SELECTION if os.path.exists(p)]
-        command = [ours.strace, "-f", "-q", "-X", "verbose", "-s", "0", "-o", trace,
-                   sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "bench.census", *selection]  # one process: strace follows it
+        command = [
+            ours.strace,
+            "-f",
+            "-q",
+            "-X",
+            "verbose",
+            "-s",
+            "0",
+            "-o",
+            trace,
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:xdist",
+            "-p",
+            "bench.census",
+            *selection,
+        ]  # one process: strace follows it
         result["command"] = command
         print("running:", " ".join(command), file=sys.stderr, flush=True)
         t0 = time.monotonic()

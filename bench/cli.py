@@ -30,12 +30,12 @@ class Generated{i}(LLMClient):
     def count_tokens(self, text):
         return len(text.split())
 '''
-_META = '''# /// plugin
+_META = """# /// plugin
 # description = "Generated plugin number {i}"
 # network = ["api{i}.example.com:443"]
 # env = ["GENERATED_{i}_API_KEY"]
 # ///
-'''
+"""
 
 
 def make_plugins(folder: Path, with_metadata: bool) -> None:

@@ -1,7 +1,7 @@
 """Figure 12 (12, 12b, 12c, 12d): a network-profile plugin's connects, made by the host.
 
 A network-profile child creates no socket: each connect is asked of the host over the
-egress channel (``runner/netshim.py`` in the child, ``runner/egress.py`` on the host),
+egress channel (``runner/child/netshim.py`` in the child, ``runner/egress.py`` on the host),
 which connects and passes the socket back with SCM_RIGHTS. A loopback listener (a
 thread of this process) accepts each connection and closes it at once.
 
@@ -29,7 +29,8 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bench.common import PLUGIN_NAME, TRIVIAL_PLUGIN, PipePeer, Row, Settings, Stat, Workspace, interleave, sandbox_note
 from runner.egress import _MAX_EVENTS

@@ -11,7 +11,8 @@ alone over the same texts, for comparison.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from app.history import Conversation
 from app.tokencache import TokenCounter

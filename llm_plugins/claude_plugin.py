@@ -72,7 +72,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import anthropic
 import httpx2

@@ -14,7 +14,7 @@ Settings: none. Permissions: none (runs in the untrusted profile).
 from __future__ import annotations
 
 import re
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import tiktoken
 

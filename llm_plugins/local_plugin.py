@@ -48,8 +48,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from llm_utils import LLMClient, Message
 
@@ -105,13 +106,19 @@ class LocalClient(LLMClient):
     def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> str:
         return "".join(self.stream_response(system, user_message, max_tokens, temperature))
 
-    def stream_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> Iterator[str]:
+    def stream_response(
+        self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE
+    ) -> Iterator[str]:
         return self.stream_chat(system, [{"role": "user", "content": user_message}], max_tokens, temperature)
 
-    def generate_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> str:
+    def generate_chat(
+        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE
+    ) -> str:
         return "".join(self.stream_chat(system, messages, max_tokens, temperature))
 
-    def stream_chat(self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE) -> Iterator[str]:
+    def stream_chat(
+        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float = DEFAULT_TEMPERATURE
+    ) -> Iterator[str]:
         """Stream the reply to a multi-turn history, formatted by the model's chat template."""
         turns = [{"role": "system", "content": system}] if system else []
         turns += [{"role": str(m.get("role", "user")), "content": str(m.get("content", ""))} for m in messages]

@@ -57,7 +57,8 @@ import random
 import re
 import ssl
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 try:  # the anthropic SDK 2.x depends on httpx2, httpx's renamed successor
@@ -105,7 +106,7 @@ class _Failure(NamedTuple):
     timeout: bool = False
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> "_Failure":
+    def from_response(cls, response: httpx.Response) -> _Failure:
         """Parse ``{"error": {...}}`` (or a bare string/text body) from an error response."""
         error: Any = None
         try:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from runner.calls import CancelToken, Stream
     from runner.cleantext import StreamCleaner, clean_text
     from runner.client import Plugin, PluginStats, Readiness
-    from runner.config import DEFAULT_MAX_REPLY, PROFILES, Deadlines, Limits, PluginConfig, SandboxPolicy
+    from runner.config import DEFAULT_MAX_REPLY, Deadlines, Limits, PluginConfig, SandboxPolicy
+    from runner.constants import LOG_HOST, LOG_PREFIX, LOG_TIME_FORMAT, MAX_SOURCE, PROFILES, PROTOCOL_VERSION, STDOUT_TAG
     from runner.egress import EgressUse
     from runner.endpoints import Endpoint, EndpointError, Proxies, parse_endpoint, proxies_from
     from runner.errors import (
@@ -36,14 +37,14 @@ if TYPE_CHECKING:
         PluginVersionError,
     )
     from runner.process import harden_host, resident_bytes
-    from runner.protocol import MAX_SOURCE, PROTOCOL_VERSION
     from runner.supervisor import STATES, RestartPolicy
 
 _HOMES = {
     "calls": ("CancelToken", "Stream"),
     "client": ("Plugin", "PluginStats", "Readiness"),
     "cleantext": ("StreamCleaner", "clean_text"),
-    "config": ("DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
+    "config": ("DEFAULT_MAX_REPLY", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
+    "constants": ("LOG_HOST", "LOG_PREFIX", "LOG_TIME_FORMAT", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "STDOUT_TAG"),
     "egress": ("EgressUse",),
     "endpoints": ("Endpoint", "EndpointError", "Proxies", "parse_endpoint", "proxies_from"),
     "errors": (
@@ -52,7 +53,6 @@ _HOMES = {
         "PluginUnavailable", "PluginVersionError",
     ),
     "process": ("harden_host", "resident_bytes"),
-    "protocol": ("MAX_SOURCE", "PROTOCOL_VERSION"),
     "supervisor": ("STATES", "RestartPolicy"),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -64,6 +64,9 @@ __all__ = [
     "EgressUse",
     "Endpoint",
     "EndpointError",
+    "LOG_HOST",
+    "LOG_PREFIX",
+    "LOG_TIME_FORMAT",
     "Limits",
     "MAX_SOURCE",
     "PROFILES",
@@ -88,6 +91,7 @@ __all__ = [
     "Readiness",
     "RestartPolicy",
     "STATES",
+    "STDOUT_TAG",
     "SandboxPolicy",
     "Stream",
     "StreamCleaner",

@@ -17,7 +17,7 @@ A :class:`Stream` (what ``Plugin.stream_response`` returns) has a token of its o
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["CancelToken", "Stream"]
 

@@ -33,8 +33,8 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = ["Cage", "CageError", "CageLimits", "open_cage", "systemd_scope_argv"]
 
@@ -110,7 +110,7 @@ def _host_dir(mount_point: str, mount_root: str, path: str) -> str | None:
     root = mount_root.rstrip("/")
     if path != root and not path.startswith(root + "/"):
         return None  # outside this mount (another cgroup namespace)
-    return os.path.join(mount_point, path[len(root):].lstrip("/")).rstrip("/")
+    return os.path.join(mount_point, path[len(root) :].lstrip("/")).rstrip("/")
 
 
 def _base_name(name: str) -> str:
@@ -174,8 +174,17 @@ def _sigkill_members(procs_files: Sequence[str]) -> bool:
 class Cage:
     """One plugin process's control group(s). Made by :func:`open_cage`; ``close`` it."""
 
-    def __init__(self, kind: str, limits: CageLimits, dirs: Sequence[str] = (), *,
-                 memory_dir: str = "", pids_dir: str = "", prefix: Sequence[str] = (), unit: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        limits: CageLimits,
+        dirs: Sequence[str] = (),
+        *,
+        memory_dir: str = "",
+        pids_dir: str = "",
+        prefix: Sequence[str] = (),
+        unit: str = "",
+    ) -> None:
         self.kind = kind  # "cgroup2" | "cgroup1" | "systemd-scope"
         self.limits = limits
         self._dirs = tuple(dirs)  # ours to remove; a scope's cgroup is systemd's
@@ -307,16 +316,14 @@ class Cage:
         return True
 
 
-def _build(kind: str, name: str, limits: CageLimits, parents: dict[str, str],
-           settings: Sequence[tuple[str, str, str, bool]]) -> Cage:
+def _build(kind: str, name: str, limits: CageLimits, parents: dict[str, str], settings: Sequence[tuple[str, str, str, bool]]) -> Cage:
     """Make one directory per distinct parent ({controller: parent}) and write the settings.
 
     ``settings``: (controller, file, value, optional); an optional file may be absent.
     """
     base = _base_name(name)
     made = {parent: os.path.join(parent, base) for parent in parents.values()}
-    cage = Cage(kind, limits, list(made.values()),
-                memory_dir=made[parents["memory"]], pids_dir=made[parents["pids"]])
+    cage = Cage(kind, limits, list(made.values()), memory_dir=made[parents["memory"]], pids_dir=made[parents["pids"]])
     try:
         for parent, path in made.items():
             _remove_stale(parent)
@@ -389,12 +396,18 @@ def _v2_parent() -> str:
 def _cage_v2(name: str, limits: CageLimits) -> Cage:
     with _v2_lock:
         parent = _v2_parent()
-    return _build("cgroup2", name, limits, {"pids": parent, "memory": parent}, [
-        ("pids", "pids.max", str(limits.tasks), False),
-        ("memory", "memory.max", str(limits.memory), False),
-        ("memory", "memory.swap.max", "0", True),  # absent without swap accounting
-        ("memory", "memory.oom.group", "1", True),  # an OOM kill takes the whole cage
-    ])
+    return _build(
+        "cgroup2",
+        name,
+        limits,
+        {"pids": parent, "memory": parent},
+        [
+            ("pids", "pids.max", str(limits.tasks), False),
+            ("memory", "memory.max", str(limits.memory), False),
+            ("memory", "memory.swap.max", "0", True),  # absent without swap accounting
+            ("memory", "memory.oom.group", "1", True),  # an OOM kill takes the whole cage
+        ],
+    )
 
 
 def _cage_v1(name: str, limits: CageLimits) -> Cage:
@@ -407,12 +420,18 @@ def _cage_v1(name: str, limits: CageLimits) -> Cage:
     missing = [c for c in ("pids", "memory") if not parents.get(c)]
     if missing:
         raise _Unavailable(f"cgroup v1: no {' or '.join(missing)} hierarchy")
-    return _build("cgroup1", name, limits, parents, [  # type: ignore[arg-type]
-        ("pids", "pids.max", str(limits.tasks), False),
-        ("memory", "memory.limit_in_bytes", str(limits.memory), False),
-        # After the limit (memsw may not be below it); absent without swap accounting.
-        ("memory", "memory.memsw.limit_in_bytes", str(limits.memory), True),
-    ])
+    return _build(
+        "cgroup1",
+        name,
+        limits,
+        parents,
+        [  # type: ignore[arg-type]
+            ("pids", "pids.max", str(limits.tasks), False),
+            ("memory", "memory.limit_in_bytes", str(limits.memory), False),
+            # After the limit (memsw may not be below it); absent without swap accounting.
+            ("memory", "memory.memsw.limit_in_bytes", str(limits.memory), True),
+        ],
+    )
 
 
 def systemd_scope_argv(systemd_run: str, unit: str, limits: CageLimits, runtime_dir: str = "") -> list[str]:
@@ -421,9 +440,19 @@ def systemd_scope_argv(systemd_run: str, unit: str, limits: CageLimits, runtime_
     --user finds its manager through $XDG_RUNTIME_DIR, which a plugin's clean environment
     lacks: ``env`` sets it for systemd-run and unsets it again for the command.
     """
-    argv = [systemd_run, *(["--user"] if runtime_dir else []), "--scope", "--quiet", "--collect",
-            "--no-ask-password", f"--unit={unit}", f"--property=TasksMax={limits.tasks}",
-            f"--property=MemoryMax={limits.memory}", "--property=MemorySwapMax=0", "--"]
+    argv = [
+        systemd_run,
+        *(["--user"] if runtime_dir else []),
+        "--scope",
+        "--quiet",
+        "--collect",
+        "--no-ask-password",
+        f"--unit={unit}",
+        f"--property=TasksMax={limits.tasks}",
+        f"--property=MemoryMax={limits.memory}",
+        "--property=MemorySwapMax=0",
+        "--",
+    ]
     if not runtime_dir:
         return argv
     env = shutil.which("env") or "/usr/bin/env"

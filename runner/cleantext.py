@@ -63,7 +63,7 @@ equals ``clean_text`` of the joined input.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["MAX_MARKS", "StreamCleaner", "clean_text"]
 
@@ -290,9 +290,7 @@ class StreamCleaner:
 
     def _hold_escape(self, text: str) -> str:
         """``text`` without an unfinished escape sequence at its end, which is kept for later."""
-        last = None
-        for last in _ESCAPE.finditer(text):
-            pass
+        *_, last = (None, *_ESCAPE.finditer(text))
         if last is not None and last.end() == len(text):
             pending = _PENDING.fullmatch(last.group())
             if pending is not None:

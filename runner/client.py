@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.calls import CancelToken, Stream
@@ -28,7 +29,15 @@ from runner.cleantext import clean_text
 from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.egress import EgressUse
-from runner.errors import PluginCancelled, PluginError, PluginProtocolError, PluginRaised, PluginResultError, PluginTimeout, PluginUnavailable
+from runner.errors import (
+    PluginCancelled,
+    PluginError,
+    PluginProtocolError,
+    PluginRaised,
+    PluginResultError,
+    PluginTimeout,
+    PluginUnavailable,
+)
 from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
 from runner.process import resident_bytes
 from runner.supervisor import RestartPolicy, Supervisor
@@ -112,7 +121,9 @@ class Plugin(LLMClient):
         """Start the process if it is not running and return its hello."""
         start = self.config.deadlines.start
         if not self._turn.take(time.monotonic() + start):
-            raise PluginTimeout(self.name, f"timed out after {start:g}s (the start deadline) waiting for another call to end", phase="start", seconds=start)
+            raise PluginTimeout(
+                self.name, f"timed out after {start:g}s (the start deadline) waiting for another call to end", phase="start", seconds=start
+            )
         try:
             return self._life.connection().hello
         finally:
@@ -359,8 +370,14 @@ class Plugin(LLMClient):
         return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
     def generate_chat(
-        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        system: str,
+        messages: Sequence[Message],
+        max_tokens: int = 4096,
+        temperature: float | None = 0.8,
+        *,
+        cancel: CancelToken | None = None,
+    ) -> str:
         params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
         return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
@@ -371,8 +388,14 @@ class Plugin(LLMClient):
         return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message), cancel)
 
     def stream_chat(
-        self, system: str, messages: Sequence[Message], max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
-    ) -> Stream:  # fmt: skip
+        self,
+        system: str,
+        messages: Sequence[Message],
+        max_tokens: int = 4096,
+        temperature: float | None = 0.8,
+        *,
+        cancel: CancelToken | None = None,
+    ) -> Stream:
         return self._stream("stream", _generation(system, max_tokens, temperature, messages=_plain_messages(messages)), cancel)
 
     def _distrust(self, what: str) -> None:

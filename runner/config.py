@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
+from runner.constants import MAX_SOURCE, PROFILES
 from runner.endpoints import Endpoint, Proxies, parse_endpoint
-from runner.protocol import DEFAULT_MAX_MESSAGE, MAX_SOURCE
+from runner.protocol import DEFAULT_MAX_MESSAGE
 
 __all__ = ["DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
 
 #: The longest answer a plugin may give, in characters (about four million words): past it
 #: the host stops the plugin rather than hold an endless stream in memory.
 DEFAULT_MAX_REPLY = 16 * 2**20
-
-PROFILES = ("untrusted", "network", "none")
 
 
 def _positive(owner: object, **values: float) -> None:
@@ -50,7 +49,7 @@ class Deadlines:
 
 @dataclass(frozen=True)
 class Limits:
-    """Kernel resource limits applied inside the child (see ``runner.sandbox``)."""
+    """Kernel resource limits applied inside the child (see ``runner.sandbox.enforce``)."""
 
     address_space: int = 4 * 2**30  # below ~1 GiB glibc's thread arenas starve
     data: int = 2 * 2**30
@@ -171,7 +170,7 @@ class PluginConfig:
         broker's channel (``runner.egress``), inherited under that number.
         """
         return [
-            self.python, "-I", "-S", os.fspath(root / "runner" / "child.py"),
+            self.python, "-I", "-S", os.fspath(root / "runner" / "child" / "entry.py"),
             "--root", os.fspath(root), "--plugin", os.fspath(self.path), "--name", self.name,
             "--max-message", str(self.max_message), *self.sandbox.as_argv(caged),
             *(["--egress", str(egress_fd)] if egress_fd is not None else []),

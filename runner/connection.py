@@ -14,18 +14,29 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from runner import process
 from runner.calls import CancelToken
 from runner.cgroup import Cage
 from runner.config import PluginConfig
+from runner.constants import REPORT_LENGTH_BYTES
 from runner.egress import Egress, EgressPolicy, EgressUse
 from runner.endpoints import Endpoint
 from runner.errors import (
-    PluginCancelled, PluginCrashed, PluginError, PluginLoadError, PluginProtocolError, PluginRaised,
-    PluginResultError, PluginStartError, PluginStartTimeout, PluginTimeout, PluginUnavailable,
+    PluginCancelled,
+    PluginCrashed,
+    PluginError,
+    PluginLoadError,
+    PluginProtocolError,
+    PluginRaised,
+    PluginResultError,
+    PluginStartError,
+    PluginStartTimeout,
+    PluginTimeout,
+    PluginUnavailable,
 )  # fmt: skip
 from runner.handshake import MAX_REPORT, check_hello, parse_report, start_failure
 from runner.process import describe_exit
@@ -137,7 +148,9 @@ class Connection:
             report = self._read_report(deadline, seconds)
             message = self._next_message(deadline, "start", seconds)
         except PluginTimeout:
-            raise PluginStartTimeout(self.name, f"sent no hello within {seconds:g}s", seconds=seconds, stderr_tail=self.stderr_tail()) from None
+            raise PluginStartTimeout(
+                self.name, f"sent no hello within {seconds:g}s", seconds=seconds, stderr_tail=self.stderr_tail()
+            ) from None
         except PluginCrashed as exc:
             raise start_failure(self.name, exc, reported=report is not None) from None
         except PluginProtocolError as exc:
@@ -158,8 +171,8 @@ class Connection:
 
     def _read_report(self, deadline: float, seconds: float) -> dict[str, Any]:
         """Read the child's first frame, its sandbox report; what follows it goes to the decoder."""
-        buffered, size = b"", MAX_REPORT  # the size is known once its 4 bytes are in
-        while len(buffered) < 4 + size:
+        head, buffered, size = REPORT_LENGTH_BYTES, b"", MAX_REPORT  # the size is known once its head is in
+        while len(buffered) < head + size:
             try:
                 data = self._reader.wait_and_read(deadline)
             except TimedOut:
@@ -167,14 +180,14 @@ class Connection:
             if data == b"":
                 raise self._crashed("start")
             buffered += data or b""
-            if len(buffered) >= 4:
-                size = int.from_bytes(buffered[:4], "big")
+            if len(buffered) >= head:
+                size = int.from_bytes(buffered[:head], "big")
                 if size > MAX_REPORT:
                     self.kill()
                     raise PluginStartError(self.name, "sent an oversized sandbox report")
         try:
-            report = parse_report(self.name, buffered[4 : 4 + size], self.config.sandbox.profile)
-            self._reader.feed(buffered[4 + size :])
+            report = parse_report(self.name, buffered[head : head + size], self.config.sandbox.profile)
+            self._reader.feed(buffered[head + size :])
         except PluginStartError:
             self.kill()
             raise
@@ -249,7 +262,15 @@ class Connection:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any], seconds: float, phase: str, deadline: float | None = None, cancel: CancelToken | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any],
+        seconds: float,
+        phase: str,
+        deadline: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Any:
         """Send one request and return its result, or raise the matching PluginError.
 
         The call must end by the monotonic time ``deadline`` (default: ``seconds`` from
@@ -280,7 +301,9 @@ class Connection:
             if self.dead:
                 self._release()
 
-    def stream(self, method: str, params: dict[str, Any], total_at: float | None = None, cancel: CancelToken | None = None) -> Iterator[str]:
+    def stream(
+        self, method: str, params: dict[str, Any], total_at: float | None = None, cancel: CancelToken | None = None
+    ) -> Iterator[str]:
         """Send a streaming request and yield its text under the three generation deadlines.
 
         First chunk counts from the request, idle from the last chunk with text, total
@@ -476,7 +499,9 @@ class Connection:
             grace = self.config.deadlines.cancel_grace
             return PluginCancelled(self.name, f"ignored a cancel for {grace:g}s and was stopped")
         what = {"start": "starting", "cancel": "ending a cancelled call"}.get(phase, f"the {phase.replace('_', ' ')} deadline")
-        return PluginTimeout(self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail())
+        return PluginTimeout(
+            self.name, f"timed out after {seconds:g}s ({what})", phase=phase, seconds=seconds, stderr_tail=self.stderr_tail()
+        )
 
     def _crashed(self, during: str) -> PluginError:
         if self._stopping:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_literal, is_local_name, spell
-from runner.netwire import MAX_REQUEST, WireError, check_request, decode, encode
+from runner.netwire import MAX_REQUEST, check_request, decode, encode
 
 __all__ = ["Egress", "EgressPolicy", "EgressUse"]
 
@@ -148,7 +148,14 @@ class Egress:
 
     def use(self) -> EgressUse:
         with self._lock:
-            return EgressUse(self._connected, self._refused, tuple(self._recent_ok), tuple(self._recent_refused), self._last_refused, self._last_refused_at)
+            return EgressUse(
+                self._connected,
+                self._refused,
+                tuple(self._recent_ok),
+                tuple(self._recent_refused),
+                self._last_refused,
+                self._last_refused_at,
+            )
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -322,7 +329,9 @@ class Egress:
                 self._recorder.start()
             # Under the lock: close() puts the end marker under it too, so nothing follows that.
             self._queued += 1
-            self._events_out.put(("network_" + outcome, {"endpoint": endpoint, **({"more": "not recorded"} if count == _MAX_EVENTS else {})}))
+            self._events_out.put(
+                ("network_" + outcome, {"endpoint": endpoint, **({"more": "not recorded"} if count == _MAX_EVENTS else {})})
+            )
 
     def _write_events(self) -> None:
         assert self._emit is not None

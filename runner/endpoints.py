@@ -14,7 +14,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Endpoint", "EndpointError", "Proxies", "Proxy", "host_key", "is_literal", "is_local_name", "parse_endpoint", "parse_proxy", "proxies_from", "spell"]
+__all__ = [
+    "Endpoint",
+    "EndpointError",
+    "Proxies",
+    "Proxy",
+    "host_key",
+    "is_literal",
+    "is_local_name",
+    "parse_endpoint",
+    "parse_proxy",
+    "proxies_from",
+    "spell",
+]
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -87,7 +99,9 @@ def parse_endpoint(text: str) -> Endpoint:
         raise EndpointError(f"network entry {text!r}: write an IPv6 address in brackets, like [::1]:8080")
     key = host_key(host[2:] if wildcard else host)
     if key is None or (wildcard and is_literal(key)) or (host.startswith("[") and ":" not in key):
-        raise EndpointError(f"network entry {text!r} must name a host (api.example.com), one wildcard label (*.example.com) or an IP address")
+        raise EndpointError(
+            f"network entry {text!r} must name a host (api.example.com), one wildcard label (*.example.com) or an IP address"
+        )
     return Endpoint(key, int(port_text), wildcard)
 
 
@@ -179,5 +193,7 @@ def proxies_from(environ: Mapping[str, str]) -> Proxies:
         return (environ.get(name.lower()) or environ.get(name.upper()) or "").strip()
 
     https, http = value("https_proxy") or value("all_proxy"), value("http_proxy") or value("all_proxy")
-    no_proxy = tuple(key for key in (host_key(item.strip().lstrip(".")) if item.strip() != "*" else "*" for item in value("no_proxy").split(",")) if key)
+    no_proxy = tuple(
+        key for key in (host_key(item.strip().lstrip(".")) if item.strip() != "*" else "*" for item in value("no_proxy").split(",")) if key
+    )
     return Proxies(parse_proxy(https) if https else None, parse_proxy(http) if http else None, no_proxy)

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.constants import NOTIFICATION, OPTIONAL_METHODS, PROTOCOL_VERSION, REPORT_MAGIC, SANDBOX_ERROR_MARKER, SANDBOX_EXIT
 from runner.errors import PluginCrashed, PluginLoadError, PluginSandboxError, PluginStartError, PluginVersionError
 from runner.process import describe_exit
-from runner.protocol import NOTIFICATION, PROTOCOL_VERSION
 from runner.stderr import last_line
 
-__all__ = ["MAX_REPORT", "SANDBOX_EXIT", "check_hello", "parse_report", "start_failure"]
-
-SANDBOX_EXIT = 78  # runner/child.py: the sandbox could not be applied
+__all__ = ["MAX_REPORT", "check_hello", "parse_report", "start_failure"]
 
 
 #: The sandbox report frame is a few hundred bytes; anything near this is not one.
 MAX_REPORT = 64 * 1024
-_REPORT_MAGIC = "sandchat-sandbox-report 1"  # runner/child.py REPORT_MAGIC
 _LAYERS = frozenset({
     "rlimits", "pdeathsig", "no-capabilities", "no_new_privs", "landlock-fs", "landlock-net", "landlock-scope", "seccomp",
 })  # fmt: skip
@@ -40,7 +37,7 @@ def parse_report(name: str, body: bytes, profile: str) -> dict[str, Any]:
     PluginStartError otherwise.
     """
     lines = body.decode("utf-8", "replace").split("\n")
-    if lines[0] != _REPORT_MAGIC:
+    if lines[0] != REPORT_MAGIC:
         raise PluginStartError(name, "did not start with a sandbox report")
     report: dict[str, Any] = {"profile": "", "layers": [], "landlock_abi": 0, "limits": {}, "missing": []}
     for line in lines[1:]:
@@ -70,9 +67,10 @@ def start_failure(name: str, crash: PluginCrashed, reported: bool = False) -> Pl
     """
     tail = crash.stderr_tail
     if crash.exit_code == SANDBOX_EXIT and not reported:
-        marker = "sandchat-sandbox-error:"
-        reason = next((line.split(":", 1)[1].strip() for line in reversed(tail) if line.startswith(marker)), "unknown reason")
-        return PluginSandboxError(name, f"refused to start: sandbox could not be applied: {reason}", exit_code=SANDBOX_EXIT, stderr_tail=tail)
+        reason = next((line.split(":", 1)[1].strip() for line in reversed(tail) if line.startswith(SANDBOX_ERROR_MARKER)), "unknown reason")
+        return PluginSandboxError(
+            name, f"refused to start: sandbox could not be applied: {reason}", exit_code=SANDBOX_EXIT, stderr_tail=tail
+        )
     how = describe_exit(crash.exit_code, crash.signal)
     return PluginStartError(name, f"{how} before its hello{last_line(tail)}", exit_code=crash.exit_code, stderr_tail=tail)
 
@@ -105,7 +103,6 @@ def check_hello(name: str, message: list[Any], stderr_tail: tuple[str, ...]) -> 
 
 
 _MAX_WINDOW = 100_000_000  # tokens; no model has a context window near this
-_OPTIONAL = ("stream_response", "generate_chat", "stream_chat")  # runner/server.py _OPTIONAL
 
 
 def _hello_problem(hello: dict[str, Any]) -> str:
@@ -116,7 +113,7 @@ def _hello_problem(hello: dict[str, Any]) -> str:
         ("class", lambda v: v is None or (isinstance(v, str) and len(v) <= 200)),
         ("doc", lambda v: isinstance(v, str) and len(v) <= 2000),
         ("context_window", lambda v: type(v) is int and 0 <= v <= _MAX_WINDOW),
-        ("methods", lambda v: isinstance(v, list) and len(v) <= len(_OPTIONAL) and all(m in _OPTIONAL for m in v)),
+        ("methods", lambda v: isinstance(v, list) and len(v) <= len(OPTIONAL_METHODS) and all(m in OPTIONAL_METHODS for m in v)),
         ("python", lambda v: isinstance(v, str) and len(v) <= 40),
     )
     for key, valid in checks:

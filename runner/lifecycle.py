@@ -14,15 +14,22 @@ import hashlib
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from runner.calls import CancelToken
 from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.errors import (
-    PluginCancelled, PluginError, PluginLoadError, PluginSandboxError, PluginStartError, PluginTimeout,
-    PluginUnavailable, PluginVersionError,
+    PluginCancelled,
+    PluginError,
+    PluginLoadError,
+    PluginSandboxError,
+    PluginStartError,
+    PluginTimeout,
+    PluginUnavailable,
+    PluginVersionError,
 )  # fmt: skip
 from runner.supervisor import RestartPolicy, Supervisor
 from runner.turn import Turn
@@ -117,7 +124,9 @@ class Lifecycle:
         self._turn.shut()  # queued calls end at once, "closed"
         self.stop()
 
-    def connection(self, deadline: float | None = None, seconds: float = 0.0, phase: str = "", cancel: CancelToken | None = None) -> Connection:
+    def connection(
+        self, deadline: float | None = None, seconds: float = 0.0, phase: str = "", cancel: CancelToken | None = None
+    ) -> Connection:
         """The live process, started now if need be; the caller holds the turn.
 
         A restart's back-off counts against ``deadline`` (the call's, ``seconds`` long).
@@ -153,7 +162,9 @@ class Lifecycle:
 
     def late(self, seconds: float, phase: str, doing: str) -> PluginTimeout:
         """A call whose deadline passed before it reached the plugin: counted, but not the process's fault."""
-        error = PluginTimeout(self.name, f"timed out after {seconds:g}s (the {phase.replace('_', ' ')} deadline) {doing}", phase=phase, seconds=seconds)
+        error = PluginTimeout(
+            self.name, f"timed out after {seconds:g}s (the {phase.replace('_', ' ')} deadline) {doing}", phase=phase, seconds=seconds
+        )
         self.stats.record(error)
         return error
 

@@ -1,7 +1,7 @@
 """The egress channel's wire format: length-prefixed JSON objects between child and host.
 
 A network-profile child asks the host to resolve names and open connections for it over
-a private AF_UNIX stream pair (``runner/egress.py`` answers, ``runner/netshim.py`` asks).
+a private AF_UNIX stream pair (``runner/egress.py`` answers, ``runner/child/netshim.py`` asks).
 Standard library only: the child speaks it before ``site`` has put msgpack on its path.
 
 Each frame is a 4-byte big-endian length, then a UTF-8 JSON object. Requests (child to
@@ -82,7 +82,11 @@ def check_request(message: dict[str, Any]) -> dict[str, Any]:
             raise WireError("a timeout that is not a number of seconds")
         return {"op": op, "host": host, "port": port, "family": family, "timeout": timeout}
     flags = message.get("flags", 0)
-    if port is not None and not (type(port) is int and 0 <= port < 65536) and not (isinstance(port, str) and len(port) <= 32 and port.isascii()):
+    if (
+        port is not None
+        and not (type(port) is int and 0 <= port < 65536)
+        and not (isinstance(port, str) and len(port) <= 32 and port.isascii())
+    ):
         raise WireError("a resolve port that is neither a number nor a short service name")
     if type(flags) is not int or not -(2**31) <= flags < 2**31 or not -(2**31) <= family < 2**31:
         raise WireError("flags or a family that are not a C int")

@@ -13,8 +13,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from runner.cgroup import Cage, CageError, CageLimits, open_cage
 
@@ -28,7 +29,7 @@ def harden_host() -> list[str]:
 
     Returns the names of the protections applied; a missing one is not fatal.
     """
-    from runner import kernel  # ctypes is only paid for when a plugin is about to run
+    from runner.sandbox import kernel  # ctypes is only paid for when a plugin is about to run
 
     applied = []
     for name, action in (("non-dumpable", lambda: kernel.set_dumpable(False)), ("subreaper", kernel.set_child_subreaper)):
@@ -89,7 +90,9 @@ def _on_spawner(job: Callable[[], Any]) -> Any:
     return _spawner.submit(job)
 
 
-def spawn(argv: list[str], env: Mapping[str, str], cwd: str, cage: Cage | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], env: Mapping[str, str], cwd: str, cage: Cage | None = None, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` with all three streams piped, a clean environment and its own session.
 
     ``pass_fds`` are inherited under their numbers (the network broker's channel); no other fd is.

@@ -19,12 +19,14 @@ An error map is ``{"kind", "type", "message", "traceback"}`` with string values.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 
 from runner import budget
 from runner.budget import MAX_DEPTH, MAX_OBJECTS, BudgetExceeded, flat_reply
+from runner.constants import ERROR_KINDS, MAX_SOURCE, METHODS, NOTIFICATION, PROTOCOL_VERSION, REQUEST, RESPONSE, SOURCE_LENGTH_BYTES
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
@@ -47,25 +49,12 @@ __all__ = [
     "source_frame",
 ]
 
-PROTOCOL_VERSION = 2
-
-REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
-
-#: Requests a child must answer.
-METHODS = ("generate", "chat", "stream", "count_tokens", "ping", "cancel", "shutdown")
-
-#: The ``kind`` of an error map says whose fault it was.
-ERROR_KINDS = ("plugin", "contract", "cancelled", "request", "load", "sandbox", "busy")
-
 #: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 #: Request ids are msgpack uint32s; a sender wraps to 0 after this one.
 MAX_MSGID = 2**32 - 1
 
-#: Largest plugin file the host sends (runner/child.py's _MAX_SOURCE).
-MAX_SOURCE = 16 * 1024 * 1024
-SOURCE_LENGTH_BYTES = 8  # runner/child.py reads this many bytes of length first
 _unpackb = msgpack.unpackb
 _READ_SLACK = 256 * 1024  # the most either side reads at once
 
@@ -157,8 +146,11 @@ class Decoder:
         # _check_shape's test for the two shapes of a call, inlined (a Python call is ~0.1 us here)
         if type(message) is list and len(message) == 4:
             msgid, kind = message[1], message[0]
-            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(kind) is int and (
-                (kind == RESPONSE and message[2] is None) or (kind == REQUEST and type(message[2]) is str)
+            if (
+                type(msgid) is int
+                and 0 <= msgid <= MAX_MSGID
+                and type(kind) is int
+                and ((kind == RESPONSE and message[2] is None) or (kind == REQUEST and type(message[2]) is str))
             ):
                 return message
         return _check_shape(message)
@@ -190,7 +182,6 @@ class Decoder:
             if "exceeds max_" in str(exc):
                 raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
             raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {exc})") from None
-
 
     def _feed_scanned(self, data: bytes | memoryview) -> Iterator[list[Any]]:
         """feed() for a hostile peer: nothing is decoded unless it is known to fit the budget.

@@ -17,17 +17,12 @@ import weakref
 from collections import deque
 from typing import Any
 
+from runner.constants import READ_SIZE as _READ_SIZE
+from runner.constants import SPIN_SECONDS
 from runner.protocol import Decoder
 
-__all__ = ["SPIN_SECONDS", "Closed", "Reader", "TimedOut"]
+__all__ = ["Closed", "Reader", "TimedOut"]
 
-_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more (and malloc serves it from the heap, not mmap)
-#: Before sleeping in poll() for the child, poll without sleeping for this long (yielding the
-#: CPU between polls). When the child runs on another CPU, sleeping costs a cross-CPU wake-up
-#: per message (about 90 us on a VM whose idle CPUs halt at once); a message that arrives
-#: within the window costs none. Only when this process may use more than one CPU: on one
-#: CPU the child cannot run while we poll, so there we sleep at once.
-SPIN_SECONDS = 100e-6
 _EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
 
 

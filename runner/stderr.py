@@ -36,10 +36,13 @@ import struct
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from runner.cleantext import clean_text
+from runner.constants import LOG_HOST, LOG_PREFIX, LOG_TIME_FORMAT
+from runner.constants import READ_SIZE as _READ
 
 __all__ = ["StderrCapture", "last_line"]
 
@@ -50,7 +53,6 @@ _MAX_LOG = 1 << 20  # a plugin's log file is rotated to NAME.log.1 past this siz
 #: The default budget: bytes per second sustained, and the burst read at once after a quiet spell.
 RATE = 64 * 1024
 BURST = 256 * 1024
-_READ = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 _LINE_COST = 32  # what a line costs beyond its bytes: about the stamp and name it gets in the log
 _GAP = 0.01  # under a budget, the least time between two reads: at most 100 reads a second
 _MIN_BURST = 4096  # a burst covers at least one line of the longest
@@ -60,6 +62,10 @@ _REPORT_PAUSE = 0.1  # pauses shorter than this in all are not worth a line in t
 _LAST_WORDS = 256 * 1024  # what the log takes at once (or a burst, if larger) of a pipe nobody writes to
 _DRAIN_MAX = 4 << 20  # reading a pipe nobody writes to at once stops here (a pipe holds 1 MiB at most, by default)
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _prefix(who: str) -> str:
+    return LOG_PREFIX.format(stamp=time.strftime(LOG_TIME_FORMAT), who=who)
 
 
 def last_line(tail: tuple[str, ...]) -> str:
@@ -127,9 +133,7 @@ class StderrCapture:
     Counters are read with :meth:`stats`, and waited for with :meth:`wait_for`.
     """
 
-    def __init__(
-        self, name: str, stream: IO[bytes], log_path: Path | None, *, rate: float | None = RATE, burst: int = BURST
-    ) -> None:
+    def __init__(self, name: str, stream: IO[bytes], log_path: Path | None, *, rate: float | None = RATE, burst: int = BURST) -> None:
         if rate is not None and not rate > 0:
             raise ValueError(f"rate must be positive or None, not {rate!r}")
         if burst < _MIN_BURST:
@@ -418,20 +422,19 @@ class StderrCapture:
         if paused < _REPORT_PAUSE and not (final and dropped):
             return
         self._reported_paused, self._reported_at = total, now
-        stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [sandchat] {self.name}: stderr"
+        stamp = f"{_prefix(LOG_HOST)}{self.name}: stderr"
         lost = f"{_size(dropped)} dropped" if dropped else "nothing dropped"
         if self._rate == math.inf:  # no budget, so no pauses: only what the host closed the stream on
             self._write_raw(f"{stamp}: {lost}\n")
             return
         in_all = f" ({total:.1f} s in all)" if total - paused >= 0.05 else ""
         self._write_raw(
-            f"{stamp} over budget ({_size(self._rate)}/s, burst {_size(self._burst)}): "
-            f"reading paused {paused:.1f} s{in_all}; {lost}\n"
+            f"{stamp} over budget ({_size(self._rate)}/s, burst {_size(self._burst)}): reading paused {paused:.1f} s{in_all}; {lost}\n"
         )
 
     def _write_log(self, lines: list[str]) -> None:
         if self._log is not None:
-            prefix = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{self.name}] "
+            prefix = _prefix(self.name)
             self._write_raw(prefix + ("\n" + prefix).join(lines) + "\n")
 
     def _write_raw(self, text: str) -> None:

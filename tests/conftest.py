@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -33,7 +33,7 @@ def plugin_processes(marker: str = "") -> list[tuple[int, str]]:
                 state = f.read().rsplit(b")", 1)[1].split()[0].decode()
         except OSError:
             continue
-        if ("runner/child.py" in cmdline and marker in cmdline) or state == "Z" and _is_our_zombie(int(entry.name)):
+        if ("runner/child/entry.py" in cmdline and marker in cmdline) or state == "Z" and _is_our_zombie(int(entry.name)):
             found.append((int(entry.name), cmdline or "<zombie>"))
     return found
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import allowlist, kernel, seccomp, syscalls
+from runner.sandbox import allowlist, kernel, seccomp, syscalls
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -55,7 +55,7 @@ def documented() -> set[str]:
 
 
 def table() -> str:
-    """The allow-list table as docs/security.md carries it, made from runner/allowlist.py."""
+    """The allow-list table as docs/security.md carries it, made from runner/sandbox/allowlist.py."""
     groups: dict[str, list[str]] = {}
     for name, why in allowlist.ALWAYS.items():
         groups.setdefault(why, []).append(name)
@@ -79,7 +79,7 @@ def table() -> str:
 def test_every_allowed_call_has_its_row_in_the_docs_and_no_other() -> None:
     listed = set(allowlist.ALWAYS) | set(allowlist.NETWORK) | set(allowlist.FILTERED)
     missing, stale = listed - documented(), documented() - listed
-    hint = "; the table from runner/allowlist.py is:\n" + table()
+    hint = "; the table from runner/sandbox/allowlist.py is:\n" + table()
     assert not missing, f"add a row to docs/security.md's allow-list table for: {sorted(missing)}{hint}"
     assert not stale, f"docs/security.md lists calls the filter does not allow: {sorted(stale)}{hint}"
 
@@ -157,7 +157,9 @@ def test_no_profile_may_create_a_socket(args: tuple[int, ...]) -> None:
     assert run(seccomp.build(False, PID), nr("socket"), args) == EPERM
 
 
-@pytest.mark.parametrize(("name", "args"), [("fcntl", (3, 6)), ("fcntl", (3, 7)), ("fcntl", (3, 37)), ("fcntl", (3, 38)), ("flock", (3, 2))])
+@pytest.mark.parametrize(
+    ("name", "args"), [("fcntl", (3, 6)), ("fcntl", (3, 7)), ("fcntl", (3, 37)), ("fcntl", (3, 38)), ("flock", (3, 2))]
+)
 def test_taking_a_lock_succeeds_without_locking(name: str, args: tuple[int, ...]) -> None:
     assert run(seccomp.build(False, PID), nr(name), args) == seccomp.RET_ERRNO  # errno 0: returns 0, not run
 

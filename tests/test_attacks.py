@@ -30,9 +30,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -41,7 +41,19 @@ from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
 from app.grants import file_sha256
 from runner import Limits, Plugin, PluginCrashed, PluginTimeout
 from tests.attackkit import (
-    ATTACKS, CANARY_VAR, ROOT, Host, accepted, assert_host_healthy, attack, datagrams, errnos, grant_network, listener, port, udp_socket,
+    ATTACKS,
+    CANARY_VAR,
+    ROOT,
+    Host,
+    accepted,
+    assert_host_healthy,
+    attack,
+    datagrams,
+    errnos,
+    grant_network,
+    listener,
+    port,
+    udp_socket,
 )  # fmt: skip
 from tests.conftest import FAST
 
@@ -199,7 +211,9 @@ def test_writing_past_the_file_size_limit_fails_with_efbig(attacks: PluginManage
     assert_host_healthy(attacks, host)
 
 
-def test_residual_stat_reveals_files_outside_the_sandbox_and_inotify_is_refused(attacks: PluginManager, host: Host, fake_home: Path) -> None:
+def test_residual_stat_reveals_files_outside_the_sandbox_and_inotify_is_refused(
+    attacks: PluginManager, host: Host, fake_home: Path
+) -> None:
     """Landlock mediates neither stat() nor inotify: a plugin learns that a file exists and
     its size, never its content. inotify (when its folder changes) is off the allow list."""
     secret = fake_home / ".ssh" / "id_ed25519"

@@ -1,7 +1,7 @@
 """Attacks on the system-call allow list: each class it closes, tried by a hostile plugin.
 
 The seccomp filter used to be a deny list, and an outside review got out through calls
-it did not name. Now anything not on ``runner.allowlist`` fails with EPERM. One test per
+it did not name. Now anything not on ``runner.sandbox.allowlist`` fails with EPERM. One test per
 class: the plugin's own try fails with EPERM (not the errno the call would give without
 the filter: the control test shows the same tries succeeding unsandboxed), the world is
 unchanged, and the host is unharmed.
@@ -21,9 +21,9 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -147,7 +147,7 @@ _HOST_SCRIPT = textwrap.dedent("""
     sys.stdin.read()  # until the test kills us
 """)
 
-_PERSIST_PLUGIN = textwrap.dedent('''
+_PERSIST_PLUGIN = textwrap.dedent("""
     import ctypes, threading, time
     from llm_utils import LLMClient
     libc = ctypes.CDLL(None, use_errno=True)
@@ -161,7 +161,7 @@ _PERSIST_PLUGIN = textwrap.dedent('''
 
         def count_tokens(self, text):
             return 1
-''')
+""")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])

@@ -193,7 +193,9 @@ def test_the_child_tags_what_python_prints_to_stdout(home: Path) -> None:
 def test_check_file_api_uses_the_files_own_name_and_the_untrusted_profile() -> None:
     report = check_file(AUTHORING / "needs_network_plugin.py", deadlines=FAST)
     assert report.name == "needs_network" and report.ok
-    assert report.metadata == Metadata("Needs its API: raises without network and key, as it should.", ("api.example.com:443",), ("NEEDS_NETWORK_KEY",))
+    assert report.metadata == Metadata(
+        "Needs its API: raises without network and key, as it should.", ("api.example.com:443",), ("NEEDS_NETWORK_KEY",)
+    )
     loaded = next(r for r in report.results if r.check == "loads in the sandbox")
     assert "profile untrusted" in loaded.detail
 
@@ -217,7 +219,9 @@ def test_original_guide_example_names_the_missing_module(home: Path) -> None:
     assert "No module named 'your_llm_library'" in table["loads in the sandbox"][1]
     prompt = sandchat(home, "--plugins-dir", str(AUTHORING), "prompt", "-p", "your_llm", "hello")
     assert prompt.returncode == 1 and prompt.stdout == ""
-    assert prompt.stderr == "sandchat: plugin 'your_llm' failed to load: ModuleNotFoundError: No module named 'your_llm_library' (at import)\n"
+    assert (
+        prompt.stderr == "sandchat: plugin 'your_llm' failed to load: ModuleNotFoundError: No module named 'your_llm_library' (at import)\n"
+    )
 
 
 # -- install and remove --------------------------------------------------------------------------
@@ -339,5 +343,7 @@ def test_disabling_one_plugin_by_environment(home: Path) -> None:
     assert off.stderr == "sandchat: plugin 'raises' is turned off by SANDCHAT_DISABLE_PLUGINS or the settings file's 'disabled' list\n"
     others = sandchat(home, "--plugins-dir", str(AUTHORING), "prompt", "-p", "echo", "hi", SANDCHAT_DISABLE_PLUGINS="raises,gpt4")
     assert (others.returncode, others.stdout) == (0, "echo: hi\n")
-    listed = json.loads(sandchat(home, "--plugins-dir", str(AUTHORING), "plugins", "list", "--json", SANDCHAT_DISABLE_PLUGINS="raises").stdout)
+    listed = json.loads(
+        sandchat(home, "--plugins-dir", str(AUTHORING), "plugins", "list", "--json", SANDCHAT_DISABLE_PLUGINS="raises").stdout
+    )
     assert {p["name"]: p["state"] for p in listed["plugins"]}["raises"] == "disabled"

@@ -16,8 +16,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -87,8 +87,9 @@ WAIT = "import sys; print('ready', flush=True); sys.stdin.readline()"
 
 
 def spawn(argv: list[str], cage: Cage | None = None) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(cage.wrap(argv) if cage else argv, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cage.wrap(argv) if cage else argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     if cage is not None and cage.kind == "systemd-scope":
         cage.add(proc.pid)  # the scope learns its cgroup from the pid
     return proc
@@ -199,8 +200,10 @@ def test_memory_bytes_counts_memfd_pages_that_vmrss_does_not(cage: Cage) -> None
     with running(spawn(python(MEMFD, "64", "fallocate"), cage)) as proc:
         assert read_line(proc) == "allocated"
         charged, rss = cage.memory_bytes(), vm_rss(proc.pid)
-        print(f"\n64 MiB memfd: cage memory_bytes={charged} ({charged / MiB:.1f} MiB), "  # type: ignore[operator]
-              f"VmRSS={rss} ({rss / MiB:.1f} MiB)")
+        print(
+            f"\n64 MiB memfd: cage memory_bytes={charged} ({charged / MiB:.1f} MiB), "  # type: ignore[operator]
+            f"VmRSS={rss} ({rss / MiB:.1f} MiB)"
+        )
         assert charged is not None and charged >= 64 * MiB
         assert rss < 64 * MiB
         assert not cage.oom_killed()
@@ -300,8 +303,10 @@ def test_open_cage_removes_empty_leftovers_of_dead_hosts(dir_cage: Cage) -> None
 
 
 def test_cages_of_a_host_killed_by_sigkill_are_removed_by_the_next_open(dir_cage: Cage) -> None:
-    host = f"import sys; sys.path.insert(0, {ROOT!r}); from runner.cgroup import *; " \
-           "c = open_cage('orphan', CageLimits(8, 1 << 26)); print(*c.paths, flush=True); sys.stdin.readline()"
+    host = (
+        f"import sys; sys.path.insert(0, {ROOT!r}); from runner.cgroup import *; "
+        "c = open_cage('orphan', CageLimits(8, 1 << 26)); print(*c.paths, flush=True); sys.stdin.readline()"
+    )
     with running(spawn([sys.executable, "-I", "-c", host])) as proc:
         left = read_line(proc).split()
         assert left and all(os.path.basename(d).startswith(f"sandchat-{proc.pid}-orphan-") for d in left)
@@ -319,9 +324,12 @@ def test_no_cgroup_gives_a_one_line_reason() -> None:
         pytest.skip("needs root and unshare(1) to hide the cgroup mounts in a private mount namespace")
     code = f"import sys; sys.path.insert(0, {ROOT!r}); from runner.cgroup import *; print(repr(open_cage('x', CageLimits(8, 1 << 26))))"
     # In a mount namespace of its own, the child detaches every cgroup mount, then asks.
-    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                             'umount -l /sys/fs/cgroup && exec "$0" -c "$1"', sys.executable, code],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", 'umount -l /sys/fs/cgroup && exec "$0" -c "$1"', sys.executable, code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     reason = eval(result.stdout)  # the repr of a str, printed by our own child
     assert isinstance(reason, str) and "\n" not in reason, result
     assert reason.startswith("no cgroup for plugins: cgroup v2: not mounted"), reason
@@ -384,11 +392,19 @@ def test_v2_host_moves_only_out_of_a_delegated_cgroup_it_has_alone(v2_dir: str) 
 def test_systemd_scope_argv() -> None:
     limits = CageLimits(tasks=64, memory=256 * MiB)
     env = shutil.which("env") or "/usr/bin/env"
-    scope = ["--scope", "--quiet", "--collect", "--no-ask-password", "--unit=sandchat-7-p-0.scope",
-             "--property=TasksMax=64", f"--property=MemoryMax={256 * MiB}", "--property=MemorySwapMax=0", "--"]
+    scope = [
+        "--scope",
+        "--quiet",
+        "--collect",
+        "--no-ask-password",
+        "--unit=sandchat-7-p-0.scope",
+        "--property=TasksMax=64",
+        f"--property=MemoryMax={256 * MiB}",
+        "--property=MemorySwapMax=0",
+        "--",
+    ]
     user = systemd_scope_argv("/usr/bin/systemd-run", "sandchat-7-p-0.scope", limits, "/run/user/1000")
-    assert user == [env, "XDG_RUNTIME_DIR=/run/user/1000", "/usr/bin/systemd-run", "--user", *scope,
-                    env, "-u", "XDG_RUNTIME_DIR"]
+    assert user == [env, "XDG_RUNTIME_DIR=/run/user/1000", "/usr/bin/systemd-run", "--user", *scope, env, "-u", "XDG_RUNTIME_DIR"]
     system = systemd_scope_argv("/usr/bin/systemd-run", "sandchat-7-p-0.scope", limits)
     assert system == ["/usr/bin/systemd-run", *scope]
     cage = Cage("systemd-scope", limits, prefix=user, unit="sandchat-7-p-0.scope")
@@ -412,8 +428,7 @@ def _user_manager() -> bool:
     return bool(shutil.which("systemd-run") and runtime and os.path.exists(f"{runtime}/systemd/private"))
 
 
-@pytest.mark.skipif(not _user_manager(), reason="no systemd user manager here "
-                    "(needs systemd-run and $XDG_RUNTIME_DIR/systemd/private)")
+@pytest.mark.skipif(not _user_manager(), reason="no systemd user manager here (needs systemd-run and $XDG_RUNTIME_DIR/systemd/private)")
 def test_systemd_user_scope_limits_threads_and_memory() -> None:
     try:
         cage = cg._cage_scope("scope-test", LIMITS)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -124,8 +124,6 @@ def test_a_missing_permission_is_offered_as_a_grant(chat: Tmux, home: Path) -> N
     chat.type("connect again")
     chat.send("Enter")
     chat.wait_for(r"ConnectionRefusedError")  # the sandbox now lets it try; nothing listens there
-
-
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -24,7 +24,7 @@ from tests.slowplugins import SLOW_BOOT, SLOW_COUNT
 from tests.test_supervision import wait_until
 
 CHATPLUGINS = Path(__file__).parent / "chatplugins"
-SLOW_START = '''import threading
+SLOW_START = """import threading
 threading.Event().wait(1.5)  # a slow start: the spinner must already be turning
 from llm_utils import LLMClient
 class SlowStart(LLMClient):
@@ -32,7 +32,7 @@ class SlowStart(LLMClient):
         return "late but here"
     def count_tokens(self, text):
         return 1
-'''
+"""
 
 
 class NoMenu:
@@ -179,7 +179,6 @@ def test_health_stops_the_plugins_it_started_and_keeps_the_current_one(manager: 
 
 
 # -- Ctrl-C during a command -------------------------------------------------------------------
-
 
 
 @pytest.fixture

@@ -27,9 +27,13 @@ def test_every_exchange_is_logged_with_tokens_and_errors(manager: PluginManager)
     session.ask("first question")
     session.switch("raises")
     session.ask("second question")
-    rows = sqlite3.connect(manager.paths.logs_db).execute(
-        "SELECT conversation, plugin, system, prompt, response, prompt_tokens, response_tokens, duration_s, error FROM exchanges ORDER BY id"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(manager.paths.logs_db)
+        .execute(
+            "SELECT conversation, plugin, system, prompt, response, prompt_tokens, response_tokens, duration_s, error FROM exchanges ORDER BY id"
+        )
+        .fetchall()
+    )
     assert len(rows) == 2
     (conv1, plugin1, system1, prompt1, response1, ptok, rtok, duration, error1), second = rows
     assert (plugin1, system1, prompt1, response1, error1) == ("echo", "be kind", "first question", "echo: first question", None)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import errno
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -104,9 +105,7 @@ def test_a_whole_stream_still_succeeds(claude: Any, server: FakeAnthropicServer)
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", ["generate", "stream"])
 @pytest.mark.parametrize("stop_reason", ["end_turn", "max_tokens"])
-def test_an_empty_answer_is_an_error_not_an_empty_string(
-    claude: Any, server: FakeAnthropicServer, mode: str, stop_reason: str
-) -> None:
+def test_an_empty_answer_is_an_error_not_an_empty_string(claude: Any, server: FakeAnthropicServer, mode: str, stop_reason: str) -> None:
     server.reply, server.stop_reason = "", stop_reason
     with pytest.raises(RuntimeError) as exc:
         if mode == "stream":
@@ -121,9 +120,7 @@ def test_an_error_event_after_text_ends_the_reply_with_that_error(claude: Any, s
     server.queue_stream_ending("error", after_chunks=2, error_type="overloaded_error", message="Overloaded")
     received, error = stream_until_error(claude.stream_response("", "hi", 64))
     assert received == WORDS[:2]
-    assert str(error) == (
-        "Anthropic API: the reply was cut off: overloaded (529): Anthropic is temporarily overloaded; try again shortly"
-    )
+    assert str(error) == ("Anthropic API: the reply was cut off: overloaded (529): Anthropic is temporarily overloaded; try again shortly")
     assert len(server.requests_to(MESSAGES_PATH)) == 1
 
 
@@ -263,7 +260,9 @@ def test_a_refused_connection_in_check_and_counting_names_the_endpoint(
 
 
 @pytest.mark.timeout(30)
-def test_the_endpoint_of_a_default_https_url_includes_its_port(env: pytest.MonkeyPatch, module: ModuleType, refused_connects: list[object]) -> None:
+def test_the_endpoint_of_a_default_https_url_includes_its_port(
+    env: pytest.MonkeyPatch, module: ModuleType, refused_connects: list[object]
+) -> None:
     env.setenv("ANTHROPIC_BASE_URL", "https://localhost")  # resolves offline, unlike api.anthropic.com
     with pytest.raises(PermissionError, match=r"^the sandbox refused a connection to localhost:443$"):
         make_claude(module).generate_response("", "hi", 16)
@@ -296,7 +295,9 @@ def test_a_stalled_stream_names_the_timeout_that_fired(claude: Any, server: Fake
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", ["generate", "stream"])
-def test_temperature_reaches_a_model_that_accepts_it(env: pytest.MonkeyPatch, module: ModuleType, server: FakeAnthropicServer, mode: str) -> None:
+def test_temperature_reaches_a_model_that_accepts_it(
+    env: pytest.MonkeyPatch, module: ModuleType, server: FakeAnthropicServer, mode: str
+) -> None:
     env.setenv("SANDCHAT_CLAUDE_MODEL", "claude-sonnet-4-6")
     client = make_claude(module)
     if mode == "stream":
@@ -323,7 +324,9 @@ def test_temperature_is_not_sent_where_it_is_rejected_and_that_is_said_once(
 
 
 @pytest.mark.timeout(30)
-def test_a_temperature_out_of_range_is_an_error_before_any_request(env: pytest.MonkeyPatch, module: ModuleType, server: FakeAnthropicServer) -> None:
+def test_a_temperature_out_of_range_is_an_error_before_any_request(
+    env: pytest.MonkeyPatch, module: ModuleType, server: FakeAnthropicServer
+) -> None:
     env.setenv("SANDCHAT_CLAUDE_MODEL", "claude-haiku-4-5")
     with pytest.raises(RuntimeError) as exc:
         list(make_claude(module).stream_response("", "hi", 50, temperature=1.5))
@@ -342,7 +345,9 @@ def test_the_fake_api_rejects_temperature_as_the_real_one_does(server: FakeAnthr
         sdk.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "hi"}], extra_body=body)
     legacy = {"anthropic-version": "2023-06-01"}
     with pytest.raises(anthropic.BadRequestError, match="`temperature` is deprecated for this model"):
-        sdk.messages.create(model="claude-sonnet-5-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}], extra_body=body, extra_headers=legacy)
+        sdk.messages.create(
+            model="claude-sonnet-5-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}], extra_body=body, extra_headers=legacy
+        )
 
 
 # -- through the real sandbox ------------------------------------------------------------------
@@ -354,7 +359,9 @@ def test_sandboxed_without_a_grant_the_refusal_is_a_permission_error_at_once(hom
     with make_manager(home, environ) as manager:
         claude = manager.client("claude")
         assert claude.start()["sandbox"]["profile"] == "network"  # started first: time only the call
-        assert claude.config.sandbox.endpoints == (runner.parse_endpoint("api.anthropic.com:443"),)  # as shipped: no grant for the fake's port
+        assert claude.config.sandbox.endpoints == (
+            runner.parse_endpoint("api.anthropic.com:443"),
+        )  # as shipped: no grant for the fake's port
         began = time.monotonic()
         with pytest.raises(runner.PluginRaised) as exc:
             "".join(claude.stream_response("", "hi", 16))

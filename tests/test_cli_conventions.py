@@ -30,7 +30,9 @@ def _on_a_terminal(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     primary, secondary = os.openpty()
     try:
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}
-        return subprocess.run([sys.executable, "-m", "app", *args], stdin=secondary, capture_output=True, text=True, env=environ, timeout=50)
+        return subprocess.run(
+            [sys.executable, "-m", "app", *args], stdin=secondary, capture_output=True, text=True, env=environ, timeout=50
+        )
     finally:
         os.close(primary)
         os.close(secondary)
@@ -155,7 +157,11 @@ def test_prompt_continue_with_nothing_logged_starts_a_new_conversation(home: Pat
 
 def _fill(home: Path) -> None:
     log = ChatLog(home / "logs.db")
-    rows = [("local", "What is the capital of France?", "Paris."), ("echo", "100% sure?", "echo: 100% sure?"), ("echo", "hello", "echo: hello")]
+    rows = [
+        ("local", "What is the capital of France?", "Paris."),
+        ("echo", "100% sure?", "echo: 100% sure?"),
+        ("echo", "hello", "echo: hello"),
+    ]
     for i, (plugin, prompt, response) in enumerate(rows):
         log.add(Exchange(conversation=f"c{i}", plugin=plugin, system="", prompt=prompt, response=response))
 

@@ -11,14 +11,21 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 from app import PluginManager
 from runner import (
-    CancelToken, Deadlines, Plugin, PluginCancelled, PluginError, PluginTimeout, PluginUnavailable, RestartPolicy,
+    CancelToken,
+    Deadlines,
+    Plugin,
+    PluginCancelled,
+    PluginError,
+    PluginTimeout,
+    PluginUnavailable,
+    RestartPolicy,
 )  # fmt: skip
 from tests.conftest import FAST, TEST_PLUGINS, plugin_processes
 from tests.test_protocol import raw_plugin  # noqa: F401, F811 - a fixture: children written from the protocol document
@@ -169,7 +176,9 @@ def test_a_call_queued_behind_a_slow_one_times_out_within_its_own_deadline(sup: 
         client.count_tokens("queued")
     elapsed = time.monotonic() - began
     seconds = FAST.count_tokens
-    assert str(info.value) == f"plugin 'sup_timing' timed out after {seconds:g}s (the count tokens deadline) waiting for another call to end"
+    assert (
+        str(info.value) == f"plugin 'sup_timing' timed out after {seconds:g}s (the count tokens deadline) waiting for another call to end"
+    )
     assert info.value.phase == "count_tokens" and seconds <= elapsed < seconds + MARGIN
     slow.join(10)
     assert slow.error is None and slow.result == "timing: first:4"
@@ -259,8 +268,7 @@ def test_a_closed_manager_refuses_handles_and_calls(sup: PluginManager) -> None:
 @pytest.mark.timeout(30)
 def test_home_reads_config_toml(home: Path) -> None:
     (home / "config.toml").write_text(
-        'default_plugin = "echo"\ndisabled = ["sup_deaf"]\nallow_unsandboxed = true\n'
-        "[plugins.echo]\ntotal = 1.5\nmax_reply = 1000\n"
+        'default_plugin = "echo"\ndisabled = ["sup_deaf"]\nallow_unsandboxed = true\n[plugins.echo]\ntotal = 1.5\nmax_reply = 1000\n'
     )
     with PluginManager([TEST_PLUGINS], home) as manager:
         assert manager.settings.default_plugin == "echo" and manager.settings.allow_unsandboxed

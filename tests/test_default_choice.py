@@ -14,10 +14,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator
 
 import pytest
 
@@ -31,7 +31,7 @@ from tests.fakeapi import FakeAnthropicServer
 pytestmark = pytest.mark.timeout(60)
 
 LLAMA_INSTALLED = importlib.util.find_spec("llama_cpp") is not None
-HIDE_LLAMA = '''\
+HIDE_LLAMA = """\
 import importlib.util as _util
 _real_find_spec = _util.find_spec
 def _find_spec(name, package=None):
@@ -39,7 +39,7 @@ def _find_spec(name, package=None):
         return None  # the test wants the local extra to look uninstalled
     return _real_find_spec(name, package)
 _util.find_spec = _find_spec
-'''
+"""
 
 
 @pytest.fixture
@@ -139,8 +139,7 @@ def test_cli_falls_back_to_echo_and_says_so_once(home: Path) -> None:
     first = sandchat(home, "prompt", "hello", hide_llama=True)
     assert (first.returncode, first.stdout) == (0, "echo: hello\n"), first.stderr
     assert first.stderr == (
-        "sandchat: using plugin 'echo' because no API key is set and the local model is not installed"
-        " (choose another with -p NAME)\n"
+        "sandchat: using plugin 'echo' because no API key is set and the local model is not installed (choose another with -p NAME)\n"
     )
     again = sandchat(home, "prompt", "hello", hide_llama=True)
     assert (again.returncode, again.stdout, again.stderr) == (0, "echo: hello\n", "")

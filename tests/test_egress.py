@@ -305,7 +305,12 @@ def test_only_the_granted_name_and_port_get_through(home: Path) -> None:
         p, u = port(granted), port(udp)
         with egress(home, f"localhost:{p}") as manager:
             attempts: list[tuple[list[Any], str, int | None, str]] = [
-                (["connect", "127.0.0.1", p, "literal"], "PermissionError", errno.EACCES, refusal(f"127.0.0.1:{p}")),  # first: nothing resolved yet
+                (
+                    ["connect", "127.0.0.1", p, "literal"],
+                    "PermissionError",
+                    errno.EACCES,
+                    refusal(f"127.0.0.1:{p}"),
+                ),  # first: nothing resolved yet
                 (["connect", "vm", p, "other name"], "PermissionError", errno.EACCES, refusal(f"vm:{p}")),
                 (["raw", "vm", p, "other name"], "PermissionError", errno.EACCES, refusal(f"vm:{p}")),
                 (["connect", "localhost", port(other), "other port"], "PermissionError", errno.EACCES, refusal(f"localhost:{port(other)}")),
@@ -375,7 +380,11 @@ def test_async_httpx_gets_and_streams_through_the_broker(home: Path) -> None:
             assert said["stream"] == ["line 0", "line 1", "line 2"]
             assert said["sync"] == [200, "hello from the loopback"]
             assert said["refused"][0] == "ConnectError" and refusal(f"vm:{web.port}") in said["refused"][1], said
-            assert web.requests == [("/hello", f"localhost:{web.port}"), ("/stream", f"localhost:{web.port}"), ("/hello", f"localhost:{web.port}")]
+            assert web.requests == [
+                ("/hello", f"localhost:{web.port}"),
+                ("/stream", f"localhost:{web.port}"),
+                ("/hello", f"localhost:{web.port}"),
+            ]
 
 
 @pytest.mark.timeout(30)
@@ -419,7 +428,9 @@ def test_connection_errors_arrive_as_a_direct_connect_raises_them(home: Path) ->
 @pytest.mark.timeout(30)
 def test_a_service_name_the_resolver_rejects_is_a_gaierror_and_the_broker_lives_on(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     escaped: list[str] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(f"{args.thread.name if args.thread else '?'}: {args.exc_value!r}"))
+    monkeypatch.setattr(
+        threading, "excepthook", lambda args: escaped.append(f"{args.thread.name if args.thread else '?'}: {args.exc_value!r}")
+    )
     with listener() as server:
         with egress(home, f"localhost:{port(server)}") as manager:
             lookup, after = run(manager, ["getaddrinfo", "localhost", "\u00b2"], ["connect", "localhost", port(server), "after"])
@@ -436,8 +447,12 @@ def test_lookups_honour_the_family_and_flags_asked(home: Path) -> None:
     with listener() as server:
         p = port(server)
         with egress(home, f"localhost:{p}") as manager:
-            numeric, family = run(manager, ["getaddrinfo", "localhost", p, 0, socket.AI_NUMERICHOST], ["getaddrinfo", "127.0.0.1", p, socket.AF_INET6])
-            assert failed(numeric, *direct_error(lambda: socket.getaddrinfo("localhost", p, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST))), numeric
+            numeric, family = run(
+                manager, ["getaddrinfo", "localhost", p, 0, socket.AI_NUMERICHOST], ["getaddrinfo", "127.0.0.1", p, socket.AF_INET6]
+            )
+            assert failed(
+                numeric, *direct_error(lambda: socket.getaddrinfo("localhost", p, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST))
+            ), numeric
             assert failed(family, *direct_error(lambda: socket.getaddrinfo("127.0.0.1", p, socket.AF_INET6, socket.SOCK_STREAM))), family
 
 
@@ -487,7 +502,9 @@ def test_the_cli_names_the_refused_endpoint_and_health_counts_it(home: Path) -> 
         assert sandchat(home, "plugins", "grant", PROBE, "--network", f"localhost:{p}", "--yes").returncode == 0
         result = sandchat(home, "prompt", "-p", PROBE, json.dumps([["raise", "vm", p, "x"]]))
         assert result.returncode == 1 and result.stdout == ""
-        hint = f"sandchat: plugin '{PROBE}' tried to reach vm:{p}, which is not granted: run sandchat plugins grant {PROBE} --network vm:{p}"
+        hint = (
+            f"sandchat: plugin '{PROBE}' tried to reach vm:{p}, which is not granted: run sandchat plugins grant {PROBE} --network vm:{p}"
+        )
         lines = result.stderr.strip().splitlines()
         assert lines[-1] == hint and lines.count(hint) == 1, result.stderr
         health = sandchat(home, "plugins", "health", PROBE, "--json")
@@ -507,7 +524,11 @@ def test_the_host_tunnels_granted_names_through_the_users_proxy(home: Path) -> N
     closed = closed_port()
     with listener() as server, connect_proxy() as proxy:
         p = port(server)
-        environ = {"HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}", "https_proxy": f"http://127.0.0.1:{proxy.port}", "ALL_PROXY": "http://127.0.0.1:1"}
+        environ = {
+            "HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}",
+            "https_proxy": f"http://127.0.0.1:{proxy.port}",
+            "ALL_PROXY": "http://127.0.0.1:1",
+        }
         with egress(home, f"localhost:{p}", f"localhost:{closed}", environ=environ) as manager:
             refused, lookup, tunnelled, upstream_closed, env = run(manager, ["connect", "vm", p, "x"], ["getaddrinfo", "localhost", p],
                                                                    ["connect", "localhost", p, "through the proxy"],

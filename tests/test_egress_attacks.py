@@ -22,7 +22,19 @@ from typing import Any
 import pytest
 
 from app import PluginManager
-from tests.attackkit import ATTACKS, Host, accepted, assert_host_healthy, attack, datagrams, errnos, grant_network, listener, port, udp_socket
+from tests.attackkit import (
+    ATTACKS,
+    Host,
+    accepted,
+    assert_host_healthy,
+    attack,
+    datagrams,
+    errnos,
+    grant_network,
+    listener,
+    port,
+    udp_socket,
+)
 from tests.test_attacks_syscalls import NETWORK_CLASSES
 from tests.test_egress import DEADLINES, egress
 
@@ -45,7 +57,9 @@ BREAKING = ["oversized", "huge_length", "malformed", "not_an_object", "extra_fie
 
 
 def wire(manager: PluginManager, name: str, p: int, after: bool = True) -> dict[str, Any]:
-    said = json.loads(manager.client(WIRE).generate_response("", json.dumps({"attack": name, "port": p, "payload": "after", "after": after})))
+    said = json.loads(
+        manager.client(WIRE).generate_response("", json.dumps({"attack": name, "port": p, "payload": "after", "after": after}))
+    )
     found = said.pop("found")
     assert found["argv"] is not None and found["scan"] == [found["argv"]], found  # the one AF_UNIX stream it holds
     assert found["cmdline"] == f"PermissionError {errno.EACCES}", found  # Landlock: no /proc
@@ -55,7 +69,9 @@ def wire(manager: PluginManager, name: str, p: int, after: bool = True) -> dict[
 def escaped_exceptions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Exceptions that end a host thread from now on (the broker's thread is joined before reading)."""
     escaped: list[str] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(f"{args.thread.name if args.thread else '?'}: {args.exc_value!r}"))
+    monkeypatch.setattr(
+        threading, "excepthook", lambda args: escaped.append(f"{args.thread.name if args.thread else '?'}: {args.exc_value!r}")
+    )
     return escaped
 
 
@@ -159,7 +175,9 @@ def test_network_attacks_stay_refused_under_a_name_grant(home: Path, host: Host,
 
 
 @pytest.mark.timeout(30)
-def test_a_service_name_with_a_nul_is_an_unknown_service_and_the_broker_answers_on(home: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_service_name_with_a_nul_is_an_unknown_service_and_the_broker_answers_on(
+    home: Path, host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """getservbyname() raises ValueError on a NUL: answered as the resolver would (EAI_SERVICE)."""
     escaped = escaped_exceptions(monkeypatch)
     with listener() as server:

@@ -22,8 +22,7 @@ import pytest
 
 import runner
 from app import PluginManager
-from bench.fuzz import read_exactly
-from bench.fuzz import decode
+from bench.fuzz import decode, read_exactly
 from bench.fuzz import status as _status
 from tests.conftest import FAST, TEST_PLUGINS
 

@@ -33,7 +33,14 @@ def test_oldest_messages_are_dropped_first_and_history_opens_with_the_user() -> 
     kept, budget = conversation.fit(words, window=50, reply=10)  # 40 tokens for history
     assert kept[-1]["content"] == "answer 9"
     assert kept[0]["role"] == "user"
-    assert [m["content"] for m in kept] == ["question number 7", "answer 7", "question number 8", "answer 8", "question number 9", "answer 9"]
+    assert [m["content"] for m in kept] == [
+        "question number 7",
+        "answer 7",
+        "question number 8",
+        "answer 8",
+        "question number 9",
+        "answer 9",
+    ]
     assert budget.dropped == 14 and budget.history <= 40
 
 
@@ -63,9 +70,10 @@ def test_each_message_is_counted_once_through_the_cache(manager: PluginManager) 
 
 
 def test_the_plugin_sees_only_the_trimmed_history(manager: PluginManager, home) -> None:
+    import io
+
     from app.chat import ChatSession
     from app.render import Output
-    import io
 
     out = io.StringIO()
     session = ChatSession(manager, Output(out, io.StringIO(), color=False), "tiny_window", max_tokens=20, temperature=0.0)

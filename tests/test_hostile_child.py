@@ -11,8 +11,8 @@ reading a stream (it killed the plugin and lost chunks).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -12,7 +12,7 @@ endpoint naming its context: the plugin learns the window from the server's 400
 too-long prompt with a 200 stream closed with no data, which the plugin reports.
 
 On this project's machines llama.cpp's AMX kernels die of SIGILL (see ARCH_PRCTL_CODES in
-runner/allowlist.py): the server is started behind a one-rule seccomp filter refusing
+runner/sandbox/allowlist.py): the server is started behind a one-rule seccomp filter refusing
 ``arch_prctl(ARCH_REQ_XCOMP_PERM)``, as the sandbox does, so ggml falls back.
 """
 
@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import tiktoken

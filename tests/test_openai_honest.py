@@ -9,9 +9,10 @@ The last test runs the plugin in its real sandbox without a grant for the fake's
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import tiktoken
@@ -250,6 +251,8 @@ def test_a_sandbox_refusal_is_one_permission_error_at_once(home: Path, server: F
             plugin.generate_response("", "hi", 16)
         elapsed = time.monotonic() - began
     assert exc.value.remote_type == "PermissionError"
-    assert str(exc.value) == f"plugin 'openai_compatible' raised PermissionError: the sandbox refused a connection to 127.0.0.1:{server.port}"
+    assert (
+        str(exc.value) == f"plugin 'openai_compatible' raised PermissionError: the sandbox refused a connection to 127.0.0.1:{server.port}"
+    )
     assert elapsed < 1.0  # the back-off of even one retry would wait ≥ 0.375 s, two ≥ 1.1 s
     assert server.connection_count == 0  # the connection never left the sandbox

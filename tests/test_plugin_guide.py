@@ -95,7 +95,9 @@ def test_the_guide_has_samples_of_every_kind() -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("name", "fails", "body"), PLUGINS, ids=[name for name, _, _ in PLUGINS])
-def test_plugin_sample_passes_plugins_check_or_fails_as_documented(name: str, fails: str | None, body: str, guide_plugins: Path, tmp_path: Path) -> None:
+def test_plugin_sample_passes_plugins_check_or_fails_as_documented(
+    name: str, fails: str | None, body: str, guide_plugins: Path, tmp_path: Path
+) -> None:
     result = _sandchat(["plugins", "check", str(guide_plugins / name), "--timeout", "10"], tmp_path / "home", tmp_path)
     if fails is None:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -136,7 +138,7 @@ def test_sh_run_blocks_work_in_order(tmp_path: Path) -> None:
 def test_output_samples_are_what_sandchat_prints(block: str, guide_plugins: Path, tmp_path: Path) -> None:
     first, *expected = block.splitlines()
     assert first.startswith("$ sandchat "), f"an output sample must start with '$ sandchat': {first!r}"
-    (env, argv, _), = _commands(first.removeprefix("$ "))
+    ((env, argv, _),) = _commands(first.removeprefix("$ "))
     result = _sandchat(["--plugins-dir", str(guide_plugins), *argv], tmp_path / "home", tmp_path, **env)
     assert (result.stdout + result.stderr).strip() == "\n".join(expected).strip()
 

@@ -31,25 +31,41 @@ import select
 import sys
 import textwrap
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import msgpack
 import pytest
 
 import runner
 from llm_utils import LLMClient
-from runner import child, loader
+from runner.child import entry as child
+from runner.child import loader
+from runner.child.server import Server, _hello
 from runner.client import Plugin, _generation
 from runner.config import Deadlines, PluginConfig, SandboxPolicy
 from runner.errors import PluginStartError
 from runner.handshake import MAX_REPORT, parse_report
 from runner.protocol import (
-    DEFAULT_MAX_MESSAGE, ERROR_KINDS, MAX_DEPTH, MAX_MSGID, MAX_OBJECTS, MAX_SOURCE, NOTIFICATION, REQUEST,
-    RESPONSE, Decoder, Encoder, ProtocolViolation, check_response, error_map, scan, source_frame,
+    DEFAULT_MAX_MESSAGE,
+    ERROR_KINDS,
+    MAX_DEPTH,
+    MAX_MSGID,
+    MAX_OBJECTS,
+    MAX_SOURCE,
+    NOTIFICATION,
+    REQUEST,
+    RESPONSE,
+    Decoder,
+    Encoder,
+    ProtocolViolation,
+    check_response,
+    error_map,
+    scan,
+    source_frame,
 )  # fmt: skip
-from runner.server import Server, _hello
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -521,8 +537,12 @@ CASES: list[Case] = [
     Case("a str over max_message", pack([1, 1, None, "s" * (SMALL + 1)]), VIOLATION, max_message=SMALL),
     Case("a bin over max_message", pack([1, 1, None, b"s" * (SMALL + 1)]), VIOLATION, max_message=SMALL),
     Case("a str32 header claiming 2 GiB", b"\x94\x01\x01\xc0\xdb\x80\x00\x00\x00", VIOLATION, PENDING),
-    Case("a str32 header claiming 2 GiB, then 1100 bytes", b"\x94\x01\x01\xc0\xdb\x80\x00\x00\x00" + b"s" * 1100, VIOLATION,
-         max_message=SMALL),  # fmt: skip
+    Case(
+        "a str32 header claiming 2 GiB, then 1100 bytes",
+        b"\x94\x01\x01\xc0\xdb\x80\x00\x00\x00" + b"s" * 1100,
+        VIOLATION,
+        max_message=SMALL,
+    ),  # fmt: skip
     Case("over max_message of a message not yet whole", _OVER_CAP[: SMALL + 76], VIOLATION, max_message=SMALL),
     # the hostile budgets
     Case("4097 objects", _objects(MAX_OBJECTS + 1), VIOLATION, [[0, 1, "x", [0] * (MAX_OBJECTS - 4)]]),
@@ -532,11 +552,19 @@ CASES: list[Case] = [
     Case("nested 1024 deep", _nested(1024), VIOLATION, [_nested_value(1024)], deviation="nesting past 16"),
     Case("nested 1025 deep", _nested(1025), VIOLATION),
     Case("an ext value", _HEAD4 + _EXT, VIOLATION, [[0, 1, "x", msgpack.ExtType(1, b"ab")]]),
-    Case("an ext value over 4096 bytes", pack([1, 1, None, [_LONG, msgpack.ExtType(1, b"ab")]]), VIOLATION,
-         [[1, 1, None, [_LONG, msgpack.ExtType(1, b"ab")]]]),  # fmt: skip
+    Case(
+        "an ext value over 4096 bytes",
+        pack([1, 1, None, [_LONG, msgpack.ExtType(1, b"ab")]]),
+        VIOLATION,
+        [[1, 1, None, [_LONG, msgpack.ExtType(1, b"ab")]]],
+    ),  # fmt: skip
     Case("a timestamp", _HEAD4 + _TIMESTAMP, VIOLATION, [[0, 1, "x", msgpack.Timestamp(1)]], deviation="the timestamp ext type"),
-    Case("a timestamp over 4096 bytes", b"\x94\x01\x01\xc0\x92" + pack(_LONG) + _TIMESTAMP, VIOLATION,
-         [[1, 1, None, [_LONG, msgpack.Timestamp(1)]]]),  # fmt: skip
+    Case(
+        "a timestamp over 4096 bytes",
+        b"\x94\x01\x01\xc0\x92" + pack(_LONG) + _TIMESTAMP,
+        VIOLATION,
+        [[1, 1, None, [_LONG, msgpack.Timestamp(1)]]],
+    ),  # fmt: skip
     # partial, and several in one read
     Case("nothing but a fixarray header", b"\x94", PENDING),
     Case("half a request", CATALOGUE[0].data[: len(CATALOGUE[0].data) // 2], PENDING),
@@ -740,16 +768,29 @@ SERVED = [
     ("(a) a chat without messages", [0, 1, "chat", GEN], [1, 1, _bad_request(MESSAGES_BAD), None]),
     ("(a) a chat with messages nil", [0, 1, "chat", {**GEN, "messages": None}], [1, 1, _bad_request(MESSAGES_BAD), None]),
     ("(a) a chat without system", [0, 1, "chat", {"max_tokens": 5}], [1, 1, _bad_request("param 'system' must be str"), None]),
-    ("(a) a chat, messages before max_tokens", [0, 1, "chat", {"system": "", "max_tokens": True}], [1, 1, _bad_request(MESSAGES_BAD), None]),
-    ("(a) a stream with messages nil", [0, 1, "stream", {**GEN, "messages": None, "user_message": "x"}],
-     [1, 1, _bad_request(MESSAGES_BAD), None]),  # fmt: skip
+    (
+        "(a) a chat, messages before max_tokens",
+        [0, 1, "chat", {"system": "", "max_tokens": True}],
+        [1, 1, _bad_request(MESSAGES_BAD), None],
+    ),
+    (
+        "(a) a stream with messages nil",
+        [0, 1, "stream", {**GEN, "messages": None, "user_message": "x"}],
+        [1, 1, _bad_request(MESSAGES_BAD), None],
+    ),  # fmt: skip
     ("(a) a generate without user_message", [0, 1, "generate", GEN], [1, 1, _bad_request("param 'user_message' must be str"), None]),
-    ("a bool max_tokens", [0, 1, "generate", {**GEN, "user_message": "x", "max_tokens": False}],
-     [1, 1, _bad_request("param 'max_tokens' must be int"), None]),  # fmt: skip
+    (
+        "a bool max_tokens",
+        [0, 1, "generate", {**GEN, "user_message": "x", "max_tokens": False}],
+        [1, 1, _bad_request("param 'max_tokens' must be int"), None],
+    ),  # fmt: skip
     ("an int temperature", [0, 1, "generate", {**GEN, "user_message": "x", "temperature": 1}], [1, 1, None, "ok"]),
     ("no temperature: the plugin's default", [0, 1, "generate", {"system": "", "max_tokens": 5, "user_message": "x"}], [1, 1, None, "ok"]),
-    ("a string temperature", [0, 1, "generate", {**GEN, "user_message": "x", "temperature": "hot"}],
-     [1, 1, _bad_request("param 'temperature' must be a number"), None]),  # fmt: skip
+    (
+        "a string temperature",
+        [0, 1, "generate", {**GEN, "user_message": "x", "temperature": "hot"}],
+        [1, 1, _bad_request("param 'temperature' must be a number"), None],
+    ),  # fmt: skip
     ("params not a map", [0, 1, "ping", []], [1, 1, _bad_request("params of ping must be a map"), None]),
     ("cancel of nothing", [0, 1, "cancel", {"id": True}], [1, 1, None, False]),
     ("an unknown method", [0, 1, "embed", {}], [1, 1, error_map("request", "UnknownMethod", "unknown method 'embed'"), None]),
@@ -782,7 +823,11 @@ OPTIONS = [
     ("(b) --egress not an int", BASE + ["--egress", "x"], "bad option value (invalid literal for int() with base 10: 'x')"),
     ("--tcp is gone: the host connects", BASE + ["--tcp", "80"], "unknown option '--tcp'"),
     ("(b) --max-message in hex", BASE + ["--max-message", "0x10"], "bad option value (invalid literal for int() with base 10: '0x10')"),
-    ("(b) --limit before --egress", BASE + ["--egress", "x", "--limit", "as=y"], "bad option value (invalid literal for int() with base 10: 'y')"),
+    (
+        "(b) --limit before --egress",
+        BASE + ["--egress", "x", "--limit", "as=y"],
+        "bad option value (invalid literal for int() with base 10: 'y')",
+    ),
 ]
 
 
@@ -795,11 +840,18 @@ def test_the_child_refuses_options(argv: list[str], message: str) -> None:
 
 ACCEPTED = [
     ("(c) _ for - in a valued option", BASE + ["--max_message", "2048"], {"max_message": 2048}),
-    ("(b) int() leniency", BASE + ["--limit", "as=1_000", "--egress", " 5 ", "--max-message", "+5"],
-     {"limits": {"as": 1000}, "egress": 5, "max_message": 5}),  # fmt: skip
+    (
+        "(b) int() leniency",
+        BASE + ["--limit", "as=1_000", "--egress", " 5 ", "--max-message", "+5"],
+        {"limits": {"as": 1000}, "egress": 5, "max_message": 5},
+    ),  # fmt: skip
     ("a value that looks like an option", BASE + ["--name", "--root"], {"name": "--root"}),
     ("the last of a repeated option", BASE + ["--profile", "none", "--profile", "network"], {"profile": "network"}),
-    ("(b) values the sandbox refuses later", BASE + ["--profile", "bogus", "--limit", "foo=-1"], {"profile": "bogus", "limits": {"foo": -1}}),
+    (
+        "(b) values the sandbox refuses later",
+        BASE + ["--profile", "bogus", "--limit", "foo=-1"],
+        {"profile": "bogus", "limits": {"foo": -1}},
+    ),
 ]
 
 
@@ -821,7 +873,7 @@ def test_the_host_compares_ids_as_integers() -> None:
 # (d) and (e) with a child written from the document alone: an executable that speaks the
 # protocol itself, started through PluginConfig.python like a child in another language.
 
-RAW_CHILD = '''#!{python}
+RAW_CHILD = """#!{python}
 import os, sys, msgpack
 def w(data):
     while data:
@@ -846,7 +898,7 @@ while data := os.read(0, 65536):
     for m in unpacker:
         if m[0] == 0:
             handle(m)
-'''
+"""
 
 
 RAW_DEADLINES = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=2, stop_grace=1)
@@ -890,14 +942,30 @@ def handle(m):
 """
 ID_CASES = [
     ("a msgid in a uint64", "def handle(m): w(b'\\x94\\x01\\xcf' + m[1].to_bytes(8, 'big') + b'\\xc0\\x03')", ("ok", 3), True),
-    ("a bool msgid", "def handle(m): w(pack([1, True, None, 3]))",
-     ("PluginProtocolError", "broke the protocol: malformed message a list of 4 items"), False),  # fmt: skip
-    ("another id", "def handle(m): w(pack([1, m[1] + 1, None, 3]))",
-     ("PluginProtocolError", "response to unknown request id 2 (expected 1)"), False),  # fmt: skip
-    ("a request from the child", "def handle(m): w(pack([0, 9, 'x', {}])); w(pack([1, m[1], None, 3]))",
-     ("PluginProtocolError", "expected a response, got a list of 4 items"), False),  # fmt: skip
-    ("a chunk during count_tokens is ignored", "def handle(m): w(pack([2, 'chunk', [m[1], 'x']])); w(pack([1, m[1], None, 3]))",
-     ("ok", 3), True),  # fmt: skip
+    (
+        "a bool msgid",
+        "def handle(m): w(pack([1, True, None, 3]))",
+        ("PluginProtocolError", "broke the protocol: malformed message a list of 4 items"),
+        False,
+    ),  # fmt: skip
+    (
+        "another id",
+        "def handle(m): w(pack([1, m[1] + 1, None, 3]))",
+        ("PluginProtocolError", "response to unknown request id 2 (expected 1)"),
+        False,
+    ),  # fmt: skip
+    (
+        "a request from the child",
+        "def handle(m): w(pack([0, 9, 'x', {}])); w(pack([1, m[1], None, 3]))",
+        ("PluginProtocolError", "expected a response, got a list of 4 items"),
+        False,
+    ),  # fmt: skip
+    (
+        "a chunk during count_tokens is ignored",
+        "def handle(m): w(pack([2, 'chunk', [m[1], 'x']])); w(pack([1, m[1], None, 3]))",
+        ("ok", 3),
+        True,
+    ),  # fmt: skip
 ]
 
 
@@ -990,7 +1058,9 @@ def test_e_after_a_bad_result_the_process_is_killed_and_the_call_is_a_failure(
 
 
 def test_e_the_final_result_of_a_stream_is_not_checked(raw_plugin: Callable[..., Plugin]) -> None:
-    plugin = raw_plugin("def handle(m): w(pack([2, 'chunk', [m[1], 'a']])); w(pack([2, 'chunk', [m[1], '']])); w(pack([1, m[1], None, 'any']))")
+    plugin = raw_plugin(
+        "def handle(m): w(pack([2, 'chunk', [m[1], 'a']])); w(pack([2, 'chunk', [m[1], '']])); w(pack([1, m[1], None, 'any']))"
+    )
     assert list(plugin.stream_response("", "x")) == ["a"]  # an empty chunk is dropped
     assert plugin.running and plugin.stats.errors == 0
 

@@ -22,7 +22,7 @@ def test_runner_surface_is_pinned() -> None:
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
         "PluginTimeout", "PluginUnavailable", "PluginVersionError", "Readiness", "RestartPolicy", "STATES", "SandboxPolicy", "Stream", "StreamCleaner", "clean_text",
-        "harden_host", "resident_bytes",
+        "harden_host", "resident_bytes", "LOG_HOST", "LOG_PREFIX", "LOG_TIME_FORMAT", "STDOUT_TAG",
     }  # fmt: skip
 
 
@@ -47,7 +47,11 @@ def test_app_surface_is_the_manager() -> None:
 
 
 def test_every_error_is_a_plugin_error_with_a_docstring() -> None:
-    errors = [getattr(runner, n) for n in runner.__all__ if n.startswith("Plugin") and n.endswith(("Error", "Crashed", "Timeout", "Raised", "Cancelled", "Unavailable"))]
+    errors = [
+        getattr(runner, n)
+        for n in runner.__all__
+        if n.startswith("Plugin") and n.endswith(("Error", "Crashed", "Timeout", "Raised", "Cancelled", "Unavailable"))
+    ]
     for cls in errors:
         assert issubclass(cls, runner.PluginError)
         assert (cls.__doc__ or "").startswith("Raised when"), cls

@@ -13,8 +13,9 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,9 @@ def test_close_during_spawn_never_writes_into_a_reused_fd(home: Path, tmp_path: 
     finally:
         for _, fd in files:
             os.close(fd)
-    assert not written, f"the killed connection wrote the plugin's code into files it does not own: {written}; the call got {worker.error!r}"
+    assert not written, (
+        f"the killed connection wrote the plugin's code into files it does not own: {written}; the call got {worker.error!r}"
+    )
     assert isinstance(worker.error, PluginUnavailable), repr(worker.error)
     assert worker.error.reason == "closed", f"reason {worker.error.reason!r}: {worker.error}"
 
@@ -144,7 +147,9 @@ def test_a_call_cancelled_while_its_process_starts_ends_within_cancel_grace(home
         worker.join(30)
         took = worker.ended_at - cancelled_at  # type: ignore[operator]
         assert isinstance(worker.error, PluginCancelled), repr(worker.error)
-        assert took < deadlines.cancel_grace + MARGIN, f"the cancelled call ended {took:.2f}s after its cancel (grace 0.5s); process still running: {client.running}"
+        assert took < deadlines.cancel_grace + MARGIN, (
+            f"the cancelled call ended {took:.2f}s after its cancel (grace 0.5s); process still running: {client.running}"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,7 +220,9 @@ def test_gc_finalizing_an_abandoned_stream_inside_token_cancel_does_not_deadlock
 
 
 @pytest.mark.timeout(60)
-def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_deadlock(mgr: PluginManager, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_deadlock(
+    mgr: PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Contract (turn.py): a stream's generator "can be closed by the garbage collector anywhere".
 
     Here gc runs on the thread queued for the turn, while it holds the Turn's condition
@@ -247,7 +254,9 @@ def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_d
     if hung:  # unstick it (it sits inside gc.collect(), which stops every later collection in the process)
         client._turn._cond._lock.release()
         queued.join(10)
-    assert not hung, "the queued call deadlocked: gc finalized the stream on its thread, and Turn.give() waits on the condition lock that thread holds"
+    assert not hung, (
+        "the queued call deadlocked: gc finalized the stream on its thread, and Turn.give() waits on the condition lock that thread holds"
+    )
     assert queued.error is None and queued.result == 3, repr(queued.error)
 
 

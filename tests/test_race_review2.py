@@ -21,9 +21,8 @@ from app import PluginManager
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginUnavailable, RestartPolicy
 from runner import connection as connection_mod
 from runner.turn import Turn
-from tests.test_supervision import MARGIN, Worker, wait_until
-
 from tests.test_race_review import POLICY, _manager, mgr  # noqa: F401, F811 - the first review's harness (mgr is a fixture)
+from tests.test_supervision import MARGIN, Worker, wait_until
 
 PROMPT = 0.1  # an admission after a give must be far under one 0.25 s wait slice
 
@@ -45,7 +44,9 @@ class _Holder(threading.Thread):
 class _Waiter(threading.Thread):
     """take(deadline) on ``turn``; records when it got in (or gave up); gives at once."""
 
-    def __init__(self, turn: Turn, seconds: float, cancel: CancelToken | None = None, log: list[Any] | None = None, tag: Any = None) -> None:
+    def __init__(
+        self, turn: Turn, seconds: float, cancel: CancelToken | None = None, log: list[Any] | None = None, tag: Any = None
+    ) -> None:
         super().__init__(daemon=True)
         self.turn, self.seconds, self.cancel, self.log, self.tag = turn, seconds, cancel, log, tag
         self.got: bool | None = None

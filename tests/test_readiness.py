@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -98,7 +98,12 @@ def test_health_shows_readiness_beside_the_state_and_counts_it_in_the_exit_statu
     assert not_ready.stdout.splitlines()[1].split()[:3] == ["readiness", "ready", "no"]
     assert "  readiness: not ready: no key set for the server" in not_ready.stdout
     report = json.loads(sandchat(home, "plugins", "health", "readiness", "--json").stdout)[0]
-    assert (report["healthy"], report["ready"], report["not_ready"], report["counting"]) == (True, False, "no key set for the server", "exact: split()")
+    assert (report["healthy"], report["ready"], report["not_ready"], report["counting"]) == (
+        True,
+        False,
+        "no key set for the server",
+        "exact: split()",
+    )
 
 
 @pytest.mark.timeout(30)

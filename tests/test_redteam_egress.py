@@ -94,7 +94,11 @@ def host_fds() -> dict[int, str]:
 def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Exceptions that escaped any host thread (the broker's) while the test ran."""
     seen: list[str] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}"))
+    monkeypatch.setattr(
+        threading,
+        "excepthook",
+        lambda args: seen.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}"),
+    )
     return seen
 
 
@@ -299,10 +303,29 @@ def test_a_connect_the_host_waits_on_starves_no_one(home: Path, host: Host) -> N
 # -- the host's broker as a target: hostile frames, fds, a full channel -----------------------------
 
 _ENDS_CLEANLY = [
-    "deep_nesting", "deep_object", "length_max", "length_1025", "length_zero", "not_utf8", "nan_timeout",
-    "inf_timeout", "neg_timeout", "huge_int_port", "huge_int_family", "float_family", "bool_port",
-    "string_port_connect", "port_70000", "host_list", "host_301", "unknown_op", "extra_field",
-    "duplicate_op", "top_array", "lone_surrogate", "trailing_garbage",
+    "deep_nesting",
+    "deep_object",
+    "length_max",
+    "length_1025",
+    "length_zero",
+    "not_utf8",
+    "nan_timeout",
+    "inf_timeout",
+    "neg_timeout",
+    "huge_int_port",
+    "huge_int_family",
+    "float_family",
+    "bool_port",
+    "string_port_connect",
+    "port_70000",
+    "host_list",
+    "host_301",
+    "unknown_op",
+    "extra_field",
+    "duplicate_op",
+    "top_array",
+    "lone_surrogate",
+    "trailing_garbage",
 ]
 
 
@@ -371,7 +394,9 @@ def test_a_broker_stuffed_with_unread_replies_blocks_only_that_plugin(home: Path
 
 def refused_call(manager: PluginManager, op: str, host_name: str, port_number: Any, family: int = 0) -> runner.PluginRaised:
     with pytest.raises(runner.PluginRaised) as failure:
-        manager.client(NAME).generate_response("", json.dumps({"attack": "hint", "op": op, "host": host_name, "port": port_number, "family": family}))
+        manager.client(NAME).generate_response(
+            "", json.dumps({"attack": "hint", "op": op, "host": host_name, "port": port_number, "family": family})
+        )
     return failure.value
 
 

@@ -13,7 +13,7 @@ from tests.conftest import FAST
 
 pytestmark = pytest.mark.timeout(60)
 
-PLUGIN = '''
+PLUGIN = """
 from llm_utils import LLMClient
 
 
@@ -23,7 +23,7 @@ class Versioned(LLMClient):
 
     def count_tokens(self, text):
         return 1
-'''
+"""
 
 
 def write(path: Path, answer: str) -> None:

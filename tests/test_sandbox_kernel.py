@@ -5,6 +5,7 @@ then attempts an attack, printing ``<label> OK`` or ``<label> DENIED <exc>
 <errno>`` per attempt.  Each attack also runs in a control child without the
 sandbox, where it must succeed: a test that cannot fail proves nothing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,10 +33,9 @@ pytestmark = [
 
 # What the real child will grant: the interpreter, its stdlib and venv, system
 # libraries, and our own modules; /dev/null writable.
-READ_PATHS = [sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr", "/lib", "/lib64",
-              "/etc/ld.so.cache", ROOT + "/runner"]
+READ_PATHS = [sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr", "/lib", "/lib64", "/etc/ld.so.cache", ROOT + "/runner"]
 
-PRELUDE = '''
+PRELUDE = """
 import os, sys, types
 pkg = types.ModuleType("runner"); pkg.__path__ = [{root!r} + "/runner"]
 sys.modules["runner"] = pkg  # runner/__init__.py may be heavy or absent: bypass it
@@ -53,7 +53,7 @@ def attempt(label, fn):
 if {sandbox!r}:
     REPORT = sb.apply({profile!r}, {read!r}, {write!r}, tcp_ports={ports!r}, limits={limits!r})
     print("REPORT", REPORT, flush=True)
-'''
+"""
 
 
 def load_runner_modules() -> types.ModuleType:
@@ -63,17 +63,33 @@ def load_runner_modules() -> types.ModuleType:
         pkg.__path__ = [ROOT + "/runner"]
         sys.modules["runner"] = pkg
     import runner.sandbox
+
     return runner.sandbox
 
 
-def run_child(code: str, *, sandbox: bool = True, profile: str = "untrusted",
-              read: list[str] | None = None, write: list[str] | None = None,
-              ports: tuple[int, ...] = (), limits: dict | None = None,
-              prelude: str = PRELUDE, argv_prefix: list[str] | None = None,
-              root: str = ROOT, python: str = sys.executable) -> subprocess.CompletedProcess:
-    script = prelude.format(root=root, sandbox=sandbox, profile=profile,
-                            read=READ_PATHS + (read or []), write=["/dev/null"] + (write or []),
-                            ports=tuple(ports), limits=limits) + textwrap.dedent(code)
+def run_child(
+    code: str,
+    *,
+    sandbox: bool = True,
+    profile: str = "untrusted",
+    read: list[str] | None = None,
+    write: list[str] | None = None,
+    ports: tuple[int, ...] = (),
+    limits: dict | None = None,
+    prelude: str = PRELUDE,
+    argv_prefix: list[str] | None = None,
+    root: str = ROOT,
+    python: str = sys.executable,
+) -> subprocess.CompletedProcess:
+    script = prelude.format(
+        root=root,
+        sandbox=sandbox,
+        profile=profile,
+        read=READ_PATHS + (read or []),
+        write=["/dev/null"] + (write or []),
+        ports=tuple(ports),
+        limits=limits,
+    ) + textwrap.dedent(code)
     cmd = (argv_prefix or []) + [python, "-I", "-S", "-c", script]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=25, cwd="/")
 
@@ -96,8 +112,7 @@ def control_and_sandboxed(code: str, **kw) -> tuple[dict, dict]:
     return outcomes(control), outcomes(boxed)
 
 
-def assert_blocked(control: dict, boxed: dict, labels: list[str], exc: str = "PermissionError",
-                   err: int | None = None) -> None:
+def assert_blocked(control: dict, boxed: dict, labels: list[str], exc: str = "PermissionError", err: int | None = None) -> None:
     for label in labels:
         assert control.get(label) == ["OK"], (label, control)
         assert boxed.get(label, [None])[0] == "DENIED", (label, boxed)
@@ -128,15 +143,16 @@ def victim():
 
 # --------------------------------------------------------------------------- filesystem
 
+
 def test_read_outside_allow_list_is_denied(dirs):
-    code = f'''
+    code = f"""
     attempt("tmp_secret", lambda: open({str(dirs["outside"] / "secret.txt")!r}).read())
     attempt("etc_passwd", lambda: open("/etc/passwd").read())
     attempt("home_list", lambda: os.listdir(os.path.expanduser("~")))
     attempt("host_environ", lambda: open(f"/proc/{{os.getppid()}}/environ", "rb").read())
     attempt("scratch_read", lambda: open({str(dirs["scratch"] / "mine.txt")!r}).read())
     attempt("stdlib_import", lambda: __import__("json").dumps([1]))
-    '''
+    """
     control, boxed = control_and_sandboxed(code, write=[str(dirs["scratch"])])
     labels = ["tmp_secret", "etc_passwd", "host_environ"]
     if os.path.isdir(os.path.expanduser("~")):  # nobody's HOME may not exist
@@ -147,7 +163,7 @@ def test_read_outside_allow_list_is_denied(dirs):
 
 def test_write_outside_write_paths_is_denied(dirs):
     scratch, outside = dirs["scratch"], dirs["outside"]
-    code = f'''
+    code = f"""
     def write(path):
         with open(path, "w") as f:
             f.write("x")
@@ -159,7 +175,7 @@ def test_write_outside_write_paths_is_denied(dirs):
     attempt("scratch_rename", lambda: os.rename({str(scratch / "new.txt")!r},
                                                  {str(scratch / "sub" / "moved.txt")!r}))
     attempt("devnull_write", lambda: write("/dev/null"))
-    '''
+    """
     control = outcomes(run_child(code, sandbox=False, write=[str(scratch)]))
     # Undo what the control run did, so the sandboxed run starts from the same state.
     (outside / "secret.txt").write_text("top secret")
@@ -168,10 +184,8 @@ def test_write_outside_write_paths_is_denied(dirs):
     (scratch / "sub").rmdir()
     # Only the sandboxed run tries to plant code in the (readable) runner dir.
     evil = ROOT + "/runner/_sandchat_test_evil.py"
-    boxed = outcomes(run_child(textwrap.dedent(code) + f"attempt('runner_write', lambda: write({evil!r}))\n",
-                               write=[str(scratch)]))
-    assert_blocked(control, boxed, ["outside_new", "outside_overwrite", "outside_unlink"],
-                   err=errno.EACCES)
+    boxed = outcomes(run_child(textwrap.dedent(code) + f"attempt('runner_write', lambda: write({evil!r}))\n", write=[str(scratch)]))
+    assert_blocked(control, boxed, ["outside_new", "outside_overwrite", "outside_unlink"], err=errno.EACCES)
     assert boxed["runner_write"][:2] == ["DENIED", "PermissionError"]
     assert not os.path.exists(evil)
     for label in ("scratch_write", "scratch_mkdir", "scratch_rename", "devnull_write"):
@@ -181,7 +195,7 @@ def test_write_outside_write_paths_is_denied(dirs):
 
 def test_chmod_chown_mknod_are_denied(dirs):
     target = str(dirs["scratch"] / "mine.txt")
-    code = f'''
+    code = f"""
     attempt("chmod", lambda: os.chmod({target!r}, 0o600))
     attempt("fchmod", lambda: os.fchmod(os.open({target!r}, os.O_RDONLY), 0o644))
     attempt("chown", lambda: os.chown({target!r}, os.getuid(), os.getgid()))
@@ -197,7 +211,7 @@ def test_chmod_chown_mknod_are_denied(dirs):
         attempt("mknod_chr", lambda: os.mknod({str(dirs["scratch"] / "null2")!r},
                                               0o600 | 0o020000, os.makedev(1, 3)))
     attempt("mkfifo", lambda: os.mkfifo({str(dirs["scratch"] / "fifo")!r}))
-    '''
+    """
     control = outcomes(run_child(code, sandbox=False, write=[str(dirs["scratch"])]))
     for name in ("null2", "fifo"):
         if (dirs["scratch"] / name).exists():
@@ -210,8 +224,9 @@ def test_chmod_chown_mknod_are_denied(dirs):
 
 # --------------------------------------------------------------------------- sockets
 
+
 def test_untrusted_profile_has_no_sockets():
-    code = '''
+    code = """
     import socket
     attempt("inet", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
     attempt("inet6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close())
@@ -220,7 +235,7 @@ def test_untrusted_profile_has_no_sockets():
     attempt("socketpair", lambda: [s.close() for s in socket.socketpair()])
     import asyncio
     attempt("asyncio", lambda: asyncio.run(asyncio.sleep(0)))
-    '''
+    """
     control, boxed = control_and_sandboxed(code)
     assert_blocked(control, boxed, ["inet", "inet6", "unix", "netlink"], err=errno.EPERM)
     assert boxed["socketpair"] == ["OK"] and boxed["asyncio"] == ["OK"]
@@ -251,7 +266,7 @@ def _network_run(sandbox: bool) -> tuple[dict, int, int, int]:
     udp.bind(("127.0.0.1", 0))
     udp.setblocking(False)
     gport, oport, uport = (s.getsockname()[1] for s in (granted, other, udp))
-    code = f'''
+    code = f"""
     import socket
     def connect(port):
         with socket.create_connection(("127.0.0.1", port), timeout=5):
@@ -268,7 +283,7 @@ def _network_run(sandbox: bool) -> tuple[dict, int, int, int]:
     attempt("udp_send", udp_send)
     attempt("tcp_bind", tcp_bind)
     attempt("unix", lambda: socket.socket(socket.AF_UNIX).close())
-    '''
+    """
     try:
         proc = run_child(code, sandbox=sandbox, profile="network", ports=(gport,))
         assert proc.returncode == 0, proc.stderr
@@ -294,8 +309,9 @@ def test_network_profile_kernel_layer_creates_and_connects_no_socket():
 
 # --------------------------------------------------------------------------- processes
 
+
 def test_fork_spawn_and_exec_are_denied():
-    code = '''
+    code = """
     import subprocess
     def fork():
         pid = os.fork()
@@ -307,13 +323,13 @@ def test_fork_spawn_and_exec_are_denied():
     attempt("posix_spawn", lambda: os.waitpid(os.posix_spawn("/bin/true", ["true"], {}), 0))
     # Last: in the control run this replaces the process, and echo prints the result.
     attempt("exec", lambda: os.execv("/bin/echo", ["echo", "exec", "OK"]))
-    '''
+    """
     control, boxed = control_and_sandboxed(code)
     assert_blocked(control, boxed, ["fork", "subprocess", "posix_spawn", "exec"], err=errno.EPERM)
 
 
 def test_threads_still_work_and_clone3_is_enosys():
-    code = '''
+    code = """
     import ctypes, threading
     from concurrent.futures import ThreadPoolExecutor
     results = []
@@ -329,7 +345,7 @@ def test_threads_still_work_and_clone3_is_enosys():
     libc = ctypes.CDLL(None, use_errno=True)
     rc = libc.syscall(ctypes.c_long(435), None, ctypes.c_long(0))
     print("clone3", rc, ctypes.get_errno())
-    '''
+    """
     proc = run_child(code)
     assert proc.returncode == 0, proc.stderr
     boxed = outcomes(proc)
@@ -348,7 +364,7 @@ def test_setsid_and_setpgid_are_denied(call):
 
 
 def test_ptrace_and_signals_outside_the_sandbox_are_denied(victim):
-    code = f'''
+    code = f"""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     def seize(pid):  # PTRACE_SEIZE does not stop the tracee
@@ -360,16 +376,15 @@ def test_ptrace_and_signals_outside_the_sandbox_are_denied(victim):
     attempt("kill_self", lambda: os.kill(os.getpid(), 0))
     import signal
     attempt("pidfd_signal_parent", lambda: signal.pidfd_send_signal(os.pidfd_open(os.getppid()), 0))
-    '''
+    """
     control, boxed = control_and_sandboxed(code)
-    assert_blocked(control, boxed, ["ptrace_victim", "kill_parent", "kill_victim",
-                                    "pidfd_signal_parent"], err=errno.EPERM)
+    assert_blocked(control, boxed, ["ptrace_victim", "kill_parent", "kill_victim", "pidfd_signal_parent"], err=errno.EPERM)
     assert boxed["kill_self"] == ["OK"]
     assert victim.poll() is None
 
 
 def test_io_uring_is_denied():
-    code = '''
+    code = """
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     def setup():
@@ -379,20 +394,20 @@ def test_io_uring_is_denied():
             raise OSError(ctypes.get_errno(), "io_uring_setup")
         os.close(fd)
     attempt("io_uring_setup", setup)
-    '''
+    """
     control, boxed = control_and_sandboxed(code)
     assert_blocked(control, boxed, ["io_uring_setup"], err=errno.EPERM)
 
 
 def test_unshare_namespaces_is_denied():
-    code = '''
+    code = """
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     def unshare():
         if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: works unprivileged too
             raise OSError(ctypes.get_errno(), "unshare")
     attempt("unshare", unshare)
-    '''
+    """
     control, boxed = control_and_sandboxed(code)
     assert_blocked(control, boxed, ["unshare"], err=errno.EPERM)
 
@@ -415,12 +430,15 @@ def host_and_child(child_code: str):
     stdout is the host's, so the test reads both from host.stdout.
     """
     hold_r, hold_w = os.pipe()
-    script = PRELUDE.format(root=ROOT, sandbox=False, profile="untrusted", read=READ_PATHS,
-                            write=["/dev/null"], ports=(), limits=None)
+    script = PRELUDE.format(root=ROOT, sandbox=False, profile="untrusted", read=READ_PATHS, write=["/dev/null"], ports=(), limits=None)
     script += textwrap.dedent(child_code).replace("HOLD_FD", str(hold_r))
-    host = subprocess.Popen([sys.executable, "-I", "-S", "-c", HOST, script, str(hold_r)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            pass_fds=[hold_r])
+    host = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", HOST, script, str(hold_r)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        pass_fds=[hold_r],
+    )
     os.close(hold_r)
     pidfd = None
     try:
@@ -451,12 +469,12 @@ def _kill_host(host: subprocess.Popen) -> None:
 
 
 def test_child_is_killed_when_its_host_dies():
-    code = f'''
+    code = f"""
     sb.apply("untrusted", {READ_PATHS!r}, ["/dev/null"])
     print("applied", flush=True)
     os.read(HOLD_FD, 1)  # blocks until killed: we never write
     print("survived", flush=True)
-    '''
+    """
     with host_and_child(code) as (host, pidfd, _):
         assert host.stdout.readline().startswith("applied")
         _kill_host(host)
@@ -465,12 +483,12 @@ def test_child_is_killed_when_its_host_dies():
 
 
 def test_child_exits_if_host_died_before_pdeathsig():
-    code = f'''
+    code = f"""
     print("imported", flush=True)
     os.read(HOLD_FD, 1)  # the test lets us continue once the host is dead
     sb.apply("untrusted", {READ_PATHS!r}, ["/dev/null"])
     print("applied", flush=True)
-    '''
+    """
     with host_and_child(code) as (host, pidfd, hold_w):
         assert host.stdout.readline().startswith("imported")
         _kill_host(host)
@@ -481,14 +499,15 @@ def test_child_exits_if_host_died_before_pdeathsig():
 
 # --------------------------------------------------------------------------- rlimits
 
+
 def test_rlimits_cannot_be_changed_but_can_be_read():
-    code = '''
+    code = """
     import resource
     soft, hard = attempt("getrlimit", lambda: resource.getrlimit(resource.RLIMIT_NOFILE))
     attempt("setrlimit_same", lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
     attempt("setrlimit_lower", lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
     attempt("core_raise", lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
-    '''
+    """
     control, boxed = control_and_sandboxed(code, limits={"nofile": 256})
     assert boxed["getrlimit"] == ["OK"]
     # CPython reports EPERM from setrlimit as ValueError("not allowed to raise ...").
@@ -498,15 +517,16 @@ def test_rlimits_cannot_be_changed_but_can_be_read():
 
 
 def test_memory_bomb_gets_memory_error():
-    code = '''
+    code = """
     attempt("alloc_1_5g", lambda: len(bytearray(1536 << 20)))
     attempt("alloc_3g", lambda: len(bytearray(3 << 30)))
-    '''
+    """
     limits = {"as": 2 << 30, "data": 1 << 30}
     control, boxed = control_and_sandboxed(code, limits=limits)
     assert_blocked(control, boxed, ["alloc_1_5g", "alloc_3g"], exc="MemoryError")
     # A growing bomb stops cleanly and threads still start under these limits.
-    proc = run_child('''
+    proc = run_child(
+        """
     import threading
     chunks = []
     def grow():
@@ -517,20 +537,22 @@ def test_memory_bomb_gets_memory_error():
     del chunks[:]
     ts = [threading.Thread(target=lambda: None) for _ in range(8)]
     attempt("threads", lambda: [t.start() for t in ts] and [t.join() for t in ts])
-    ''', limits=limits)
+    """,
+        limits=limits,
+    )
     found = outcomes(proc)
     assert found["grow"][:2] == ["DENIED", "MemoryError"] and found["threads"] == ["OK"]
 
 
 def test_cpu_spin_is_killed_by_cpu_limit():
-    code = '''
+    code = """
     import time
     def spin(seconds):
         end = time.process_time() + seconds
         while time.process_time() < end:
             pass
     attempt("spin", lambda: spin({seconds}))
-    '''
+    """
     control = run_child(code.format(seconds=1.3), sandbox=False)  # longer than the limit
     assert control.returncode == 0 and outcomes(control)["spin"] == ["OK"]
     boxed = run_child(code.format(seconds=10.0), limits={"cpu": 1})
@@ -540,7 +562,7 @@ def test_cpu_spin_is_killed_by_cpu_limit():
 
 def test_huge_write_fails_with_efbig(dirs):
     target = str(dirs["scratch"] / "big.bin")
-    code = f'''
+    code = f"""
     def big_write():
         fd = os.open({target!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         chunk = b"x" * (256 << 10)
@@ -548,20 +570,20 @@ def test_huge_write_fails_with_efbig(dirs):
             os.write(fd, chunk)
         os.close(fd)
     attempt("big_write", big_write)
-    '''
-    control, boxed = control_and_sandboxed(code, write=[str(dirs["scratch"])],
-                                           limits={"fsize": 1 << 20})
+    """
+    control, boxed = control_and_sandboxed(code, write=[str(dirs["scratch"])], limits={"fsize": 1 << 20})
     assert_blocked(control, boxed, ["big_write"], exc="OSError", err=errno.EFBIG)
     assert os.path.getsize(target) == 1 << 20
 
 
 # --------------------------------------------------------------------------- composition
 
+
 def test_site_main_and_pth_work_after_apply(tmp_path):
     sitedir = tmp_path / "extra_site"
     sitedir.mkdir()
     (sitedir / "sandchat_test.pth").write_text("import sys; sys.sandchat_pth_ran = True\n")
-    code = f'''
+    code = f"""
     import site
     attempt("site_main", site.main)
     attempt("venv_on_path", lambda: [p for p in sys.path
@@ -569,7 +591,7 @@ def test_site_main_and_pth_work_after_apply(tmp_path):
     attempt("msgpack", lambda: __import__("msgpack").unpackb(__import__("msgpack").packb([1])))
     attempt("addsitedir", lambda: site.addsitedir({str(sitedir)!r}))
     attempt("pth_ran", lambda: sys.sandchat_pth_ran)
-    '''
+    """
     control, boxed = control_and_sandboxed(code, read=site_dirs() + [str(sitedir)])
     for label in ("site_main", "addsitedir", "pth_ran"):
         assert control[label] == ["OK"] and boxed[label] == ["OK"], (label, boxed)
@@ -583,6 +605,7 @@ def test_site_main_and_pth_work_after_apply(tmp_path):
 
 def site_dirs() -> list[str]:
     import site
+
     return [d for d in site.getsitepackages() + [site.getusersitepackages()] if d]
 
 
@@ -591,18 +614,26 @@ def test_report_lists_applied_layers():
     assert proc.returncode == 0, proc.stderr
     report = eval(proc.stdout.splitlines()[0].split(" ", 1)[1])  # repr of plain types
     assert report["profile"] == "untrusted"
-    assert report["layers"] == ["rlimits", "pdeathsig", "no-capabilities", "no_new_privs", "landlock-fs",
-                                "landlock-net", "landlock-scope", "seccomp"]
+    assert report["layers"] == [
+        "rlimits",
+        "pdeathsig",
+        "no-capabilities",
+        "no_new_privs",
+        "landlock-fs",
+        "landlock-net",
+        "landlock-scope",
+        "seccomp",
+    ]
     assert report["landlock_abi"] >= 6 and report["missing"] == []
     assert report["limits"] == {"core": 0}
 
 
 def test_profile_none_applies_only_rlimits():
-    code = '''
+    code = """
     import socket
     attempt("inet", lambda: socket.socket().close())
     attempt("etc_passwd", lambda: open("/etc/passwd").read())
-    '''
+    """
     proc = run_child(code, profile="none", limits={"nofile": 128})
     found = outcomes(proc)
     assert found == {"inet": ["OK"], "etc_passwd": ["OK"]}
@@ -610,19 +641,23 @@ def test_profile_none_applies_only_rlimits():
 
 
 def test_missing_landlock_is_refused_unless_opted_in():
-    prelude = PRELUDE.replace("import runner.sandbox as sb",
-                              "import runner.sandbox as sb, runner.landlock\n"
-                              "runner.landlock.abi_version = lambda: 0  # simulate old kernel")
+    prelude = PRELUDE.replace(
+        "import runner.sandbox as sb",
+        "import runner.sandbox as sb, runner.sandbox.landlock\nrunner.sandbox.landlock.abi_version = lambda: 0  # simulate old kernel",
+    )
     refused = run_child('print("unreachable")', prelude=prelude)
     assert refused.returncode != 0 and "SandboxError: Landlock is not available" in refused.stderr
-    opted = run_child('''
+    opted = run_child(
+        """
     import socket
     attempt("etc_passwd", lambda: open("/etc/passwd").read())
     attempt("inet", lambda: socket.socket().close())
-    ''', prelude=prelude.replace("limits=", "allow_unsandboxed=True, limits="))
+    """,
+        prelude=prelude.replace("limits=", "allow_unsandboxed=True, limits="),
+    )
     found = outcomes(opted)
     assert found["etc_passwd"] == ["OK"]  # unprotected, as the report says
-    assert found["inet"][0] == "DENIED"   # seccomp still applied
+    assert found["inet"][0] == "DENIED"  # seccomp still applied
     assert "'landlock-fs: Landlock is not available on this kernel'" in opted.stdout
     assert "'seccomp']" in opted.stdout
 
@@ -641,7 +676,8 @@ def test_bad_arguments_raise_before_changing_anything():
 
 def test_probe_reports_without_applying():
     sandbox = load_runner_modules()
-    import runner.kernel as kernel
+    import runner.sandbox.kernel as kernel
+
     before = (kernel.no_new_privs(), kernel.prctl(kernel.PR_GET_SECCOMP))
     info = sandbox.probe()
     assert info["landlock_abi"] >= 1 and info["seccomp"] is True
@@ -653,15 +689,16 @@ def test_probe_reports_without_applying():
 
 def test_seccomp_filter_checks_arch_and_x32():
     load_runner_modules()
-    import runner.kernel as kernel
-    import runner.seccomp as seccomp
+    import runner.sandbox.kernel as kernel
+    import runner.sandbox.seccomp as seccomp
+
     prog = seccomp.build(False, os.getpid())
-    assert prog[0] == (0x20, 0, 0, 4)                      # load seccomp_data.arch
+    assert prog[0] == (0x20, 0, 0, 4)  # load seccomp_data.arch
     assert prog[1][3] == kernel.AUDIT_ARCH and prog[2] == (0x06, 0, 0, seccomp.RET_KILL_PROCESS)
     if kernel.MACHINE == "x86_64":
         assert prog[4] == (0x35, 0, 1, 0x40000000) and prog[5][3] == seccomp.RET_KILL_PROCESS
-    assert prog[-1][0] == 0x06 and len(prog) < 4096        # ends in a return
-    for i, (code, jt, jf, k) in enumerate(prog):           # every jump lands inside the program
+    assert prog[-1][0] == 0x06 and len(prog) < 4096  # ends in a return
+    for i, (code, jt, jf, k) in enumerate(prog):  # every jump lands inside the program
         if code == 0x05:
             assert i + 1 + k < len(prog), (i, prog[i])
         elif code & 0x07 == 0x05:
@@ -677,20 +714,24 @@ def _header_numbers(path: str, prefixes: tuple[str, ...]) -> dict[str, int]:
             if len(parts) == 3 and parts[0] == "#define" and parts[2].isdigit():
                 for prefix in prefixes:
                     if parts[1].startswith(prefix):
-                        numbers[parts[1][len(prefix):]] = int(parts[2])
+                        numbers[parts[1][len(prefix) :]] = int(parts[2])
     return numbers
 
 
-@pytest.mark.parametrize("arch, header, prefixes", [
-    ("x86_64", "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", ("__NR_",)),
-    ("aarch64", "/usr/include/asm-generic/unistd.h", ("__NR_", "__NR3264_")),
-])
+@pytest.mark.parametrize(
+    "arch, header, prefixes",
+    [
+        ("x86_64", "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", ("__NR_",)),
+        ("aarch64", "/usr/include/asm-generic/unistd.h", ("__NR_", "__NR3264_")),
+    ],
+)
 def test_syscall_tables_match_kernel_headers(arch, header, prefixes):
     """Cross-check our hand-written numbers against the installed uapi headers."""
     if not os.path.exists(header):
         pytest.skip(f"{header} not installed")
     load_runner_modules()
-    import runner.syscalls as syscalls
+    import runner.sandbox.syscalls as syscalls
+
     ours = {"x86_64": syscalls.X86_64, "aarch64": syscalls.AARCH64}[arch]
     theirs = _header_numbers(header, prefixes)
     checked = {name: nr for name, nr in ours.items() if name in theirs}
@@ -701,13 +742,17 @@ def test_syscall_tables_match_kernel_headers(arch, header, prefixes):
 @pytest.mark.parametrize("abi", [1, 3, 5])
 def test_older_landlock_abis_degrade_and_are_reported(abi):
     """Simulate an older kernel: the smaller ruleset struct is accepted, gaps reported."""
-    prelude = PRELUDE.replace("import runner.sandbox as sb",
-                              "import runner.sandbox as sb, runner.landlock\n"
-                              f"runner.landlock.abi_version = lambda: {abi}")
-    proc = run_child('''
+    prelude = PRELUDE.replace(
+        "import runner.sandbox as sb",
+        f"import runner.sandbox as sb, runner.sandbox.landlock\nrunner.sandbox.landlock.abi_version = lambda: {abi}",
+    )
+    proc = run_child(
+        """
     attempt("etc_passwd", lambda: open("/etc/passwd").read())
     attempt("kill_parent", lambda: os.kill(os.getppid(), 0))
-    ''', prelude=prelude)
+    """,
+        prelude=prelude,
+    )
     assert proc.returncode == 0, proc.stderr
     found = outcomes(proc)
     assert found["etc_passwd"][:2] == ["DENIED", "PermissionError"]  # FS rules work on every ABI
@@ -719,7 +764,8 @@ def test_older_landlock_abis_degrade_and_are_reported(abi):
 
 def test_landlock_rights_by_abi():
     load_runner_modules()
-    import runner.landlock as ll
+    import runner.sandbox.landlock as ll
+
     assert ll.handled_fs(0) == 0 and ll.handled_fs(1) == (1 << 13) - 1
     assert ll.handled_fs(2) == ll.handled_fs(1) | ll.ACCESS_FS_REFER
     assert ll.handled_fs(3) == ll.handled_fs(4) == ll.handled_fs(2) | ll.ACCESS_FS_TRUNCATE
@@ -729,20 +775,19 @@ def test_landlock_rights_by_abi():
 
 # --------------------------------------------------------------------------- unprivileged
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root to switch to nobody with setpriv")
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to switch to nobody with setpriv")
 def test_sandbox_applies_as_unprivileged_user(victim):
     # nobody cannot enter pytest's tmp dirs (0700): copy our modules somewhere readable.
     base = tempfile.mkdtemp(prefix="sandchat-nobody-")
     try:
         os.chmod(base, 0o755)
-        shutil.copytree(ROOT + "/runner", base + "/runner",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT + "/runner", base + "/runner", ignore=shutil.ignore_patterns("__pycache__"))
         for dirpath, dirnames, filenames in os.walk(base):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644)
-        code = f'''
+        code = f"""
         import socket, threading
         attempt("etc_passwd", lambda: open("/etc/passwd").read())
         attempt("fork", os.fork)
@@ -751,13 +796,12 @@ def test_sandbox_applies_as_unprivileged_user(victim):
         t = threading.Thread(target=lambda: None)
         attempt("thread", lambda: (t.start(), t.join()))
         print("uid", os.getuid())
-        '''
+        """
         setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         read = [base + "/runner"]
         # The venv's interpreter lives under /root (0700): use the system one if there.
         python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-        proc = run_child(code, argv_prefix=setpriv, root=base, read=read, python=python,
-                         limits={"nofile": 256, "as": 4 << 30})
+        proc = run_child(code, argv_prefix=setpriv, root=base, read=read, python=python, limits={"nofile": 256, "as": 4 << 30})
         assert proc.returncode == 0, proc.stderr
         found = outcomes(proc)
         assert "uid 65534" in proc.stdout
@@ -773,27 +817,27 @@ def test_sandbox_applies_as_unprivileged_user(victim):
 
 # --------------------------------------------------------------------------- cost
 
+
 def test_measure_import_and_apply_time(capsys):
     """Prints (does not assert) what the sandbox costs the child's start-up."""
-    code = f'''
+    code = f"""
     import time
     t0 = time.perf_counter()
     sb.apply("untrusted", {READ_PATHS!r}, ["/dev/null"], limits={{"nofile": 256}})
     print("apply_ms", round((time.perf_counter() - t0) * 1000, 2))
-    '''
+    """
     applies = []
     for _ in range(5):
         proc = run_child(code, sandbox=False)
-        applies += [float(line.split()[1]) for line in proc.stdout.splitlines()
-                    if line.startswith("apply_ms")]
+        applies += [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("apply_ms")]
     baseline = "import sys, types"
-    stub = (f"{baseline}; pkg = types.ModuleType('runner'); "
-            f"pkg.__path__ = [{ROOT + '/runner'!r}]; sys.modules['runner'] = pkg; "
-            "import runner.sandbox")
-    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", stub],
-                          capture_output=True, text=True, timeout=25)
-    importtime = [line for line in proc.stderr.splitlines()
-                  if line.rstrip().endswith("| runner.sandbox")]
+    stub = (
+        f"{baseline}; pkg = types.ModuleType('runner'); "
+        f"pkg.__path__ = [{ROOT + '/runner'!r}]; sys.modules['runner'] = pkg; "
+        "import runner.sandbox"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", stub], capture_output=True, text=True, timeout=25)
+    importtime = [line for line in proc.stderr.splitlines() if line.rstrip().endswith("| runner.sandbox")]
     wall = {}
     for name, script in (("baseline", baseline), ("with sandbox", stub)):
         runs = []
@@ -805,6 +849,8 @@ def test_measure_import_and_apply_time(capsys):
     with capsys.disabled():
         print(f"\n[sandbox cost] apply() ms: {sorted(applies)}")
         print(f"[sandbox cost] -X importtime (self us | cumulative us): {importtime}")
-        print(f"[sandbox cost] median wall: python -I -S -c '{baseline}': "
-              f"{wall['baseline']:.1f} ms; + import runner.sandbox: {wall['with sandbox']:.1f} ms")
+        print(
+            f"[sandbox cost] median wall: python -I -S -c '{baseline}': "
+            f"{wall['baseline']:.1f} ms; + import runner.sandbox: {wall['with sandbox']:.1f} ms"
+        )
     assert applies

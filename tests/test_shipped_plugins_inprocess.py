@@ -12,9 +12,10 @@ import importlib.util
 import itertools
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -188,9 +189,7 @@ def test_claude_count_tokens_falls_back_and_leaves_failed_endpoint_alone(claude:
 
 
 @pytest.mark.timeout(30)
-def test_claude_count_tokens_estimates_when_unreachable_or_keyless(
-    monkeypatch: pytest.MonkeyPatch, claude_module: ModuleType
-) -> None:
+def test_claude_count_tokens_estimates_when_unreachable_or_keyless(monkeypatch: pytest.MonkeyPatch, claude_module: ModuleType) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", closed_port_url())
     assert make_claude(claude_module).count_tokens("hello world") == cl100k_estimate("hello world")

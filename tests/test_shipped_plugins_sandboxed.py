@@ -12,8 +12,8 @@ plugin's one-line ``RuntimeError``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -23,8 +23,8 @@ from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
 from tests.conftest import TEST_PLUGINS
 from tests.fakeapi import FakeAnthropicServer, FakeOpenAIServer
-from tests.fakeapi.canned import CHAT_PATH, COUNT_PATH, HISTORY, MESSAGES_PATH, REPLY
 from tests.fakeapi.anthropic_server import fake_token_count
+from tests.fakeapi.canned import CHAT_PATH, COUNT_PATH, HISTORY, MESSAGES_PATH, REPLY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,20 +106,23 @@ def test_claude_without_a_grant_cannot_reach_the_server(
             "".join(manager.client("claude").stream_response("", "hi", 16))
     # Landlock's EACCES on connect(), not a refusal by the server: named as such, not retried
     assert exc.value.remote_type == "PermissionError"
-    assert str(exc.value) == f"plugin 'claude' raised PermissionError: the sandbox refused a connection to 127.0.0.1:{anthropic_server.port}"
+    assert (
+        str(exc.value) == f"plugin 'claude' raised PermissionError: the sandbox refused a connection to 127.0.0.1:{anthropic_server.port}"
+    )
     assert anthropic_server.connection_count == 0 and anthropic_server.requests == []
 
 
-def test_openai_without_a_grant_cannot_reach_the_server(
-    home: Path, openai_env: dict[str, str], openai_server: FakeOpenAIServer
-) -> None:
+def test_openai_without_a_grant_cannot_reach_the_server(home: Path, openai_env: dict[str, str], openai_server: FakeOpenAIServer) -> None:
     with make_manager(home, openai_env) as manager:
         assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443"]
         with pytest.raises(runner.PluginRaised) as exc:
             manager.client("openai_compatible").generate_response("", "hi", 16)
     # The refusal is recognised (and not retried): the PermissionError the host turns into a grant hint.
     assert exc.value.remote_type == "PermissionError"
-    assert str(exc.value) == f"plugin 'openai_compatible' raised PermissionError: the sandbox refused a connection to 127.0.0.1:{openai_server.port}"
+    assert (
+        str(exc.value)
+        == f"plugin 'openai_compatible' raised PermissionError: the sandbox refused a connection to 127.0.0.1:{openai_server.port}"
+    )
     assert openai_server.connection_count == 0 and openai_server.requests == []
 
 
@@ -128,7 +131,9 @@ def test_a_grant_for_another_port_does_not_open_this_one(
 ) -> None:
     with FakeAnthropicServer(reply=REPLY, api_key=KEY) as other, make_manager(home, claude_env) as manager:
         grant_port(manager, "claude", other.port, CLAUDE_ENV)
-        with pytest.raises(runner.PluginRaised, match=f"raised PermissionError: the sandbox refused a connection to 127.0.0.1:{anthropic_server.port}$"):
+        with pytest.raises(
+            runner.PluginRaised, match=f"raised PermissionError: the sandbox refused a connection to 127.0.0.1:{anthropic_server.port}$"
+        ):
             manager.client("claude").generate_response("", "hi", 16)
         assert other.connection_count == 0
     assert anthropic_server.connection_count == 0

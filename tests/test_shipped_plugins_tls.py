@@ -21,9 +21,9 @@ builds its TLS context from those variables itself. Claude's SDK keeps trust_env
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

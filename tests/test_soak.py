@@ -25,7 +25,8 @@ import pytest
 
 from app import PluginManager
 from runner import CancelToken, Deadlines, PluginCancelled, PluginCrashed, PluginError, PluginStartError, PluginUnavailable, RestartPolicy
-from tests.conftest import TEST_PLUGINS, plugin_processes as _all_plugin_processes
+from tests.conftest import TEST_PLUGINS
+from tests.conftest import plugin_processes as _all_plugin_processes
 
 
 def plugin_processes(marker: str) -> list[tuple[int, str]]:
@@ -166,7 +167,7 @@ def kill_plugin_process(pid: int, marker: str) -> bool:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             return False
-        if "runner/child.py" not in cmdline or marker not in cmdline:
+        if "runner/child/entry.py" not in cmdline or marker not in cmdline:
             return False
         signal.pidfd_send_signal(fd, signal.SIGKILL)
         return True
@@ -255,11 +256,15 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         context = f"(seed {seed}, {len(kills)} kills)"
         assert not unnamed, f"errors outside the runner's tree {context}: {[repr(o.error) for o in unnamed[:5]]}"
         assert not wrong, f"wrong answers {context}: {[(o.plugin, o.kind, o.message, o.result) for o in wrong[:5]]}"
-        assert not slow, f"calls past their deadline {context}: {[(o.plugin, o.kind, round(o.elapsed, 2), repr(o.error)) for o in slow[:5]]}"
+        assert not slow, (
+            f"calls past their deadline {context}: {[(o.plugin, o.kind, round(o.elapsed, 2), repr(o.error)) for o in slow[:5]]}"
+        )
         # A kill ends the call it hit (or the start it hit): nothing else may fail. A cancel
         # ends only a call that was aimed at (a PluginCancelled anywhere else is in errors).
         kinds = {type(o.error).__name__ for o in errors}
-        assert all(isinstance(o.error, (PluginCrashed, PluginStartError)) for o in errors), f"{kinds} {context}: {[str(o.error) for o in errors[:5]]}"
+        assert all(isinstance(o.error, (PluginCrashed, PluginStartError)) for o in errors), (
+            f"{kinds} {context}: {[str(o.error) for o in errors[:5]]}"
+        )
         assert len(errors) <= len(kills), f"{len(errors)} failed calls for {len(kills)} kills {context}: {[str(o.error) for o in errors]}"
         assert len(outcomes) - len(errors) >= 0.9 * CALLS
         assert len(kills) >= KILLS // 2, f"the chaos thread only killed {len(kills)} processes {context}"
@@ -270,7 +275,9 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         # unless it lands while its call is starting the process: that start is then abandoned.
         starts = sum(client.stats.starts for client in manager.running().values())
         during_start = sum(str(o.error).endswith("was cancelled while starting") for o in cancelled)
-        assert starts <= len(PLUGINS) + len(kills) + during_start, f"{starts} starts for {len(kills)} kills and {len(cancelled)} cancels {context}"
+        assert starts <= len(PLUGINS) + len(kills) + during_start, (
+            f"{starts} starts for {len(kills)} kills and {len(cancelled)} cancels {context}"
+        )
         assert aimed > 0
         assert cancelled, f"no cancel landed {context}"
         assert not churn_problems, f"the closing manager {context}: {churn_problems[:3]}"

@@ -7,7 +7,7 @@ import select
 
 import pytest
 
-from runner.server import SpinGovernor, _spin_until_readable
+from runner.child.server import SpinGovernor, _spin_until_readable
 
 WINDOW = 100e-6
 

@@ -62,9 +62,7 @@ def reader_threads(name: str) -> list[threading.Thread]:
 
 
 @pytest.mark.parametrize("kind", ["plain", "escapes", "tiny", "bytes", "blocks"])
-def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_core(
-    manager: PluginManager, home: Path, kind: str
-) -> None:
+def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_core(manager: PluginManager, home: Path, kind: str) -> None:
     client = manager.client("stderr_flood")
     assert client.count_tokens("ab") == 2  # started: its start-up is not in the window
     began, cpu = time.monotonic(), host_cpu()

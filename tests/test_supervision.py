@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,8 @@ from runner import (
     PluginUnavailable,
     RestartPolicy,
 )
-from tests.conftest import FAST, TEST_PLUGINS, plugin_processes as _all_plugin_processes
+from tests.conftest import FAST, TEST_PLUGINS
+from tests.conftest import plugin_processes as _all_plugin_processes
 
 
 def plugin_processes(marker: str) -> list[tuple[int, str]]:
@@ -334,9 +336,7 @@ def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup: 
 
 
 @pytest.mark.timeout(60)
-def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(
-    sup: PluginManager, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(sup: PluginManager, monkeypatch: pytest.MonkeyPatch) -> None:
     """The canceller can lose the CPU right after writing its cancel request.
 
     The reading thread then meets the reply to that cancel first. It must still be
@@ -460,9 +460,7 @@ def _generating(client: Any, kind: str, first_chunk: threading.Event) -> Callabl
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("name", "kind"), [("slow_stream", "stream"), ("sup_deaf", "generate")])
-def test_close_during_a_generation_stops_everything_and_restarts_nothing(
-    home: Path, name: str, kind: str
-) -> None:
+def test_close_during_a_generation_stops_everything_and_restarts_nothing(home: Path, name: str, kind: str) -> None:
     manager = PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY)
     try:
         client = manager.client(name)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 import uuid
-from typing import Mapping
+from collections.abc import Mapping
 
 __all__ = ["Tmux", "have_tmux"]
 

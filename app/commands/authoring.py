@@ -20,12 +20,15 @@ from app.conformance import DEADLINES, Report, Result, check_file
 from app.context import Context
 from app.discovery import Metadata, MetadataError, file_problem, plugin_name
 from app.render import Output, terminal_width
-from runner.cleantext import clean_text
+from runner import clean_text
 
 __all__ = ["check", "install", "new", "remove", "template"]
 
 
 # -- new -------------------------------------------------------------------------------------
+
+
+_SIGNATURE = "def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:"
 
 
 def new(args: argparse.Namespace, context: Context) -> int:
@@ -96,14 +99,24 @@ def template(name: str, meta: Metadata) -> str:
     block += ["# ///"]
     if meta.env:
         settings = "Settings (environment variables; the plugin sees them only once granted):\n\n" + "\n".join(
-            f"* ``{var}``: TODO say what it is." + (f" Store it with ``sandchat keys set {var}``." if var.endswith(("_KEY", "_TOKEN")) else "")
+            f"* ``{var}``: TODO say what it is."
+            + (f" Store it with ``sandchat keys set {var}``." if var.endswith(("_KEY", "_TOKEN")) else "")
             for var in meta.env
         )
     else:
         settings = "Settings: none."
-    permissions = f"Permissions: requests {_wants(meta)}; grant with ``sandchat plugins grant {name}``." if meta.network or meta.env else "Permissions: none (runs in the untrusted profile)."
+    permissions = (
+        f"Permissions: requests {_wants(meta)}; grant with ``sandchat plugins grant {name}``."
+        if meta.network or meta.env
+        else "Permissions: none (runs in the untrusted profile)."
+    )
     reads = "".join(f'        self.{var.lower()} = os.environ.get("{var}", "")\n' for var in meta.env)
-    init = f"    def __init__(self) -> None:\n        # Read settings here, once. Do not print: log to stderr (`sandchat plugins logs {name}`).\n{reads}" if meta.env else ""
+    init = (
+        "    def __init__(self) -> None:\n"
+        f"        # Read settings here, once. Do not print: log to stderr (`sandchat plugins logs {name}`).\n{reads}"
+        if meta.env
+        else ""
+    )
     imports = "import logging\nimport os\n" if meta.env else "import logging\n"
     cls = _class_name(name)
     return f'''{chr(10).join(block)}
@@ -134,7 +147,7 @@ class {cls}(LLMClient):
 
     context_window = 8192  # tokens the model accepts, prompt and reply together
 
-{init}{chr(10) if init else ""}    def generate_response(self, system: str, user_message: str, max_tokens: int = 4096, temperature: float = 0.8) -> str:
+{init}{chr(10) if init else ""}    {_SIGNATURE}
         log.debug("answering %d characters", len(user_message))
         return user_message[::-1]
 
@@ -306,9 +319,14 @@ def _not_removable(context: Context, name: str) -> int:
     shipped = next((f for f in files if f.source == "shipped"), None)
     elsewhere = next((f for f in files if f.source == "dir"), None)
     if shipped is not None:
-        context.output.error(f"plugin {name!r} ships with sandchat ({shipped.path}) and cannot be removed; turn it off with: sandchat plugins disable {name}")
+        context.output.error(
+            f"plugin {name!r} ships with sandchat ({shipped.path}) and cannot be removed; turn it off with: sandchat plugins disable {name}"
+        )
     elif elsewhere is not None:
-        context.output.error(f"plugin {name!r} is in {elsewhere.path.parent}, a folder given with --plugins-dir, not in the user plugin folder; sandchat only removes what it installed")
+        context.output.error(
+            f"plugin {name!r} is in {elsewhere.path.parent}, a folder given with --plugins-dir, not in the user plugin folder; "
+            "sandchat only removes what it installed"
+        )
     else:
         context.output.error(f"no plugin {name!r} in the user plugin folder ({context.settings.paths.user_plugins})")
     return EXIT_USAGE

@@ -30,14 +30,20 @@ def chat(args: argparse.Namespace, context: Context) -> int:
     if name not in manager.names():
         context.output.error(f"plugin {name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
         return EXIT_USAGE
-    session = ChatSession(manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", None))
+    session = ChatSession(
+        manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", None)
+    )
     session.conversation.system = getattr(args, "system", "") or ""
     session.warm(name)
     session.watch_liveness()
     session.watch_plugins()
     if getattr(args, "resume", False):
         count = session.resume()
-        context.output.notice(f"Continuing the last conversation ({count} exchange{'s' if count != 1 else ''})." if count else "No earlier conversation: starting a new one.")
+        context.output.notice(
+            f"Continuing the last conversation ({count} exchange{'s' if count != 1 else ''})."
+            if count
+            else "No earlier conversation: starting a new one."
+        )
         if getattr(args, "system", ""):
             session.conversation.system = args.system  # -s given now wins over the resumed one
     context.output.write(f"sandchat — chatting with {name!r}. /help for commands, Ctrl-D to leave.\n")

@@ -11,14 +11,14 @@ plugin is the conversation's unless ``-p`` says otherwise, and the exchange is l
 into that conversation.
 """
 
-
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 import uuid
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import runner
 from app.chatlog import Exchange
@@ -152,7 +152,10 @@ def _chunks(client: runner.Plugin, conversation: Conversation, args: argparse.Na
     if _too_big(conversation.system + "".join(m["content"] for m in messages), client, context):  # what is sent, once trimmed
         return None
     if budget.dropped:
-        context.output.notice(f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: the rest do not fit the context window of {client.name!r}")
+        context.output.notice(
+            f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: "
+            f"the rest do not fit the context window of {client.name!r}"
+        )
     return client.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
 
 
@@ -162,7 +165,9 @@ def _say_if_cut_at_the_limit(client: runner.Plugin, answer: str, max_tokens: int
         return  # every token is at least a byte: this answer cannot have reached the limit
     try:
         if client.count_tokens(answer) >= max_tokens:
-            context.output.notice(f"the answer stopped at the --max-tokens limit ({max_tokens} tokens); give a larger --max-tokens for more")
+            context.output.notice(
+                f"the answer stopped at the --max-tokens limit ({max_tokens} tokens); give a larger --max-tokens for more"
+            )
     except runner.PluginError:
         pass  # the answer stands; only the notice is lost
 

@@ -13,7 +13,7 @@ from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
 from app.discovery import Metadata, MetadataError, PluginFile
 from app.render import table, terminal_width
-from runner.cleantext import clean_text
+from runner import clean_text
 
 __all__ = ["health_text", "last_24h", "run"]
 
@@ -69,10 +69,15 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
         context.output.write(json.dumps(body, indent=2) + "\n")
         return EXIT_OK
     if context.settings.no_plugins:
-        context.output.notice("safe mode (--no-plugins): every plugin is off and none was started; remove a broken one with: sandchat plugins remove NAME")
+        context.output.notice(
+            "safe mode (--no-plugins): every plugin is off and none was started; remove a broken one with: sandchat plugins remove NAME"
+        )
     width = terminal_width()
     recorded = any(r["last_24h"] != "-" for r in rows)  # a column of nothing but '-' (a fresh install) is left out
-    lines = [[r["name"], r["state"], r["profile"], _grants(r), *([r["last_24h"]] if recorded else []), r["description"] or r["path"]] for r in rows]
+    lines = [
+        [r["name"], r["state"], r["profile"], _grants(r), *([r["last_24h"]] if recorded else []), r["description"] or r["path"]]
+        for r in rows
+    ]
     headers = ["NAME", "STATE", "PROFILE", "GRANTS", *(["LAST 24H"] if recorded else []), "DESCRIPTION"]
     context.output.write(table(lines, headers, width=width) + "\n")
     for row in rows:
@@ -88,7 +93,9 @@ def _footer(discovery: Any, show_all: bool, width: int) -> str:
     for name, files in sorted(discovery.conflicts.items()):
         lines.append(_cut(f"  ! name {name!r} is used by {len(files)} files, so neither is used until one is renamed:", width))
         lines.extend(f"      {f.path}" for f in files)  # whole: a path cut short cannot be copied
-    candidates = [s for s in discovery.skipped if s.candidate and not any(s.path == f.path for fs in discovery.conflicts.values() for f in fs)]
+    candidates = [
+        s for s in discovery.skipped if s.candidate and not any(s.path == f.path for fs in discovery.conflicts.values() for f in fs)
+    ]
     if show_all:
         if candidates:
             lines.append("\nskipped files:\n" + table([[s.path, s.reason] for s in candidates], ["FILE", "REASON"], width=width))
@@ -148,7 +155,8 @@ def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None 
     width = width or terminal_width()
     cut = width - 1  # the detail lines: one column short, so a terminal never wraps them
     rows = [
-        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]), _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
+        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]),
+         _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
          f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
         for r in reports
     ]  # fmt: skip
@@ -203,8 +211,13 @@ def _grants(report: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-_SHORT = {"no-capabilities": "no-caps", "no_new_privs": "nnp", "cgroup (cgroup1)": "cgroup-v1",
-          "cgroup (cgroup2)": "cgroup-v2", "cgroup (systemd-scope)": "cgroup-scope"}
+_SHORT = {
+    "no-capabilities": "no-caps",
+    "no_new_privs": "nnp",
+    "cgroup (cgroup1)": "cgroup-v1",
+    "cgroup (cgroup2)": "cgroup-v2",
+    "cgroup (systemd-scope)": "cgroup-scope",
+}
 _FIRST = ("landlock", "seccomp", "cgroup")  # the layers a reader looks for, before the rest
 
 
@@ -350,7 +363,9 @@ def revoke(args: argparse.Namespace, context: Context) -> int:
         if left is None:
             context.output.write(f"plugin {args.name!r} had no grant\n")
         else:
-            context.output.write(f"plugin {args.name!r} keeps network: {', '.join(left.network) or 'none'}; env: {', '.join(left.env) or 'none'}\n")
+            context.output.write(
+                f"plugin {args.name!r} keeps network: {', '.join(left.network) or 'none'}; env: {', '.join(left.env) or 'none'}\n"
+            )
         return EXIT_OK
     if grants.revoke(args.name):
         context.output.write(f"revoked everything granted to {args.name!r}\n")

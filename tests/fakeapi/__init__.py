@@ -32,9 +32,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+from typing import Any, Union
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -118,7 +119,7 @@ class StreamReply:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client that hangs up mid-stream must not block stop()
-    owner: "FakeServer"
+    owner: FakeServer
     ssl_context: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[Any, Any]:
@@ -235,7 +236,7 @@ class FakeServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         self.start()
         return self
 

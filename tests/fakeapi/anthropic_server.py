@@ -36,8 +36,9 @@ import json
 import math
 import threading
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from . import (
@@ -321,10 +322,7 @@ class FakeAnthropicServer(FakeServer):
             return self._error(400, "invalid_request_error", "limit: Input should be between 1 and 1000")
         ids = list(self.known_models or ("claude-sonnet-5-5",))
         page = ids[:limit]
-        data = [
-            {"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"}
-            for model in page
-        ]
+        data = [{"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"} for model in page]
         return self._json(200, {"data": data, "has_more": len(ids) > limit, "first_id": page[0], "last_id": page[-1]})
 
     def _ids_header(self) -> dict[str, str]:

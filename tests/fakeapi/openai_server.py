@@ -32,7 +32,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from . import (
     FakeServer,

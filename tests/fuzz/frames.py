@@ -24,14 +24,16 @@ _HELLO = {"protocol": 2, "pid": 4242, "plugin": "fuzz", "class": "Fuzz", "doc": 
 
 def _valid(rng: random.Random) -> list:
     msgid = rng.choice([1, 2, 127, 128, 300, 65536, 2**32 - 1])
-    return rng.choice([
-        [1, msgid, None, rng.choice(["text", "", "é" * 50, 7, 0, None, True, 1.5])],
-        [1, msgid, dict(_ERROR), None],
-        [1, msgid, None, {"chunks": rng.randrange(10)}],
-        [2, "chunk", [msgid, "piece " * rng.randrange(1, 20)]],
-        [2, "hello", dict(_HELLO)],
-        [2, "progress", {"n": rng.randrange(100)}],
-    ])
+    return rng.choice(
+        [
+            [1, msgid, None, rng.choice(["text", "", "é" * 50, 7, 0, None, True, 1.5])],
+            [1, msgid, dict(_ERROR), None],
+            [1, msgid, None, {"chunks": rng.randrange(10)}],
+            [2, "chunk", [msgid, "piece " * rng.randrange(1, 20)]],
+            [2, "hello", dict(_HELLO)],
+            [2, "progress", {"n": rng.randrange(100)}],
+        ]
+    )
 
 
 def _swap(rng: random.Random, message: list) -> list:

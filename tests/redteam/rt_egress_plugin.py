@@ -20,7 +20,8 @@ import threading
 import time
 
 from llm_utils import LLMClient
-from runner import netshim, netwire
+from runner import netwire
+from runner.child import netshim
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

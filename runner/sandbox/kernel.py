@@ -11,6 +11,7 @@ running machine.  Importing works everywhere (the host only needs prctl, which
 is libc); asking for a syscall number on an unknown architecture raises
 OSError(ENOSYS) instead of silently using x86_64 numbers.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -63,9 +64,9 @@ _libc_prctl.restype = ctypes.c_int
 def require_supported_arch() -> None:
     """Raise OSError(ENOSYS) unless syscall numbers for this machine are known."""
     if not SUPPORTED:
-        raise OSError(errno.ENOSYS,
-                      f"sandchat: unsupported architecture {MACHINE!r}: no syscall table "
-                      f"(known: {', '.join(sorted(_TABLES))})")
+        raise OSError(
+            errno.ENOSYS, f"sandchat: unsupported architecture {MACHINE!r}: no syscall table (known: {', '.join(sorted(_TABLES))})"
+        )
 
 
 def syscall_nr(name: str) -> int:

@@ -13,20 +13,19 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llm_utils import LLMClient
-from runner import loader
-from runner.protocol import DEFAULT_MAX_MESSAGE, PROTOCOL_VERSION, RESPONSE, Decoder, Encoder, ProtocolViolation, error_map
+from runner.child import loader
+from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, READ_SIZE, RESPONSE, SPIN_SECONDS
+from runner.protocol import DEFAULT_MAX_MESSAGE, Decoder, Encoder, ProtocolViolation, error_map
 
 __all__ = ["Server", "SpinGovernor", "serve"]
 
 _GENERATION = {"generate", "chat", "stream", "check"}  # run on a worker thread: plugin code may take its time
 _MAX_REASON = 500  # characters of a check() reason or token_counting() text the host is sent
-_OPTIONAL = ("stream_response", "generate_chat", "stream_chat")
-_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: no read returns more
 _MAX_TRACEBACK = 8000
-_SPIN_SECONDS = 100e-6  # runner/connection.py SPIN_SECONDS, for the same reason
 
 
 class _Reply(Exception):
@@ -111,23 +110,23 @@ class Server:
     def run(self) -> int:
         decoder = Decoder(self.max_message)
         read, fd, single, feed, dispatch, count = os.read, self.read_fd, decoder.single, decoder.feed, self.dispatch, self._count_now
-        # Between requests, poll without sleeping for a moment first (see connection.SPIN_SECONDS),
+        # Between requests, poll without sleeping for a moment first (see constants.SPIN_SECONDS),
         # while requests come back to back (SpinGovernor): a request that follows at once
         # then costs no cross-CPU wake-up. Never while a generation runs (its thread needs
         # the GIL), nor when this process has one CPU (the host could not run meanwhile).
-        governor = SpinGovernor(_SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
+        governor = SpinGovernor(SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
         spin, spun, arrived, clock = governor.window, governor.spun, governor.arrived, time.monotonic
         readable = select.poll()
         readable.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while self._running:
             if not spin:
-                data = read(fd, _READ_SIZE)
+                data = read(fd, READ_SIZE)
             elif governor.spinning and not self._active:
                 spun(_spin_until_readable(readable.poll, spin))
-                data = read(fd, _READ_SIZE)
+                data = read(fd, READ_SIZE)
             else:
                 replied = clock()
-                data = read(fd, _READ_SIZE)
+                data = read(fd, READ_SIZE)
                 arrived(clock() - replied)
             if not data:
                 return 0  # the host closed our input: it is gone or done with us
@@ -138,9 +137,9 @@ class Server:
             if message is not None and message[0] == 0 and message[2] == "count_tokens" and type(message[3]) is dict:
                 count(message[1], message[3])
                 continue
-            for message in (message,) if message is not None else feed(data):
-                if message[0] == 0 and self._running:  # nothing after a shutdown is served
-                    dispatch(message[1], message[2], message[3])
+            for each in (message,) if message is not None else feed(data):
+                if each[0] == 0 and self._running:  # nothing after a shutdown is served
+                    dispatch(each[1], each[2], each[3])
         return 0
 
     def dispatch(self, msgid: int, method: str, params: Any) -> None:
@@ -172,9 +171,7 @@ class Server:
             return
         cancel = self._active[msgid] = threading.Event()
         handler = {"stream": self._stream, "generate": self._generate, "chat": self._chat, "check": self._check}[method]
-        worker = threading.Thread(
-            target=self._call, args=(msgid, handler, params, cancel), name=f"{method}-{msgid}", daemon=True
-        )
+        worker = threading.Thread(target=self._call, args=(msgid, handler, params, cancel), name=f"{method}-{msgid}", daemon=True)
         worker.start()
 
     def _call(self, msgid: int, handler: Callable[..., Any], *args: Any) -> None:
@@ -327,8 +324,7 @@ def _generation_args(params: dict[str, Any], *, chat: bool) -> tuple[Any, ...]:
     if chat:
         messages = params.get("messages")
         if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
         ):
             raise _Reply("request", "BadRequest", "param 'messages' must be a list of {role, content} maps")
         prompt: Any = messages
@@ -363,7 +359,7 @@ def _hello(options: dict[str, Any], report: dict[str, Any], plugin: LLMClient | 
         "class": cls.__name__ if cls else None,
         "doc": ((cls.__doc__ or "") if cls else "").strip()[:2000],
         "context_window": getattr(plugin, "context_window", 0),
-        "methods": [m for m in _OPTIONAL if cls and getattr(cls, m) is not getattr(LLMClient, m)],
+        "methods": [m for m in OPTIONAL_METHODS if cls and getattr(cls, m) is not getattr(LLMClient, m)],
         "python": sys.version.split()[0],
         "error": None,
     }

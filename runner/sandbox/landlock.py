@@ -10,6 +10,7 @@ rights a given ABI does not know are masked out instead of failing.
 Landlock restricts only the calling thread (and threads/processes it creates
 afterwards), so call ``restrict()`` before starting any thread.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -46,20 +47,22 @@ ACCESS_FS_MAKE_SOCK = 1 << 9
 ACCESS_FS_MAKE_FIFO = 1 << 10
 ACCESS_FS_MAKE_BLOCK = 1 << 11
 ACCESS_FS_MAKE_SYM = 1 << 12
-ACCESS_FS_REFER = 1 << 13        # ABI 2
-ACCESS_FS_TRUNCATE = 1 << 14     # ABI 3
-ACCESS_FS_IOCTL_DEV = 1 << 15    # ABI 5
-ACCESS_NET_BIND_TCP = 1 << 0     # ABI 4
+ACCESS_FS_REFER = 1 << 13  # ABI 2
+ACCESS_FS_TRUNCATE = 1 << 14  # ABI 3
+ACCESS_FS_IOCTL_DEV = 1 << 15  # ABI 5
+ACCESS_NET_BIND_TCP = 1 << 0  # ABI 4
 ACCESS_NET_CONNECT_TCP = 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
-SCOPE_SIGNAL = 1 << 1                # ABI 6
+SCOPE_SIGNAL = 1 << 1  # ABI 6
 
 _FS_ABI1 = (1 << 13) - 1  # EXECUTE .. MAKE_SYM
 # Handled filesystem rights per ABI; ABI 7 only added audit-logging flags.
-_FS_BY_ABI = {1: _FS_ABI1,
-              2: _FS_ABI1 | ACCESS_FS_REFER,
-              3: _FS_ABI1 | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE,
-              4: _FS_ABI1 | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE}
+_FS_BY_ABI = {
+    1: _FS_ABI1,
+    2: _FS_ABI1 | ACCESS_FS_REFER,
+    3: _FS_ABI1 | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE,
+    4: _FS_ABI1 | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE,
+}
 _FS_BY_ABI[5] = _FS_BY_ABI[4] | ACCESS_FS_IOCTL_DEV
 NET_ABI = 4
 SCOPE_ABI = 6
@@ -68,8 +71,7 @@ KNOWN_ABI = 7
 
 # Rights the kernel accepts in a rule on a non-directory (ACCESS_FILE in
 # security/landlock/fs.h); anything else on a file is EINVAL.
-FILE_RIGHTS = (ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE
-               | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV)
+FILE_RIGHTS = ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
 READ_RIGHTS = ACCESS_FS_EXECUTE | ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
 
 # Paths we cannot even name are skipped: missing ones (as the API promises)
@@ -123,8 +125,7 @@ def _add_path_rule(ruleset_fd: int, path: str, rights: int) -> bool:
         attr = ctypes.create_string_buffer(struct.pack("=Qi", rights, fd), 12)
         kernel.syscall(_NR_ADD_RULE, ruleset_fd, _RULE_PATH_BENEATH, attr, 0)
     except OSError as exc:
-        raise OSError(exc.errno, f"landlock: cannot add rule for {path!r}: "
-                                 f"{os.strerror(exc.errno or 0)}") from None
+        raise OSError(exc.errno, f"landlock: cannot add rule for {path!r}: {os.strerror(exc.errno or 0)}") from None
     finally:
         os.close(fd)
     return True
@@ -148,10 +149,12 @@ def _as_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return [os.fspath(p) for p in paths]
 
 
-def restrict(read_paths: Iterable[str | os.PathLike[str]],
-             write_paths: Iterable[str | os.PathLike[str]],
-             tcp_connect_ports: Iterable[int] = (),
-             handle_net: bool = True) -> int:
+def restrict(
+    read_paths: Iterable[str | os.PathLike[str]],
+    write_paths: Iterable[str | os.PathLike[str]],
+    tcp_connect_ports: Iterable[int] = (),
+    handle_net: bool = True,
+) -> int:
     """Enforce a Landlock ruleset on the calling thread; return the ABI applied.
 
     read_paths get EXECUTE|READ_FILE|READ_DIR, write_paths every handled right

@@ -1,6 +1,6 @@
 """Plugin loading inside the child: run one plugin's code and find its LLMClient class.
 
-The code arrives as bytes from the host (see runner/child.py); the path only names it,
+The code arrives as bytes from the host (see runner/child/entry.py); the path only names it,
 for tracebacks and ``__file__``: the file itself is never opened here.
 
 Runs only in the sandboxed child. Every failure becomes a :class:`LoadFailure` carrying
@@ -62,10 +62,7 @@ def plugin_class(module: ModuleType) -> type[LLMClient]:
     defined = [
         obj
         for obj in vars(module).values()
-        if isinstance(obj, type)
-        and issubclass(obj, LLMClient)
-        and obj is not LLMClient
-        and obj.__module__ == module.__name__
+        if isinstance(obj, type) and issubclass(obj, LLMClient) and obj is not LLMClient and obj.__module__ == module.__name__
     ]
     concrete = [cls for cls in defined if not getattr(cls, "__abstractmethods__", None)]
     if len(concrete) == 1:
@@ -74,9 +71,7 @@ def plugin_class(module: ModuleType) -> type[LLMClient]:
         names = ", ".join(sorted(cls.__name__ for cls in concrete))
         raise LoadFailure("PluginClassError", f"defines {len(concrete)} LLMClient subclasses ({names}); expected exactly one")
     if defined:
-        missing = "; ".join(
-            f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}" for cls in defined
-        )
+        missing = "; ".join(f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}" for cls in defined)
         raise LoadFailure("PluginClassError", f"has no concrete LLMClient subclass: {missing}")
     raise LoadFailure(
         "PluginClassError",

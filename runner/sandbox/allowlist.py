@@ -1,6 +1,6 @@
 """The seccomp allow list: every system call a plugin may make, with which arguments, and why.
 
-Data only; ``runner.seccomp`` compiles it to BPF, ``docs/security.md`` carries the same
+Data only; ``runner.sandbox.seccomp`` compiles it to BPF, ``docs/security.md`` carries the same
 table for people (a test keeps the two equal). Anything not named here fails with
 EPERM. The list comes from a measured census (``python -m bench.census``) of what
 CPython, its standard library, msgpack, the shipped plugins' HTTP and TLS stacks and
@@ -11,7 +11,7 @@ Three tables:
 - ``ALWAYS``: allowed with any arguments, in every profile.
 - ``NETWORK``: allowed with any arguments in the network profile only.
 - ``FILTERED``: allowed only with the arguments given (the multiplexed calls, whose
-  harmless and harmful uses share one number); each has a rule in ``runner.seccomp``.
+  harmless and harmful uses share one number); each has a rule in ``runner.sandbox.seccomp``.
 
 Names that do not exist on an architecture (``open`` on aarch64) are skipped there.
 Standard library only, cheap to import: the child loads it before any plugin code.
@@ -146,9 +146,11 @@ NETWORK = {
 
 FILTERED = {
     "ioctl": ("request in IOCTL_REQUESTS", "isatty, window size, non-blocking mode; never TIOCSTI or a device's own calls"),
-    "fcntl": ("command in FCNTL_COMMANDS; FCNTL_PRETEND succeed without locking", "fd flags; never F_SETOWN/F_SETSIG (signals to other processes), leases or real locks"),
+    "fcntl": ("command in FCNTL_COMMANDS; FCNTL_PRETEND succeed without locking",
+              "fd flags; never F_SETOWN/F_SETSIG (signals to other processes), leases or real locks"),
     "flock": ("succeeds without locking", "locks are a channel between processes (see FCNTL_PRETEND)"),
-    "prctl": ("option in PRCTL_OPTIONS", "reads and thread names; never PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_MM, ptracer or securebits"),
+    "prctl": ("option in PRCTL_OPTIONS",
+              "reads and thread names; never PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_MM, ptracer or securebits"),
     "arch_prctl": ("code in ARCH_PRCTL_CODES", "thread pointers, CPU feature state (x86_64 only)"),
     "madvise": ("advice in MADVISE_ADVICE", "memory hints; never HWPOISON/SOFT_OFFLINE"),
     "clone": ("CLONE_THREAD set, no namespace flag", "threads; never a new process or namespace"),
@@ -160,5 +162,7 @@ FILTERED = {
     "setsockopt": ("network profile: (level, option) in SOCKET_OPTIONS", "TCP_NODELAY and keep-alive of the HTTP stacks"),
     "futex": ("FUTEX_PRIVATE_FLAG set", "locks; a shared futex on a file both plugins map (os.py) carried data between them (red team)"),
     "sendto": ("flags in SEND_FLAGS, no destination address", "sending on connected sockets; no TCP Fast Open, no datagram to a path"),
-    "sendmsg": ("flags in SEND_FLAGS", "asyncio's writelines on Python 3.12+ (not measured here: 3.11); its address cannot be read, but only connected sockets exist"),
+    "sendmsg": ("flags in SEND_FLAGS",
+                "asyncio's writelines on Python 3.12+ (not measured here: 3.11); "
+                "its address cannot be read, but only connected sockets exist"),
 }  # fmt: skip

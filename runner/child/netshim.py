@@ -1,6 +1,6 @@
 """The child's socket layer in the network profile: lookups and connects asked of the host.
 
-Installed by ``runner/child.py`` after the sandbox is on and before ``site`` or any
+Installed by ``runner/child/entry.py`` after the sandbox is on and before ``site`` or any
 plugin code runs; standard library only. The kernel refuses the child every ``socket()``
 and ``connect()``; this module adapts Python's ``socket`` module so that code written
 for a normal network keeps working:
@@ -25,7 +25,8 @@ import os
 import socket
 import threading
 
-from runner import allowlist, netwire
+from runner import netwire
+from runner.sandbox import allowlist
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 _TYPE_MASK = ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)

@@ -1,4 +1,4 @@
-"""A hand-built seccomp BPF filter: the allow list of ``runner.allowlist``, compiled.
+"""A hand-built seccomp BPF filter: the allow list of ``runner.sandbox.allowlist``, compiled.
 
 Default deny: a call the list does not name fails with EPERM (Python raises
 PermissionError), so a plugin fails politely instead of dying; clone3 gets ENOSYS
@@ -12,6 +12,7 @@ reads no argument is what the kernel's seccomp action cache (Linux 5.11+) turns 
 a bitmap lookup, so the list's length costs the common calls nothing; the binary
 search bounds the rest to about eight comparisons.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -22,13 +23,13 @@ import struct
 from . import allowlist, kernel
 
 # Classic BPF opcodes (include/uapi/linux/filter.h).
-_LD_W_ABS = 0x20   # BPF_LD | BPF_W | BPF_ABS
-_JA = 0x05         # BPF_JMP | BPF_JA (32-bit offset in k)
-_JEQ_K = 0x15      # BPF_JMP | BPF_JEQ | BPF_K
-_JGE_K = 0x35      # BPF_JMP | BPF_JGE | BPF_K
-_JSET_K = 0x45     # BPF_JMP | BPF_JSET | BPF_K
-_AND_K = 0x54      # BPF_ALU | BPF_AND | BPF_K
-_RET_K = 0x06      # BPF_RET | BPF_K
+_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_JA = 0x05  # BPF_JMP | BPF_JA (32-bit offset in k)
+_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+_AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K
+_RET_K = 0x06  # BPF_RET | BPF_K
 
 RET_KILL_PROCESS = 0x80000000
 RET_ERRNO = 0x00050000
@@ -213,8 +214,7 @@ def available() -> bool:
         return False
     action = ctypes.c_uint32(RET_KILL_PROCESS)
     try:
-        kernel.syscall(kernel.SYSCALLS["seccomp"], SECCOMP_GET_ACTION_AVAIL, 0,
-                       ctypes.byref(action))
+        kernel.syscall(kernel.SYSCALLS["seccomp"], SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(action))
     except OSError:
         return False
     return True
@@ -236,8 +236,7 @@ def install(network: bool) -> int:
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
     kernel.set_no_new_privs()
-    result = kernel.syscall(kernel.SYSCALLS["seccomp"], SECCOMP_SET_MODE_FILTER,
-                            SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog))
+    result = kernel.syscall(kernel.SYSCALLS["seccomp"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog))
     if result != 0:
         # With TSYNC a positive result is the id of a thread that could not sync.
         raise OSError(errno.EAGAIN, f"seccomp: thread {result} could not be synchronised")

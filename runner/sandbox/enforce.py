@@ -1,6 +1,6 @@
 """Apply a sandbox profile to the current process: rlimits, prctl, Landlock, seccomp.
 
-Called by the plugin child (``python -I -S runner/child.py``) before any
+Called by the plugin child (``python -I -S runner/child/entry.py``) before any
 plugin code, ``site.main()`` or third-party import.  The order matters:
 
 1. rlimits        - CORE 0 always; AS/DATA/CPU/FSIZE/NOFILE as configured, and
@@ -21,10 +21,13 @@ debugging).  Layers the kernel lacks are reported in the result, never
 assumed; without Landlock an untrusted plugin's file access is unprotected,
 so that is an error unless the caller explicitly opts in.
 """
+
 from __future__ import annotations
 
 import os
 import resource
+
+from runner.constants import PROFILES
 
 from . import kernel, landlock, seccomp
 
@@ -40,7 +43,6 @@ _SIGKILL = 9
 # will ever come, but our parent will have changed (to init or a subreaper).
 _PPID_AT_IMPORT = os.getppid()
 
-PROFILES = ("untrusted", "network", "none")
 _RLIMITS = {
     "as": resource.RLIMIT_AS,
     "data": resource.RLIMIT_DATA,
@@ -141,8 +143,7 @@ def _thread_count() -> int:
         return 1  # no /proc: cannot tell; seccomp's TSYNC still covers threads
 
 
-def _apply_landlock(read_paths: Iterable[str], write_paths: Iterable[str],
-                    tcp_ports: Iterable[int], report: dict) -> None:
+def _apply_landlock(read_paths: Iterable[str], write_paths: Iterable[str], tcp_ports: Iterable[int], report: dict) -> None:
     abi = landlock.abi_version()
     if abi < 1:
         for layer in ("landlock-fs", "landlock-net", "landlock-scope"):
@@ -150,11 +151,9 @@ def _apply_landlock(read_paths: Iterable[str], write_paths: Iterable[str],
         return
     if _thread_count() > 1:
         # Landlock (ABI < 8) restricts only the calling thread.
-        raise SandboxError("sandbox must be applied before any thread starts: "
-                           "Landlock would not cover the other threads")
+        raise SandboxError("sandbox must be applied before any thread starts: Landlock would not cover the other threads")
     try:
-        applied = landlock.restrict(read_paths, write_paths,
-                                    tcp_connect_ports=tcp_ports, handle_net=True)
+        applied = landlock.restrict(read_paths, write_paths, tcp_connect_ports=tcp_ports, handle_net=True)
     except (OSError, ValueError, TypeError) as exc:
         raise SandboxError(f"Landlock restriction failed: {exc}") from None
     report["landlock_abi"] = applied
@@ -162,13 +161,13 @@ def _apply_landlock(read_paths: Iterable[str], write_paths: Iterable[str],
     if applied >= landlock.NET_ABI:
         report["layers"].append("landlock-net")
     else:
-        report["missing"].append(f"landlock-net: needs Landlock ABI {landlock.NET_ABI}, "
-                                 f"kernel has {applied} (TCP is not port-restricted)")
+        report["missing"].append(f"landlock-net: needs Landlock ABI {landlock.NET_ABI}, kernel has {applied} (TCP is not port-restricted)")
     if applied >= landlock.SCOPE_ABI:
         report["layers"].append("landlock-scope")
     else:
-        report["missing"].append(f"landlock-scope: needs Landlock ABI {landlock.SCOPE_ABI}, "
-                                 f"kernel has {applied} (signals to the host not blocked)")
+        report["missing"].append(
+            f"landlock-scope: needs Landlock ABI {landlock.SCOPE_ABI}, kernel has {applied} (signals to the host not blocked)"
+        )
 
 
 def _apply_seccomp(profile: str, allow_unsandboxed: bool, report: dict) -> None:
@@ -182,9 +181,14 @@ def _apply_seccomp(profile: str, allow_unsandboxed: bool, report: dict) -> None:
     report["layers"].append("seccomp")
 
 
-def apply(profile: str, read_paths: Iterable[str], write_paths: Iterable[str],
-          tcp_ports: Iterable[int] = (), limits: Mapping[str, int] | None = None,
-          allow_unsandboxed: bool = False) -> dict:
+def apply(
+    profile: str,
+    read_paths: Iterable[str],
+    write_paths: Iterable[str],
+    tcp_ports: Iterable[int] = (),
+    limits: Mapping[str, int] | None = None,
+    allow_unsandboxed: bool = False,
+) -> dict:
     """Sandbox the current process with ``profile``; return a report of plain types.
 
     Report: {"profile", "layers" (applied, in order), "landlock_abi" (enforced,
@@ -200,11 +204,12 @@ def apply(profile: str, read_paths: Iterable[str], write_paths: Iterable[str],
         raise SandboxError(f"tcp_ports need the 'network' profile, not {profile!r}")
     # Refuse before changing anything, so a refused child is still a plain process.
     if profile != "none" and landlock.abi_version() < 1 and not allow_unsandboxed:
-        raise SandboxError("Landlock is not available on this kernel: an untrusted plugin's "
-                           "file access would be unprotected (pass allow_unsandboxed=True "
-                           "to run it anyway)")
-    report: dict = {"profile": profile, "layers": [], "landlock_abi": 0,
-                    "limits": {}, "missing": []}
+        raise SandboxError(
+            "Landlock is not available on this kernel: an untrusted plugin's "
+            "file access would be unprotected (pass allow_unsandboxed=True "
+            "to run it anyway)"
+        )
+    report: dict = {"profile": profile, "layers": [], "landlock_abi": 0, "limits": {}, "missing": []}
     ppid_before = os.getppid()
     report["limits"] = apply_rlimits(limits)
     report["layers"].append("rlimits")

@@ -1,6 +1,6 @@
 """The plugin child's entry point: claim the channel, apply the sandbox, then load and serve.
 
-Run as ``python -I -S runner/child.py OPTIONS``. Until the sandbox is on, this file uses
+Run as ``python -I -S runner/child/entry.py OPTIONS``. Until the sandbox is on, this file uses
 the standard library only and imports nothing that could run third-party code: ``-S``
 keeps ``site`` (and every ``.pth`` file) from running before the sandbox does.
 
@@ -11,10 +11,11 @@ Options (all but --root and --plugin optional, lists repeatable)::
     --allow-unsandboxed
 
 ``--egress FD`` (network profile): the inherited end of the host's network broker. The
-child's socket layer is routed through it (runner/netshim.py) before ``site`` runs.
+child's socket layer is routed through it (runner/child/netshim.py) before ``site`` runs.
 
 A child that cannot apply its sandbox prints one ``sandchat-sandbox-error: ...`` line to
-stderr and exits with status 78, before any plugin code has run.
+stderr and exits with status 78 (``runner/constants.py`` SANDBOX_EXIT), before any plugin
+code has run.
 
 The plugin's code is not read from ``--plugin`` (which only names it): the host sends the
 exact bytes it decided the plugin's access for, as the first frame on the channel
@@ -26,17 +27,31 @@ lines ``KEY VALUE`` (:func:`report_frame`). The host believes no later word abou
 sandbox; a hello's claims cannot replace it.
 
 Text a plugin prints through ``sys.stdout`` reaches the log line-buffered, each line
-tagged ``[stdout] `` (:data:`STDOUT_TAG`), so stray prints can be told from logging.
+tagged ``[stdout] `` (``STDOUT_TAG``), so stray prints can be told from logging.
+
+The runner's modules this file loads (``runner.constants``, ``runner.sandbox``,
+``runner.child.netshim``, ``runner.child.server``) are imported without running
+``runner/__init__.py``, the host's public surface: :func:`_runner_module`.
 """
 
+import importlib
 import io
 import os
 import sys
+import types
 
-SANDBOX_EXIT = 78
-STDOUT_TAG = b"[stdout] "
-_MAX_SOURCE = 16 * 1024 * 1024  # runner/protocol.py MAX_SOURCE
-_SOURCE_LENGTH_BYTES = 8
+
+def _runner_module(name: str) -> types.ModuleType:
+    """Import ``runner.<name>`` from the folder this file is in, without ``runner/__init__``."""
+    if "runner" not in sys.modules:
+        package = types.ModuleType("runner")
+        package.__path__ = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        sys.modules["runner"] = package
+    return importlib.import_module("runner." + name)
+
+
+_constants = _runner_module("constants")
+STDOUT_TAG = _constants.STDOUT_TAG.encode()
 _LISTS = {"--ro": "ro", "--rw": "rw", "--limit": "limit"}
 _FLAGS = {"--allow-unsandboxed": "allow_unsandboxed"}
 
@@ -118,21 +133,9 @@ def parse_options(argv: list) -> dict:
     return options
 
 
-def _import_runner_module(root: str, name: str):
-    """Import ``runner.<name>`` without running ``runner/__init__`` (host-only, heavier)."""
-    import importlib
-    import types
-
-    if "runner" not in sys.modules:
-        package = types.ModuleType("runner")
-        package.__path__ = [os.path.join(root, "runner")]
-        sys.modules["runner"] = package
-    return importlib.import_module("runner." + name)
-
-
 def apply_sandbox(options: dict) -> dict:
     try:
-        sandbox = _import_runner_module(options["root"], "sandbox")
+        sandbox = _runner_module("sandbox")
         return sandbox.apply(
             options["profile"],
             read_paths=options["ro"],
@@ -142,8 +145,8 @@ def apply_sandbox(options: dict) -> dict:
         )
     except Exception as exc:  # any failure here means no sandbox: refuse to go on
         message = " ".join(str(exc).split()) or type(exc).__name__
-        os.write(2, f"sandchat-sandbox-error: {message}\n".encode("utf-8", "replace"))
-        os._exit(SANDBOX_EXIT)
+        os.write(2, f"{_constants.SANDBOX_ERROR_MARKER} {message}\n".encode("utf-8", "replace"))
+        os._exit(_constants.SANDBOX_EXIT)
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -159,23 +162,20 @@ def _read_exactly(fd: int, size: int) -> bytes:
 
 def read_source(fd: int) -> bytes:
     """The plugin's code, as the first frame from the host: 8-byte length, then the bytes."""
-    size = int.from_bytes(_read_exactly(fd, _SOURCE_LENGTH_BYTES), "big")
-    if size > _MAX_SOURCE:
-        raise SystemExit(f"sandchat child: the host sent {size} bytes of code (the limit is {_MAX_SOURCE})")
+    size = int.from_bytes(_read_exactly(fd, _constants.SOURCE_LENGTH_BYTES), "big")
+    if size > _constants.MAX_SOURCE:
+        raise SystemExit(f"sandchat child: the host sent {size} bytes of code (the limit is {_constants.MAX_SOURCE})")
     return _read_exactly(fd, size)
-
-
-REPORT_MAGIC = "sandchat-sandbox-report 1"
 
 
 def report_frame(report: dict) -> bytes:
     """The sandbox report as the child's first frame: one ``KEY VALUE`` line per fact."""
-    lines = [REPORT_MAGIC, f"profile {report['profile']}", f"landlock_abi {report['landlock_abi']}"]
+    lines = [_constants.REPORT_MAGIC, f"profile {report['profile']}", f"landlock_abi {report['landlock_abi']}"]
     lines += [f"layer {layer}" for layer in report["layers"]]
     lines += [f"limit {name} {value}" for name, value in report["limits"].items()]
     lines += ["missing " + " ".join(str(item).split()) for item in report["missing"]]
     body = "\n".join(lines).encode("utf-8", "replace")
-    return len(body).to_bytes(4, "big") + body
+    return len(body).to_bytes(_constants.REPORT_LENGTH_BYTES, "big") + body
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
@@ -193,11 +193,11 @@ def main(argv: list) -> int:
     _write_all(write_fd, report_frame(report))  # before any code of the plugin's could write
     options["source"] = read_source(read_fd)
     if options["egress"] >= 0:  # before site: no .pth file sees the unadapted socket module
-        _import_runner_module(options["root"], "netshim").install(options["egress"])
+        _runner_module("child.netshim").install(options["egress"])
     import site
 
     site.main()  # only now: .pth files in site-packages run inside the sandbox
-    server = _import_runner_module(options["root"], "server")
+    server = _runner_module("child.server")
     return server.serve(read_fd, write_fd, options, report)
 
 
