@@ -111,11 +111,17 @@ class Status:
     def ok(self) -> bool:
         return not self.missing and self.python is None
 
-    def message(self, plugin: str) -> str | None:
-        """One line for a plugin that cannot load (``plugin 'X' ...``), or None when it can."""
+    def reason(self, plugin: str) -> str | None:
+        """Why the plugin cannot load, without the ``plugin 'X'`` prefix (``runner.PluginLoadError``
+        adds it); None when it can."""
         if self.python:
-            return f"plugin '{plugin}' {self.python}"
-        return missing_message(plugin, self.missing) if self.missing else None
+            return self.python
+        return missing_message(plugin, self.missing).split(" ", 2)[2] if self.missing else None
+
+    def message(self, plugin: str) -> str | None:
+        """The whole line (``plugin 'X' needs ...``), for ``plugins check`` and ``plugins list``."""
+        reason = self.reason(plugin)
+        return None if reason is None else f"plugin '{plugin}' {reason}"
 
 
 class EnvStore:

@@ -256,12 +256,17 @@ def test_status_and_the_one_line_error(store, index, environ) -> None:
     status = store.status(declared)
     assert not status.ok and status.env is None
     assert status.message("b") == "plugin 'b' needs tinylib>=2, which is not installed: run: sandchat plugins deps b"
-    env = _install(store, index, environ, ["tinylib>=2"])
+    assert status.reason("b") == "needs tinylib>=2, which is not installed: run: sandchat plugins deps b"
+    env = _install(store, index, environ, ["tinylib>=2"], plugin=("a", "/p/a.py"))
     assert store.status(declared).ok and store.status(declared, verify=True).ok
     for item in env.lib.glob("tinydep*"):  # a broken environment: the dependency's files gone
         subprocess.run(["rm", "-rf", str(item)], check=True, timeout=30)
     assert store.status(declared).ok  # the fast check trusts the atomic install
     assert store.status(declared, verify=True).missing == ("tinylib>=2",)
+    with plan(declared, store, index=index, environ=environ) as p:  # plugins deps NAME repairs it in place
+        repaired = install(p, store, index=index, environ=environ, replace=True, plugin=("b", "/p/b.py"))
+    assert store.status(declared, verify=True).ok and (repaired.lib / "tinydep").is_dir() and _leftovers(store) == []
+    assert repaired.manifest["plugins"] == [{"plugin": "a", "path": "/p/a.py"}, {"plugin": "b", "path": "/p/b.py"}]
     assert missing_message("x", ["a", "b>1"]) == "plugin 'x' needs a, b>1, which are not installed: run: sandchat plugins deps x"
     wrong_python = store.status(parse_declared(["tinylib>=2"], ">=99"))
     assert wrong_python.message("b").startswith("plugin 'b' requires Python >=99; this is Python")
