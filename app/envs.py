@@ -57,7 +57,7 @@ class Env:
 
 @dataclass(frozen=True)
 class ChildPaths:
-    """What the child of a plugin with an environment needs (see app/childpath.py and docs/dependencies.md).
+    """What the child of a plugin with an environment needs (see runner/child/path.py and docs/dependencies.md).
 
     ``env_paths``: its sys.path entries before the stdlib; ``host_dirs``: where it finds
     sandchat's own msgpack before the sandbox; ``read_paths``: the Landlock read rules that

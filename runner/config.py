@@ -138,6 +138,11 @@ class PluginConfig:
     max_message: int = DEFAULT_MAX_MESSAGE
     max_reply: int = DEFAULT_MAX_REPLY  # characters in one answer, streamed or not
     source: bytes | None = None
+    # A plugin with an environment of its own (declared dependencies): its import path is
+    # those entries and the standard library, without site-packages; the runner's own
+    # third-party modules (msgpack) are found in runner_lib_dirs before the sandbox is on.
+    env_paths: tuple[str, ...] = ()
+    runner_lib_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or any(ch.isspace() or ch in "/\\'\"" for ch in self.name):
@@ -150,6 +155,10 @@ class PluginConfig:
             raise ValueError(f"max_message must be at least 1024 bytes, got {self.max_message}")
         if type(self.max_reply) is not int or self.max_reply < 1:
             raise ValueError(f"max_reply must be a positive number of characters, got {self.max_reply!r}")
+        for key in ("env_paths", "runner_lib_dirs"):
+            object.__setattr__(self, key, tuple(os.fspath(p) for p in getattr(self, key)))
+        if self.runner_lib_dirs and not self.env_paths:
+            raise ValueError("runner_lib_dirs is only for a plugin with env_paths")
         if self.source is not None and (type(self.source) is not bytes or len(self.source) > MAX_SOURCE):
             raise ValueError(f"source must be bytes of at most {MAX_SOURCE} bytes")
 
@@ -174,4 +183,6 @@ class PluginConfig:
             "--root", os.fspath(root), "--plugin", os.fspath(self.path), "--name", self.name,
             "--max-message", str(self.max_message), *self.sandbox.as_argv(caged),
             *(["--egress", str(egress_fd)] if egress_fd is not None else []),
+            *(arg for p in self.env_paths for arg in ("--env", p)),
+            *(arg for p in self.runner_lib_dirs for arg in ("--runner-lib", p)),
         ]  # fmt: skip

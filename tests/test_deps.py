@@ -218,10 +218,10 @@ def test_installing_a_wheel_runs_none_of_its_code(store, index, environ, house, 
     assert (env.lib / "pthlib-hook.pth").is_file() and (env.lib / "setup.py").is_file()
     assert env.manifest["pth_files_never_processed"] == ["pthlib-hook.pth"]
     assert not any((markers / m).exists() for m in (PTH_MARKER, IMPORT_MARKER, SETUP_MARKER))
-    # The child's way: -I -S, the environment a plain sys.path entry (childpath.isolate), no site.main().
+    # The child's way: -I -S, the environment a plain sys.path entry (runner/child/path.py isolate), no site.main().
     as_child = (
         "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('cp', {str(ROOT / 'app' / 'childpath.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('cp', {str(ROOT / 'runner' / 'child' / 'path.py')!r})\n"
         "cp = importlib.util.module_from_spec(spec); spec.loader.exec_module(cp)\n"
         f"cp.isolate([{str(env.lib)!r}], sys.path, forget=())\n"
         "import json; print(json.dumps(sys.path))"

@@ -8,7 +8,11 @@ Options (all but --root and --plugin optional, lists repeatable)::
 
     --root DIR  --plugin FILE  --name NAME  --profile untrusted|network|none
     --ro PATH  --rw PATH  --limit KEY=INT  --max-message BYTES  --egress FD
-    --allow-unsandboxed
+    --env DIR  --runner-lib DIR  --allow-unsandboxed
+
+``--env DIR`` (a plugin with declared dependencies): the import path becomes these folders
+and the standard library; ``site`` never runs, sandchat's packages leave the path, and the
+runner's own msgpack is found in ``--runner-lib`` before the sandbox is on (runner/child/path.py).
 
 ``--egress FD`` (network profile): the inherited end of the host's network broker. The
 child's socket layer is routed through it (runner/child/netshim.py) before ``site`` runs.
@@ -50,9 +54,11 @@ def _runner_module(name: str) -> types.ModuleType:
     return importlib.import_module("runner." + name)
 
 
+#: The interpreter's own path under -I -S (the standard library), before main() adds to it.
+_INTERPRETER_PATH = tuple(sys.path)
 _constants = _runner_module("constants")
 STDOUT_TAG = _constants.STDOUT_TAG.encode()
-_LISTS = {"--ro": "ro", "--rw": "rw", "--limit": "limit"}
+_LISTS = {"--ro": "ro", "--rw": "rw", "--limit": "limit", "--env": "env", "--runner-lib": "runner_lib"}
 _FLAGS = {"--allow-unsandboxed": "allow_unsandboxed"}
 
 
@@ -189,15 +195,24 @@ def main(argv: list) -> int:
     tag_stdout()
     options = parse_options(argv)
     sys.path.insert(0, options["root"])  # llm_utils and the runner package live there
+    own_path = _runner_module("child.path") if options["env"] else None
+    if own_path is not None:  # found now, run later: finding a module runs none of its code
+        found = own_path.locate(own_path.HOST_MODULES, options["runner_lib"])
+        found.update(own_path.locate(["llm_utils"], [options["root"]]))
     report = apply_sandbox(options)
     _write_all(write_fd, report_frame(report))  # before any code of the plugin's could write
     options["source"] = read_source(read_fd)
     if options["egress"] >= 0:  # before site: no .pth file sees the unadapted socket module
         _runner_module("child.netshim").install(options["egress"])
-    import site
+    if own_path is None:
+        import site
 
-    site.main()  # only now: .pth files in site-packages run inside the sandbox
-    server = _runner_module("child.server")
+        site.main()  # only now: .pth files in site-packages run inside the sandbox
+        server = _runner_module("child.server")
+    else:  # the plugin's own environment and the stdlib, not sandchat's packages; no .pth file runs
+        own_path.load(found)
+        server = _runner_module("child.server")
+        own_path.isolate(options["env"], _INTERPRETER_PATH)
     return server.serve(read_fd, write_fd, options, report)
 
 

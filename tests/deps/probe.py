@@ -3,7 +3,7 @@
 It does what docs/dependencies.md asks runner/child/entry.py to do, in the same order:
 locate msgpack and llm_utils (nothing runs), apply the real sandbox (Landlock with the read
 rules the host would give), load them, import the runner's server as the child does, then
-``app/childpath.isolate``. Then, as plugin code would, it tries imports and file reads and
+``runner/child/path.isolate``. Then, as plugin code would, it tries imports and file reads and
 prints what happened as JSON: ``{"imports": {name: version or error}, "reads": {...}, ...}``.
 Standard library only, like the child before its sandbox.
 """
@@ -20,7 +20,7 @@ INTERPRETER_PATH = tuple(sys.path)  # as python -I -S built it, before anything 
 
 
 def _childpath(root: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("sandchat_childpath", os.path.join(root, "app", "childpath.py"))
+    spec = importlib.util.spec_from_file_location("sandchat_childpath", os.path.join(root, "runner", "child", "path.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,8 +1,8 @@
 """The plugin child's import path when the plugin has an environment of its own: that environment and the stdlib, not sandchat's packages.
 
-A prototype for ``runner/child/`` (it moves there at integration, unchanged): standard library
-only, no import of ``app`` or ``runner``, and nothing here runs a third-party line before the
-sandbox is on. The child of a plugin with declared dependencies calls, in this order:
+Standard library only, no import of ``app`` or of a host module, and nothing here runs a
+third-party line before the sandbox is on. The child (``runner/child/entry.py``) of a plugin
+with declared dependencies calls, in this order:
 
 1. before the sandbox, :func:`locate` the modules sandchat itself needs from its own
    site-packages (msgpack): finding a spec stats and lists folders, it runs nothing;
