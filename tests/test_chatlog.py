@@ -30,7 +30,8 @@ def test_every_exchange_is_logged_with_tokens_and_errors(manager: PluginManager)
     rows = (
         sqlite3.connect(manager.paths.logs_db)
         .execute(
-            "SELECT conversation, plugin, system, prompt, response, prompt_tokens, response_tokens, duration_s, error FROM exchanges ORDER BY id"
+            "SELECT conversation, plugin, system, prompt, response, prompt_tokens, response_tokens, duration_s, error"
+            " FROM exchanges ORDER BY id"
         )
         .fetchall()
     )

@@ -150,5 +150,5 @@ def test_settings_samples_load(block: str, tmp_path: Path) -> None:
     settings = load({"SANDCHAT_HOME": str(tmp_path)})
     tables = tomllib.loads(block)["plugins"]
     assert settings.plugin_options == tables
-    for name, table in tables.items():
+    for table in tables.values():
         runner.Deadlines(**table)  # every key is a deadline, every value valid

@@ -587,7 +587,7 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(x, list):
             if len(x) != len(y):
                 return False
-            stack.extend(zip(x, y))
+            stack.extend(zip(x, y, strict=True))
         elif isinstance(x, dict):
             if list(x) != list(y):
                 return False

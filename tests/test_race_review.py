@@ -401,7 +401,7 @@ def test_stream_cancel_from_many_threads_before_during_after(mgr: PluginManager)
         stream = client.stream_response("", "x")
         assert next(stream) == "0 "
         go = threading.Barrier(16)
-        cancellers = [Worker(lambda: (go.wait(), stream.cancel())) for _ in range(16)]
+        cancellers = [Worker(lambda go=go, stream=stream: (go.wait(), stream.cancel())) for _ in range(16)]
         for c in cancellers:
             c.start()
         with pytest.raises(PluginCancelled) as info:
@@ -485,8 +485,8 @@ def test_one_token_shared_by_calls_on_two_plugins_cancels_both_and_nothing_after
     a.start(), b.start()
     for _ in range(10):
         token = CancelToken()
-        sa = Worker(lambda: list(a.stream_response("", "x", cancel=token)))
-        sb = Worker(lambda: b.generate_response("", "first:0.6", cancel=token))
+        sa = Worker(lambda token=token: list(a.stream_response("", "x", cancel=token)))
+        sb = Worker(lambda token=token: b.generate_response("", "first:0.6", cancel=token))
         sa.start(), sb.start()
         wait_until(lambda: a.state == "busy" and b.state == "busy", 10, "both calls")
         token.cancel()
@@ -635,13 +635,13 @@ def test_close_from_the_watch_callback(home: Path) -> None:
 def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
     """Contract: close() is final and idempotent; only PluginErrors escape; no process after it."""
     rng = random.Random(11)
+    names = ("echo", "sup_jitter", "slow_stream")
     for rnd in range(12):
         manager = _manager(home)
         unexpected: list[BaseException] = []
         go = threading.Barrier(8)  # seven jobs and this thread
-        names = ("echo", "sup_jitter", "slow_stream")
 
-        def guard(job: Any) -> Any:
+        def guard(job: Any, go: threading.Barrier = go, unexpected: list[BaseException] = unexpected) -> Any:
             def run() -> None:
                 go.wait()
                 for _ in range(4):
@@ -654,14 +654,14 @@ def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
 
             return run
 
-        jobs = [
-            lambda: manager.client(rng.choice(names)).count_tokens("words"),
-            lambda: "".join(manager.client("slow_stream").stream_response("", "x", cancel=_timer_token(0.05))),
-            lambda: manager.client(rng.choice(names)).stop(),
-            lambda: manager.forget(rng.choice(names)),
-            lambda: manager.check_idle(),
-            lambda: manager.health([rng.choice(names)]),
-            lambda: manager.refresh(),
+        jobs = [  # each bound to this round's manager: a job thread may outlive its round
+            lambda manager=manager: manager.client(rng.choice(names)).count_tokens("words"),
+            lambda manager=manager: "".join(manager.client("slow_stream").stream_response("", "x", cancel=_timer_token(0.05))),
+            lambda manager=manager: manager.client(rng.choice(names)).stop(),
+            lambda manager=manager: manager.forget(rng.choice(names)),
+            lambda manager=manager: manager.check_idle(),
+            lambda manager=manager: manager.health([rng.choice(names)]),
+            lambda manager=manager: manager.refresh(),
         ]
         threads = [threading.Thread(target=guard(j), daemon=True) for j in jobs]
         for t in threads:

@@ -191,10 +191,10 @@ def test_random_ctrl_c_storm_then_contention_is_still_served(home: Path) -> None
                 pass
         assert interrupts > 10
         failures = []
-        for i in range(5):
+        for _ in range(5):
             slow = Worker(lambda: client.generate_response("", "first:0.1"))
             slow.start()
-            wait_until(lambda: client.state == "busy" or slow.ended_at is not None, 10, "a holder")
+            wait_until(lambda slow=slow: client.state == "busy" or slow.ended_at is not None, 10, "a holder")
             queued = Worker(lambda: client.count_tokens("abcd"))
             queued.start()
             slow.join(10)
@@ -419,7 +419,7 @@ def test_plugin_fifo_survives_holders_killed_mid_call(home: Path, monkeypatch: p
 
         def killer() -> None:
             while not stop.is_set():
-                pairs = list(zip(order, conns))
+                pairs = list(zip(order, conns, strict=False))  # appended to by other threads: one may be ahead
                 if pairs and pairs[-1][0].startswith("first:5") and not pairs[-1][1].dead and client._conn is pairs[-1][1]:
                     client.stop()  # the hanging call's process: it cannot change until that call ends
                 time.sleep(0.01)
@@ -560,7 +560,7 @@ def test_a_thread_reusing_a_dead_stream_readers_id_waits_its_turn(mgr: PluginMan
     for _ in range(200):
         w = Worker(lambda: client.count_tokens("abc") if threading.get_ident() == ident else None)
         w.start()
-        wait_until(lambda: w.ident is not None, 5, "a thread id")
+        wait_until(lambda w=w: w.ident is not None, 5, "a thread id")
         if w.ident == ident:
             twin = w
             break
@@ -689,7 +689,7 @@ def test_turn_newcomer_spinning_on_take_now_never_barges_a_queued_waiter() -> No
         waiter = _queue_waiter(turn, _Waiter(turn, 10, log=log, tag="waiter"))
         go = threading.Event()
 
-        def newcomer() -> None:
+        def newcomer(go: threading.Event = go, turn: Turn = turn, log: list[str] = log) -> None:
             go.wait()
             end = time.monotonic() + 1
             while time.monotonic() < end:
@@ -726,7 +726,7 @@ def test_turn_foreign_give_racing_the_owners_nested_take_keeps_one_holder() -> N
             assert turn.take_now()
             start = threading.Barrier(2)
 
-            def foreign_give() -> None:
+            def foreign_give(start: threading.Barrier = start, turn: Turn = turn) -> None:
                 start.wait()
                 turn.give()  # the stream's last give, from the collector's thread
 

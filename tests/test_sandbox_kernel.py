@@ -783,7 +783,7 @@ def test_sandbox_applies_as_unprivileged_user(victim):
     try:
         os.chmod(base, 0o755)
         shutil.copytree(ROOT + "/runner", base + "/runner", ignore=shutil.ignore_patterns("__pycache__"))
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, _, filenames in os.walk(base):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644)

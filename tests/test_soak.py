@@ -130,7 +130,7 @@ def churn(home: Path, rng: random.Random, done: threading.Event, problems: list[
     while not done.is_set():
         manager = PluginManager([TEST_PLUGINS], home, deadlines=DEADLINES, restart_policy=POLICY)
 
-        def use() -> None:
+        def use(manager: PluginManager = manager) -> None:  # this round's manager, even if the thread outlives the round
             try:
                 for _ in range(4):
                     manager.client(rng.choice(PLUGINS)).count_tokens("churn")
