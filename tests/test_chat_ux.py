@@ -20,8 +20,8 @@ from app.slash import run_command
 from app.stream import WordWrap, cells
 from app.transcript import recap
 from tests.conftest import FAST, TEST_PLUGINS
+from tests.helpers import wait_until
 from tests.slowplugins import SLOW_BOOT, SLOW_COUNT
-from tests.test_supervision import wait_until
 
 CHATPLUGINS = Path(__file__).parent / "chatplugins"
 SLOW_START = """import threading

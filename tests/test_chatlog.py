@@ -12,7 +12,7 @@ from app import PluginManager
 from app.chat import ChatSession
 from app.chatlog import ChatLog
 from app.render import Output
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 pytestmark = pytest.mark.timeout(60)
 

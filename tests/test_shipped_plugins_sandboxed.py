@@ -28,7 +28,7 @@ from tests.fakeapi.canned import CHAT_PATH, COUNT_PATH, HISTORY, MESSAGES_PATH, 
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY = "test-key"
+KEY = "test-key"  # the key the fake servers (tests/conftest.py) accept
 CLAUDE_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "SANDCHAT_CLAUDE_MODEL")
 OPENAI_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 
@@ -53,18 +53,6 @@ def one_line(exc: pytest.ExceptionInfo[runner.PluginError], plugin: str) -> str:
 
 
 # -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anthropic_server() -> Iterator[FakeAnthropicServer]:
-    with FakeAnthropicServer(reply=REPLY, api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(reply=REPLY, api_key=KEY) as server:
-        yield server
 
 
 @pytest.fixture
