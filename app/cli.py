@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 __all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main", "parse_args", "version"]
 
@@ -19,7 +20,7 @@ EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         self.exit(EXIT_USAGE, f"sandchat: {message} (see: {self.prog} --help)\n")
 
 

@@ -59,7 +59,7 @@ def _bindings() -> KeyBindings:
     keys = KeyBindings()
 
     @keys.add("escape", "enter")
-    def _newline(event) -> None:  # type: ignore[no-untyped-def]
+    def _newline(event) -> None:
         event.current_buffer.insert_text("\n")
 
     return keys
@@ -72,7 +72,7 @@ class Repl:
         self.session = session
         history = session.manager.paths.data_dir / "chat_history"
         history.parent.mkdir(parents=True, exist_ok=True)
-        self.prompt = PromptSession(
+        self.prompt: PromptSession[str] = PromptSession(
             history=FileHistory(str(history)),
             completer=_SlashCompleter(session),
             complete_while_typing=True,
@@ -88,7 +88,7 @@ class Repl:
         keys = KeyBindings()
 
         @keys.add("escape", eager=True)
-        def _cancel(event) -> None:  # type: ignore[no-untyped-def]
+        def _cancel(event) -> None:
             event.app.exit(result=None, style="class:aborting")
 
         title = FormattedText([("bold", "LLM Plugin"), ("", "\n"), ("fg:ansibrightblack", MENU_KEYS)])

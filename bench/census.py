@@ -524,7 +524,7 @@ def analyse(trace: str) -> dict:
             break
     # process = the process-level incarnation (thread-group root); describe the sandboxed ones
     procs: dict[int, dict] = {}
-    for inc_id, s in starts.items():
+    for inc_id in starts:
         r = group[inc_id]
         procs.setdefault(r, {"threads": set(), "start": None})
         procs[r]["threads"].add(inc_id)
@@ -552,7 +552,7 @@ def analyse(trace: str) -> dict:
         root_dir = script[: -len("/runner/child/entry.py")] if script else None
         plugin = None
         cands = sorted((i, path) for m in members for i, path in m.paths_py if i >= s_root)
-        for i, path in cands:
+        for _, path in cands:
             if not _is_runtime_path(path, root_dir):
                 plugin = path
                 break
@@ -676,7 +676,7 @@ def markdown(result: dict) -> str:
 
 
 def _pytest_summary(stdout: str) -> str:
-    lines = [l for l in stdout.splitlines() if l.startswith("=") and (" passed" in l or " failed" in l or " error" in l)]
+    lines = [line for line in stdout.splitlines() if line.startswith("=") and (" passed" in line or " failed" in line or " error" in line)]
     return lines[-1].strip("= ") if lines else ""
 
 
@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(proc.stdout[-20000:])
         result["pytest_exit"] = proc.returncode
         result["pytest_summary"] = _pytest_summary(proc.stdout)
-        result["pytest_failures"] = [l for l in proc.stdout.splitlines() if l.startswith(("FAILED ", "ERROR "))]
+        result["pytest_failures"] = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
         result["run_seconds"] = round(time.monotonic() - t0, 1)
         with open(trace + ".run.json", "w") as f:  # so --from-trace can report the run again
             json.dump(result, f, indent=1)

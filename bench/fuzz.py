@@ -45,7 +45,7 @@ def decode(data: bytes, rng: random.Random) -> str:
     """Decode one frame as the host does, split into up to three reads; the outcome's name."""
     decoder = Decoder(16 * 2**20, hostile=True)
     cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(3)))) if len(data) > 1 else []
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     try:
         if len(pieces) == 1:
             message = decoder.single(pieces[0])

@@ -11,7 +11,6 @@ alone over the same texts, for comparison.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from app.history import Conversation
@@ -61,14 +60,17 @@ def run(settings: Settings, placement: str) -> list[Row]:
         for rep in range(reps + 1):
             counter = TokenCounter(client)
             results: list[Any] = []
-            fit: Callable[[], Any] = lambda: results.append(chat.fit(counter, window, REPLY))
+
+            def fit(counter: TokenCounter = counter, results: list[Any] = results) -> None:
+                results.append(chat.fit(counter, window, REPLY))
+
             fc, fw = timed(fit) * 1e6, timed(fit) * 1e6
             _check(counter, results, distinct=len(texts) + 1)
             counter = TokenCounter(client)
-            c = timed(lambda: counter.count_many(texts)) * 1e6
-            w = timed(lambda: counter.count_many(texts)) * 1e6
+            c = timed(lambda counter=counter: counter.count_many(texts)) * 1e6
+            w = timed(lambda counter=counter: counter.count_many(texts)) * 1e6
             fresh = [t.encode().decode() for t in texts]  # equal texts in new objects: hashes not cached
-            k = timed(lambda: counter.count_many(fresh)) * 1e6
+            k = timed(lambda counter=counter, fresh=fresh: counter.count_many(fresh)) * 1e6
             if counter.misses != len(texts):
                 raise RuntimeError(f"the warm passes asked the plugin again ({counter.misses} misses)")
             if rep:  # the first round is a warm-up

@@ -429,8 +429,8 @@ def _unreachable_reason(exc: anthropic.APIConnectionError) -> str:
             return _timeout_detail(exc)
         if isinstance(cause, OSError) and cause.strerror:
             return _one_line(cause.strerror[:1].lower() + cause.strerror[1:])
-    cause = exc.__cause__
-    return _one_line(str(cause)) if cause and str(cause) else "connection failed"
+    direct = exc.__cause__
+    return _one_line(str(direct)) if direct and str(direct) else "connection failed"
 
 
 def _timeout_detail(exc: anthropic.APIError) -> str:

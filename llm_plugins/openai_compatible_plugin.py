@@ -64,7 +64,7 @@ from urllib.parse import urlsplit
 try:  # the anthropic SDK 2.x depends on httpx2, httpx's renamed successor
     import httpx2 as httpx
 except ImportError:  # pragma: no cover - environments with classic httpx
-    import httpx  # type: ignore[no-redef]
+    import httpx  # type: ignore[no-redef, import-not-found]
 import tiktoken
 
 from llm_utils import LLMClient, Message

@@ -424,8 +424,8 @@ def _cage_v1(name: str, limits: CageLimits) -> Cage:
         "cgroup1",
         name,
         limits,
-        parents,
-        [  # type: ignore[arg-type]
+        parents,  # type: ignore[arg-type]
+        [
             ("pids", "pids.max", str(limits.tasks), False),
             ("memory", "memory.limit_in_bytes", str(limits.memory), False),
             # After the limit (memsw may not be below it); absent without swap accounting.

@@ -361,13 +361,13 @@ class Plugin(LLMClient):
         return " ".join(clean_text(result["counting"]).split())
 
     def count_tokens(self, text: str) -> int:
-        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]
+        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)
 
     def generate_response(
         self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> str:  # fmt: skip
         params = _generation(system, max_tokens, temperature, user_message=user_message)
-        return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
+        return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)
 
     def generate_chat(
         self,
@@ -379,7 +379,7 @@ class Plugin(LLMClient):
         cancel: CancelToken | None = None,
     ) -> str:
         params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
-        return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
+        return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)
 
     def stream_response(
         self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,

@@ -174,7 +174,7 @@ def stop(proc: subprocess.Popen[bytes], grace: float, cage: Cage | None = None) 
     if cage is not None:
         cage.close()
     sweep(proc.pid)
-    return proc.returncode  # type: ignore[return-value]
+    return proc.returncode
 
 
 def session_members(sid: int) -> list[int]:

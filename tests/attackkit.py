@@ -22,7 +22,7 @@ import pytest
 
 from app import PluginManager
 from app.grants import file_sha256
-from tests.conftest import FAST
+from tests.helpers import FAST
 
 ATTACKS = Path(__file__).resolve().parent / "attacks"
 ROOT = ATTACKS.parent.parent

@@ -55,7 +55,7 @@ from tests.attackkit import (
     port,
     udp_socket,
 )  # fmt: skip
-from tests.conftest import FAST
+from tests.helpers import FAST, processes
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -357,20 +357,11 @@ def test_abstract_unix_socket_connect_is_blocked(attacks: PluginManager, host: H
 
 def processes_of(session: int, marker: str) -> list[tuple[int, str]]:
     """Live processes in session/group ``session`` or whose command line contains ``marker``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fields[0] != b"Z" and (session in (int(fields[2]), int(fields[3])) or marker in cmdline):
-            found.append((int(entry.name), cmdline))
-    return found
+    return [
+        (pid, cmdline)
+        for pid, fields, cmdline in processes()
+        if fields[0] != b"Z" and (session in (int(fields[2]), int(fields[3])) or marker in cmdline)
+    ]
 
 
 def test_fork_bomb_fails_on_the_first_fork(attacks: PluginManager, host: Host) -> None:

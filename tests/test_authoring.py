@@ -8,17 +8,16 @@ are the two examples of the original plugin guide.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.conformance import check_file
 from app.discovery import Metadata
+from tests import helpers
 from tests.conftest import FAST
 
 AUTHORING = Path(__file__).resolve().parent / "authoring"
@@ -26,9 +25,8 @@ GPT4_ERROR = "plugin 'gpt4' returned NoneType from generate_response, expected s
 
 
 def sandchat(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), **env}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, env=environ,
-                          stdin=subprocess.DEVNULL, timeout=100)  # fmt: skip
+    """``sandchat ARGS``, given longer than usual: ``plugins check`` runs every check of a plugin."""
+    return helpers.sandchat(home, *args, timeout=100, **env)
 
 
 def rows(stdout: str) -> dict[str, tuple[str, str]]:

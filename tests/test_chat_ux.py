@@ -20,8 +20,8 @@ from app.slash import run_command
 from app.stream import WordWrap, cells
 from app.transcript import recap
 from tests.conftest import FAST, TEST_PLUGINS
+from tests.helpers import wait_until
 from tests.slowplugins import SLOW_BOOT, SLOW_COUNT
-from tests.test_supervision import wait_until
 
 CHATPLUGINS = Path(__file__).parent / "chatplugins"
 SLOW_START = """import threading
@@ -287,7 +287,8 @@ def test_continue_remembers_each_replys_plugin_and_recaps_the_last_three(manager
     assert second.resume() == 4
     second.show_recap()
     assert out.getvalue().splitlines() == [
-        "  … 1 earlier exchange", "  you: two", "  echo: echo: two", "  you: three", "  echo: echo: three", "  you: four", "  echo: echo: four",
+        "  … 1 earlier exchange", "  you: two", "  echo: echo: two", "  you: three", "  echo: echo: three",
+        "  you: four", "  echo: echo: four",
     ]  # fmt: skip
     second.save(tmp_path / "t.md")
     assert (tmp_path / "t.md").read_text().count("**Assistant (echo):**") == 4

@@ -12,7 +12,7 @@ from app import PluginManager
 from app.chat import ChatSession
 from app.chatlog import ChatLog
 from app.render import Output
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +30,8 @@ def test_every_exchange_is_logged_with_tokens_and_errors(manager: PluginManager)
     rows = (
         sqlite3.connect(manager.paths.logs_db)
         .execute(
-            "SELECT conversation, plugin, system, prompt, response, prompt_tokens, response_tokens, duration_s, error FROM exchanges ORDER BY id"
+            "SELECT conversation, plugin, system, prompt, response, prompt_tokens, response_tokens, duration_s, error"
+            " FROM exchanges ORDER BY id"
         )
         .fetchall()
     )

@@ -38,9 +38,9 @@ def module() -> ModuleType:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeAnthropicServer]:
-    with FakeAnthropicServer(reply=REPLY, api_key=KEY) as fake:
-        yield fake
+def server(anthropic_server: FakeAnthropicServer) -> FakeAnthropicServer:
+    """The fake Anthropic API (tests/conftest.py), accepting ``KEY``."""
+    return anthropic_server
 
 
 @pytest.fixture

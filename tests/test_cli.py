@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_PLUGINS
+from tests.helpers import sandchat
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def sandchat(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args], input=stdin, capture_output=True, text=True, env=environ, timeout=50,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 def test_prompt_streams_the_default_plugin_answer(home: Path) -> None:

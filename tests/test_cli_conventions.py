@@ -8,9 +8,6 @@ keys printed for scripts. Through real processes (``python -m app``), as tests/t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -19,23 +16,10 @@ import pytest
 from app import chatlog
 from app.chatlog import ChatLog, Exchange
 from tests.conftest import TEST_PLUGINS
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 CHAT_PLUGINS = Path(__file__).parent / "chatplugins"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _on_a_terminal(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """sandchat with a pseudo-terminal as standard input (the chat refuses anything else)."""
-    primary, secondary = os.openpty()
-    try:
-        environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}
-        return subprocess.run(
-            [sys.executable, "-m", "app", *args], stdin=secondary, capture_output=True, text=True, env=environ, timeout=50
-        )
-    finally:
-        os.close(primary)
-        os.close(secondary)
 
 
 # -- no COMMAND, global options, --version, option values ------------------------------------
@@ -43,7 +27,7 @@ def _on_a_terminal(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(60)
 def test_no_command_with_a_plugin_opens_the_chat_with_it(home: Path) -> None:
-    result = _on_a_terminal(home, "-p", "nosuch")  # the chat checks the name before it opens
+    result = sandchat(home, "-p", "nosuch", terminal=True)  # the chat checks the name before it opens
     assert result.returncode == 2
     assert result.stderr.startswith("sandchat: plugin 'nosuch' is not installed (available: ") and result.stderr.count("\n") == 1
     piped = sandchat(home, "--no-plugins", "-p", "echo")

@@ -17,7 +17,7 @@ from app.chat import ChatSession
 from app.render import Output
 from app.slash import run_command
 from tests.conftest import FAST, TEST_PLUGINS
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 pytestmark = pytest.mark.timeout(60)
 

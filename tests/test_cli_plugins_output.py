@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_PLUGINS, plugin_processes
-from tests.test_cli import sandchat
+from tests.helpers import SANDCHAT, cli_env, sandchat
 
 ECHO = Path(__file__).resolve().parent.parent / "llm_plugins" / "echo_plugin.py"
 LONG = "A description long enough to be cut in eighty columns but not in a hundred and fifty: " + "words " * 8
@@ -130,8 +129,8 @@ def _hang_in_generation(tmp_path: Path) -> Path:
 @pytest.mark.timeout(90)
 def test_plugins_check_prints_each_row_as_it_finishes_within_the_terminal(home: Path, tmp_path: Path) -> None:
     primary, secondary = os.openpty()
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), "COLUMNS": "60"}
-    argv = [sys.executable, "-m", "app", "plugins", "check", str(_hang_in_generation(tmp_path)), "--timeout", "3"]
+    environ = cli_env(home, COLUMNS="60")
+    argv = [*SANDCHAT, "plugins", "check", str(_hang_in_generation(tmp_path)), "--timeout", "3"]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.DEVNULL, env=environ)
     os.close(secondary)
     seen = b""

@@ -1,8 +1,10 @@
-"""One PluginManager, many threads: deadlines that hold, cancels that hit their own call, a final close.
+"""Many threads on plugin handles: deadlines that hold, cancels that hit their own call; one
+PluginManager's final close.
 
-Real plugin processes throughout. The raw children (from test_protocol) misbehave on the
-wire in ways no LLMClient can: notifications that are not chunks, cancel replies that do
-not end the call.
+Real plugin processes throughout, their handles built from a PluginConfig where only the
+runner is tested. The raw children (the raw_plugin fixture, written from the protocol
+document) misbehave on the wire in ways no LLMClient can: notifications that are not
+chunks, cancel replies that do not end the call.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ from runner import (
     PluginUnavailable,
     RestartPolicy,
 )  # fmt: skip
-from tests.conftest import FAST, TEST_PLUGINS, plugin_processes
-from tests.test_protocol import raw_plugin  # noqa: F401, F811 - a fixture: children written from the protocol document
-from tests.test_supervision import MARGIN, Worker, wait_until
+from tests.helpers import FAST, MARGIN, TEST_PLUGINS, DirectPlugins, Worker, plugin_processes, wait_until
 
 POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=1000, window=30, cooldown=0.5, stable_after=0.2)
 
@@ -38,6 +38,13 @@ POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=1000
 def sup(home: Path) -> Iterator[PluginManager]:
     with PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY) as m:
         yield m
+
+
+@pytest.fixture
+def sup_plugins(home: Path) -> Iterator[DirectPlugins]:
+    """As ``sup``, without the manager: runner.Plugin handles built from a PluginConfig."""
+    with DirectPlugins(home, deadlines=FAST, policy=POLICY) as plugins:
+        yield plugins
 
 
 # A stream request is answered by an unknown notification every 0.3 s, forever (until stdin closes).
@@ -98,8 +105,8 @@ def test_a_cancel_leaves_the_first_chunk_deadline_where_it_was(raw_plugin: Calla
 
 
 @pytest.mark.timeout(60)
-def test_a_cancel_aimed_at_the_running_call_spares_the_queued_one(sup: PluginManager) -> None:
-    client = sup.client("sup_timing")
+def test_a_cancel_aimed_at_the_running_call_spares_the_queued_one(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("sup_timing")
     client.start()
     pid = client.pid
     token = CancelToken()
@@ -118,8 +125,8 @@ def test_a_cancel_aimed_at_the_running_call_spares_the_queued_one(sup: PluginMan
 
 
 @pytest.mark.timeout(60)
-def test_a_cancel_aimed_at_the_queued_call_spares_the_running_one(sup: PluginManager) -> None:
-    client = sup.client("sup_timing")
+def test_a_cancel_aimed_at_the_queued_call_spares_the_running_one(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("sup_timing")
     client.start()
     pid = client.pid
     first = Worker(lambda: client.generate_response("", "first:1.5"))
@@ -140,8 +147,8 @@ def test_a_cancel_aimed_at_the_queued_call_spares_the_running_one(sup: PluginMan
 
 
 @pytest.mark.timeout(60)
-def test_a_cancel_of_a_finished_call_touches_no_other(sup: PluginManager) -> None:
-    client = sup.client("slow_stream")
+def test_a_cancel_of_a_finished_call_touches_no_other(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("slow_stream")
     token = CancelToken()
     assert client.generate_response("", "x", cancel=token) == "slow"
     conn = client._conn
@@ -164,8 +171,8 @@ def test_a_cancel_of_a_finished_call_touches_no_other(sup: PluginManager) -> Non
 
 
 @pytest.mark.timeout(60)
-def test_a_call_queued_behind_a_slow_one_times_out_within_its_own_deadline(sup: PluginManager) -> None:
-    client = sup.client("sup_timing")
+def test_a_call_queued_behind_a_slow_one_times_out_within_its_own_deadline(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("sup_timing")
     client.start()
     pid = client.pid
     slow = Worker(lambda: client.generate_response("", "first:4"))  # past count_tokens' 3 s, within the 5 s total
@@ -189,8 +196,8 @@ def test_a_call_queued_behind_a_slow_one_times_out_within_its_own_deadline(sup: 
 @pytest.mark.timeout(60)
 def test_a_stream_queued_behind_a_slow_call_counts_the_wait_against_its_total(home: Path) -> None:
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=2, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
-    with PluginManager([TEST_PLUGINS], home, deadlines=deadlines, restart_policy=POLICY) as manager:
-        client = manager.client("sup_timing")
+    with DirectPlugins(home, deadlines=deadlines, policy=POLICY) as plugins:
+        client = plugins.client("sup_timing")
         client.start()
         slow = Worker(lambda: client.generate_response("", "first:1.5"))
         slow.start()

@@ -11,10 +11,8 @@ and never see it).
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +24,7 @@ from app.choice import choose_default, explain_once
 from app.config import Paths, Settings
 from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
+from tests import helpers
 from tests.fakeapi import FakeAnthropicServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,15 +123,12 @@ def test_the_notice_is_given_once_per_choice(home: Path) -> None:
 
 
 def sandchat(home: Path, *args: str, hide_llama: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), **env}
     if hide_llama:
         shim = home.parent / "hide_llama"
         shim.mkdir(exist_ok=True)
         (shim / "sitecustomize.py").write_text(HIDE_LLAMA)
-        environ["PYTHONPATH"] = str(shim)
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args], capture_output=True, text=True, env=environ, timeout=50, stdin=subprocess.DEVNULL
-    )
+        env["PYTHONPATH"] = str(shim)
+    return helpers.sandchat(home, *args, **env)
 
 
 def test_cli_falls_back_to_echo_and_says_so_once(home: Path) -> None:
@@ -153,13 +149,8 @@ def test_cli_configured_default_wins_over_a_key(home: Path) -> None:
     assert sandchat(home, "tokens", "hello world", ANTHROPIC_API_KEY="sk-ant-unused").stderr == ""
 
 
-@pytest.fixture
-def anthropic_server() -> Iterator[FakeAnthropicServer]:
-    with FakeAnthropicServer(reply="Bonjour.", api_key="test-key") as server:
-        yield server
-
-
 def test_cli_picks_claude_when_a_key_is_set(home: Path, anthropic_server: FakeAnthropicServer) -> None:
+    anthropic_server.reply = "Bonjour."
     with manager_for(home) as manager:  # let the sandboxed plugin reach the fake API
         sha = file_sha256(SHIPPED_DIR / "claude_plugin.py")
         manager.grants.grant("claude", sha, network=(f"127.0.0.1:{anthropic_server.port}",),

@@ -35,7 +35,7 @@ from app import PluginManager
 from tests.attackkit import accepted, datagrams, grant_network, listener, port, udp_socket
 from tests.conftest import FAST
 from tests.fakeapi.tls import LocalCA
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox is Linux-only")
 

@@ -1,4 +1,7 @@
-"""Each way a plugin can fail costs only that plugin: a named error, and echo still answers."""
+"""Each way a plugin can fail costs only that plugin: a named error, and echo still answers.
+
+The runner alone: each handle is built from a PluginConfig (the ``plugins`` fixture), no manager.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import time
 
 import pytest
 
-from app import PluginManager
 from runner import (
     PluginCrashed,
     PluginLoadError,
@@ -20,83 +22,81 @@ from runner import (
     PluginTimeout,
     PluginVersionError,
 )
-from tests.conftest import FAST
+from tests.helpers import FAST, DirectPlugins
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def echo_still_answers(manager: PluginManager) -> None:
-    assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+def echo_still_answers(plugins: DirectPlugins) -> None:
+    assert plugins.client("echo").generate_response("", "still here") == "echo: still here"
 
 
-def test_syntax_error_is_a_load_error_naming_the_line(manager: PluginManager) -> None:
+def test_syntax_error_is_a_load_error_naming_the_line(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginLoadError) as info:
-        manager.client("syntax_error").generate_response("", "hi")
+        plugins.client("syntax_error").generate_response("", "hi")
     assert info.value.remote_type == "SyntaxError"
     assert "line 4" in str(info.value) and str(info.value).startswith("plugin 'syntax_error' failed to load")
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_missing_library_names_the_module(manager: PluginManager) -> None:
+def test_missing_library_names_the_module(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginLoadError) as info:
-        manager.client("import_error").count_tokens("x")
+        plugins.client("import_error").count_tokens("x")
     assert "ModuleNotFoundError" in str(info.value) and "your_llm_library" in str(info.value)
     assert "import your_llm_library" in info.value.remote_traceback
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_sys_exit_at_import_is_a_load_error(manager: PluginManager) -> None:
+def test_sys_exit_at_import_is_a_load_error(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginLoadError, match=r"sys\.exit\(3\) at import"):
-        manager.client("exit_at_import").count_tokens("x")
-    echo_still_answers(manager)
+        plugins.client("exit_at_import").count_tokens("x")
+    echo_still_answers(plugins)
 
 
-def test_hard_exit_before_hello_reports_status_and_stderr(manager: PluginManager) -> None:
+def test_hard_exit_before_hello_reports_status_and_stderr(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginStartError) as info:
-        manager.client("hard_exit_at_import").count_tokens("x")
+        plugins.client("hard_exit_at_import").count_tokens("x")
     assert not isinstance(info.value, PluginTimeout)
     assert info.value.exit_code == 4
     assert "exited with status 4 before its hello" in str(info.value)
     assert "giving up at import" in str(info.value)
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
 def test_no_hello_before_deadline_is_a_start_timeout(home, tmp_path) -> None:
     from dataclasses import replace
 
-    from tests.conftest import FAST, TEST_PLUGINS
-
-    with PluginManager([TEST_PLUGINS], home, deadlines=replace(FAST, start=1.5)) as manager:
+    with DirectPlugins(home, deadlines=replace(FAST, start=1.5)) as plugins:
         with pytest.raises(PluginStartTimeout, match=r"sent no hello within 1\.5s"):
-            manager.client("slow_start").count_tokens("x")
-        echo_still_answers(manager)
+            plugins.client("slow_start").count_tokens("x")
+        echo_still_answers(plugins)
 
 
-def test_forged_hello_with_other_version_is_refused(manager: PluginManager) -> None:
+def test_forged_hello_with_other_version_is_refused(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginVersionError, match="protocol 99"):
-        manager.client("forged_hello").count_tokens("x")
-    echo_still_answers(manager)
+        plugins.client("forged_hello").count_tokens("x")
+    echo_still_answers(plugins)
 
 
-def test_segfault_in_a_call_is_a_crash_with_the_signal(manager: PluginManager) -> None:
-    client = manager.client("segfault")
+def test_segfault_in_a_call_is_a_crash_with_the_signal(plugins: DirectPlugins) -> None:
+    client = plugins.client("segfault")
     assert client.count_tokens("a b c") == 3
     with pytest.raises(PluginCrashed) as info:
         client.generate_response("", "boom")
     assert info.value.signal == 11 and "SIGSEGV during generate" in str(info.value)
     assert client.count_tokens("a b") == 2  # a fresh process on the next call
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_sys_exit_in_a_call_is_a_crash_with_the_status(manager: PluginManager) -> None:
+def test_sys_exit_in_a_call_is_a_crash_with_the_status(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginCrashed) as info:
-        manager.client("exit_in_call").generate_response("", "bye")
+        plugins.client("exit_in_call").generate_response("", "bye")
     assert info.value.exit_code == 7 and "exited with status 7 during generate" in str(info.value)
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_hang_past_the_deadline_is_killed(manager: PluginManager) -> None:
-    client = manager.client("hang")
+def test_hang_past_the_deadline_is_killed(plugins: DirectPlugins) -> None:
+    client = plugins.client("hang")
     with pytest.raises(PluginTimeout) as info:
         client.count_tokens("x")
     assert info.value.phase == "count_tokens" and "timed out after 3s" in str(info.value)
@@ -104,12 +104,12 @@ def test_hang_past_the_deadline_is_killed(manager: PluginManager) -> None:
     with pytest.raises(PluginTimeout) as info:
         client.generate_response("", "x")
     assert info.value.phase == "total"
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_child_that_stops_reading_its_input_is_killed_at_the_write_deadline(manager: PluginManager) -> None:
+def test_child_that_stops_reading_its_input_is_killed_at_the_write_deadline(plugins: DirectPlugins) -> None:
     """A request larger than the pipe, to a child that no longer reads: the write itself has a deadline."""
-    client = manager.client("noisy")
+    client = plugins.client("noisy")
     assert client.count_tokens("abcd") == 4
     pid = client.pid
     assert pid is not None
@@ -123,20 +123,20 @@ def test_child_that_stops_reading_its_input_is_killed_at_the_write_deadline(mana
     assert FAST.first_chunk * 0.9 <= elapsed < FAST.first_chunk + 2
     assert not client.running
     assert client.count_tokens("abcd") == 4 and client.pid != pid  # a fresh process
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_prints_to_stdout_never_corrupt_messages(manager: PluginManager) -> None:
-    client = manager.client("noisy")
+def test_prints_to_stdout_never_corrupt_messages(plugins: DirectPlugins) -> None:
+    client = plugins.client("noisy")
     assert client.generate_response("", "q") == "noisy answer to q"
     assert list(client.stream_response("", "q")) == ["one", " two", " three"]
     assert client.count_tokens("abcd") == 4
     assert any("noisy: hello from import" in line for line in client.stderr_tail(40))
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_wrong_return_types_are_named(manager: PluginManager) -> None:
-    client = manager.client("wrong_types")
+def test_wrong_return_types_are_named(plugins: DirectPlugins) -> None:
+    client = plugins.client("wrong_types")
     with pytest.raises(PluginResultError) as info:
         client.generate_response("", "x")
     assert str(info.value) == "plugin 'wrong_types' returned NoneType from generate_response, expected str"
@@ -149,16 +149,16 @@ def test_wrong_return_types_are_named(manager: PluginManager) -> None:
     with pytest.raises(PluginResultError, match="yielded int from stream_response, expected str"):
         list(client.stream_response("", "x"))
     assert client.running  # a contract error is not a crash: the process is kept
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_exception_in_plugin_carries_its_traceback(manager: PluginManager) -> None:
+def test_exception_in_plugin_carries_its_traceback(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginRaised) as info:
-        manager.client("raises").generate_response("", "hello")
+        plugins.client("raises").generate_response("", "hello")
     assert str(info.value) == "plugin 'raises' raised ValueError: model rejected 'hello'"
     assert info.value.remote_type == "ValueError"
     assert "_inner_helper" in info.value.remote_traceback
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
 @pytest.mark.parametrize(
@@ -170,47 +170,47 @@ def test_exception_in_plugin_carries_its_traceback(manager: PluginManager) -> No
         ("init_raises", r"RuntimeError: EXAMPLE_API_KEY is not set \(in NeedsKey.__init__\)"),
     ],
 )
-def test_class_problems_are_load_errors(manager: PluginManager, name: str, expected: str) -> None:
+def test_class_problems_are_load_errors(plugins: DirectPlugins, name: str, expected: str) -> None:
     with pytest.raises(PluginLoadError, match=expected):
-        manager.client(name).count_tokens("x")
-    echo_still_answers(manager)
+        plugins.client(name).count_tokens("x")
+    echo_still_answers(plugins)
 
 
-def test_response_over_the_size_cap_is_a_protocol_error(manager: PluginManager) -> None:
-    client = manager.client("huge")
+def test_response_over_the_size_cap_is_a_protocol_error(plugins: DirectPlugins) -> None:
+    client = plugins.client("huge")
     with pytest.raises(PluginProtocolError, match="larger than the 16777216-byte cap"):
         client.generate_response("", "x")
     assert not client.running
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_garbage_on_the_channel_is_a_protocol_error(manager: PluginManager) -> None:
-    client = manager.client("garbage")
+def test_garbage_on_the_channel_is_a_protocol_error(plugins: DirectPlugins) -> None:
+    client = plugins.client("garbage")
     with pytest.raises(PluginProtocolError):
         client.generate_response("", "x")
     with pytest.raises(PluginProtocolError, match="unknown request id|malformed"):
         client.count_tokens("x")
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_a_message_in_many_small_pieces_is_capped_too(manager: PluginManager) -> None:
+def test_a_message_in_many_small_pieces_is_capped_too(plugins: DirectPlugins) -> None:
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    client = manager.client("many_pieces")
+    client = plugins.client("many_pieces")
     # The object budget refuses it long before the byte cap would.
     with pytest.raises(PluginProtocolError, match="more than 4096 objects"):
         client.generate_response("", "x")
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 200 * 1024, f"the host buffered {grown_kib} KiB of one message"
     assert not client.running
-    echo_still_answers(manager)
+    echo_still_answers(plugins)
 
 
-def test_a_forged_result_of_the_wrong_type_costs_the_process(manager: PluginManager) -> None:
-    client = manager.client("forged_result")
+def test_a_forged_result_of_the_wrong_type_costs_the_process(plugins: DirectPlugins) -> None:
+    client = plugins.client("forged_result")
     with pytest.raises(PluginProtocolError, match="answered count_tokens with str"):
         client.count_tokens("x")
     assert not client.running and client.stats.errors == 1
     assert client.generate_response("", "x") == "fine"  # a fresh process
-    echo_still_answers(manager)
+    echo_still_answers(plugins)

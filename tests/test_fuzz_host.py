@@ -6,7 +6,8 @@ duplicated bytes), deep nesting, millions of empty containers, oversized lengths
 types. The host decodes each with a fresh hostile decoder, split across reads the way
 a pipe may split it, and judges it as the connection would (shape, response, chunk,
 hello). Every outcome must be a message or a ProtocolViolation / PluginError, the host's
-peak RSS must stay within a stated bound, and a plugin in a manager beside it answers.
+peak RSS must stay within a stated bound, and a plugin beside it (a runner.Plugin handle)
+answers.
 Then a shorter run sends fuzzed replies through a real plugin's ``Connection``.
 """
 
@@ -21,10 +22,9 @@ from pathlib import Path
 import pytest
 
 import runner
-from app import PluginManager
 from bench.fuzz import decode, read_exactly
 from bench.fuzz import status as _status
-from tests.conftest import FAST, TEST_PLUGINS
+from tests.helpers import FAST, SHIPPED_PLUGINS, TEST_PLUGINS, DirectPlugins
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,8 +37,8 @@ def test_a_hundred_thousand_fuzzed_frames_through_a_pipe_leave_the_host_whole(ho
     rng = random.Random(SEED)
     outcomes: dict[str, int] = {}
     child = subprocess.Popen([sys.executable, "-m", "tests.fuzz.frames", str(SEED), str(FRAMES)], cwd=ROOT, stdout=subprocess.PIPE)
-    with PluginManager([TEST_PLUGINS], home=home, deadlines=FAST) as manager:
-        assert manager.client("echo").generate_response("", "before") == "echo: before"
+    with DirectPlugins(home, deadlines=FAST) as plugins:
+        assert plugins.client("echo").generate_response("", "before") == "echo: before"
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak RSS: measure this run alone
         before = _status("VmRSS")
@@ -51,7 +51,7 @@ def test_a_hundred_thousand_fuzzed_frames_through_a_pipe_leave_the_host_whole(ho
             child.stdout.close()  # type: ignore[union-attr]
             assert child.wait(30) == 0
         grown = _status("VmHWM") - before
-        assert manager.client("echo").generate_response("", "after") == "echo: after"
+        assert plugins.client("echo").generate_response("", "after") == "echo: after"
     assert sum(outcomes.values()) == FRAMES
     assert set(outcomes) <= {"answer", "hello", "notification", "violation", "plugin error", "incomplete"}, outcomes
     assert outcomes["violation"] > FRAMES // 10 and outcomes["answer"] > FRAMES // 10, outcomes  # both sides exercised
@@ -83,8 +83,8 @@ def test_fuzzed_replies_through_a_real_connection_are_answers_or_plugin_errors(h
     (folder / "fuzz_plugin.py").write_text(generator.replace("import sys\n", "import os\nimport sys\n", 1) + _FUZZ_CLASS)
     never_quarantine = runner.RestartPolicy(backoff_initial=0.001, backoff_max=0.001, max_failures=10_000)
     quick = dataclasses.replace(FAST, count_tokens=0.5)  # a cut frame waits out this deadline
-    with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=quick, restart_policy=never_quarantine) as manager:
-        client = manager.client("fuzz")
+    with DirectPlugins(home, deadlines=quick, policy=never_quarantine, folders=(folder, TEST_PLUGINS, SHIPPED_PLUGINS)) as plugins:
+        client = plugins.client("fuzz")
         results: dict[str, int] = {}
         for seed in range(150):
             try:
@@ -92,7 +92,7 @@ def test_fuzzed_replies_through_a_real_connection_are_answers_or_plugin_errors(h
                 results["answer"] = results.get("answer", 0) + 1
             except runner.PluginError as exc:
                 results[type(exc).__name__] = results.get(type(exc).__name__, 0) + 1
-        assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+        assert plugins.client("echo").generate_response("", "still here") == "echo: still here"
     assert sum(results.values()) == 150 and len(results) >= 2, results
     assert results.get("PluginProtocolError", 0) > 30, results
     print(f"\n[fuzz] 150 fuzzed replies through a real plugin: {results}")

@@ -169,7 +169,7 @@ def test_a_cold_counter_is_asked_only_for_what_the_old_fit_counted() -> None:
         conversation = random_conversation(rng, rng.choice([10, 200]))
         window = rng.randint(50, 3000)
         asked: list[str] = []
-        outcome(reference_fit, conversation, lambda t: asked.append(t) or words(t), window, 20)
+        outcome(reference_fit, conversation, lambda t, asked=asked: asked.append(t) or words(t), window, 20)
         counter = WordCounter()
         outcome(conversation.fit, counter, window, 20)
         assert counter.asked == list(dict.fromkeys(asked)), trial  # same texts, same order; no message past the cut

@@ -24,8 +24,7 @@ from app.chat import ChatSession
 from app.grants import file_sha256
 from app.render import Output
 from tests.conftest import FAST, TEST_PLUGINS
-from tests.test_cli import sandchat
-from tests.test_supervision import wait_until
+from tests.helpers import sandchat, wait_until
 
 CHATPLUGINS = Path(__file__).parent / "chatplugins"
 

@@ -19,19 +19,26 @@ import pytest
 import runner
 from app import PluginManager
 from app.config import Paths, Settings
-from tests.conftest import FAST, TEST_PLUGINS
+from tests.helpers import FAST, HOSTILE_PLUGINS, SHIPPED_PLUGINS, TEST_PLUGINS, DirectPlugins
 
 pytestmark = pytest.mark.timeout(90)
 
-HOSTILE = Path(__file__).resolve().parent / "hostile"
 MiB = 2**20
 
 
 @pytest.fixture
 def hostile(home: Path) -> Iterator[PluginManager]:
     settings = Settings(paths=Paths.from_home(home), plugin_options={"endless": {"max_reply": 4 * MiB}})
-    with PluginManager([HOSTILE, TEST_PLUGINS], settings=settings, deadlines=FAST) as manager:
+    with PluginManager([HOSTILE_PLUGINS, TEST_PLUGINS], settings=settings, deadlines=FAST) as manager:
         yield manager
+
+
+@pytest.fixture
+def hostile_plugins(home: Path) -> Iterator[DirectPlugins]:
+    """As ``hostile``, without the manager: runner.Plugin handles built from a PluginConfig."""
+    folders = (HOSTILE_PLUGINS, TEST_PLUGINS, SHIPPED_PLUGINS)
+    with DirectPlugins(home, deadlines=FAST, folders=folders, options={"endless": {"max_reply": 4 * MiB}}) as plugins:
+        yield plugins
 
 
 def _status(field: str) -> int:
@@ -58,12 +65,12 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-def echo_still_answers(manager: PluginManager) -> None:
+def echo_still_answers(manager: PluginManager | DirectPlugins) -> None:
     assert manager.client("echo").generate_response("", "still here") == "echo: still here"
 
 
-def test_a_message_of_sixteen_million_empty_arrays_is_refused_before_it_is_decoded(hostile: PluginManager) -> None:
-    client = hostile.client("amplify")
+def test_a_message_of_sixteen_million_empty_arrays_is_refused_before_it_is_decoded(hostile_plugins: DirectPlugins) -> None:
+    client = hostile_plugins.client("amplify")
     client.start()
     errors: list[BaseException] = []
 
@@ -77,22 +84,22 @@ def test_a_message_of_sixteen_million_empty_arrays_is_refused_before_it_is_decod
     assert errors and "more than 4096 objects" in one_line(errors[0])
     assert grown < 64 * MiB, f"the host grew {grown // MiB} MiB decoding one message"
     assert not client.running
-    echo_still_answers(hostile)
+    echo_still_answers(hostile_plugins)
 
 
 @pytest.mark.parametrize("padding", [0, 8000])
-def test_a_message_nested_a_thousand_deep_is_a_protocol_error_not_a_recursion_error(hostile: PluginManager, padding: int) -> None:
+def test_a_message_nested_a_thousand_deep_is_a_protocol_error_not_a_recursion_error(hostile_plugins: DirectPlugins, padding: int) -> None:
     """Short messages cannot exceed the object budget and are shape-checked without recursion;
     longer ones are scanned first and refused for their depth."""
     with pytest.raises(runner.PluginProtocolError) as caught:
-        hostile.client("deep").generate_response("", str(padding))
+        hostile_plugins.client("deep").generate_response("", str(padding))
     text = one_line(caught.value)
     assert "nested more than 16 deep" in text or (not padding and "malformed message a list of 4 items" in text), text
-    echo_still_answers(hostile)
+    echo_still_answers(hostile_plugins)
 
 
-def test_an_endless_stream_stops_at_max_reply_and_is_not_kept(hostile: PluginManager) -> None:
-    client = hostile.client("endless")
+def test_an_endless_stream_stops_at_max_reply_and_is_not_kept(hostile_plugins: DirectPlugins) -> None:
+    client = hostile_plugins.client("endless")
     client.start()
     seen: list[int] = []
 
@@ -108,7 +115,7 @@ def test_an_endless_stream_stops_at_max_reply_and_is_not_kept(hostile: PluginMan
     assert not client.running
     with pytest.raises(runner.PluginProtocolError, match="larger than|longer than"):
         client.generate_response("", "one answer of 20 Mi characters")
-    echo_still_answers(hostile)
+    echo_still_answers(hostile_plugins)
 
 
 def test_a_bad_max_reply_setting_is_one_line(home: Path) -> None:
@@ -151,8 +158,8 @@ def test_plugin_code_cannot_pass_for_a_sandbox_failure(hostile: PluginManager) -
 
 
 @pytest.mark.parametrize("call", ["count_tokens", "ping", "generate_response", "stream"])
-def test_a_call_on_the_thread_reading_a_stream_fails_at_once_and_the_stream_goes_on(hostile: PluginManager, call: str) -> None:
-    client = hostile.client("stream_reentry")
+def test_a_call_on_the_thread_reading_a_stream_fails_at_once_and_the_stream_goes_on(hostile_plugins: DirectPlugins, call: str) -> None:
+    client = hostile_plugins.client("stream_reentry")
     actions = {
         "count_tokens": lambda: client.count_tokens("x"),
         "ping": client.ping,

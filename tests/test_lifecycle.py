@@ -7,15 +7,15 @@ import threading
 
 import pytest
 
-from app import PluginManager
+from tests.helpers import DirectPlugins
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_plugin_started_from_a_short_lived_thread_survives_it(manager: PluginManager) -> None:
+def test_plugin_started_from_a_short_lived_thread_survives_it(plugins: DirectPlugins) -> None:
     # The child's parent-death signal follows the spawning *thread*: the runner must not
     # let a worker thread's end kill the plugin it happened to start.
-    client = manager.client("echo")
+    client = plugins.client("echo")
     worker = threading.Thread(target=client.start)
     worker.start()
     worker.join()
@@ -25,8 +25,8 @@ def test_plugin_started_from_a_short_lived_thread_survives_it(manager: PluginMan
     assert client.pid == pid and client.stats.starts == 1
 
 
-def test_stop_twice_is_safe_and_leaves_nothing(manager: PluginManager) -> None:
-    client = manager.client("echo")
+def test_stop_twice_is_safe_and_leaves_nothing(plugins: DirectPlugins) -> None:
+    client = plugins.client("echo")
     client.start()
     pid = client.pid
     client.stop()

@@ -17,11 +17,8 @@ Conventions of the guide (its introduction states them too):
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -30,6 +27,7 @@ import pytest
 import runner
 from app.cli import build_parser
 from app.config import load
+from tests.helpers import sandchat
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugin-guide.md"
 _FENCE = re.compile(r"^```(?P<lang>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
@@ -67,12 +65,6 @@ def _commands(block: str) -> list[tuple[dict[str, str], list[str], str]]:
     return commands
 
 
-def _sandchat(argv: list[str], home: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), **env}
-    return subprocess.run([sys.executable, "-m", "app", *argv], capture_output=True, text=True, env=environ, cwd=cwd,
-                          stdin=subprocess.DEVNULL, timeout=100)  # fmt: skip
-
-
 PLUGINS = _plugin_blocks()
 
 
@@ -98,7 +90,7 @@ def test_the_guide_has_samples_of_every_kind() -> None:
 def test_plugin_sample_passes_plugins_check_or_fails_as_documented(
     name: str, fails: str | None, body: str, guide_plugins: Path, tmp_path: Path
 ) -> None:
-    result = _sandchat(["plugins", "check", str(guide_plugins / name), "--timeout", "10"], tmp_path / "home", tmp_path)
+    result = sandchat(tmp_path / "home", "plugins", "check", str(guide_plugins / name), "--timeout", "10", cwd=tmp_path, timeout=100)
     if fails is None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "all checks passed" in result.stdout
@@ -126,7 +118,7 @@ def test_sh_run_blocks_work_in_order(tmp_path: Path) -> None:
     cwd.mkdir()
     for block in _blocks("sh", "run"):
         for env, argv, comment in _commands(block):
-            result = _sandchat(argv, home, cwd, **env)
+            result = sandchat(home, *argv, cwd=cwd, timeout=100, **env)
             shown = f"sandchat {shlex.join(argv)}\n{result.stdout}{result.stderr}"
             assert result.returncode == 0, shown
             if comment.startswith("prints:"):
@@ -139,7 +131,7 @@ def test_output_samples_are_what_sandchat_prints(block: str, guide_plugins: Path
     first, *expected = block.splitlines()
     assert first.startswith("$ sandchat "), f"an output sample must start with '$ sandchat': {first!r}"
     ((env, argv, _),) = _commands(first.removeprefix("$ "))
-    result = _sandchat(["--plugins-dir", str(guide_plugins), *argv], tmp_path / "home", tmp_path, **env)
+    result = sandchat(tmp_path / "home", "--plugins-dir", str(guide_plugins), *argv, cwd=tmp_path, timeout=100, **env)
     assert (result.stdout + result.stderr).strip() == "\n".join(expected).strip()
 
 
@@ -150,5 +142,5 @@ def test_settings_samples_load(block: str, tmp_path: Path) -> None:
     settings = load({"SANDCHAT_HOME": str(tmp_path)})
     tables = tomllib.loads(block)["plugins"]
     assert settings.plugin_options == tables
-    for name, table in tables.items():
+    for table in tables.values():
         runner.Deadlines(**table)  # every key is a deadline, every value valid

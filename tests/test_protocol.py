@@ -28,8 +28,6 @@ import json
 import os
 import re
 import select
-import sys
-import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +43,6 @@ from runner.child import entry as child
 from runner.child import loader
 from runner.child.server import Server, _hello
 from runner.client import Plugin, _generation
-from runner.config import Deadlines, PluginConfig, SandboxPolicy
 from runner.errors import PluginStartError
 from runner.handshake import MAX_REPORT, parse_report
 from runner.protocol import (
@@ -587,7 +584,7 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(x, list):
             if len(x) != len(y):
                 return False
-            stack.extend(zip(x, y))
+            stack.extend(zip(x, y, strict=True))
         elif isinstance(x, dict):
             if list(x) != list(y):
                 return False
@@ -871,57 +868,8 @@ def test_the_host_compares_ids_as_integers() -> None:
 
 
 # (d) and (e) with a child written from the document alone: an executable that speaks the
-# protocol itself, started through PluginConfig.python like a child in another language.
-
-RAW_CHILD = """#!{python}
-import os, sys, msgpack
-def w(data):
-    while data:
-        data = data[os.write(1, data):]
-def pack(value):
-    return msgpack.packb(value, use_bin_type=True)
-body = b"sandchat-sandbox-report 1\\nprofile none\\nlandlock_abi 0\\nlayer rlimits\\nlimit core 0"
-w(len(body).to_bytes(4, "big") + body)
-size = b""
-while len(size) < 8:
-    size += os.read(0, 8 - len(size))
-size, code = int.from_bytes(size, "big"), b""
-while len(code) < size:
-    code += os.read(0, size - len(code))
-w(pack([2, "hello", {{"protocol": 2, "pid": 1, "plugin": "raw", "class": "Raw", "doc": "", "context_window": 100,
-                     "methods": [], "python": "raw", "error": None}}]))
-pending = []
-{handler}
-unpacker = msgpack.Unpacker(raw=False)
-while data := os.read(0, 65536):
-    unpacker.feed(data)
-    for m in unpacker:
-        if m[0] == 0:
-            handle(m)
-"""
-
-
-RAW_DEADLINES = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=2, stop_grace=1)
-
-
-@pytest.fixture
-def raw_plugin(tmp_path: Path) -> Iterator[Callable[..., Plugin]]:
-    made: list[Plugin] = []
-
-    def make(handler: str, deadlines: Deadlines = RAW_DEADLINES, **config: Any) -> Plugin:
-        path = tmp_path / f"raw{len(made)}"
-        path.write_text(RAW_CHILD.format(python=sys.executable, handler=textwrap.dedent(handler)))
-        path.chmod(0o755)
-        config = PluginConfig(
-            name="raw", path=tmp_path / "raw.py", scratch_dir=tmp_path / "scratch", python=str(path), source=b"# raw\n",
-            sandbox=SandboxPolicy(profile="none"), deadlines=deadlines, **config,
-        )  # fmt: skip
-        made.append(Plugin(config))
-        return made[-1]
-
-    yield make
-    for plugin in made:
-        plugin.close()
+# protocol itself, started through PluginConfig.python like a child in another language
+# (the raw_plugin fixture, tests/conftest.py).
 
 
 def _result(action: Callable[[], Any]) -> tuple[str, Any]:

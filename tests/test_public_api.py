@@ -21,7 +21,8 @@ def test_runner_surface_is_pinned() -> None:
         "EndpointError", "Limits", "Plugin", "PluginCancelled", "PluginConfig", "Proxies", "parse_endpoint", "proxies_from",
         "PluginCrashed", "PluginError", "PluginLoadError", "PluginProtocolError", "PluginRaised",
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
-        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "Readiness", "RestartPolicy", "STATES", "SandboxPolicy", "Stream", "StreamCleaner", "clean_text",
+        "PluginTimeout", "PluginUnavailable", "PluginVersionError", "Readiness", "RestartPolicy", "STATES", "SandboxPolicy", "Stream",
+        "StreamCleaner", "clean_text",
         "harden_host", "resident_bytes", "LOG_HOST", "LOG_PREFIX", "LOG_TIME_FORMAT", "STDOUT_TAG",
     }  # fmt: skip
 

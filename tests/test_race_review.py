@@ -25,8 +25,7 @@ from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginT
 from runner import connection as connection_mod
 from runner import process as process_mod
 from runner import turn as turn_mod
-from tests.conftest import FAST, TEST_PLUGINS, plugin_processes
-from tests.test_supervision import MARGIN, Worker, wait_until
+from tests.helpers import FAST, MARGIN, TEST_PLUGINS, DirectPlugins, Worker, join_through_ctrl_c, plugin_processes, wait_until
 
 POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.05, max_failures=1000, window=30, cooldown=0.5, stable_after=0.2)
 
@@ -35,10 +34,15 @@ def _manager(home: Path, deadlines: Deadlines = FAST, policy: RestartPolicy = PO
     return PluginManager([TEST_PLUGINS], home, deadlines=deadlines, restart_policy=policy)
 
 
+def _handles(home: Path, deadlines: Deadlines = FAST, policy: RestartPolicy = POLICY) -> DirectPlugins:
+    """As ``_manager``, without the manager: for the clauses of a plugin handle's own contract."""
+    return DirectPlugins(home, deadlines=deadlines, policy=policy)
+
+
 @pytest.fixture
-def mgr(home: Path) -> Iterator[PluginManager]:
-    with _manager(home) as m:
-        yield m
+def handles(home: Path) -> Iterator[DirectPlugins]:
+    with _handles(home) as made:
+        yield made
 
 
 def _fds() -> int:
@@ -108,9 +112,9 @@ def test_close_during_spawn_never_writes_into_a_reused_fd(home: Path, tmp_path: 
 
 
 @pytest.mark.timeout(60)
-def test_an_already_cancelled_call_starts_no_process(mgr: PluginManager) -> None:
+def test_an_already_cancelled_call_starts_no_process(handles: DirectPlugins) -> None:
     """Contract: a call made with a cancelled token never reaches the plugin (ends at once)."""
-    client = mgr.client("race_slow_boot")
+    client = handles.client("race_slow_boot")
     token = CancelToken()
     token.cancel()
     began = time.monotonic()
@@ -122,8 +126,8 @@ def test_an_already_cancelled_call_starts_no_process(mgr: PluginManager) -> None
 
 
 @pytest.mark.timeout(60)
-def test_a_stream_cancelled_before_its_first_next_starts_no_process(mgr: PluginManager) -> None:
-    client = mgr.client("race_slow_boot")
+def test_a_stream_cancelled_before_its_first_next_starts_no_process(handles: DirectPlugins) -> None:
+    client = handles.client("race_slow_boot")
     stream = client.stream_response("", "x")
     stream.cancel()
     began = time.monotonic()
@@ -136,8 +140,8 @@ def test_a_stream_cancelled_before_its_first_next_starts_no_process(mgr: PluginM
 def test_a_call_cancelled_while_its_process_starts_ends_within_cancel_grace(home: Path) -> None:
     """Contract: a cancelled call ends with PluginCancelled within cancel_grace, or its process is killed."""
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=30, count_tokens=3, ping=3, cancel_grace=0.5, stop_grace=1)
-    with _manager(home, deadlines) as manager:
-        client = manager.client("race_slow_boot")  # 4 s to import
+    with _handles(home, deadlines) as handles:
+        client = handles.client("race_slow_boot")  # 4 s to import
         token = CancelToken()
         worker = Worker(lambda: client.generate_response("", "x", cancel=token))
         worker.start()
@@ -166,9 +170,9 @@ def _abandon_in_a_cycle(client: runner.Plugin, cancel: CancelToken | None = None
 
 
 @pytest.mark.timeout(60)
-def test_an_abandoned_stream_collected_on_another_thread_frees_the_turn(mgr: PluginManager) -> None:
+def test_an_abandoned_stream_collected_on_another_thread_frees_the_turn(handles: DirectPlugins) -> None:
     """Held attack (control): gc on a third thread finalizes the stream and a queued call gets in."""
-    client = mgr.client("slow_stream")
+    client = handles.client("slow_stream")
     gc.disable()
     try:
         _abandon_in_a_cycle(client)
@@ -186,7 +190,7 @@ def test_an_abandoned_stream_collected_on_another_thread_frees_the_turn(mgr: Plu
 
 
 @pytest.mark.timeout(60)
-def test_gc_finalizing_an_abandoned_stream_inside_token_cancel_does_not_deadlock(mgr: PluginManager) -> None:
+def test_gc_finalizing_an_abandoned_stream_inside_token_cancel_does_not_deadlock(handles: DirectPlugins) -> None:
     """Contract: token.cancel() from any thread; a shared token ends every call made with it.
 
     The abandoned stream (made with the shared token) is finalized by gc on the thread in
@@ -194,7 +198,7 @@ def test_gc_finalizing_an_abandoned_stream_inside_token_cancel_does_not_deadlock
     under that same lock. Widened: the collection is forced in Event.set(), which cancel()
     calls under its lock (it allocates, so gc can run there).
     """
-    client = mgr.client("slow_stream")
+    client = handles.client("slow_stream")
     token = CancelToken()
 
     class CollectingEvent(threading.Event):
@@ -221,7 +225,7 @@ def test_gc_finalizing_an_abandoned_stream_inside_token_cancel_does_not_deadlock
 
 @pytest.mark.timeout(60)
 def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_deadlock(
-    mgr: PluginManager, monkeypatch: pytest.MonkeyPatch
+    handles: DirectPlugins, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Contract (turn.py): a stream's generator "can be closed by the garbage collector anywhere".
 
@@ -229,7 +233,7 @@ def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_d
     lock (turn.py take(): any allocation there can trigger a collection). Widened: the
     collection is forced at the time.monotonic() read inside that locked region.
     """
-    client = mgr.client("slow_stream")
+    client = handles.client("slow_stream")
     armed = threading.Event()
 
     class Clock:
@@ -274,8 +278,8 @@ def test_ctrl_c_as_a_queued_call_gets_the_turn_does_not_leak_the_turn(home: Path
     raised from inside CancelToken._unwatch, a Python call where the handler may run.
     """
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=2, count_tokens=2, ping=2, cancel_grace=1, stop_grace=1)
-    with _manager(home, deadlines) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:0.5"))
         holder.start()
@@ -307,8 +311,8 @@ def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) ->
     """No widening: SIGINT at random moments while the main thread makes queued calls."""
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
     me = threading.current_thread()
-    with _manager(home, deadlines) as manager:
-        client = manager.client("echo")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("echo")
         client.start()
         stop = threading.Event()
         leaks = interrupts = 0
@@ -346,12 +350,7 @@ def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) ->
                     interrupts += 1
         finally:
             stop.set()
-            for t in threads:
-                while t.is_alive():
-                    try:
-                        t.join(5)
-                    except KeyboardInterrupt:
-                        pass
+            join_through_ctrl_c(threads)
         assert interrupts > 50
         assert leaks == 0, f"{leaks} of {interrupts} Ctrl-Cs left the turn held by the main thread after its call ended"
 
@@ -362,13 +361,13 @@ def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) ->
 
 
 @pytest.mark.timeout(60)
-def test_stream_close_from_another_thread_raises_only_plugin_errors(mgr: PluginManager) -> None:
+def test_stream_close_from_another_thread_raises_only_plugin_errors(handles: DirectPlugins) -> None:
     """Contract: nothing but a PluginError escapes; a stream is ended from any thread.
 
     (Stream.close's docstring says "from the reading thread"; the brief asks what happens
     otherwise: a ValueError "generator already executing" is not a PluginError.)
     """
-    client = mgr.client("slow_stream")
+    client = handles.client("slow_stream")
     stream = client.stream_response("", "x")
     first = threading.Event()
     got: list[str] = []
@@ -394,14 +393,14 @@ def test_stream_close_from_another_thread_raises_only_plugin_errors(mgr: PluginM
 
 
 @pytest.mark.timeout(60)
-def test_stream_cancel_from_many_threads_before_during_after(mgr: PluginManager) -> None:
+def test_stream_cancel_from_many_threads_before_during_after(handles: DirectPlugins) -> None:
     """Held attack: cancel() from 16 threads at once mid-stream, after exhaustion, before next()."""
-    client = mgr.client("slow_stream")
+    client = handles.client("slow_stream")
     for _ in range(5):
         stream = client.stream_response("", "x")
         assert next(stream) == "0 "
         go = threading.Barrier(16)
-        cancellers = [Worker(lambda: (go.wait(), stream.cancel())) for _ in range(16)]
+        cancellers = [Worker(lambda go=go, stream=stream: (go.wait(), stream.cancel())) for _ in range(16)]
         for c in cancellers:
             c.start()
         with pytest.raises(PluginCancelled) as info:
@@ -412,7 +411,7 @@ def test_stream_cancel_from_many_threads_before_during_after(mgr: PluginManager)
             assert c.error is None
         assert info.value.chars >= 2
         assert client.generate_response("", "y") == "slow"
-    echo = mgr.client("echo")
+    echo = handles.client("echo")
     done = echo.stream_response("", "a b c")
     assert "".join(done) == "echo: a b c"
     done.cancel()  # after exhaustion: nothing
@@ -425,10 +424,10 @@ def test_stream_cancel_from_many_threads_before_during_after(mgr: PluginManager)
 
 
 @pytest.mark.timeout(180)
-def test_cancel_racing_call_end_never_hits_the_next_call(mgr: PluginManager) -> None:
+def test_cancel_racing_call_end_never_hits_the_next_call(handles: DirectPlugins) -> None:
     """Contract: a cancel of a finished call does nothing to any other call."""
-    client = mgr.client("echo")
-    other = mgr.client("sup_jitter")
+    client = handles.client("echo")
+    other = handles.client("sup_jitter")
     shared = [CancelToken()]
     stop = threading.Event()
     wrong: list[str] = []
@@ -480,13 +479,13 @@ def test_cancel_racing_call_end_never_hits_the_next_call(mgr: PluginManager) -> 
 
 
 @pytest.mark.timeout(120)
-def test_one_token_shared_by_calls_on_two_plugins_cancels_both_and_nothing_after(mgr: PluginManager) -> None:
-    a, b = mgr.client("slow_stream"), mgr.client("sup_timing")
+def test_one_token_shared_by_calls_on_two_plugins_cancels_both_and_nothing_after(handles: DirectPlugins) -> None:
+    a, b = handles.client("slow_stream"), handles.client("sup_timing")
     a.start(), b.start()
     for _ in range(10):
         token = CancelToken()
-        sa = Worker(lambda: list(a.stream_response("", "x", cancel=token)))
-        sb = Worker(lambda: b.generate_response("", "first:0.6", cancel=token))
+        sa = Worker(lambda token=token: list(a.stream_response("", "x", cancel=token)))
+        sb = Worker(lambda token=token: b.generate_response("", "first:0.6", cancel=token))
         sa.start(), sb.start()
         wait_until(lambda: a.state == "busy" and b.state == "busy", 10, "both calls")
         token.cancel()
@@ -507,8 +506,8 @@ def test_one_token_shared_by_calls_on_two_plugins_cancels_both_and_nothing_after
 def test_queued_calls_end_within_their_own_deadlines_when_the_holder_is_killed(home: Path) -> None:
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=1.5, count_tokens=0.7, ping=0.5, cancel_grace=0.5, stop_grace=1)
     policy = RestartPolicy(backoff_initial=0.4, backoff_factor=2, backoff_max=2, max_failures=1000, window=30, cooldown=1, stable_after=5)
-    with _manager(home, deadlines, policy) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines, policy) as handles:
+        client = handles.client("sup_timing")
         for rnd in range(4):
             client.start()
             holder = Worker(lambda: client.generate_response("", "first:5"))
@@ -550,8 +549,8 @@ def test_queued_calls_end_within_their_own_deadlines_when_the_holder_is_killed(h
 def test_start_queued_behind_a_call_names_its_deadline(home: Path) -> None:
     """Contract: the error names the deadline and its value (as the other queue waits do)."""
     deadlines = Deadlines(start=1, first_chunk=3, idle=3, total=5, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
-    with _manager(home, deadlines) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:2.5"))
         holder.start()
@@ -635,13 +634,13 @@ def test_close_from_the_watch_callback(home: Path) -> None:
 def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
     """Contract: close() is final and idempotent; only PluginErrors escape; no process after it."""
     rng = random.Random(11)
+    names = ("echo", "sup_jitter", "slow_stream")
     for rnd in range(12):
         manager = _manager(home)
         unexpected: list[BaseException] = []
         go = threading.Barrier(8)  # seven jobs and this thread
-        names = ("echo", "sup_jitter", "slow_stream")
 
-        def guard(job: Any) -> Any:
+        def guard(job: Any, go: threading.Barrier = go, unexpected: list[BaseException] = unexpected) -> Any:
             def run() -> None:
                 go.wait()
                 for _ in range(4):
@@ -654,14 +653,14 @@ def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
 
             return run
 
-        jobs = [
-            lambda: manager.client(rng.choice(names)).count_tokens("words"),
-            lambda: "".join(manager.client("slow_stream").stream_response("", "x", cancel=_timer_token(0.05))),
-            lambda: manager.client(rng.choice(names)).stop(),
-            lambda: manager.forget(rng.choice(names)),
-            lambda: manager.check_idle(),
-            lambda: manager.health([rng.choice(names)]),
-            lambda: manager.refresh(),
+        jobs = [  # each bound to this round's manager: a job thread may outlive its round
+            lambda manager=manager: manager.client(rng.choice(names)).count_tokens("words"),
+            lambda manager=manager: "".join(manager.client("slow_stream").stream_response("", "x", cancel=_timer_token(0.05))),
+            lambda manager=manager: manager.client(rng.choice(names)).stop(),
+            lambda manager=manager: manager.forget(rng.choice(names)),
+            lambda manager=manager: manager.check_idle(),
+            lambda manager=manager: manager.health([rng.choice(names)]),
+            lambda manager=manager: manager.refresh(),
         ]
         threads = [threading.Thread(target=guard(j), daemon=True) for j in jobs]
         for t in threads:

@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 
-from app import PluginManager
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginUnavailable, RestartPolicy
 from runner import connection as connection_mod
 from runner.turn import Turn
-from tests.test_race_review import POLICY, _manager, mgr  # noqa: F401, F811 - the first review's harness (mgr is a fixture)
-from tests.test_supervision import MARGIN, Worker, wait_until
+from tests.helpers import MARGIN, DirectPlugins, Worker, join_through_ctrl_c, wait_until
+from tests.test_race_review import _handles, _manager  # the first review's harness
 
 PROMPT = 0.1  # an admission after a give must be far under one 0.25 s wait slice
 
@@ -113,8 +112,8 @@ def test_plugin_ctrl_c_on_a_queued_call_leaves_later_queued_calls_served(home: P
     not time out at its 3 s deadline "waiting for another call to end".
     """
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
-    with _manager(home, deadlines) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:1"))
         holder.start()
@@ -145,8 +144,8 @@ def test_random_ctrl_c_storm_then_contention_is_still_served(home: Path) -> None
     every call that queues behind a short one must still be served (not time out)."""
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=2, count_tokens=2, ping=2, cancel_grace=1, stop_grace=1)
     me = threading.get_ident()
-    with _manager(home, deadlines) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("sup_timing")
         client.start()
         stop = threading.Event()
         interrupts = 0
@@ -177,12 +176,7 @@ def test_random_ctrl_c_storm_then_contention_is_still_served(home: Path) -> None
                     pass
         finally:
             stop.set()
-            for t in threads:
-                while t.is_alive():
-                    try:
-                        t.join(5)
-                    except KeyboardInterrupt:
-                        pass
+            join_through_ctrl_c(threads)
         # Drain any SIGINT still pending.
         for _ in range(3):
             try:
@@ -191,10 +185,10 @@ def test_random_ctrl_c_storm_then_contention_is_still_served(home: Path) -> None
                 pass
         assert interrupts > 10
         failures = []
-        for i in range(5):
+        for _ in range(5):
             slow = Worker(lambda: client.generate_response("", "first:0.1"))
             slow.start()
-            wait_until(lambda: client.state == "busy" or slow.ended_at is not None, 10, "a holder")
+            wait_until(lambda slow=slow: client.state == "busy" or slow.ended_at is not None, 10, "a holder")
             queued = Worker(lambda: client.count_tokens("abcd"))
             queued.start()
             slow.join(10)
@@ -370,8 +364,8 @@ def test_plugin_calls_queued_from_many_threads_are_served_in_arrival_order(home:
     """Contract: calls queued are served in arrival order, also while a newcomer keeps calling."""
     deadlines = Deadlines(start=20, first_chunk=10, idle=10, total=20, count_tokens=10, ping=10, cancel_grace=1, stop_grace=1)
     order = _record_admissions(monkeypatch)
-    with _manager(home, deadlines) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:0.5"))
         holder.start()
@@ -401,8 +395,8 @@ def test_plugin_fifo_survives_holders_killed_mid_call(home: Path, monkeypatch: p
     deadlines = Deadlines(start=20, first_chunk=10, idle=10, total=30, count_tokens=10, ping=10, cancel_grace=1, stop_grace=1)
     conns: list[Any] = []
     order = _record_admissions(monkeypatch, conns)
-    with _manager(home, deadlines) as manager:
-        client = manager.client("sup_timing")
+    with _handles(home, deadlines) as handles:
+        client = handles.client("sup_timing")
         client.start()
         workers = []
         for i in range(10):
@@ -419,7 +413,7 @@ def test_plugin_fifo_survives_holders_killed_mid_call(home: Path, monkeypatch: p
 
         def killer() -> None:
             while not stop.is_set():
-                pairs = list(zip(order, conns))
+                pairs = list(zip(order, conns, strict=False))  # appended to by other threads: one may be ahead
                 if pairs and pairs[-1][0].startswith("first:5") and not pairs[-1][1].dead and client._conn is pairs[-1][1]:
                     client.stop()  # the hanging call's process: it cannot change until that call ends
                 time.sleep(0.01)
@@ -537,14 +531,14 @@ def test_close_during_a_restart_back_off_ends_the_call_and_starts_nothing(home: 
 
 
 @pytest.mark.timeout(60)
-def test_a_thread_reusing_a_dead_stream_readers_id_waits_its_turn(mgr: PluginManager) -> None:
+def test_a_thread_reusing_a_dead_stream_readers_id_waits_its_turn(plugins: DirectPlugins) -> None:
     """Contract: calls from other threads wait their turn (only the thread reading a stream
     is refused "busy"); re-entrancy is for the holder's own calls.
 
     A thread reads one chunk of a stream and ends (the stream is kept for later). Thread
     ids are reused: a new thread with the same id then calls; it is not the stream's reader.
     """
-    client = mgr.client("slow_stream")
+    client = plugins.client("slow_stream")
     kept: list[Any] = []
 
     def reader() -> None:
@@ -560,7 +554,7 @@ def test_a_thread_reusing_a_dead_stream_readers_id_waits_its_turn(mgr: PluginMan
     for _ in range(200):
         w = Worker(lambda: client.count_tokens("abc") if threading.get_ident() == ident else None)
         w.start()
-        wait_until(lambda: w.ident is not None, 5, "a thread id")
+        wait_until(lambda w=w: w.ident is not None, 5, "a thread id")
         if w.ident == ident:
             twin = w
             break
@@ -689,7 +683,7 @@ def test_turn_newcomer_spinning_on_take_now_never_barges_a_queued_waiter() -> No
         waiter = _queue_waiter(turn, _Waiter(turn, 10, log=log, tag="waiter"))
         go = threading.Event()
 
-        def newcomer() -> None:
+        def newcomer(go: threading.Event = go, turn: Turn = turn, log: list[str] = log) -> None:
             go.wait()
             end = time.monotonic() + 1
             while time.monotonic() < end:
@@ -726,7 +720,7 @@ def test_turn_foreign_give_racing_the_owners_nested_take_keeps_one_holder() -> N
             assert turn.take_now()
             start = threading.Barrier(2)
 
-            def foreign_give() -> None:
+            def foreign_give(start: threading.Barrier = start, turn: Turn = turn) -> None:
                 start.wait()
                 turn.give()  # the stream's last give, from the collector's thread
 

@@ -12,7 +12,7 @@ import pytest
 from app import PluginManager
 from runner import Deadlines, PluginRaised, PluginResultError, PluginTimeout
 from tests.conftest import TEST_PLUGINS
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 DEADLINES = Deadlines(start=20, first_chunk=3, idle=3, total=5, count_tokens=3, ping=3, check=1, cancel_grace=1, stop_grace=1)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.attackkit import drain
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 pytestmark = [
     pytest.mark.timeout(30),
@@ -249,17 +251,6 @@ def _listener() -> socket.socket:
     return sock
 
 
-def _accepted(sock: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
-
-
 def _network_run(sandbox: bool) -> tuple[dict, int, int, int]:
     granted, other = _listener(), _listener()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -291,7 +282,7 @@ def _network_run(sandbox: bool) -> tuple[dict, int, int, int]:
             datagrams = len(udp.recv(16))
         except BlockingIOError:
             datagrams = 0
-        return outcomes(proc), _accepted(granted), _accepted(other), datagrams
+        return outcomes(proc), drain(granted), drain(other), datagrams
     finally:
         for sock in (granted, other, udp):
             sock.close()
@@ -783,7 +774,7 @@ def test_sandbox_applies_as_unprivileged_user(victim):
     try:
         os.chmod(base, 0o755)
         shutil.copytree(ROOT + "/runner", base + "/runner", ignore=shutil.ignore_patterns("__pycache__"))
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, _, filenames in os.walk(base):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644)

@@ -9,7 +9,7 @@ import pytest
 import runner
 from app.config import Paths, SettingsError, load
 from app.manager import PluginManager
-from tests.test_cli import sandchat
+from tests.helpers import sandchat
 
 pytestmark = pytest.mark.timeout(30)
 

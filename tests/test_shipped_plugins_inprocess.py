@@ -12,7 +12,6 @@ import importlib.util
 import itertools
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,12 +78,6 @@ def run(client: LLMClient, mode: str) -> str:
 @pytest.fixture(scope="module")
 def claude_module() -> ModuleType:
     return load_plugin("claude_plugin.py")[0]
-
-
-@pytest.fixture
-def anthropic_server() -> Iterator[FakeAnthropicServer]:
-    with FakeAnthropicServer(reply=REPLY) as server:
-        yield server
 
 
 def make_claude(module: ModuleType) -> Any:
@@ -309,12 +302,6 @@ def test_claude_plugin_imports_without_key_and_fails_at_call_time(
 @pytest.fixture(scope="module")
 def openai_module() -> ModuleType:
     return load_plugin("openai_compatible_plugin.py")[0]
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(reply=REPLY) as server:
-        yield server
 
 
 def make_openai(module: ModuleType) -> Any:

@@ -28,7 +28,7 @@ from tests.fakeapi.canned import CHAT_PATH, COUNT_PATH, HISTORY, MESSAGES_PATH, 
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY = "test-key"
+KEY = "test-key"  # the key the fake servers (tests/conftest.py) accept
 CLAUDE_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "SANDCHAT_CLAUDE_MODEL")
 OPENAI_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
 
@@ -53,18 +53,6 @@ def one_line(exc: pytest.ExceptionInfo[runner.PluginError], plugin: str) -> str:
 
 
 # -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anthropic_server() -> Iterator[FakeAnthropicServer]:
-    with FakeAnthropicServer(reply=REPLY, api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(reply=REPLY, api_key=KEY) as server:
-        yield server
 
 
 @pytest.fixture
@@ -181,7 +169,11 @@ def test_claude_count_tokens_hits_the_endpoint_once_then_the_cache(claude: runne
     ("status", "options", "expected"),
     [
         (401, {}, "Anthropic API: authentication failed (401): check ANTHROPIC_API_KEY (run `sandchat keys set ANTHROPIC_API_KEY`)"),
-        (429, {"retry_after": 60}, "Anthropic API: rate limited (429): Number of requests has exceeded your per-minute rate limit; retry after 60 s"),
+        (
+            429,
+            {"retry_after": 60},
+            "Anthropic API: rate limited (429): Number of requests has exceeded your per-minute rate limit; retry after 60 s",
+        ),
         (529, {"n": 3}, "Anthropic API: overloaded (529) after 3 attempts: Anthropic is temporarily overloaded; try again shortly"),
         (400, {"message": "messages: roles must alternate"}, "Anthropic API: bad request (400): messages: roles must alternate"),
     ],
@@ -246,8 +238,16 @@ def test_openai_counts_tokens_locally(openai: runner.Plugin, openai_server: Fake
 @pytest.mark.parametrize(
     ("status", "options", "expected"),
     [
-        (401, {}, "authentication failed (401): check OPENAI_API_KEY (run `sandchat keys set OPENAI_API_KEY`): Incorrect API key provided."),
-        (429, {"retry_after": 60}, "rate limited (429): Rate limit reached for requests per min (RPM). Please try again later.; retry after 60 s"),
+        (
+            401,
+            {},
+            "authentication failed (401): check OPENAI_API_KEY (run `sandchat keys set OPENAI_API_KEY`): Incorrect API key provided.",
+        ),
+        (
+            429,
+            {"retry_after": 60},
+            "rate limited (429): Rate limit reached for requests per min (RPM). Please try again later.; retry after 60 s",
+        ),
         (529, {"n": 3, "message": "Overloaded"}, "server error (529) after 3 attempts: Overloaded"),
         (400, {"message": "Invalid 'messages[1].role'."}, "bad request (400): Invalid 'messages[1].role'."),
     ],

@@ -25,18 +25,8 @@ import pytest
 
 from app import PluginManager
 from runner import CancelToken, Deadlines, PluginCancelled, PluginCrashed, PluginError, PluginStartError, PluginUnavailable, RestartPolicy
-from tests.conftest import TEST_PLUGINS
-from tests.conftest import plugin_processes as _all_plugin_processes
-
-
-def plugin_processes(marker: str) -> list[tuple[int, str]]:
-    """Live plugin processes whose command line names ``marker`` (this test's home).
-
-    Unreaped children of the test process are left to the autouse leak check, which
-    knows which of them were there before the test (other tests may have left some).
-    """
-    return [(pid, cmd) for pid, cmd in _all_plugin_processes(marker) if marker in cmd]
-
+from tests.helpers import TEST_PLUGINS, cmdline_of
+from tests.helpers import live_plugin_processes as plugin_processes
 
 DEADLINES = Deadlines(start=20, first_chunk=2, idle=2, total=4, count_tokens=2, ping=2, cancel_grace=1, stop_grace=1)
 #: Never quarantine: chaos is not the plugin's fault, and every call should get its chance.
@@ -130,7 +120,7 @@ def churn(home: Path, rng: random.Random, done: threading.Event, problems: list[
     while not done.is_set():
         manager = PluginManager([TEST_PLUGINS], home, deadlines=DEADLINES, restart_policy=POLICY)
 
-        def use() -> None:
+        def use(manager: PluginManager = manager) -> None:  # this round's manager, even if the thread outlives the round
             try:
                 for _ in range(4):
                     manager.client(rng.choice(PLUGINS)).count_tokens("churn")
@@ -162,12 +152,8 @@ def kill_plugin_process(pid: int, marker: str) -> bool:
     except (ProcessLookupError, OSError):
         return False
     try:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            return False
-        if "runner/child/entry.py" not in cmdline or marker not in cmdline:
+        cmdline = cmdline_of(pid)
+        if cmdline is None or "runner/child/entry.py" not in cmdline or marker not in cmdline:
             return False
         signal.pidfd_send_signal(fd, signal.SIGKILL)
         return True

@@ -4,7 +4,8 @@ Past the budget the reader stops reading, so the plugin's writes block on the fu
 the back pressure falls on the plugin. Its protocol pipes are separate, so it still
 answers calls, its deadlines still hold, and it still stops promptly; a plugin that
 writes a few lines per call loses none of them. Real plugin processes through the
-public API, and real pipes (written by a plain subprocess) for the capture's own counters.
+public API (handles built from a PluginConfig, no manager), and real pipes (written by a
+plain subprocess) for the capture's own counters.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from app import PluginManager
 from runner import PluginCrashed, PluginTimeout
 from runner.cleantext import clean_text
 from runner.stderr import StderrCapture
-from tests.conftest import FAST
+from tests.helpers import FAST, DirectPlugins
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,8 +62,8 @@ def reader_threads(name: str) -> list[threading.Thread]:
 
 
 @pytest.mark.parametrize("kind", ["plain", "escapes", "tiny", "bytes", "blocks"])
-def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_core(manager: PluginManager, home: Path, kind: str) -> None:
-    client = manager.client("stderr_flood")
+def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_core(plugins: DirectPlugins, home: Path, kind: str) -> None:
+    client = plugins.client("stderr_flood")
     assert client.count_tokens("ab") == 2  # started: its start-up is not in the window
     began, cpu = time.monotonic(), host_cpu()
     assert client.generate_response("", f"flood {kind}") == "flooding"  # its thread floods; we idle
@@ -86,8 +86,8 @@ def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_c
         assert dropped == "nothing dropped"
 
 
-def test_a_flooding_plugin_still_answers_calls_and_stops_promptly(manager: PluginManager) -> None:
-    client = manager.client("stderr_flood")
+def test_a_flooding_plugin_still_answers_calls_and_stops_promptly(plugins: DirectPlugins) -> None:
+    client = plugins.client("stderr_flood")
     assert client.generate_response("", "flood") == "flooding"
     slowest = 0.0
     for i in range(30):
@@ -103,8 +103,8 @@ def test_a_flooding_plugin_still_answers_calls_and_stops_promptly(manager: Plugi
     assert not reader_threads("stderr_flood")  # the reader saw the writers go and ended
 
 
-def test_a_plugin_blocked_writing_stderr_in_a_call_meets_its_deadline_and_is_killed(manager: PluginManager) -> None:
-    client = manager.client("stderr_flood")
+def test_a_plugin_blocked_writing_stderr_in_a_call_meets_its_deadline_and_is_killed(plugins: DirectPlugins) -> None:
+    client = plugins.client("stderr_flood")
     assert client.count_tokens("ab") == 2
     pid = client.pid
     began = time.monotonic()
@@ -117,9 +117,9 @@ def test_a_plugin_blocked_writing_stderr_in_a_call_meets_its_deadline_and_is_kil
     assert client.count_tokens("abcd") == 4 and client.pid != pid  # a fresh process
 
 
-def test_a_plugin_crashing_while_over_budget_shows_its_last_words(manager: PluginManager, home: Path) -> None:
+def test_a_plugin_crashing_while_over_budget_shows_its_last_words(plugins: DirectPlugins, home: Path) -> None:
     """Its last line sits behind a full pipe when it dies: the reader reads the rest at once."""
-    client = manager.client("stderr_flood")
+    client = plugins.client("stderr_flood")
     with pytest.raises(PluginCrashed) as info:
         client.generate_response("", "die 256")  # 256 KiB of spam, past the budget, then a last line and exit 3
     assert info.value.exit_code == 3
@@ -130,8 +130,8 @@ def test_a_plugin_crashing_while_over_budget_shows_its_last_words(manager: Plugi
     assert log[-1].endswith(" [stderr_flood] last words before dying") or log[-2].endswith(" [stderr_flood] last words before dying")
 
 
-def test_a_chatty_plugin_loses_nothing(manager: PluginManager, home: Path) -> None:
-    client = manager.client("noisy")
+def test_a_chatty_plugin_loses_nothing(plugins: DirectPlugins, home: Path) -> None:
+    client = plugins.client("noisy")
     for i in range(30):
         assert client.generate_response("", f"q{i}") == f"noisy answer to q{i}"
     assert list(client.stream_response("", "q")) == ["one", " two", " three"]

@@ -1,8 +1,10 @@
 """Supervision with real plugin processes: restarts, quarantine, deadlines, cancel, stop, liveness, health.
 
 Every test drives purpose-built plugins (``tests/plugins/sup_*_plugin.py`` and a few
-older ones) through a PluginManager with a small RestartPolicy, and waits on
-conditions with deadlines, never on fixed sleeps.
+older ones) with a small RestartPolicy: through ``runner.Plugin`` handles built straight
+from a config where only the runner is tested, through a PluginManager where its states,
+health log, liveness checks or close are. It waits on conditions with deadlines, never
+on fixed sleeps.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,23 +34,13 @@ from runner import (
     PluginUnavailable,
     RestartPolicy,
 )
-from tests.conftest import FAST, TEST_PLUGINS
-from tests.conftest import plugin_processes as _all_plugin_processes
-
-
-def plugin_processes(marker: str) -> list[tuple[int, str]]:
-    """Live plugin processes whose command line names ``marker`` (this test's home).
-
-    Unreaped children of the test process are left to the autouse leak check, which
-    knows which of them were there before the test (other tests may have left some).
-    """
-    return [(pid, cmd) for pid, cmd in _all_plugin_processes(marker) if marker in cmd]
-
+from tests import helpers
+from tests.helpers import FAST, MARGIN, TEST_PLUGINS, DirectPlugins, Worker, gone, wait_until
+from tests.helpers import live_plugin_processes as plugin_processes
 
 POLICY = RestartPolicy(backoff_initial=0.01, backoff_max=0.1, max_failures=3, window=30, cooldown=0.5, stable_after=0.2)
 #: Short deadlines for the deadline tests; start stays generous (imports on a busy box).
 QUICK = Deadlines(start=20, first_chunk=0.5, idle=0.5, total=1.5, count_tokens=0.5, ping=0.5, cancel_grace=0.5, stop_grace=0.5)
-MARGIN = 1.0  # scheduling slack on top of a deadline: generous for CI, far below any hang
 
 
 @pytest.fixture
@@ -64,54 +55,34 @@ def quick(home: Path) -> Iterator[PluginManager]:
         yield m
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` every 5 ms until it is truthy; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
+@pytest.fixture
+def sup_plugins(home: Path) -> Iterator[DirectPlugins]:
+    """As ``sup``, without the manager: runner.Plugin handles built from a PluginConfig."""
+    with DirectPlugins(home, deadlines=FAST, policy=POLICY) as plugins:
+        yield plugins
 
 
-def scratch(manager: PluginManager, name: str) -> Path:
+@pytest.fixture
+def quick_plugins(home: Path) -> Iterator[DirectPlugins]:
+    """As ``quick``, without the manager."""
+    with DirectPlugins(home, deadlines=QUICK, policy=POLICY) as plugins:
+        yield plugins
+
+
+def scratch(manager: PluginManager | DirectPlugins, name: str) -> Path:
     """The plugin's working directory: the test steers sup_flaky with files in it."""
+    if isinstance(manager, DirectPlugins):
+        return manager.scratch(name)
     path = manager.paths.scratch / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def events_of(manager: PluginManager, name: str) -> list[str]:
+def events_of(manager: PluginManager | DirectPlugins, name: str) -> list[str]:
+    """What the plugin's handle reported: from the manager's health log, or as the handle reported it."""
+    if isinstance(manager, DirectPlugins):
+        return manager.events(name)
     return [e["event"] for e in manager.events.events(name, limit=1000)]
-
-
-class Worker(threading.Thread):
-    """Runs ``job`` on its own thread and keeps its result or exception, and when it ended."""
-
-    def __init__(self, job: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.job = job
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.ended_at: float | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.job()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self.error = exc
-        finally:
-            self.ended_at = time.monotonic()
 
 
 # -- restarts and quarantine -----------------------------------------------------------
@@ -204,9 +175,9 @@ def test_crashing_once_recovers_on_the_next_call_and_counts_the_restart(sup: Plu
 
 
 @pytest.mark.timeout(60)
-def test_back_to_back_generations_are_never_refused_as_busy(sup: PluginManager) -> None:
+def test_back_to_back_generations_are_never_refused_as_busy(sup_plugins: DirectPlugins) -> None:
     """The next request goes out the moment a reply is read: the child must already be free."""
-    client = sup.client("sup_flaky")
+    client = sup_plugins.client("sup_flaky")
     client.start()
     pid = client.pid
     for i in range(300):
@@ -237,9 +208,9 @@ def _stream(client: Any, message: str, received: list[str]) -> None:
     ],
 )
 def test_each_deadline_fires_with_its_own_phase(
-    quick: PluginManager, call: str, message: str, phase: str, seconds: float, chunks: int
+    quick_plugins: DirectPlugins, call: str, message: str, phase: str, seconds: float, chunks: int
 ) -> None:
-    client = quick.client("sup_timing")
+    client = quick_plugins.client("sup_timing")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -261,7 +232,7 @@ def test_each_deadline_fires_with_its_own_phase(
     assert len(received) >= chunks and (chunks or not received)
     assert not client.running and gone(pid)  # type: ignore[arg-type]
     assert client.stats.timeouts == 1
-    assert "deadline" in events_of(quick, "sup_timing")
+    assert "deadline" in events_of(quick_plugins, "sup_timing")
     assert client.generate_response("", "fine") == "timing: fine"  # a fresh process answers
     assert client.pid != pid
 
@@ -269,8 +240,8 @@ def test_each_deadline_fires_with_its_own_phase(
 @pytest.mark.timeout(60)
 def test_start_deadline_is_a_start_timeout(home: Path) -> None:
     deadlines = dataclasses.replace(QUICK, start=1.5)
-    with PluginManager([TEST_PLUGINS], home, deadlines=deadlines, restart_policy=POLICY) as manager:
-        client = manager.client("slow_start")
+    with DirectPlugins(home, deadlines=deadlines, policy=POLICY) as plugins:
+        client = plugins.client("slow_start")
         began = time.monotonic()
         with pytest.raises(PluginStartTimeout) as info:
             client.count_tokens("x")
@@ -279,13 +250,13 @@ def test_start_deadline_is_a_start_timeout(home: Path) -> None:
         assert str(info.value) == "plugin 'slow_start' sent no hello within 1.5s"
         assert 1.5 <= elapsed < 1.5 + MARGIN
         assert not client.running and client.state == "restarting"
-        assert manager.events.counts("slow_start").get("start_failed") == 1
+        assert plugins.events("slow_start").count("start_failed") == 1
         assert plugin_processes(str(home)) == []
 
 
 @pytest.mark.timeout(60)
-def test_ping_deadline_fires_for_a_frozen_process(quick: PluginManager) -> None:
-    client = quick.client("sup_flaky")
+def test_ping_deadline_fires_for_a_frozen_process(quick_plugins: DirectPlugins) -> None:
+    client = quick_plugins.client("sup_flaky")
     client.start()
     pid = client.pid
     assert pid is not None
@@ -304,8 +275,8 @@ def test_ping_deadline_fires_for_a_frozen_process(quick: PluginManager) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup: PluginManager) -> None:
-    client = sup.client("slow_stream")
+def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("slow_stream")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -332,11 +303,13 @@ def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup: 
     assert client.generate_response("", "next") == "slow"
     assert client.pid == pid and client.stats.starts == 1 and client.stats.errors == 0
     assert client.supervisor.consecutive == 0
-    assert "restarting" not in events_of(sup, "slow_stream")
+    assert "restarting" not in events_of(sup_plugins, "slow_stream")
 
 
 @pytest.mark.timeout(60)
-def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(sup: PluginManager, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(
+    sup_plugins: DirectPlugins, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The canceller can lose the CPU right after writing its cancel request.
 
     The reading thread then meets the reply to that cancel first. It must still be
@@ -355,7 +328,7 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(sup: 
         return msgid
 
     monkeypatch.setattr(Connection, "_send", preempted_send)
-    client = sup.client("slow_stream")
+    client = sup_plugins.client("slow_stream")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -371,8 +344,8 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(sup: 
 
 
 @pytest.mark.timeout(60)
-def test_breaking_out_of_a_stream_cancels_it_and_the_plugin_answers_next(sup: PluginManager) -> None:
-    client = sup.client("slow_stream")
+def test_breaking_out_of_a_stream_cancels_it_and_the_plugin_answers_next(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("slow_stream")
     client.start()
     pid = client.pid
     received = []
@@ -396,12 +369,12 @@ def test_breaking_out_of_a_stream_cancels_it_and_the_plugin_answers_next(sup: Pl
 
 
 @pytest.mark.timeout(60)
-def test_plugin_ignoring_a_cancel_is_killed_within_the_grace(sup: PluginManager) -> None:
-    client = sup.client("sup_deaf")
+def test_plugin_ignoring_a_cancel_is_killed_within_the_grace(sup_plugins: DirectPlugins) -> None:
+    client = sup_plugins.client("sup_deaf")
     client.start()
     pid = client.pid
     assert pid is not None
-    marker = scratch(sup, "sup_deaf") / "blocking"
+    marker = scratch(sup_plugins, "sup_deaf") / "blocking"
     marker.unlink(missing_ok=True)
     cancelled_at: list[float] = []
 
@@ -429,8 +402,8 @@ def test_plugin_ignoring_a_cancel_is_killed_within_the_grace(sup: PluginManager)
 
 
 @pytest.mark.timeout(60)
-def test_stop_of_a_plugin_ignoring_sigterm_ends_within_two_graces(sup: PluginManager, home: Path) -> None:
-    client = sup.client("sup_unstoppable")
+def test_stop_of_a_plugin_ignoring_sigterm_ends_within_two_graces(sup_plugins: DirectPlugins, home: Path) -> None:
+    client = sup_plugins.client("sup_unstoppable")
     assert client.generate_response("", "hi") == "unstoppable: hi"
     pid = client.pid
     assert pid is not None
@@ -441,7 +414,7 @@ def test_stop_of_a_plugin_ignoring_sigterm_ends_within_two_graces(sup: PluginMan
     assert FAST.stop_grace <= elapsed < 2 * FAST.stop_grace + MARGIN
     assert gone(pid) and not client.running and client.state == "stopped"
     assert plugin_processes(str(home)) == []
-    assert "stopped" in events_of(sup, "sup_unstoppable")
+    assert "stopped" in events_of(sup_plugins, "sup_unstoppable")
 
 
 def _generating(client: Any, kind: str, first_chunk: threading.Event) -> Callable[[], Any]:
@@ -522,8 +495,8 @@ def test_close_while_a_plugin_is_starting_leaves_no_process(home: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_stop_while_a_plugin_is_starting_is_not_a_failure(sup: PluginManager, home: Path) -> None:
-    client = sup.client("sup_slow_boot")
+def test_stop_while_a_plugin_is_starting_is_not_a_failure(sup_plugins: DirectPlugins, home: Path) -> None:
+    client = sup_plugins.client("sup_slow_boot")
     worker = Worker(lambda: client.generate_response("", "hi"))
     worker.start()
     wait_until(lambda: client.state == "starting" and plugin_processes(str(home)), 10, "the start to begin")
@@ -667,11 +640,8 @@ def test_crashes_restarts_and_quarantines_are_kept_in_health_db_across_runs(home
 
 
 def sandchat(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "app", "--plugins-dir", str(TEST_PLUGINS), *args],
-        capture_output=True, text=True, env=environ, timeout=50, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    """``sandchat --plugins-dir tests/plugins ARGS``."""
+    return helpers.sandchat(home, "--plugins-dir", str(TEST_PLUGINS), *args)
 
 
 @pytest.mark.timeout(120)

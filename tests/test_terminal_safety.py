@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_PLUGINS, plugin_processes
-from tests.test_cli import sandchat
+from tests.helpers import SANDCHAT, cli_env, sandchat
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,9 +47,9 @@ def test_a_plugin_log_file_is_rotated_past_a_mebibyte(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signals_to_sandchat_stop_every_plugin_process(home: Path, sig: signal.Signals) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}
+    env = cli_env(home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--plugins-dir", str(TEST_PLUGINS), "prompt", "-p", "slow_stream", "go"],
+        [*SANDCHAT, "--plugins-dir", str(TEST_PLUGINS), "prompt", "-p", "slow_stream", "go"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True,
     )  # fmt: skip
     try:

@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
 
 from runner.cleantext import MAX_MARKS
+from tests.helpers import sandchat_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,9 +40,7 @@ _FORBIDDEN = {
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     """``sandchat ARGS`` with its output as bytes: text mode would hide a CR or a bad byte."""
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, env=environ,
-                          stdin=subprocess.DEVNULL, timeout=55)  # fmt: skip
+    return sandchat_bytes(home, *args, timeout=55)
 
 
 def safe_text(data: bytes, *, emoji: tuple[str, ...] = ()) -> str:

@@ -14,6 +14,8 @@ import time
 import uuid
 from collections.abc import Mapping
 
+from tests.helpers import parent_of, plugin_processes
+
 __all__ = ["Tmux", "have_tmux"]
 
 
@@ -129,10 +131,8 @@ def _reap_orphaned_plugins(deadline: float) -> None:
     the nearest subreaper, this test process, outside the tmux server's tree; init
     would reap it on a real machine. Wait (bounded) for it to die, then reap it.
     """
-    from tests.conftest import plugin_processes
-
     while time.monotonic() < deadline:
-        strays = [pid for pid, _ in plugin_processes() if _parent(pid) == os.getpid()]
+        strays = [pid for pid, _ in plugin_processes() if parent_of(pid) == os.getpid()]
         if not strays:
             return
         for pid in strays:
@@ -143,19 +143,11 @@ def _reap_orphaned_plugins(deadline: float) -> None:
         time.sleep(0.02)
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            parent = _parent(int(entry.name))
+            parent = parent_of(int(entry.name))
             if parent is not None:
                 children.setdefault(parent, []).append(int(entry.name))
     found, queue = [], [root]

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
 _WORDS = re.compile(r"\S+\s*|\s+")
 
 #: What a reply can be: fixed text, or a function of the parsed request body.
-ReplySource = Union[str, Callable[[Mapping[str, Any]], str]]
+ReplySource = str | Callable[[Mapping[str, Any]], str]
 
 
 def split_words(text: str) -> list[str]:
