@@ -33,13 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+
 from app.deps import Declared, DependencyError, canonicalize_name, missing, python_tag
 from app.envs import Env, EnvStore
-
-try:
-    from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
-except ImportError:  # see app/deps.py
-    from pip._vendor.packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
 __all__ = ["BUILD_WARNING", "IndexOptions", "InstallError", "Plan", "Planned", "install", "plan"]
 
@@ -133,7 +130,7 @@ class Plan:
         self.discard()
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if n < 1024 or unit == "MiB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"

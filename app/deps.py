@@ -24,18 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    from packaging.markers import default_environment
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-    from packaging.utils import canonicalize_name
-    from packaging.version import InvalidVersion, Version
-except ImportError:  # only pytest brings packaging into sandchat's venv; pip (which installs the deps) vendors a copy
-    from pip._vendor.packaging.markers import default_environment
-    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
-    from pip._vendor.packaging.specifiers import InvalidSpecifier, SpecifierSet
-    from pip._vendor.packaging.utils import canonicalize_name
-    from pip._vendor.packaging.version import InvalidVersion, Version
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 __all__ = [
     "Declared", "DependencyError", "canonicalize_name",
@@ -71,7 +64,7 @@ class Declared:
 
 def _normal(req: Requirement) -> str:
     """One spelling per requirement: canonical name and extras, sorted specifiers, packaging's marker text."""
-    text = canonicalize_name(req.name)
+    text: str = canonicalize_name(req.name)
     if req.extras:
         text += "[" + ",".join(sorted(canonicalize_name(extra) for extra in req.extras)) + "]"
     text += f" @ {req.url}" if req.url else str(SpecifierSet(str(req.specifier)))
@@ -138,7 +131,7 @@ def env_key(declared: Declared, tag: str | None = None) -> str:
 
 
 def _environment(extra: str = "") -> dict[str, str]:
-    env = dict(default_environment())
+    env = {key: str(value) for key, value in default_environment().items()}
     env["extra"] = extra
     return env
 

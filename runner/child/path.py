@@ -48,10 +48,12 @@ def locate(names: Iterable[str], dirs: Iterable[str]) -> dict[str, ModuleSpec]:
 def load(specs: dict[str, ModuleSpec]) -> None:
     """Run the located modules and register them in ``sys.modules`` (after the sandbox is on)."""
     for name, spec in specs.items():
-        module = importlib.util.module_from_spec(spec)
+        module, loader = importlib.util.module_from_spec(spec), spec.loader
+        if loader is None:
+            raise ImportError(f"sandchat child: {name} has no loader")
         sys.modules[name] = module
         try:
-            spec.loader.exec_module(module)
+            loader.exec_module(module)
         except BaseException:
             sys.modules.pop(name, None)
             raise
