@@ -1,7 +1,7 @@
 """The sandchat command line: argument parsing and wiring; the commands live in app/commands/.
 
 ``sandchat`` and ``python -m app`` are the same program. Exit status: 0 on success,
-1 when a plugin failed, 2 for a usage error (bad option, unknown plugin).
+1 when a plugin failed, 2 for a usage error (bad option, unknown plugin); see ``app.exits``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-__all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main", "parse_args", "version"]
+from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
 
-EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.context import Context
+
+__all__ = ["build_parser", "main", "parse_args", "version"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         self.exit(EXIT_USAGE, f"sandchat: {message} (see: {self.prog} --help)\n")
 
 
@@ -287,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         output.notice("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as exc:  # the disk said no (read-only, missing, full): the path and what to do, in one line
         output.error(_disk_problem(exc, settings))
         return EXIT_PLUGIN
@@ -300,30 +305,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         context.close()
 
 
-def _disk_problem(exc: OSError, settings: object) -> str:
+def _disk_problem(exc: OSError, settings: Settings) -> str:
     where = exc.filename if exc.filename is not None else "a file"
-    paths = getattr(settings, "paths", None)
-    dirs = f" (config {paths.config_dir}, data {paths.data_dir})" if paths is not None else ""
-    return (f"cannot write or read {where}: {exc.strerror or exc}; make sandchat's directories{dirs} writable, "
+    paths = settings.paths
+    return (f"cannot write or read {where}: {exc.strerror or exc}; make sandchat's directories "
+            f"(config {paths.config_dir}, data {paths.data_dir}) writable, "
             "or choose others with SANDCHAT_HOME (or XDG_CONFIG_HOME and XDG_DATA_HOME)")  # fmt: skip
 
 
-def _dispatch(args: argparse.Namespace, context: object) -> int:
+def _dispatch(args: argparse.Namespace, context: Context) -> int:
     if args.command in (None, "chat", "logs"):
         from app.commands import chat
 
-        return chat.logs(args, context) if args.command == "logs" else chat.chat(args, context)  # type: ignore[arg-type]
+        return chat.logs(args, context) if args.command == "logs" else chat.chat(args, context)
     if args.command in ("prompt", "tokens"):
         from app.commands import oneshot
 
-        return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)  # type: ignore[arg-type]
+        return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)
     if args.command == "plugins":
         from app.commands import plugins
 
-        return plugins.run(args, context)  # type: ignore[arg-type]
+        return plugins.run(args, context)
     from app.commands import keys
 
-    return keys.run(args, context)  # type: ignore[arg-type]
+    return keys.run(args, context)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import runner
-from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.conformance import DEADLINES, Report, Result, check_file
 from app.context import Context
 from app.discovery import Metadata, MetadataError, file_problem, plugin_name
+from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.render import Output, terminal_width
 from runner import clean_text
 

@@ -8,8 +8,8 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
-from app.cli import EXIT_OK, EXIT_USAGE
 from app.context import Context
+from app.exits import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from app.chatlog import ChatLog

@@ -22,8 +22,8 @@ from typing import Literal
 
 import runner
 from app.chatlog import Exchange
-from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
+from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.history import Conversation, TooLong
 from app.render import Output
 

@@ -9,9 +9,9 @@ import sys
 import time
 from typing import Any
 
-from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
 from app.discovery import Metadata, MetadataError, PluginFile
+from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.render import table, terminal_width
 from runner import clean_text
 
