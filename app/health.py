@@ -1,5 +1,9 @@
 """Health probes: start a plugin if needed, ping it, count tokens, ask if it is ready; one dict.
 
+:func:`probe` describes one plugin, :func:`probe_all` several (``plugins health`` and
+the chat's ``/health``), and :func:`health_text` turns the dicts into the table and
+detail lines both print.
+
 Liveness (the process starts and answers: ``healthy``) and readiness (the plugin can
 answer a prompt now, by its own ``check()``: ``ready``, ``not_ready``) are separate:
 a live plugin without its API key is healthy and not ready.
@@ -10,14 +14,18 @@ README documents them.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import runner
+from app.render import fit, table, terminal_width
+from runner import clean_text
 
 if TYPE_CHECKING:
     from app.manager import PluginManager
 
-__all__ = ["HEALTH_KEYS", "probe"]
+__all__ = ["HEALTH_KEYS", "health_text", "probe", "probe_all"]
 
 HEALTH_KEYS = (
     "name", "state", "healthy", "ready", "not_ready", "counting", "pid", "profile", "layers", "missing_layers", "network", "env",
@@ -55,6 +63,11 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
         if counts.get("network_connected") or counts.get("network_refused"):
             report.update(_recent_endpoints(manager, name))
     return report
+
+
+def probe_all(manager: PluginManager, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Start, ping and probe each plugin (every discovered one by default); one dict each (``plugins health --json``)."""
+    return [probe(manager, name) for name in (list(names) if names is not None else manager.names())]
 
 
 def _recent_endpoints(manager: PluginManager, name: str) -> dict[str, list[str]]:
@@ -141,3 +154,89 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
     report["doc"] = str(hello.get("doc") or "")
     if sandbox.get("profile"):
         report["profile"] = str(sandbox["profile"])
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None = None) -> str:
+    """The health table and each plugin's detail lines, fitted to ``width`` (default: the terminal's)."""
+    if as_json:
+        return json.dumps(reports, indent=2)
+    width = width or terminal_width()
+    cut = width - 1  # the detail lines: one column short, so a terminal never wraps them
+    rows = [
+        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]),
+         _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
+         f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
+        for r in reports
+    ]  # fmt: skip
+    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"], width=width)]
+    for r in reports:
+        prefix = f"plugin {r['name']!r} "
+        if r["not_ready"] and r["not_ready"] != r["last_error"]:
+            lines.append(fit(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", cut))
+        if r["last_error"]:
+            error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
+            lines.append(fit(f"  {r['name']}: {error}", cut))
+        missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
+        if r["class"]:
+            doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
+            lines.append(fit(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), cut))
+        if r["layers"]:
+            lines.append(fit(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", cut))
+        if r["counting"]:
+            lines.append(fit(f"  {r['name']}: counts tokens: {r['counting']}", cut))
+        if r["network"] or r["env"]:
+            lines.append(fit(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", cut))
+        if r["connections_24h"] or r["refused_24h"]:
+            lines.append(fit(f"  {r['name']}: network 24h: {_network_use(r)}", cut))
+        if r["layers"] and missing:
+            lines.append(fit(f"  {r['name']}: sandbox missing {', '.join(missing)}", cut))
+        lines.extend(fit(f"  {r['name']} stderr| {line}", cut) for line in r["stderr_tail"][-3:] if not r["healthy"])
+    return "\n".join(lines)
+
+
+def _network_use(report: dict[str, Any]) -> str:
+    """'12 connections (api.anthropic.com:443); 2 refused (evil.example:443, 10.0.0.1:80)'."""
+    parts = []
+    for count, recent, noun in ((report["connections_24h"], report["recent_connections"], "connection"),
+                                (report["refused_24h"], report["recent_refused"], "refused")):  # fmt: skip
+        if count:
+            label = f"{count} {noun}{'s' if count != 1 and noun == 'connection' else ''}"
+            parts.append(f"{label} ({', '.join(recent)})" if recent else label)
+    return "; ".join(parts)
+
+
+def _ready(report: dict[str, Any]) -> str:
+    return {True: "yes", False: "no"}.get(report["ready"], "-")  # the reason follows, on its own line
+
+
+def _unprefixed(text: str, prefix: str) -> str:
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+_SHORT = {
+    "no-capabilities": "no-caps",
+    "no_new_privs": "nnp",
+    "cgroup (cgroup1)": "cgroup-v1",
+    "cgroup (cgroup2)": "cgroup-v2",
+    "cgroup (systemd-scope)": "cgroup-scope",
+}
+_FIRST = ("landlock", "seccomp", "cgroup")  # the layers a reader looks for, before the rest
+
+
+def _short_layers(layers: list[str]) -> list[str]:
+    """Applied sandbox layers, short: 'landlock(fs,net,scope) seccomp cgroup-v1 rlimits ... no-caps nnp'."""
+    landlock = [layer.split("-", 1)[1] for layer in layers if layer.startswith("landlock-")]
+    rest = [_SHORT.get(layer, layer) for layer in layers if not layer.startswith("landlock-")]
+    folded = ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
+    return sorted(folded, key=lambda layer: next((i for i, p in enumerate(_FIRST) if layer.startswith(p)), len(_FIRST)))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}MiB"

@@ -432,12 +432,6 @@ class PluginManager:
         results = {name: client.check_alive() for name, client in list(self._clients.items())}
         return {name: ok for name, ok in results.items() if ok is not None}
 
-    def health(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Start, ping and probe each plugin; one dict per plugin (``plugins health --json``)."""
-        from app.health import probe  # the probe is only needed when asked for
-
-        return [probe(self, name) for name in (list(names) if names is not None else self.names())]
-
     def close(self) -> None:
         """Stop every plugin process for good; safe to call twice, and from any thread.
 

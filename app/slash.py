@@ -94,8 +94,7 @@ def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
 def _health(session: ChatSession, ui: UI, argument: str) -> bool:
     import threading
 
-    from app.commands.plugins import health_text
-    from app.health import probe
+    from app.health import health_text, probe
     from app.interrupt import interruptible
     from app.stream import Spinner
 

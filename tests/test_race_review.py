@@ -21,6 +21,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.health import probe_all
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginTimeout, PluginUnavailable, RestartPolicy
 from runner import connection as connection_mod
 from runner import process as process_mod
@@ -660,7 +661,7 @@ def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
             lambda: manager.client(rng.choice(names)).stop(),
             lambda: manager.forget(rng.choice(names)),
             lambda: manager.check_idle(),
-            lambda: manager.health([rng.choice(names)]),
+            lambda: probe_all(manager, [rng.choice(names)]),
             lambda: manager.refresh(),
         ]
         threads = [threading.Thread(target=guard(j), daemon=True) for j in jobs]

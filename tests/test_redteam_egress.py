@@ -24,7 +24,7 @@ import pytest
 
 import runner
 from app import PluginManager
-from app.commands.plugins import health_text
+from app.health import health_text, probe_all
 from runner.cleantext import clean_text
 from tests.attackkit import (
     Host,
@@ -446,7 +446,7 @@ def test_health_report_shows_hostile_refusals_cleaned(home: Path, host: Host) ->
         start_network(manager, NAME, "127.0.0.1:9")
         for name in hostile:
             refused_call(manager, "connect" if name.startswith("::1") else "resolve", name, 443, socket.AF_INET6)
-        reports = manager.health([NAME])
+        reports = probe_all(manager, [NAME])
         assert reports[0]["refused_24h"] == len(hostile)
         text = health_text(reports, False, width=400)
         text.encode("utf-8")  # no surrogate reaches the terminal

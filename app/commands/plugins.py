@@ -12,10 +12,9 @@ from typing import Any
 from app.context import Context
 from app.discovery import Metadata, MetadataError, PluginFile
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
-from app.render import table, terminal_width
-from runner import clean_text
+from app.render import fit, table, terminal_width
 
-__all__ = ["health_text", "last_24h", "run"]
+__all__ = ["last_24h", "run"]
 
 _PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # as discovery names plugins
 
@@ -82,7 +81,7 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
     context.output.write(table(lines, headers, width=width) + "\n")
     for row in rows:
         if row["problem"]:
-            context.output.write(_cut(f"  ! {row['name']}: {row['problem']}", width) + "\n")
+            context.output.write(fit(f"  ! {row['name']}: {row['problem']}", width) + "\n")
     context.output.write(_footer(discovery, args.all, width))
     return EXIT_OK
 
@@ -91,7 +90,7 @@ def _footer(discovery: Any, show_all: bool, width: int) -> str:
     """Conflicts (always: they hide a plugin), then the skipped files, or how many and where to see them."""
     lines = []
     for name, files in sorted(discovery.conflicts.items()):
-        lines.append(_cut(f"  ! name {name!r} is used by {len(files)} files, so neither is used until one is renamed:", width))
+        lines.append(fit(f"  ! name {name!r} is used by {len(files)} files, so neither is used until one is renamed:", width))
         lines.extend(f"      {f.path}" for f in files)  # whole: a path cut short cannot be copied
     candidates = [
         s for s in discovery.skipped if s.candidate and not any(s.path == f.path for fs in discovery.conflicts.values() for f in fs)
@@ -101,7 +100,7 @@ def _footer(discovery: Any, show_all: bool, width: int) -> str:
             lines.append("\nskipped files:\n" + table([[s.path, s.reason] for s in candidates], ["FILE", "REASON"], width=width))
         others = [s for s in discovery.skipped if not s.candidate]
         if others:
-            lines.append(_cut("not plugins: " + ", ".join(f"{s.path.name} ({s.reason})" for s in others), width))
+            lines.append(fit("not plugins: " + ", ".join(f"{s.path.name} ({s.reason})" for s in others), width))
     elif candidates:
         lines.append(f"{len(candidates)} file{'s' if len(candidates) != 1 else ''} skipped, see --all")
     return "".join(line + "\n" for line in lines)
@@ -143,66 +142,11 @@ def health(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     if args.watch:
         return _watch(args, context)
-    reports = manager.health(args.names or None)
+    from app.health import health_text, probe_all  # imports the runner: only when plugins are probed
+
+    reports = probe_all(manager, args.names or None)
     context.output.write(health_text(reports, args.json) + "\n")
     return EXIT_OK if all(r["healthy"] and r["ready"] for r in reports) else EXIT_PLUGIN
-
-
-def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None = None) -> str:
-    """The health table and each plugin's detail lines, fitted to ``width`` (default: the terminal's)."""
-    if as_json:
-        return json.dumps(reports, indent=2)
-    width = width or terminal_width()
-    cut = width - 1  # the detail lines: one column short, so a terminal never wraps them
-    rows = [
-        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]),
-         _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
-         f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
-        for r in reports
-    ]  # fmt: skip
-    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"], width=width)]
-    for r in reports:
-        prefix = f"plugin {r['name']!r} "
-        if r["not_ready"] and r["not_ready"] != r["last_error"]:
-            lines.append(_cut(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", cut))
-        if r["last_error"]:
-            error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
-            lines.append(_cut(f"  {r['name']}: {error}", cut))
-        missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
-        if r["class"]:
-            doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
-            lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), cut))
-        if r["layers"]:
-            lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", cut))
-        if r["counting"]:
-            lines.append(_cut(f"  {r['name']}: counts tokens: {r['counting']}", cut))
-        if r["network"] or r["env"]:
-            lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", cut))
-        if r["connections_24h"] or r["refused_24h"]:
-            lines.append(_cut(f"  {r['name']}: network 24h: {_network_use(r)}", cut))
-        if r["layers"] and missing:
-            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", cut))
-        lines.extend(_cut(f"  {r['name']} stderr| {line}", cut) for line in r["stderr_tail"][-3:] if not r["healthy"])
-    return "\n".join(lines)
-
-
-def _network_use(report: dict[str, Any]) -> str:
-    """'12 connections (api.anthropic.com:443); 2 refused (evil.example:443, 10.0.0.1:80)'."""
-    parts = []
-    for count, recent, noun in ((report["connections_24h"], report["recent_connections"], "connection"),
-                                (report["refused_24h"], report["recent_refused"], "refused")):  # fmt: skip
-        if count:
-            label = f"{count} {noun}{'s' if count != 1 and noun == 'connection' else ''}"
-            parts.append(f"{label} ({', '.join(recent)})" if recent else label)
-    return "; ".join(parts)
-
-
-def _ready(report: dict[str, Any]) -> str:
-    return {True: "yes", False: "no"}.get(report["ready"], "-")  # the reason follows, on its own line
-
-
-def _unprefixed(text: str, prefix: str) -> str:
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _grants(report: dict[str, Any]) -> str:
@@ -211,37 +155,13 @@ def _grants(report: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-_SHORT = {
-    "no-capabilities": "no-caps",
-    "no_new_privs": "nnp",
-    "cgroup (cgroup1)": "cgroup-v1",
-    "cgroup (cgroup2)": "cgroup-v2",
-    "cgroup (systemd-scope)": "cgroup-scope",
-}
-_FIRST = ("landlock", "seccomp", "cgroup")  # the layers a reader looks for, before the rest
-
-
-def _short_layers(layers: list[str]) -> list[str]:
-    """Applied sandbox layers, short: 'landlock(fs,net,scope) seccomp cgroup-v1 rlimits ... no-caps nnp'."""
-    landlock = [layer.split("-", 1)[1] for layer in layers if layer.startswith("landlock-")]
-    rest = [_SHORT.get(layer, layer) for layer in layers if not layer.startswith("landlock-")]
-    folded = ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
-    return sorted(folded, key=lambda layer: next((i for i, p in enumerate(_FIRST) if layer.startswith(p)), len(_FIRST)))
-
-
-def _cut(text: str, width: int) -> str:
-    """One clean line of at most ``width`` characters (cleaned first, so the width is what shows)."""
-    text = clean_text(text, keep_newlines=False).rstrip()
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _watch(args: argparse.Namespace, context: Context) -> int:
     """Redraw the health table in place every few seconds until Ctrl-C."""
-    import time
+    from app.health import health_text, probe_all
 
     out = context.output
     while True:
-        reports = context.manager.health(args.names or None)
+        reports = probe_all(context.manager, args.names or None)
         out.raw("\x1b[H\x1b[2J")  # our own: home, clear screen
         out.write(time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
         out.write(health_text(reports, args.json) + "\n")
@@ -268,8 +188,6 @@ def logs(args: argparse.Namespace, context: Context) -> int:
             if line:
                 context.output.write(line)
             else:
-                import time
-
                 time.sleep(0.25)  # like tail -f: poll the file for growth
     return EXIT_OK
 
@@ -285,14 +203,6 @@ def toggle(args: argparse.Namespace, context: Context) -> int:
     if enable and args.name in context.settings.disabled:
         context.output.notice(f"{args.name!r} is still off: it is listed in SANDCHAT_DISABLE_PLUGINS or the settings file")
     return EXIT_OK
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}ms"
-
-
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f}MiB"
 
 
 def grant(args: argparse.Namespace, context: Context) -> int:
