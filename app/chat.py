@@ -18,6 +18,7 @@ import runner
 from app.chatlog import ChatLog, Exchange
 from app.history import Conversation, TooLong
 from app.interrupt import interruptible
+from app.refusals import NotInstalled
 from app.stream import Spinner, WordWrap
 from app.tokencache import TokenCounter
 from app.transcript import Reply, Sources, markdown, recap
@@ -103,7 +104,7 @@ class ChatSession:
         """
         if name not in self.manager.names():
             self.flush_notices()
-            self.output.error(f"plugin {name!r} is not installed (available: {', '.join(self.manager.names())})")
+            self.output.error(str(NotInstalled(name, self.manager.names())))
             return False
         spinner = Spinner(self.output, f"starting {name}…")
         running = {plugin for plugin, client in self.manager.running().items() if client.running}

@@ -297,12 +297,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.error(_disk_problem(exc, settings))
         return EXIT_PLUGIN
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] != "runner":
+        if not _from_runner(exc):
             raise  # a bug of sandchat's own: its traceback is the report
         output.error(str(exc))  # whatever a plugin caused is one line, never a traceback
         return EXIT_PLUGIN
     finally:
         context.close()
+
+
+def _from_runner(exc: Exception) -> bool:
+    """Whether ``exc`` is of the runner's error tree (``app.refusals`` extend it): what a plugin caused, not a bug."""
+    return any(cls.__module__.split(".")[0] == "runner" for cls in type(exc).__mro__)
 
 
 def _disk_problem(exc: OSError, settings: Settings) -> str:

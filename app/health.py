@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import runner
+from app.refusals import Disabled
 from app.render import fit, table, terminal_width
 from runner import clean_text
 
@@ -88,11 +89,8 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
         access = manager.access(plugin_file)
         report.update(profile=access.profile, network=list(access.network), env=list(access.env))
         client = manager.client(name)
-    except runner.PluginUnavailable as exc:
-        report.update(state="disabled" if exc.reason == "disabled" else "failed", last_error=str(exc))
-        return
     except runner.PluginError as exc:
-        report.update(state="failed", last_error=str(exc))
+        report.update(state="disabled" if isinstance(exc, Disabled) else "failed", last_error=str(exc))
         return
     try:
         client.start()  # start-up is reported on its own; the ping measures a warm round trip

@@ -39,9 +39,6 @@ __all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
-_SAFE_MODE = (
-    "is off: safe mode (--no-plugins) starts no plugin; run without --no-plugins, or turn off one plugin with SANDCHAT_DISABLE_PLUGINS=NAME"
-)
 # Certificates, and the service and protocol names some clients look up. Not the resolver's
 # files (resolv.conf, hosts, nsswitch.conf, gai.conf): the host resolves every name.
 _NETWORK_READ = ("/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/services", "/etc/protocols")
@@ -223,21 +220,18 @@ class PluginManager:
         return "failed" if plugin is None or plugin.metadata_error else "stopped"
 
     def plugin_file(self, name: str) -> PluginFile:
-        import runner
+        """The discovered file of plugin ``name``; raises ``SafeMode``, ``Ambiguous`` or ``NotInstalled``."""
+        from app.refusals import Ambiguous, NotInstalled, SafeMode
 
         if self.settings.no_plugins:
-            raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
+            raise SafeMode(name)
         found = self.discovery.plugins.get(name)
         if found is not None:
             return found
         conflict = self.discovery.conflicts.get(name)
         if conflict:
-            paths = ", ".join(str(f.path) for f in conflict)
-            raise runner.PluginUnavailable(
-                name, f"is ambiguous: {len(conflict)} files share that name ({paths}); rename one", reason="conflict"
-            )
-        known = ", ".join(self.names()) or "none"
-        raise runner.PluginUnavailable(name, f"is not installed (available: {known})", reason="unknown")
+            raise Ambiguous(name, [f.path for f in conflict])
+        raise NotInstalled(name, self.names())
 
     # -- permissions ---------------------------------------------------------------------
 
@@ -346,12 +340,11 @@ class PluginManager:
     def _max_reply(self, name: str) -> int:
         """``max_reply`` (characters) from ``[plugins.NAME]`` in the settings file, or the runner's default."""
         import runner
+        from app.refusals import BadSetting
 
         value = self.settings.plugin_options.get(name, {}).get("max_reply", runner.DEFAULT_MAX_REPLY)
         if type(value) is not int or value < 1:
-            raise runner.PluginUnavailable(
-                name, f"has a bad max_reply in the settings file: {value!r} (a positive number of characters)", reason="config"
-            )
+            raise BadSetting(name, f"has a bad max_reply in the settings file: {value!r} (a positive number of characters)")
         return value
 
     def _code(self, plugin: PluginFile) -> tuple[bytes, Metadata]:
@@ -383,30 +376,31 @@ class PluginManager:
         try:
             return dataclasses.replace(self.deadlines, **overrides)
         except (TypeError, ValueError) as exc:
-            raise runner.PluginUnavailable(name, f"has a bad deadline in the settings file: {exc}", reason="config") from None
+            from app.refusals import BadSetting
+
+            raise BadSetting(name, f"has a bad deadline in the settings file: {exc}") from None
 
     # -- clients -------------------------------------------------------------------------
 
     def client(self, name: str) -> runner.Plugin:
         """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
         import runner
+        from app.refusals import SafeMode, ShuttingDown, SwitchedOff, TurnedOff
 
         if self._closed:
-            raise _closed_error(name)
+            raise ShuttingDown(name)
         if self.settings.no_plugins:
-            raise runner.PluginUnavailable(name, _SAFE_MODE, reason="safe_mode")
+            raise SafeMode(name)
         if name in self.settings.disabled:
-            raise runner.PluginUnavailable(
-                name, "is turned off by SANDCHAT_DISABLE_PLUGINS or the settings file's 'disabled' list", reason="disabled"
-            )
-        if self.is_disabled(name):
-            raise runner.PluginUnavailable(name, f"is disabled (enable it with: sandchat plugins enable {name})", reason="disabled")
+            raise TurnedOff(name)
+        if name in self.switches.disabled():
+            raise SwitchedOff(name)
         known = self.discovery.plugins.get(name)
         if known is not None and name in self._clients and file_stamp(known.path) != known.stamp:
             self.refresh()  # its file changed since we last looked: restart it from the new file
         with self._lock:
             if self._closed:  # looked at again under the lock that close() takes: no handle outlives it
-                raise _closed_error(name)
+                raise ShuttingDown(name)
             existing = self._clients.get(name)
             if existing is not None:
                 return existing
@@ -447,12 +441,6 @@ class PluginManager:
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5.0)  # it wakes at once from its wait; a refresh in flight is bounded by the disk
-
-
-def _closed_error(name: str) -> runner.PluginError:
-    import runner
-
-    return runner.PluginUnavailable(name, "cannot start: sandchat is shutting down", reason="closed")
 
 
 def runner_root() -> Path:

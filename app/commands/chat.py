@@ -28,7 +28,9 @@ def chat(args: argparse.Namespace, context: Context) -> int:
     manager.timeout = getattr(args, "timeout", None)
     name = context.plugin_name(getattr(args, "plugin", None))
     if name not in manager.names():
-        context.output.error(f"plugin {name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
+        from app.refusals import NotInstalled
+
+        context.output.error(str(NotInstalled(name, manager.names())))
         return EXIT_USAGE
     session = ChatSession(
         manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", None)

@@ -25,6 +25,7 @@ from app.chatlog import Exchange
 from app.context import Context
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.history import Conversation, TooLong
+from app.refusals import Ambiguous, NotInstalled
 from app.render import Output
 
 __all__ = ["prompt", "tokens"]
@@ -62,7 +63,7 @@ def _failure(exc: runner.PluginError, context: Context) -> int:
         hint = context.manager.permission_hint(exc.plugin, exc)
         if hint and hint.rsplit("run: ", 1)[-1] not in str(exc):
             context.output.notice(hint)
-    if isinstance(exc, runner.PluginUnavailable) and exc.reason in ("unknown", "conflict"):
+    if isinstance(exc, (NotInstalled, Ambiguous)):  # a misspelt or ambiguous -p NAME: the user's to fix
         return EXIT_USAGE
     return EXIT_PLUGIN
 

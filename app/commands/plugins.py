@@ -32,6 +32,14 @@ def run(args: argparse.Namespace, context: Context) -> int:
     return authoring_actions[args.plugins_command](args, context)
 
 
+def _not_installed(context: Context, name: str) -> int:
+    """Say that no plugin is called ``name``, and which are; the usage error's exit status."""
+    from app.refusals import NotInstalled  # the runner's errors: not imported by `plugins list`
+
+    context.output.error(str(NotInstalled(name, context.manager.names())))
+    return EXIT_USAGE
+
+
 def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
     manager = context.manager
     access = manager.access(plugin)
@@ -138,7 +146,9 @@ def health(args: argparse.Namespace, context: Context) -> int:
     manager = context.manager
     unknown = [n for n in args.names if n not in manager.discovery.plugins]
     if unknown:
-        context.output.error(f"unknown plugin(s): {', '.join(unknown)} (available: {', '.join(manager.names()) or 'none'})")
+        from app.refusals import available
+
+        context.output.error(f"unknown plugin(s): {', '.join(unknown)} {available(manager.names())}")
         return EXIT_USAGE
     if args.watch:
         return _watch(args, context)
@@ -175,8 +185,7 @@ def logs(args: argparse.Namespace, context: Context) -> int:
     # A name that is no plugin's never becomes a path ('../x' would read outside the logs folder);
     # a removed plugin's log is still shown.
     if not known and (not _PLUGIN_NAME.match(args.name) or not path.is_file()):
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
-        return EXIT_USAGE
+        return _not_installed(context, args.name)
     if not path.exists():
         context.output.error(f"plugin {args.name!r} has no log yet ({path})")
         return EXIT_PLUGIN
@@ -195,8 +204,7 @@ def logs(args: argparse.Namespace, context: Context) -> int:
 def toggle(args: argparse.Namespace, context: Context) -> int:
     enable = args.plugins_command == "enable"
     if args.name not in context.manager.discovery.plugins:
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
-        return EXIT_USAGE
+        return _not_installed(context, args.name)
     changed = context.manager.switches.set_enabled(args.name, enable)
     word = "enabled" if enable else "disabled"
     context.output.write(f"plugin {args.name!r} {word}\n" if changed else f"plugin {args.name!r} was already {word}\n")
@@ -210,8 +218,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     manager = context.manager
     plugin = manager.discovery.plugins.get(args.name)
     if plugin is None:
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
-        return EXIT_USAGE
+        return _not_installed(context, args.name)
     named = args.network is not None or args.env is not None  # then exactly what is named, nothing more
     network = args.network or () if named else plugin.metadata.network
     env = args.env or () if named else plugin.metadata.env
@@ -250,8 +257,7 @@ def revoke(args: argparse.Namespace, context: Context) -> int:
     grants = manager.grants
     plugin = manager.discovery.plugins.get(args.name)
     if plugin is None and args.name not in grants.load():
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
-        return EXIT_USAGE
+        return _not_installed(context, args.name)
     if plugin is not None and args.name not in grants.load():
         shipped = manager.access(plugin).grant
         if shipped is not None and shipped.source == "shipped":
