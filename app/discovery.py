@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.files import file_stamp
+
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
-    "discover", "file_problem", "file_stamp", "metadata_of", "parse_metadata", "plugin_name",
+    "discover", "file_problem", "metadata_of", "parse_metadata", "plugin_name",
 ]  # fmt: skip
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
@@ -177,14 +179,6 @@ def file_problem(path: Path) -> str | None:
     """Why discovery would skip a file at ``path`` (its name breaks a rule), or None."""
     reason = _skip_reason(path)
     return "python cache folder" if reason == "python cache" else reason
-
-
-def file_stamp(path: Path) -> tuple[int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (0, 0)
-    return stat.st_mtime_ns, stat.st_size
 
 
 def _read_file(path: Path, source: str, previous: dict[Path, PluginFile]) -> PluginFile:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from app.companions import CompanionError, companion_paths
 from app.config import HOST_ENV_PASSTHROUGH, Settings
 from app.config import load as load_settings
-from app.discovery import Discovery, Metadata, MetadataError, PluginFile, discover, file_stamp, metadata_of
+from app.discovery import Discovery, Metadata, MetadataError, PluginFile, discover, metadata_of
+from app.files import file_stamp
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
 from app.keys import KeyStore
 from app.switches import SwitchStore
