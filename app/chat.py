@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import runner
 from app.chatlog import ChatLog, Exchange
+from app.hints import hint_for
 from app.history import Conversation, TooLong
 from app.interrupt import interruptible
 from app.refusals import NotInstalled
@@ -299,7 +300,7 @@ class ChatSession:
 
         log_traceback(self.manager.paths.plugin_logs, exc)  # file and line for `plugins logs NAME`; here, one line
         self.output.error(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
-        fix = self.manager.fix_for(exc.plugin, exc)
+        fix = hint_for(self.manager, exc.plugin, exc)
         if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
             return
         if fix.grants and self.confirm(f"{runner.clean_text(fix.text, keep_newlines=False)}\ngrant it now? [y/N] "):

@@ -33,14 +33,10 @@ class Grant:
 
 @dataclass(frozen=True)
 class Lapsed:
-    """A grant that no longer applies because the plugin file changed since it was given."""
+    """A grant that no longer applies because the plugin file changed since it was given (told by ``app.hints.for_lapsed``)."""
 
     grant: Grant
     current_sha256: str
-
-    def explain(self) -> str:
-        what = "differs from the shipped version" if self.grant.source == "shipped" else "changed since its permissions were granted"
-        return f"plugin {self.grant.plugin!r} {what}, so it runs untrusted; review it, then run: sandchat plugins grant {self.grant.plugin}"
 
 
 def file_sha256(path: Path) -> str:

@@ -30,7 +30,6 @@ from app.switches import SwitchStore
 if TYPE_CHECKING:
     import runner
     from app.healthlog import HealthLog
-    from app.hints import Hint
 
 # The runner (and through it subprocess, msgpack, concurrent.futures) and the health log
 # (sqlite3) are imported by the methods that start or report on plugins, not at import:
@@ -273,17 +272,6 @@ class PluginManager:
         base_net, base_env = self.granted(plugin)
         return self.grants.grant(plugin.name, file_sha256(plugin.path), tuple(dict.fromkeys((*base_net, *network))),
                                  tuple(dict.fromkeys((*base_env, *env))))  # fmt: skip
-
-    def permission_hint(self, name: str, error: Exception | None = None) -> str | None:
-        """One line: the permission or setting behind ``error`` and the command that adds it."""
-        fix = self.fix_for(name, error)
-        return fix.text if fix is not None else None
-
-    def fix_for(self, name: str, error: Exception | None = None) -> Hint | None:
-        """The fix for ``error`` as a :class:`~app.hints.Hint`: its line, and the grant a yes would add."""
-        from app.hints import hint_for
-
-        return hint_for(self, name, error)
 
     def config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name`` under its current access."""

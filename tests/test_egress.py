@@ -32,6 +32,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.hints import hint_for
 from tests.attackkit import accepted, datagrams, grant_network, listener, port, udp_socket
 from tests.conftest import FAST
 from tests.fakeapi.tls import LocalCA
@@ -467,7 +468,7 @@ def test_a_refusal_is_named_on_the_failed_call_and_in_the_health_log(home: Path)
             with pytest.raises(runner.PluginRaised) as raised:
                 run(manager, ["raise", "vm", p, "x"])
             assert raised.value.refused == f"vm:{p}" and raised.value.remote_type == "PermissionError"
-            fix = manager.fix_for(PROBE, raised.value)
+            fix = hint_for(manager, PROBE, raised.value)
             assert fix is not None and fix.network == (f"vm:{p}",)
             manager.client(PROBE).network_use()
             refusals = [e for e in manager.events.events(PROBE) if e["event"] == "network_refused"]
@@ -477,7 +478,7 @@ def test_a_refusal_is_named_on_the_failed_call_and_in_the_health_log(home: Path)
             with pytest.raises(runner.PluginRaised) as later:
                 run(manager, ["raise", "localhost", closed, "x"])
             assert later.value.remote_type == "ConnectionRefusedError" and later.value.refused == ""
-            assert manager.fix_for(PROBE, later.value) is None
+            assert hint_for(manager, PROBE, later.value) is None
             assert accepted(server) == []
 
 

@@ -20,6 +20,7 @@ import runner
 from app import PluginManager
 from app.config import Paths, Settings
 from app.health import probe_all
+from app.hints import hint_for
 from tests.conftest import FAST, TEST_PLUGINS
 
 pytestmark = pytest.mark.timeout(90)
@@ -146,7 +147,8 @@ def test_plugin_code_cannot_pass_for_a_sandbox_failure(hostile: PluginManager) -
         hostile.client("exit78").start()
     assert not isinstance(caught.value, runner.PluginSandboxError)
     assert "exited with status 78 before its hello" in one_line(caught.value)
-    hint = hostile.permission_hint("exit78", caught.value) or ""
+    fix = hint_for(hostile, "exit78", caught.value)
+    hint = fix.text if fix is not None else ""
     assert "allow_unsandboxed" not in hint
     echo_still_answers(hostile)
 

@@ -25,6 +25,7 @@ import pytest
 import runner
 from app import PluginManager
 from app.health import health_text, probe_all
+from app.hints import hint_for
 from runner.cleantext import clean_text
 from tests.attackkit import (
     Host,
@@ -407,7 +408,7 @@ def test_hint_proposes_the_endpoint_the_host_refused(home: Path, host: Host) -> 
         start_network(manager, NAME, "127.0.0.1:9")
         error = refused_call(manager, "resolve", "Evil.RT.test.", 443)
         assert error.refused == "evil.rt.test:443"
-        fix = manager.fix_for(NAME, error)
+        fix = hint_for(manager, NAME, error)
         assert fix is not None and fix.network == ("evil.rt.test:443",)
         assert_host_healthy(manager, host)
 
@@ -417,7 +418,7 @@ def test_hint_never_proposes_a_wildcard_the_host_never_matched(home: Path, host:
     with redteam(home) as manager:
         start_network(manager, NAME, "127.0.0.1:9")
         error = refused_call(manager, "resolve", "*.com", 443)
-        fix = manager.fix_for(NAME, error)
+        fix = hint_for(manager, NAME, error)
         assert fix is None or not [n for n in fix.network if n.startswith("*")], fix
         assert_host_healthy(manager, host)
 
@@ -433,7 +434,7 @@ def test_hint_text_carries_no_control_characters(home: Path, host: Host, op: str
     with redteam(home) as manager:
         start_network(manager, NAME, "127.0.0.1:9")
         error = refused_call(manager, op, host_name, 443, family)
-        fix = manager.fix_for(NAME, error)
+        fix = hint_for(manager, NAME, error)
         assert_host_healthy(manager, host)
         assert fix is None or (clean_text(fix.text, keep_newlines=False) == fix.text and fix.text.isprintable()), repr(fix.text)
 

@@ -24,6 +24,7 @@ import runner
 from app.chatlog import Exchange
 from app.context import Context
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.hints import hint_for
 from app.history import Conversation, TooLong
 from app.refusals import Ambiguous, NotInstalled
 from app.render import Output
@@ -60,9 +61,9 @@ def _failure(exc: runner.PluginError, context: Context) -> int:
 
     log_traceback(context.settings.paths.plugin_logs, exc)  # file and line for the author: `sandchat plugins logs NAME`
     if isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
-        hint = context.manager.permission_hint(exc.plugin, exc)
-        if hint and hint.rsplit("run: ", 1)[-1] not in str(exc):
-            context.output.notice(hint)
+        hint = hint_for(context.manager, exc.plugin, exc)
+        if hint is not None and (hint.command or hint.text) not in str(exc):  # said once: the error may propose it already
+            context.output.notice(hint.text)
     if isinstance(exc, (NotInstalled, Ambiguous)):  # a misspelt or ambiguous -p NAME: the user's to fix
         return EXIT_USAGE
     return EXIT_PLUGIN

@@ -12,6 +12,7 @@ from typing import Any
 from app.context import Context
 from app.discovery import Metadata, MetadataError, PluginFile
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.hints import for_lapsed
 from app.render import fit, table, terminal_width
 
 __all__ = ["last_24h", "run"]
@@ -55,7 +56,7 @@ def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
         "source": plugin.source,
         "path": str(plugin.path),
         "description": plugin.metadata.description,
-        "problem": plugin.metadata_error or (access.lapsed.explain() if access.lapsed else None),
+        "problem": plugin.metadata_error or (for_lapsed(access.lapsed).text if access.lapsed else None),
     }
 
 
