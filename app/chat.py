@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import runner
+from app.access import grant_more
 from app.chatlog import ChatLog, Exchange
 from app.hints import hint_for
 from app.history import Conversation, TooLong
@@ -305,7 +306,7 @@ class ChatSession:
             return
         if fix.grants and self.confirm(f"{runner.clean_text(fix.text, keep_newlines=False)}\ngrant it now? [y/N] "):
             plugin = self.manager.plugin_file(exc.plugin)
-            self.manager.grant_more(plugin, fix.network, fix.env)  # adds: what works (its own or shipped) stays
+            grant_more(plugin, self.manager.grants, fix.network, fix.env)  # adds: what works (its own or shipped) stays
             self.manager.forget(plugin.name)
             self.output.notice(f"Granted {plugin.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend.")
         elif not fix.grants:

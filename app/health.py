@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import runner
+from app.access import access_of
 from app.refusals import Disabled
 from app.render import fit, table, terminal_width
 from runner import clean_text
@@ -86,7 +87,7 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
     try:
         plugin_file = manager.plugin_file(name)
         report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
-        access = manager.access(plugin_file)
+        access = access_of(plugin_file, manager.grants)
         report.update(profile=access.profile, network=list(access.network), env=list(access.env))
         client = manager.client(name)
     except runner.PluginError as exc:

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from app.access import access_of
+
 if TYPE_CHECKING:
     from app.discovery import Metadata
     from app.grants import Lapsed
@@ -57,7 +59,7 @@ def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint
         plugin = manager.plugin_file(name)
     except runner.PluginError:
         return None
-    access = manager.access(plugin)
+    access = access_of(plugin, manager.grants)
     refused = _refused_endpoint(error)
     if refused is not None and refused not in access.network:
         command = f"sandchat plugins grant {name} --network {refused}"

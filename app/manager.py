@@ -7,23 +7,19 @@ handles, which are ``LLMClient`` objects. Plugins start on first use.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
-import site
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from app.companions import CompanionError, companion_paths
-from app.config import HOST_ENV_PASSTHROUGH, Settings
+from app.access import check_startable, is_disabled
+from app.config import Settings
 from app.config import load as load_settings
-from app.discovery import Discovery, Metadata, MetadataError, PluginFile, discover, metadata_of
+from app.discovery import Discovery, PluginFile, discover
 from app.files import file_stamp
-from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
+from app.grants import GrantStore
 from app.keys import KeyStore
 from app.switches import SwitchStore
 
@@ -31,37 +27,13 @@ if TYPE_CHECKING:
     import runner
     from app.healthlog import HealthLog
 
-# The runner (and through it subprocess, msgpack, concurrent.futures) and the health log
-# (sqlite3) are imported by the methods that start or report on plugins, not at import:
-# ``sandchat plugins list`` and the other commands that start no plugin never load them.
+# The runner (and through it subprocess, msgpack, concurrent.futures), the launch policy and
+# the health log (sqlite3) are imported by the methods that start or report on plugins, not
+# at import: ``sandchat plugins list`` and the other commands that start no plugin never load them.
 
-__all__ = ["SHIPPED_DIR", "Access", "Changes", "PluginManager"]
+__all__ = ["SHIPPED_DIR", "Changes", "PluginManager"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "llm_plugins"
-_SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
-# Certificates, and the service and protocol names some clients look up. Not the resolver's
-# files (resolv.conf, hosts, nsswitch.conf, gai.conf): the host resolves every name.
-_NETWORK_READ = ("/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/services", "/etc/protocols")
-# Not the proxy variables: the host connects through the user's proxy (runner.egress), and a
-# plugin that saw them would try to reach the proxy itself, which is not granted.
-_NETWORK_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
-
-
-@dataclass(frozen=True)
-class Access:
-    """What one plugin may do right now: its profile, the grant behind it, or why it lapsed."""
-
-    profile: str
-    grant: Grant | None = None
-    lapsed: Lapsed | None = None
-
-    @property
-    def network(self) -> tuple[str, ...]:
-        return self.grant.network if self.grant else ()
-
-    @property
-    def env(self) -> tuple[str, ...]:
-        return self.grant.env if self.grant else ()
 
 
 @dataclass(frozen=True)
@@ -74,14 +46,6 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.removed)
-
-    def describe(self) -> str:
-        parts = [
-            f"{word} {', '.join(names)}"
-            for word, names in (("added", self.added), ("changed", self.changed), ("removed", self.removed))
-            if names
-        ]
-        return "plugins " + "; ".join(parts)
 
 
 class PluginManager:
@@ -207,7 +171,8 @@ class PluginManager:
         return [] if self.settings.no_plugins else self.discovery.names()
 
     def is_disabled(self, name: str) -> bool:
-        return name in self.settings.disabled or name in self.switches.disabled()
+        """Whether the user turned plugin ``name`` off (see ``app.access.is_disabled``)."""
+        return is_disabled(name, self.settings, self.switches)
 
     def state(self, name: str) -> str:
         """The plugin's state in the one vocabulary of ``runner.STATES``, without starting it."""
@@ -233,157 +198,24 @@ class PluginManager:
             raise Ambiguous(name, [f.path for f in conflict])
         raise NotInstalled(name, self.names())
 
-    # -- permissions ---------------------------------------------------------------------
-
-    def access(self, plugin: PluginFile, code: bytes | None = None, meta: Metadata | None = None) -> Access:
-        """The profile and grant that apply to ``plugin``'s ``code`` (default: its file as it is now).
-
-        ``meta`` is the metadata block of that code; a shipped plugin is granted what it requests.
-        """
-        digest = hashlib.sha256(code).hexdigest() if code is not None else file_sha256(plugin.path)
-        user = self.grants.load().get(plugin.name)
-        if user is not None and user.sha256 == digest:
-            return Access("network" if user.network else "untrusted", user)
-        lapsed = Lapsed(user, digest) if user is not None else None
-        pinned = shipped_hashes(plugin.path.parent).get(plugin.path.name) if plugin.source == "shipped" else None
-        if pinned is not None:
-            meta = meta or plugin.metadata
-            shipped = Grant(plugin.name, pinned, meta.network, meta.env, source="shipped")
-            if pinned == digest:
-                return Access("network" if meta.network else "untrusted", shipped, lapsed)
-            lapsed = lapsed or Lapsed(shipped, digest)
-        return Access("untrusted", None, lapsed)
-
-    def granted(self, plugin: PluginFile) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """What ``plugin`` may use now, or was last granted: the base that a grant adds to.
-
-        Its effective grant (the user's, or the one it ships with), joined with a user grant
-        for an earlier version of the file: adding an endpoint never takes away one that
-        works, be it the user's or the shipped plugin's own.
-        """
-        effective = self.access(plugin).grant
-        stored = self.grants.load().get(plugin.name)
-        network = [*(effective.network if effective else ()), *(stored.network if stored else ())]
-        env = [*(effective.env if effective else ()), *(stored.env if stored else ())]
-        return tuple(dict.fromkeys(network)), tuple(dict.fromkeys(env))
-
-    def grant_more(self, plugin: PluginFile, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
-        """Grant ``network`` and ``env`` on top of :meth:`granted`, bound to the file as it is now."""
-        base_net, base_env = self.granted(plugin)
-        return self.grants.grant(plugin.name, file_sha256(plugin.path), tuple(dict.fromkeys((*base_net, *network))),
-                                 tuple(dict.fromkeys((*base_env, *env))))  # fmt: skip
+    # -- launching -----------------------------------------------------------------------
 
     def config(self, name: str) -> runner.PluginConfig:
-        """The runner configuration for plugin ``name`` under its current access."""
-        import runner
+        """The runner configuration for plugin ``name``'s next start (``app.policy`` decides it)."""
+        from app.policy import launch_config
 
-        plugin = self.plugin_file(name)
-        code, meta = self._code(plugin)
-        access = self.access(plugin, code, meta)  # decided from the very bytes the child will run
-        try:
-            companions = companion_paths(plugin.path, meta.files, self.paths)
-        except CompanionError as exc:
-            raise runner.PluginLoadError(name, str(exc)) from None
-        scratch = self.paths.scratch / name
-        env = {key: self.settings.environ[key] for key in HOST_ENV_PASSTHROUGH if key in self.settings.environ}
-        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        env.update(HOME=str(scratch), TMPDIR=str(scratch))
-        read = [*_SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), *companions]
-        if access.profile == "network":
-            env.update({k: v for k, v in self.settings.environ.items() if k in _NETWORK_ENV})
-            read += [*_NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
-        env.update(self.keys.resolve(access.env, self.settings.environ))
-        try:
-            policy = self._policy(name, access, read, scratch)
-        except runner.EndpointError as exc:  # a grant stored by an older sandchat, or edited by hand
-            raise runner.PluginStartError(
-                name, f"has a network grant the host cannot match: {exc}; run: sandchat plugins revoke {name}"
-            ) from None
-        return runner.PluginConfig(
-            name=name, path=plugin.path, scratch_dir=scratch, env=env, sandbox=policy,
-            deadlines=self._deadlines(name), log_path=self.paths.plugin_logs / f"{name}.log", source=code,
-            max_reply=self._max_reply(name),
-        )  # fmt: skip
-
-    def _policy(self, name: str, access: Access, read: list[str], scratch: Path) -> Any:
-        import runner
-
-        return runner.SandboxPolicy(
-            profile=access.profile,
-            read_paths=tuple(dict.fromkeys(read)),
-            write_paths=(str(scratch), "/dev/null"),
-            endpoints=access.grant.network if access.profile == "network" and access.grant else (),
-            allow_unsandboxed=self.settings.allow_unsandboxed,
-            proxies=self._proxies(name) if access.profile == "network" else runner.Proxies(),
-        )
-
-    def _proxies(self, name: str) -> Any:
-        """The user's HTTP(S)_PROXY settings, which the host honours for the plugin's connections."""
-        import runner
-
-        try:
-            return runner.proxies_from(self.settings.environ)
-        except runner.EndpointError as exc:
-            raise runner.PluginStartError(name, f"cannot use the proxy setting: {exc}") from None
-
-    def _max_reply(self, name: str) -> int:
-        """``max_reply`` (characters) from ``[plugins.NAME]`` in the settings file, or the runner's default."""
-        import runner
-        from app.refusals import BadSetting
-
-        value = self.settings.plugin_options.get(name, {}).get("max_reply", runner.DEFAULT_MAX_REPLY)
-        if type(value) is not int or value < 1:
-            raise BadSetting(name, f"has a bad max_reply in the settings file: {value!r} (a positive number of characters)")
-        return value
-
-    def _code(self, plugin: PluginFile) -> tuple[bytes, Metadata]:
-        """Read the plugin's code once, for one start, with the metadata block it carries."""
-        import runner
-
-        try:
-            with open(plugin.path, "rb") as f:
-                code = f.read(runner.MAX_SOURCE + 1)
-        except OSError as exc:
-            raise runner.PluginStartError(plugin.name, f"cannot read {plugin.path}: {exc.strerror}") from None
-        if len(code) > runner.MAX_SOURCE:
-            raise runner.PluginLoadError(plugin.name, f"is larger than {runner.MAX_SOURCE // 2**20} MiB")
-        try:
-            return code, metadata_of(code)
-        except MetadataError as exc:
-            raise runner.PluginLoadError(plugin.name, f"has a bad metadata block: {exc}") from None
-
-    def _deadlines(self, name: str) -> runner.Deadlines:
-        """The manager's deadlines with the ``[plugins.NAME]`` overrides of the settings file."""
-        import runner
-
-        options = self.settings.plugin_options.get(name, {})
-        fields = {f.name for f in dataclasses.fields(runner.Deadlines)}
-        overrides = {key: value for key, value in options.items() if key in fields}
-        if self.timeout is not None:
-            overrides.update(total=self.timeout, first_chunk=min(overrides.get("first_chunk", self.deadlines.first_chunk), self.timeout))
-            overrides["idle"] = min(overrides.get("idle", self.deadlines.idle), self.timeout)
-        try:
-            return dataclasses.replace(self.deadlines, **overrides)
-        except (TypeError, ValueError) as exc:
-            from app.refusals import BadSetting
-
-            raise BadSetting(name, f"has a bad deadline in the settings file: {exc}") from None
+        return launch_config(self.plugin_file(name), self.settings, self.grants, self.keys, self.deadlines, self.timeout)
 
     # -- clients -------------------------------------------------------------------------
 
     def client(self, name: str) -> runner.Plugin:
         """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
         import runner
-        from app.refusals import SafeMode, ShuttingDown, SwitchedOff, TurnedOff
+        from app.refusals import ShuttingDown
 
         if self._closed:
             raise ShuttingDown(name)
-        if self.settings.no_plugins:
-            raise SafeMode(name)
-        if name in self.settings.disabled:
-            raise TurnedOff(name)
-        if name in self.switches.disabled():
-            raise SwitchedOff(name)
+        check_startable(name, self.settings, self.switches)
         known = self.discovery.plugins.get(name)
         if known is not None and name in self._clients and file_stamp(known.path) != known.stamp:
             self.refresh()  # its file changed since we last looked: restart it from the new file
@@ -430,15 +262,3 @@ class PluginManager:
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5.0)  # it wakes at once from its wait; a refresh in flight is bounded by the disk
-
-
-def runner_root() -> Path:
-    """The folder holding ``llm_utils.py`` and ``runner/`` (the child needs both)."""
-    import runner
-
-    return Path(runner.__file__).resolve().parent.parent
-
-
-def _python_paths() -> list[str]:
-    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()]
-    return [p for p in dict.fromkeys(paths) if p]

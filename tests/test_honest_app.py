@@ -20,6 +20,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.access import access_of
 from app.chat import ChatSession
 from app.grants import file_sha256
 from app.hints import hint_for
@@ -242,7 +243,7 @@ def test_adding_an_endpoint_to_a_shipped_plugin_keeps_what_it_ships_with(home: P
     assert entry["network"] == ["api.openai.com:443", "127.0.0.1:8088"]  # the shipped endpoint stays, the new one joins
     assert {"OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"} <= set(entry["env"])  # and so do its variables
     with PluginManager([], home) as manager:
-        access = manager.access(manager.plugin_file("openai_compatible"))
+        access = access_of(manager.plugin_file("openai_compatible"), manager.grants)
         assert access.profile == "network" and access.grant is not None and access.grant.source == "user"
         assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]
 

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from app.access import access_of, grant_more, granted
 from app.context import Context
 from app.discovery import Metadata, MetadataError, PluginFile
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
@@ -43,7 +44,7 @@ def _not_installed(context: Context, name: str) -> int:
 
 def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
     manager = context.manager
-    access = manager.access(plugin)
+    access = access_of(plugin, manager.grants)
     state = manager.state(plugin.name)
     return {
         "name": plugin.name,
@@ -228,7 +229,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     except MetadataError as exc:
         context.output.error(f"plugin {args.name!r}: {exc}")
         return EXIT_USAGE
-    before_net, before_env = manager.granted(plugin)
+    before_net, before_env = granted(plugin, manager.grants)
     out = context.output
     out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
     for label, before, added in (("network", before_net, wanted.network), ("env", before_env, wanted.env)):
@@ -238,7 +239,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
     if not args.yes and not _confirm(f"grant these to {plugin.name!r}?"):
         context.output.error(f"plugin {plugin.name!r}: nothing granted")
         return EXIT_PLUGIN
-    manager.grant_more(plugin, wanted.network, wanted.env)
+    grant_more(plugin, manager.grants, wanted.network, wanted.env)
     out.write(f"granted; bound to this version of {plugin.path.name}: any change to the file revokes it\n")
     return EXIT_OK
 
@@ -260,7 +261,7 @@ def revoke(args: argparse.Namespace, context: Context) -> int:
     if plugin is None and args.name not in grants.load():
         return _not_installed(context, args.name)
     if plugin is not None and args.name not in grants.load():
-        shipped = manager.access(plugin).grant
+        shipped = access_of(plugin, manager.grants).grant
         if shipped is not None and shipped.source == "shipped":
             what = ", ".join(shipped.network + shipped.env) or "nothing"
             context.output.write(f"plugin {args.name!r} has no grant of yours; it keeps what it ships with ({what}); "
