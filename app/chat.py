@@ -55,7 +55,17 @@ def describe(changes: Changes) -> str:
 class ChatSession:
     """One chat in the terminal: the conversation, the current plugin, the log."""
 
-    def __init__(self, manager: PluginManager, output: Output, plugin: str, *, max_tokens: int, temperature: float | None) -> None:
+    def __init__(
+        self,
+        manager: PluginManager,
+        output: Output,
+        plugin: str,
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        confirm: Callable[[str], bool] = lambda question: False,
+    ) -> None:
+        """``confirm`` asks the user a yes/no question (the terminal's ``YesNo``); without one, every answer is no."""
         self.manager = manager
         self.output = output
         self.plugin = plugin
@@ -70,7 +80,7 @@ class ChatSession:
         self.sources = Sources()  # which plugin gave each reply: kept beside the messages, never sent
         self._recap: list[Exchange] = []  # the resumed conversation's exchanges, until shown
         self.readiness: dict[str, runner.Readiness] = {}  # each plugin's last check(), from warm()
-        self.confirm: Callable[[str], bool] = lambda question: False
+        self.confirm = confirm
 
     # -- plugins -------------------------------------------------------------------------
 

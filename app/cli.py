@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.error(str(exc))
         return EXIT_USAGE
     _install_signal_handlers()
-    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir])
+    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir], timeout=_reply_timeout(args))
     try:
         return _dispatch(args, context)
     except SettingsError as exc:
@@ -303,6 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PLUGIN
     finally:
         context.close()
+
+
+def _reply_timeout(args: argparse.Namespace) -> float | None:
+    """``--timeout`` of ``prompt`` and ``chat``, which caps each reply (``plugins check --timeout`` is the checks' own)."""
+    return getattr(args, "timeout", None) if args.command in (None, "chat", "prompt") else None
 
 
 def _from_runner(exc: Exception) -> bool:

@@ -61,6 +61,7 @@ class PluginManager:
         shipped_dir: Path | None = SHIPPED_DIR,
         deadlines: runner.Deadlines | None = None,
         restart_policy: runner.RestartPolicy | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Plugins from the shipped folder, the user's folder and ``plugin_dirs``.
 
@@ -71,6 +72,9 @@ class PluginManager:
         ``environ`` (say ``os.environ``): then ``SANDCHAT_*`` settings and API keys come
         from it as they do for the CLI. ``settings=`` (from ``app.config.load``) replaces
         all of that. A bad ``config.toml`` raises ``app.config.SettingsError``.
+
+        ``timeout`` (seconds, the CLI's ``--timeout``) caps every generation deadline of
+        every plugin this manager starts.
         """
         if settings is None:
             if home is None:
@@ -80,7 +84,7 @@ class PluginManager:
         self.paths = settings.paths
         self._default_deadlines = deadlines
         self._restart_policy = restart_policy
-        self.timeout: float | None = None  # caps every generation deadline (the CLI's --timeout)
+        self._timeout = timeout
         self.shipped_dir = shipped_dir
         self._folders = ([(shipped_dir, "shipped")] if shipped_dir is not None else []) + [(self.paths.user_plugins, "user")]
         self._folders += [(Path(d), "dir") for d in plugin_dirs]
@@ -103,6 +107,11 @@ class PluginManager:
 
             self._default_deadlines = runner.Deadlines()
         return self._default_deadlines
+
+    @property
+    def timeout(self) -> float | None:
+        """The cap on every generation deadline (``timeout=``), fixed when the manager is made."""
+        return self._timeout
 
     @property
     def restart_policy(self) -> runner.RestartPolicy:

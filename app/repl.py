@@ -31,7 +31,7 @@ from runner import clean_text
 if TYPE_CHECKING:
     from app.chat import ChatSession
 
-__all__ = ["Repl"]
+__all__ = ["Repl", "YesNo"]
 
 
 class _SlashCompleter(Completer):
@@ -65,6 +65,19 @@ def _bindings() -> KeyBindings:
     return keys
 
 
+class YesNo:
+    """Asks a yes/no question on a prompt of its own: its own history, so a "y" is not a message to resend."""
+
+    def __init__(self) -> None:
+        self._prompt: PromptSession[str] = PromptSession()
+
+    def __call__(self, question: str) -> bool:
+        try:
+            return self._prompt.prompt(question).strip().lower() in ("y", "yes")
+        except (KeyboardInterrupt, EOFError):
+            return False
+
+
 class Repl:
     """Reads lines and runs them as messages or slash commands until the user leaves."""
 
@@ -72,14 +85,12 @@ class Repl:
         self.session = session
         history = session.manager.paths.data_dir / "chat_history"
         history.parent.mkdir(parents=True, exist_ok=True)
-        self.prompt = PromptSession(
+        self.prompt: PromptSession[str] = PromptSession(
             history=FileHistory(str(history)),
             completer=_SlashCompleter(session),
             complete_while_typing=True,
             key_bindings=_bindings(),
         )
-        self._questions: PromptSession[str] = PromptSession()  # its own history: a "y" is not a message to resend
-        session.confirm = self.confirm
         prepare()  # the commands' launcher thread starts now, not in a command a Ctrl-C may cut short
 
     def choose_plugin(self, session: ChatSession) -> str | None:
@@ -96,12 +107,6 @@ class Repl:
             return choice(title, options=options, default=session.plugin, key_bindings=keys)
         except (KeyboardInterrupt, EOFError):
             return None
-
-    def confirm(self, question: str) -> bool:
-        try:
-            return self._questions.prompt(question).strip().lower() in ("y", "yes")
-        except (KeyboardInterrupt, EOFError):
-            return False
 
     def run(self) -> None:
         with held_input(sys.stdin):  # a Ctrl-C between turns is a key for the next turn, not a stray SIGINT

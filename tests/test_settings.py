@@ -26,7 +26,7 @@ def test_per_plugin_deadlines_come_from_the_settings_file_and_timeout_caps_them(
     with PluginManager(settings=settings) as manager:
         deadlines = manager.config("echo").deadlines
         assert (deadlines.first_chunk, deadlines.total, deadlines.idle) == (30, 300, runner.Deadlines().idle)
-        manager.timeout = 5
+    with PluginManager(settings=settings, timeout=5) as manager:
         capped = manager.config("echo").deadlines
         assert (capped.first_chunk, capped.idle, capped.total) == (5, 5, 5)
 

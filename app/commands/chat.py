@@ -22,10 +22,9 @@ def chat(args: argparse.Namespace, context: Context) -> int:
         context.output.error("the chat needs a terminal; for pipes use: sandchat prompt")
         return EXIT_USAGE
     from app.chat import ChatSession
-    from app.repl import Repl
+    from app.repl import Repl, YesNo
 
     manager = context.manager
-    manager.timeout = getattr(args, "timeout", None)
     name = context.plugin_name(getattr(args, "plugin", None))
     if name not in manager.names():
         from app.refusals import NotInstalled
@@ -33,7 +32,12 @@ def chat(args: argparse.Namespace, context: Context) -> int:
         context.output.error(str(NotInstalled(name, manager.names())))
         return EXIT_USAGE
     session = ChatSession(
-        manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", None)
+        manager,
+        context.output,
+        name,
+        max_tokens=getattr(args, "max_tokens", 1024),
+        temperature=getattr(args, "temperature", None),
+        confirm=YesNo(),
     )
     session.conversation.system = getattr(args, "system", "") or ""
     session.warm(name)

@@ -76,7 +76,6 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     earlier = _earlier(args, context)
     if earlier is False:
         return EXIT_USAGE
-    context.manager.timeout = args.timeout
     name = context.plugin_name(args.plugin or (earlier.plugin if earlier else None))  # llm's rule: -c keeps the model
     system = args.system or (earlier.system if earlier else "")
     conversation = Conversation(system, earlier.messages if earlier else [], earlier.id if earlier else uuid.uuid4().hex)
