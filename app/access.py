@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 from app.grants import Grant, GrantStore, Lapsed, file_sha256, shipped_hashes
 
 if TYPE_CHECKING:
-    from app.config import Settings
     from app.discovery import Metadata, PluginFile
+    from app.settings import Settings
     from app.switches import SwitchStore
 
 __all__ = ["Access", "access_of", "check_startable", "grant_more", "granted", "is_disabled"]

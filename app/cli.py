@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, NoReturn
 from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from app.config import Settings
     from app.context import Context
+    from app.settings import Settings
 
 __all__ = ["build_parser", "main", "parse_args", "version"]
 
@@ -269,9 +269,9 @@ def _install_signal_handlers() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from app.config import SettingsError, load
     from app.context import Context
     from app.render import Output
+    from app.settings import SettingsError, load
 
     args = parse_args(argv)
     output = Output.for_process(os.environ)

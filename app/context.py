@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.config import Settings
 from app.render import Output
+from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.manager import PluginManager

@@ -217,8 +217,8 @@ def discover(folders: Iterable[tuple[Path, str]], previous: Discovery | None = N
             if reason:
                 skipped.append(Skipped(path, reason, _candidate(path)))
                 continue
-            plugin = _read_file(path, source, known)
-            found.setdefault(plugin.name, []).append(plugin)
+            plugin_file = _read_file(path, source, known)
+            found.setdefault(plugin_file.name, []).append(plugin_file)
     companions = {f.path.parent / name for files in found.values() for f in files for name in f.metadata.files}
     skipped = [s for s in skipped if s.path not in companions]  # a plugin's own data file, not a skipped plugin
     plugins = {name: files[0] for name, files in found.items() if len(files) == 1}

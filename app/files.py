@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.config import SettingsError
+from app.settings import SettingsError
 
 __all__ = ["JsonFile", "file_stamp"]
 

@@ -88,23 +88,23 @@ class GrantStore:
     def _save(self, grants: dict[str, Grant]) -> None:
         self._file.write({"version": 1, "grants": {name: _entry(g) for name, g in sorted(grants.items())}})
 
-    def grant(self, plugin: str, sha256: str, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
+    def grant(self, name: str, sha256: str, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
         grants = self.load()
-        grants[plugin] = Grant(plugin, sha256, tuple(network), tuple(env), time.time())
+        grants[name] = Grant(name, sha256, tuple(network), tuple(env), time.time())
         self._save(grants)
-        return grants[plugin]
+        return grants[name]
 
-    def remove(self, plugin: str, network: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Grant | None:
+    def remove(self, name: str, network: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Grant | None:
         """Take ``network`` and ``env`` out of ``plugin``'s grant; the rest stays. None if it had none."""
         grants = self.load()
-        old = grants.get(plugin)
+        old = grants.get(name)
         if old is None:
             return None
-        return self.grant(plugin, old.sha256, tuple(e for e in old.network if e not in network), tuple(v for v in old.env if v not in env))
+        return self.grant(name, old.sha256, tuple(e for e in old.network if e not in network), tuple(v for v in old.env if v not in env))
 
-    def revoke(self, plugin: str) -> bool:
+    def revoke(self, name: str) -> bool:
         grants = self.load()
-        if grants.pop(plugin, None) is None:
+        if grants.pop(name, None) is None:
             return False
         self._save(grants)
         return True

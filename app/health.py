@@ -89,23 +89,23 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
         report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
         access = access_of(plugin_file, manager.grants)
         report.update(profile=access.profile, network=list(access.network), env=list(access.env))
-        client = manager.client(name)
+        handle = manager.handle(name)
     except runner.PluginError as exc:
         report.update(state="disabled" if isinstance(exc, Disabled) else "failed", last_error=str(exc))
         return
     try:
-        client.start()  # start-up is reported on its own; the ping measures a warm round trip
-        report["ping_ms"] = round(client.ping() * 1000, 3)
-        report["probe_tokens"] = client.count_tokens(_PROBE_TEXT)
+        handle.start()  # start-up is reported on its own; the ping measures a warm round trip
+        report["ping_ms"] = round(handle.ping() * 1000, 3)
+        report["probe_tokens"] = handle.count_tokens(_PROBE_TEXT)
         report["healthy"] = True
-        readiness = client.readiness()
+        readiness = handle.readiness()
         report.update(ready=readiness.ready, not_ready=readiness.reason, counting=readiness.counting)
     except runner.PluginError as exc:
         report["last_error"] = str(exc)
         if report["healthy"]:  # alive, but its check() failed: that is a reason too
             report.update(ready=False, not_ready=str(exc))
-    report["state"] = client.state
-    _fill_runtime(report, client)
+    report["state"] = handle.state
+    _fill_runtime(report, handle)
 
 
 def _optional_layers() -> list[str]:
@@ -122,19 +122,19 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
 
 
-def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
-    client.network_use()  # its connections and refusals are in the health log before it is read
-    stats = client.stats
-    hello = client.hello
+def _fill_runtime(report: dict[str, Any], handle: runner.Plugin) -> None:
+    handle.network_use()  # its connections and refusals are in the health log before it is read
+    stats = handle.stats
+    hello = handle.hello
     sandbox = hello.get("sandbox") or {}
-    uptime = client.uptime()
-    contained = client.containment()  # the host's facts, beside what the child reported
+    uptime = handle.uptime()
+    contained = handle.containment()  # the host's facts, beside what the child reported
     cage = [f"cgroup ({contained['cgroup']})"] if contained.get("cgroup") else []
-    if client.config.sandbox.brokered:
+    if handle.config.sandbox.brokered:
         cage.append("egress-broker")  # the host makes its connections, for granted names only
     uncaged = [f"cgroup: {contained['cgroup_missing']}"] if contained.get("cgroup_missing") else []
     report.update(
-        pid=client.pid,
+        pid=handle.pid,
         layers=_strings(sandbox.get("layers")) + cage,
         missing_layers=_strings(sandbox.get("missing")) + uncaged + _optional_layers(),
         uptime_s=round(uptime, 3) if uptime is not None else None,
@@ -143,11 +143,11 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
         errors=stats.errors,
         timeouts=stats.timeouts,
         restarts=max(0, stats.starts - 1),
-        rss_bytes=runner.resident_bytes(client.pid) if client.pid else None,
+        rss_bytes=runner.resident_bytes(handle.pid) if handle.pid else None,
         memory_bytes=contained.get("memory_bytes"),
         cgroup=contained.get("cgroup"),
         last_error=report["last_error"] or stats.last_error,
-        stderr_tail=list(client.stderr_tail(5)),
+        stderr_tail=list(handle.stderr_tail(5)),
     )
     report["class"] = str(hello["class"]) if hello.get("class") else None
     report["doc"] = str(hello.get("doc") or "")

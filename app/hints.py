@@ -56,17 +56,17 @@ def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint
     if isinstance(error, runner.PluginSandboxError) and "Landlock" in str(error):
         return Hint("no-landlock", _NO_LANDLOCK)
     try:
-        plugin = manager.plugin_file(name)
+        plugin_file = manager.plugin_file(name)
     except runner.PluginError:
         return None
-    access = access_of(plugin, manager.grants)
+    access = access_of(plugin_file, manager.grants)
     refused = _refused_endpoint(error)
     if refused is not None and refused not in access.network:
         command = f"sandchat plugins grant {name} --network {refused}"
         return Hint(
             "grant-network", f"plugin {name!r} tried to reach {refused}, which is not granted: run {command}", command, network=(refused,)
         )
-    meta = plugin.metadata
+    meta = plugin_file.metadata
     if access.lapsed is not None:
         return for_lapsed(access.lapsed, meta)
     if access.grant is None and (meta.network or meta.env):

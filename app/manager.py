@@ -1,8 +1,11 @@
-"""PluginManager: the app's one entry to plugins — discover, configure, start lazily, report.
+"""PluginManager: the registry of plugins and the lifecycle of their handles.
 
-It turns a discovered plugin file plus the user's grants into a runner
-``PluginConfig`` (sandbox profile, paths, environment) and hands out ``Plugin``
-handles, which are ``LLMClient`` objects. Plugins start on first use.
+It discovers the plugin files in its folders (and rescans them: :meth:`refresh`,
+:meth:`watch`), hands out one handle per plugin name (a ``runner.Plugin``, which is an
+``LLMClient`` whose process starts on first use), and stops and drops them. It holds the
+user's stores (grants, keys, switches, the health log); what a start may do is decided
+by ``app.access`` (may it start, under which grant) and ``app.policy`` (the launch
+config), each time the runner starts or restarts a plugin.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.access import check_startable, is_disabled
-from app.config import Settings
-from app.config import load as load_settings
 from app.discovery import Discovery, PluginFile, discover
 from app.files import file_stamp
 from app.grants import GrantStore
 from app.keys import KeyStore
+from app.settings import Settings
+from app.settings import load as load_settings
 from app.switches import SwitchStore
 
 if TYPE_CHECKING:
@@ -70,8 +73,8 @@ class PluginManager:
         ``[plugins.NAME]`` deadlines and ``max_reply``), the grants, keys and switches in
         ``H``, and plugins in ``H/plugins``. It reads no environment variable unless given
         ``environ`` (say ``os.environ``): then ``SANDCHAT_*`` settings and API keys come
-        from it as they do for the CLI. ``settings=`` (from ``app.config.load``) replaces
-        all of that. A bad ``config.toml`` raises ``app.config.SettingsError``.
+        from it as they do for the CLI. ``settings=`` (from ``app.settings.load``) replaces
+        all of that. A bad ``config.toml`` raises ``app.settings.SettingsError``.
 
         ``timeout`` (seconds, the CLI's ``--timeout``) caps every generation deadline of
         every plugin this manager starts.
@@ -93,7 +96,7 @@ class PluginManager:
         self.switches = SwitchStore(self.paths.switches_file)
         self._events: HealthLog | None = None
         self._discovery: Discovery | None = None
-        self._clients: dict[str, runner.Plugin] = {}
+        self._handles: dict[str, runner.Plugin] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._stopped = threading.Event()
@@ -187,11 +190,11 @@ class PluginManager:
         """The plugin's state in the one vocabulary of ``runner.STATES``, without starting it."""
         if self.is_disabled(name):
             return "disabled"
-        client = self._clients.get(name)
-        if client is not None:
-            return client.state
-        plugin = self.discovery.plugins.get(name)
-        return "failed" if plugin is None or plugin.metadata_error else "stopped"
+        handle = self._handles.get(name)
+        if handle is not None:
+            return handle.state
+        plugin_file = self.discovery.plugins.get(name)
+        return "failed" if plugin_file is None or plugin_file.metadata_error else "stopped"
 
     def plugin_file(self, name: str) -> PluginFile:
         """The discovered file of plugin ``name``; raises ``SafeMode``, ``Ambiguous`` or ``NotInstalled``."""
@@ -209,16 +212,19 @@ class PluginManager:
 
     # -- launching -----------------------------------------------------------------------
 
-    def config(self, name: str) -> runner.PluginConfig:
+    def launch_config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name``'s next start (``app.policy`` decides it)."""
         from app.policy import launch_config
 
         return launch_config(self.plugin_file(name), self.settings, self.grants, self.keys, self.deadlines, self.timeout)
 
-    # -- clients -------------------------------------------------------------------------
+    # -- handles -------------------------------------------------------------------------
 
-    def client(self, name: str) -> runner.Plugin:
-        """The ``LLMClient`` for plugin ``name``; its process starts on first use."""
+    def handle(self, name: str) -> runner.Plugin:
+        """The handle of plugin ``name`` (a ``runner.Plugin``, an ``LLMClient``); its process starts on first use.
+
+        Raises a refusal (``app.refusals``) when the plugin may not start at all now.
+        """
         import runner
         from app.refusals import ShuttingDown
 
@@ -226,48 +232,50 @@ class PluginManager:
             raise ShuttingDown(name)
         check_startable(name, self.settings, self.switches)
         known = self.discovery.plugins.get(name)
-        if known is not None and name in self._clients and file_stamp(known.path) != known.stamp:
+        if known is not None and name in self._handles and file_stamp(known.path) != known.stamp:
             self.refresh()  # its file changed since we last looked: restart it from the new file
         with self._lock:
             if self._closed:  # looked at again under the lock that close() takes: no handle outlives it
                 raise ShuttingDown(name)
-            existing = self._clients.get(name)
+            existing = self._handles.get(name)
             if existing is not None:
                 return existing
             if not self._hardened:
                 runner.harden_host()
                 self._hardened = True
             # Each start and restart decides again, from the file as it is then.
-            client = self._clients[name] = runner.Plugin(lambda: self.config(name), policy=self.restart_policy, on_event=self.events.record)
-            return client
+            handle = runner.Plugin(lambda: self.launch_config(name), policy=self.restart_policy, on_event=self.events.record)
+            self._handles[name] = handle
+            return handle
 
     def forget(self, name: str) -> None:
         """Stop plugin ``name`` and drop its handle: the next use rebuilds its configuration."""
         with self._lock:
-            client = self._clients.pop(name, None)
-        if client is not None:
-            client.close(f"its file changed or was removed; get a new handle: manager.client({name!r})")
+            handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.close(f"its file changed or was removed; get a new handle: manager.handle({name!r})")
 
-    def running(self) -> dict[str, runner.Plugin]:
-        return dict(self._clients)
+    def handles(self) -> dict[str, runner.Plugin]:
+        """Every handle given out and not forgotten, by name: running or not (see each one's ``state``)."""
+        return dict(self._handles)
 
     def check_idle(self) -> dict[str, bool]:
         """Ping every running, idle plugin (a liveness check); busy ones are left alone."""
-        results = {name: client.check_alive() for name, client in list(self._clients.items())}
+        results = {name: handle.check_alive() for name, handle in list(self._handles.items())}
         return {name: ok for name, ok in results.items() if ok is not None}
 
     def close(self) -> None:
         """Stop every plugin process for good; safe to call twice, and from any thread.
 
         Every handle, obtained before or during the close, refuses calls afterwards
-        (``PluginUnavailable``, reason ``"closed"``), and ``client()`` refuses new ones.
+        (``PluginUnavailable``, reason ``"closed"``), and ``handle()`` refuses new ones.
         """
         with self._lock:
             self._closed = True
-            clients = list(self._clients.values())
+            handles = list(self._handles.values())
         self._stopped.set()
-        for client in clients:
-            client.close()
+        for handle in handles:
+            handle.close()
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5.0)  # it wakes at once from its wait; a refresh in flight is bounded by the disk

@@ -10,7 +10,7 @@ read for this start, the access they are granted (``app.access``) and the settin
 * **Write**: its own scratch folder (its ``HOME`` and ``TMPDIR``) and ``/dev/null``.
 * **Reach**: nothing in the ``untrusted`` profile; in ``network``, exactly the granted
   endpoints, through the host (and the user's proxy, if set).
-* **Environment**: :data:`~app.config.HOST_ENV_PASSTHROUGH`, the certificate variables
+* **Environment**: :data:`~app.settings.HOST_ENV_PASSTHROUGH`, the certificate variables
   for ``network`` (:data:`NETWORK_ENV`), and the granted variables' values (environment
   first, then the keys file). Nothing else of the user's environment.
 * **Deadlines** and ``max_reply``: the manager's deadlines, overridden by the settings
@@ -31,11 +31,11 @@ from typing import Any
 import runner
 from app.access import Access, access_of
 from app.companions import CompanionError, companion_paths
-from app.config import HOST_ENV_PASSTHROUGH, Settings
 from app.discovery import Metadata, MetadataError, PluginFile, metadata_of
 from app.grants import GrantStore
 from app.keys import KeyStore
 from app.refusals import BadSetting
+from app.settings import HOST_ENV_PASSTHROUGH, Settings
 
 __all__ = ["NETWORK_ENV", "NETWORK_READ", "SYSTEM_READ", "deadlines_for", "launch_config", "read_code", "runner_root"]
 

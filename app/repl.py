@@ -104,7 +104,7 @@ class Repl:
 
         title = FormattedText([("bold", "LLM Plugin"), ("", "\n"), ("fg:ansibrightblack", MENU_KEYS)])
         try:
-            return choice(title, options=options, default=session.plugin, key_bindings=keys)
+            return choice(title, options=options, default=session.plugin_name, key_bindings=keys)
         except (KeyboardInterrupt, EOFError):
             return None
 
@@ -126,7 +126,7 @@ class Repl:
     def _once(self) -> bool:
         """One prompt and its turn; False when the chat should end (/exit)."""
         self.session.flush_notices()
-        line = self.prompt.prompt(f"{self.session.plugin}› ")
+        line = self.prompt.prompt(f"{self.session.plugin_name}› ")
         if not line.strip():
             return True
         if line.startswith("/"):
@@ -211,14 +211,14 @@ def plugin_menu(session: ChatSession) -> list[tuple[str, str]]:
 
 def _why(session: ChatSession, name: str, state: str) -> str:
     """Why a plugin cannot answer, in words: its last error without the "plugin 'x'" prefix."""
-    plugin = session.manager.discovery.plugins[name]
-    client = session.manager.running().get(name)
+    plugin_file = session.manager.discovery.plugins[name]
+    handle = session.manager.handles().get(name)
     if state == "disabled":
         return ""
-    if plugin.metadata_error:
-        return ": " + _cut(clean_text(plugin.metadata_error, keep_newlines=False), 50)
-    if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
-        return ": " + _cut(client.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
+    if plugin_file.metadata_error:
+        return ": " + _cut(clean_text(plugin_file.metadata_error, keep_newlines=False), 50)
+    if state in ("failed", "quarantined", "restarting") and handle is not None and handle.stats.last_error:
+        return ": " + _cut(handle.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
     known = session.readiness.get(name)
     if known is not None and not known.ready:
         return ", not ready: " + _cut(clean_text(known.reason, keep_newlines=False), 40)

@@ -99,7 +99,7 @@ def test_chat_keeps_a_cut_answer_marked_incomplete(manager: PluginManager) -> No
 @pytest.mark.timeout(60)
 def test_ctrl_c_before_any_text_leaves_no_empty_assistant_message(manager: PluginManager) -> None:
     session, out, err = session_for(manager, "sup_timing")
-    client = manager.client("sup_timing")
+    client = manager.handle("sup_timing")
     client.start()
     main = threading.get_ident()
 
@@ -245,7 +245,7 @@ def test_adding_an_endpoint_to_a_shipped_plugin_keeps_what_it_ships_with(home: P
     with PluginManager([], home) as manager:
         access = access_of(manager.plugin_file("openai_compatible"), manager.grants)
         assert access.profile == "network" and access.grant is not None and access.grant.source == "user"
-        assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]
+        assert [str(e) for e in manager.launch_config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]
 
 
 @pytest.mark.timeout(60)

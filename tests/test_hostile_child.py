@@ -18,9 +18,9 @@ import pytest
 
 import runner
 from app import PluginManager
-from app.config import Paths, Settings
 from app.health import probe_all
 from app.hints import hint_for
+from app.settings import Paths, Settings
 from tests.conftest import FAST, TEST_PLUGINS
 
 pytestmark = pytest.mark.timeout(90)
@@ -61,11 +61,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def echo_still_answers(manager: PluginManager) -> None:
-    assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+    assert manager.handle("echo").generate_response("", "still here") == "echo: still here"
 
 
 def test_a_message_of_sixteen_million_empty_arrays_is_refused_before_it_is_decoded(hostile: PluginManager) -> None:
-    client = hostile.client("amplify")
+    client = hostile.handle("amplify")
     client.start()
     errors: list[BaseException] = []
 
@@ -87,14 +87,14 @@ def test_a_message_nested_a_thousand_deep_is_a_protocol_error_not_a_recursion_er
     """Short messages cannot exceed the object budget and are shape-checked without recursion;
     longer ones are scanned first and refused for their depth."""
     with pytest.raises(runner.PluginProtocolError) as caught:
-        hostile.client("deep").generate_response("", str(padding))
+        hostile.handle("deep").generate_response("", str(padding))
     text = one_line(caught.value)
     assert "nested more than 16 deep" in text or (not padding and "malformed message a list of 4 items" in text), text
     echo_still_answers(hostile)
 
 
 def test_an_endless_stream_stops_at_max_reply_and_is_not_kept(hostile: PluginManager) -> None:
-    client = hostile.client("endless")
+    client = hostile.handle("endless")
     client.start()
     seen: list[int] = []
 
@@ -117,11 +117,11 @@ def test_a_bad_max_reply_setting_is_one_line(home: Path) -> None:
     settings = Settings(paths=Paths.from_home(home), plugin_options={"echo": {"max_reply": "lots"}})
     with PluginManager([TEST_PLUGINS], settings=settings) as manager:
         with pytest.raises(runner.PluginUnavailable, match="bad max_reply in the settings file: 'lots'"):
-            manager.client("echo")
+            manager.handle("echo")
 
 
 def test_a_forged_hello_does_not_replace_the_hosts_facts(hostile: PluginManager) -> None:
-    client = hostile.client("liar")
+    client = hostile.handle("liar")
     hello = client.start()
     assert hello["pid"] == client.pid != 1
     report = hello["sandbox"]  # what the child's trusted code sent before the plugin ran
@@ -135,7 +135,7 @@ def test_a_forged_hello_does_not_replace_the_hosts_facts(hostile: PluginManager)
 
 def test_a_hello_with_an_impossible_context_window_is_refused(hostile: PluginManager) -> None:
     with pytest.raises(runner.PluginStartError) as caught:
-        hostile.client("liar_window").start()
+        hostile.handle("liar_window").start()
     assert "sent a bad hello: field 'context_window' is missing or invalid" in one_line(caught.value)
     report = probe_all(hostile, ["liar_window"])[0]
     assert not report["healthy"] and "context_window" in report["last_error"]
@@ -144,7 +144,7 @@ def test_a_hello_with_an_impossible_context_window_is_refused(hostile: PluginMan
 
 def test_plugin_code_cannot_pass_for_a_sandbox_failure(hostile: PluginManager) -> None:
     with pytest.raises(runner.PluginStartError) as caught:
-        hostile.client("exit78").start()
+        hostile.handle("exit78").start()
     assert not isinstance(caught.value, runner.PluginSandboxError)
     assert "exited with status 78 before its hello" in one_line(caught.value)
     fix = hint_for(hostile, "exit78", caught.value)
@@ -155,7 +155,7 @@ def test_plugin_code_cannot_pass_for_a_sandbox_failure(hostile: PluginManager) -
 
 @pytest.mark.parametrize("call", ["count_tokens", "ping", "generate_response", "stream"])
 def test_a_call_on_the_thread_reading_a_stream_fails_at_once_and_the_stream_goes_on(hostile: PluginManager, call: str) -> None:
-    client = hostile.client("stream_reentry")
+    client = hostile.handle("stream_reentry")
     actions = {
         "count_tokens": lambda: client.count_tokens("x"),
         "ping": client.ping,

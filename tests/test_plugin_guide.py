@@ -29,7 +29,7 @@ import pytest
 
 import runner
 from app.cli import build_parser
-from app.config import load
+from app.settings import load
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugin-guide.md"
 _FENCE = re.compile(r"^```(?P<lang>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)

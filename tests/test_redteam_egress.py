@@ -54,7 +54,7 @@ def redteam(home: Path, environ: dict[str, str] | None = None) -> Iterator[Plugi
 
 
 def run(manager: PluginManager, order: dict[str, Any]) -> list[str]:
-    lines = manager.client(NAME).generate_response("", json.dumps(order)).splitlines()
+    lines = manager.handle(NAME).generate_response("", json.dumps(order)).splitlines()
     assert lines, "the attack said nothing"
     return lines
 
@@ -66,7 +66,7 @@ def assert_no_leak(lines: list[str]) -> None:
 
 def start_network(manager: PluginManager, name: str, *endpoints: str) -> runner.Plugin:
     grant_network(manager, name, *endpoints)
-    client = manager.client(name)
+    client = manager.handle(name)
     assert client.start()["sandbox"]["profile"] == "network"
     return client
 
@@ -293,9 +293,9 @@ def test_a_connect_the_host_waits_on_starves_no_one(home: Path, host: Host) -> N
             start_network(manager, "rt_bystander", f"127.0.0.1:{port(granted)}")
             assert run(manager, {"attack": "slow", "g": 443}) == ["STARTED"]
             assert proxy.asked.wait(10)  # the host is now inside the slow connect
-            assert manager.client("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
+            assert manager.handle("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
             assert accepted(granted) == [b"bystander"]
-            assert manager.client(NAME).generate_response("", "ping") == "pong"
+            assert manager.handle(NAME).generate_response("", "ping") == "pong"
             assert_host_healthy(manager, host)
             proxy.release.set()
             assert proxy.done.wait(10) and proxy.payloads == [b"slow"]
@@ -341,11 +341,11 @@ def test_hostile_frames_end_only_that_broker(home: Path, host: Host, thread_erro
         for kind in _ENDS_CLEANLY:
             (line,) = run(manager, {"attack": "poison", "kind": kind, "g": port(granted), "u": port(other)})
             assert line.startswith("BLOCKED: "), line
-            assert manager.client(NAME).generate_response("", "ping") == "pong"  # the plugin lives on
+            assert manager.handle(NAME).generate_response("", "ping") == "pong"  # the plugin lives on
             stop_and_reap(client)
             assert thread_errors == [], (kind, thread_errors)
         assert accepted(other) == []
-        assert manager.client("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
+        assert manager.handle("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
         assert accepted(granted) == [b"bystander"]
         assert_host_healthy(manager, host)
 
@@ -383,8 +383,8 @@ def test_a_broker_stuffed_with_unread_replies_blocks_only_that_plugin(home: Path
         start_network(manager, "rt_bystander", f"127.0.0.1:{port(granted)}")
         (line,) = run(manager, {"attack": "stuff"})
         assert line.startswith("STUFFED: ")
-        assert manager.client("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
-        assert manager.client(NAME).generate_response("", "ping") == "pong"
+        assert manager.handle("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
+        assert manager.handle(NAME).generate_response("", "ping") == "pong"
         assert_host_healthy(manager, host)
         stop_and_reap(client)  # the blocked broker thread ends with its plugin
         assert accepted(granted) == [b"bystander"]
@@ -395,7 +395,7 @@ def test_a_broker_stuffed_with_unread_replies_blocks_only_that_plugin(home: Path
 
 def refused_call(manager: PluginManager, op: str, host_name: str, port_number: Any, family: int = 0) -> runner.PluginRaised:
     with pytest.raises(runner.PluginRaised) as failure:
-        manager.client(NAME).generate_response(
+        manager.handle(NAME).generate_response(
             "", json.dumps({"attack": "hint", "op": op, "host": host_name, "port": port_number, "family": family})
         )
     return failure.value

@@ -41,5 +41,5 @@ def test_a_modified_shipped_plugin_loses_its_trust(tmp_path: Path, home: Path) -
     with PluginManager(home=home, shipped_dir=shipped) as manager:
         access = access_of(manager.plugin_file("claude"), manager.grants)
         assert (access.profile, access.grant) == ("untrusted", None)
-        config = manager.config("claude")
+        config = manager.launch_config("claude")
         assert config.sandbox.profile == "untrusted" and "ANTHROPIC_API_KEY" not in config.env

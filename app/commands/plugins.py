@@ -42,22 +42,22 @@ def _not_installed(context: Context, name: str) -> int:
     return EXIT_USAGE
 
 
-def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
+def _listing(context: Context, plugin_file: PluginFile) -> dict[str, Any]:
     manager = context.manager
-    access = access_of(plugin, manager.grants)
-    state = manager.state(plugin.name)
+    access = access_of(plugin_file, manager.grants)
+    state = manager.state(plugin_file.name)
     return {
-        "name": plugin.name,
+        "name": plugin_file.name,
         "state": state,
         "profile": access.profile,
         "network": list(access.network),
         "env": list(access.env),
-        "requested_network": list(plugin.metadata.network),
-        "requested_env": list(plugin.metadata.env),
-        "source": plugin.source,
-        "path": str(plugin.path),
-        "description": plugin.metadata.description,
-        "problem": plugin.metadata_error or (for_lapsed(access.lapsed).text if access.lapsed else None),
+        "requested_network": list(plugin_file.metadata.network),
+        "requested_env": list(plugin_file.metadata.env),
+        "source": plugin_file.source,
+        "path": str(plugin_file.path),
+        "description": plugin_file.metadata.description,
+        "problem": plugin_file.metadata_error or (for_lapsed(access.lapsed).text if access.lapsed else None),
     }
 
 
@@ -218,29 +218,29 @@ def toggle(args: argparse.Namespace, context: Context) -> int:
 def grant(args: argparse.Namespace, context: Context) -> int:
     """Add permissions: what the file requests, or exactly the --network/--env given; never removes any."""
     manager = context.manager
-    plugin = manager.discovery.plugins.get(args.name)
-    if plugin is None:
+    plugin_file = manager.discovery.plugins.get(args.name)
+    if plugin_file is None:
         return _not_installed(context, args.name)
     named = args.network is not None or args.env is not None  # then exactly what is named, nothing more
-    network = args.network or () if named else plugin.metadata.network
-    env = args.env or () if named else plugin.metadata.env
+    network = args.network or () if named else plugin_file.metadata.network
+    env = args.env or () if named else plugin_file.metadata.env
     try:
         wanted = Metadata(network=tuple(network), env=tuple(env))
     except MetadataError as exc:
         context.output.error(f"plugin {args.name!r}: {exc}")
         return EXIT_USAGE
-    before_net, before_env = granted(plugin, manager.grants)
+    before_net, before_env = granted(plugin_file, manager.grants)
     out = context.output
-    out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
+    out.write(f"plugin {plugin_file.name!r} ({plugin_file.path})\n")
     for label, before, added in (("network", before_net, wanted.network), ("env", before_env, wanted.env)):
         new = [item for item in added if item not in before]
         shown = ", ".join([*before, *new]) or "none"
         out.write(f"  {label.strip() + ':':<8} {shown}" + (f"  (adds {', '.join(new)})" if new and before else "") + "\n")
-    if not args.yes and not _confirm(f"grant these to {plugin.name!r}?"):
-        context.output.error(f"plugin {plugin.name!r}: nothing granted")
+    if not args.yes and not _confirm(f"grant these to {plugin_file.name!r}?"):
+        context.output.error(f"plugin {plugin_file.name!r}: nothing granted")
         return EXIT_PLUGIN
-    grant_more(plugin, manager.grants, wanted.network, wanted.env)
-    out.write(f"granted; bound to this version of {plugin.path.name}: any change to the file revokes it\n")
+    grant_more(plugin_file, manager.grants, wanted.network, wanted.env)
+    out.write(f"granted; bound to this version of {plugin_file.path.name}: any change to the file revokes it\n")
     return EXIT_OK
 
 
@@ -257,11 +257,11 @@ def revoke(args: argparse.Namespace, context: Context) -> int:
     """Take back named permissions (--network/--env), or everything when none is named."""
     manager = context.manager
     grants = manager.grants
-    plugin = manager.discovery.plugins.get(args.name)
-    if plugin is None and args.name not in grants.load():
+    plugin_file = manager.discovery.plugins.get(args.name)
+    if plugin_file is None and args.name not in grants.load():
         return _not_installed(context, args.name)
-    if plugin is not None and args.name not in grants.load():
-        shipped = access_of(plugin, manager.grants).grant
+    if plugin_file is not None and args.name not in grants.load():
+        shipped = access_of(plugin_file, manager.grants).grant
         if shipped is not None and shipped.source == "shipped":
             what = ", ".join(shipped.network + shipped.env) or "nothing"
             context.output.write(f"plugin {args.name!r} has no grant of yours; it keeps what it ships with ({what}); "
