@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from app.grants import Lapsed
     from app.manager import PluginManager
 
-__all__ = ["Hint", "HintKind", "for_lapsed", "hint_for"]
+__all__ = ["Hint", "HintKind", "for_lapsed", "hint_for", "requests"]
 
 #: What a hint is about: a kernel without Landlock (a setting), an endpoint the host refused, a
 #: grant that lapsed with the file, a request never granted, or a variable that is not set.
@@ -70,14 +70,18 @@ def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint
     if access.lapsed is not None:
         return for_lapsed(access.lapsed, meta)
     if access.grant is None and (meta.network or meta.env):
-        wants = "; ".join(filter(None, [
-            f"network {', '.join(meta.network)}" if meta.network else "",
-            f"env {', '.join(meta.env)}" if meta.env else "",
-        ]))  # fmt: skip
         command = f"sandchat plugins grant {name}"
-        text = f"plugin {name!r} requests {wants}, not granted; to grant it, run: {command}"
+        text = f"plugin {name!r} requests {requests(meta)}, not granted; to grant it, run: {command}"
         return Hint("grant-requested", text, command, network=meta.network, env=meta.env)
     return _unset_variable(manager, name, error, (*access.env, *meta.env))
+
+
+def requests(meta: Metadata) -> str:
+    """What a metadata block requests, in words: ``network a:443, b:443; env X_KEY``, or ``nothing``."""
+    return "; ".join(filter(None, [
+        f"network {', '.join(meta.network)}" if meta.network else "",
+        f"env {', '.join(meta.env)}" if meta.env else "",
+    ])) or "nothing"  # fmt: skip
 
 
 def for_lapsed(lapsed: Lapsed, meta: Metadata | None = None) -> Hint:
