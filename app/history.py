@@ -142,7 +142,7 @@ def _take(
         total = used + sum(counts) + MESSAGE_OVERHEAD * len(counts)  # type: ignore[arg-type]
         if total <= available:
             return len(counts), total
-        totals = list(accumulate(map(add, reversed(counts), repeat(MESSAGE_OVERHEAD)), initial=used))  # type: ignore[arg-type]
+        totals = list(accumulate(map(add, reversed(counts), repeat(MESSAGE_OVERHEAD)), initial=used))
         taken = bisect_right(totals, available) - 1  # totals only grow: each message costs at least the overhead
         if taken <= 0 and newest:
             raise TooLong(totals[1], max(0, available))

@@ -86,4 +86,4 @@ def interruptible(work: Callable[[], T], on_cancel: Callable[[], object] | None 
     ok, value = outcome[0]
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    return value

@@ -59,7 +59,7 @@ def _bindings() -> KeyBindings:
     keys = KeyBindings()
 
     @keys.add("escape", "enter")
-    def _newline(event) -> None:  # type: ignore[no-untyped-def]
+    def _newline(event) -> None:
         event.current_buffer.insert_text("\n")
 
     return keys
@@ -99,7 +99,7 @@ class Repl:
         keys = KeyBindings()
 
         @keys.add("escape", eager=True)
-        def _cancel(event) -> None:  # type: ignore[no-untyped-def]
+        def _cancel(event) -> None:
             event.app.exit(result=None, style="class:aborting")
 
         title = FormattedText([("bold", "LLM Plugin"), ("", "\n"), ("fg:ansibrightblack", MENU_KEYS)])
