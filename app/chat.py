@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import runner
+from app.access import grant_more
 from app.chatlog import ChatLog, Exchange
+from app.hints import hint_for
 from app.history import Conversation, TooLong
 from app.interrupt import interruptible
+from app.refusals import NotInstalled
 from app.stream import Spinner, WordWrap
 from app.tokencache import TokenCounter
 from app.transcript import Reply, Sources, markdown, recap
@@ -52,10 +55,20 @@ def describe(changes: Changes) -> str:
 class ChatSession:
     """One chat in the terminal: the conversation, the current plugin, the log."""
 
-    def __init__(self, manager: PluginManager, output: Output, plugin: str, *, max_tokens: int, temperature: float | None) -> None:
+    def __init__(
+        self,
+        manager: PluginManager,
+        output: Output,
+        plugin_name: str,
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        confirm: Callable[[str], bool] = lambda question: False,
+    ) -> None:
+        """``confirm`` asks the user a yes/no question (the terminal's ``YesNo``); without one, every answer is no."""
         self.manager = manager
         self.output = output
-        self.plugin = plugin
+        self.plugin_name = plugin_name  # the current plugin: the one that answers the next message
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.conversation = Conversation()
@@ -67,7 +80,7 @@ class ChatSession:
         self.sources = Sources()  # which plugin gave each reply: kept beside the messages, never sent
         self._recap: list[Exchange] = []  # the resumed conversation's exchanges, until shown
         self.readiness: dict[str, runner.Readiness] = {}  # each plugin's last check(), from warm()
-        self.confirm: Callable[[str], bool] = lambda question: False
+        self.confirm = confirm
 
     # -- plugins -------------------------------------------------------------------------
 
@@ -76,9 +89,9 @@ class ChatSession:
 
         def start() -> None:
             try:
-                client = self.manager.client(name)
-                client.start()
-                self.readiness[name] = client.readiness()  # for the menu and /tokens; spends no tokens
+                handle = self.manager.handle(name)
+                handle.start()
+                self.readiness[name] = handle.readiness()  # for the menu and /tokens; spends no tokens
             except runner.PluginError:
                 pass  # reported when the user actually asks this plugin something
 
@@ -103,10 +116,10 @@ class ChatSession:
         """
         if name not in self.manager.names():
             self.flush_notices()
-            self.output.error(f"plugin {name!r} is not installed (available: {', '.join(self.manager.names())})")
+            self.output.error(str(NotInstalled(name, self.manager.names())))
             return False
         spinner = Spinner(self.output, f"starting {name}…")
-        running = {plugin for plugin, client in self.manager.running().items() if client.running}
+        running = {started for started, handle in self.manager.handles().items() if handle.running}
         try:
             readiness = self.readiness[name] = interruptible(
                 lambda: self._start(name, spinner), lambda: self.stop_started(running), name="switch"
@@ -114,11 +127,11 @@ class ChatSession:
         except runner.PluginError as exc:
             spinner.stop()
             self.flush_notices()
-            self.output.error(f"{exc}; still chatting with {self.plugin!r}")
+            self.output.error(f"{exc}; still chatting with {self.plugin_name!r}")
             return False
         finally:
             spinner.stop()  # Ctrl-C too: the line is clean for "cancelled", and the current plugin stays
-        self.plugin = name
+        self.plugin_name = name
         why = "" if readiness.ready else f", but it is not ready: {readiness.reason}"
         self.notice(f"Now chatting with {name!r}{why}; the conversation is kept.")
         return True
@@ -126,20 +139,20 @@ class ChatSession:
     def _start(self, name: str, spinner: Spinner) -> runner.Readiness:
         """Start ``name`` and ask if it is ready, on the switch's own thread: it writes nothing but the spinner."""
         spinner.start()  # here, not in the main thread: a Ctrl-C must not land in Thread.start
-        client = self.manager.client(name)
-        client.start()
-        return client.readiness()
+        handle = self.manager.handle(name)
+        handle.start()
+        return handle.readiness()
 
     def stop_started(self, before: set[str]) -> None:
         """Stop the plugins running now but not in ``before`` (say, started by /health) that the chat is not using."""
-        for name, client in self.manager.running().items():
-            if name not in before and name != self.plugin and client.state in ("ready", "starting"):
-                client.stop()  # the handle stays: the next use starts it again
+        for name, handle in self.manager.handles().items():
+            if name not in before and name != self.plugin_name and handle.state in ("ready", "starting"):
+                handle.stop()  # the handle stays: the next use starts it again
 
-    def counter(self, client: runner.Plugin) -> TokenCounter:
-        counter = self._counters.get(self.plugin)
-        if counter is None or counter.client is not client:
-            counter = self._counters[self.plugin] = TokenCounter(client)
+    def counter(self, handle: runner.Plugin) -> TokenCounter:
+        counter = self._counters.get(self.plugin_name)
+        if counter is None or counter.client is not handle:
+            counter = self._counters[self.plugin_name] = TokenCounter(handle)
         return counter
 
     def watch_liveness(self, every: float = 30.0) -> None:
@@ -195,7 +208,7 @@ class ChatSession:
 
         The spinner starts at once: starting the plugin and counting tokens can take seconds.
         """
-        spinner = Spinner(self.output, f"{self.plugin} is thinking…")
+        spinner = Spinner(self.output, f"{self.plugin_name} is thinking…")
         spinner.start()
         try:
             self._ask(text, spinner)
@@ -205,30 +218,30 @@ class ChatSession:
     def _ask(self, text: str, spinner: Spinner) -> None:
         began = time.monotonic()
         try:
-            client = self.manager.client(self.plugin)
+            handle = self.manager.handle(self.plugin_name)
             self.conversation.add("user", text)
-            if not client.running:
-                spinner.label = f"starting {self.plugin}…"
-            client.start()  # its hello says its window: read before the process exists, it would be the default
-            spinner.label = f"{self.plugin} is thinking…"
-            messages, self.last_budget = self.conversation.fit(self.counter(client), client.context_window, self.max_tokens)
+            if not handle.running:
+                spinner.label = f"starting {self.plugin_name}…"
+            handle.start()  # its hello says its window: read before the process exists, it would be the default
+            spinner.label = f"{self.plugin_name} is thinking…"
+            messages, self.last_budget = self.conversation.fit(self.counter(handle), handle.context_window, self.max_tokens)
         except TooLong as exc:
             spinner.stop()
             self.conversation.pop_unanswered()
-            self.output.error(f"plugin {self.plugin!r}: {exc}; shorten it or /plugin to a larger model")
+            self.output.error(f"plugin {self.plugin_name!r}: {exc}; shorten it or /plugin to a larger model")
             return
         except runner.PluginError as exc:
             spinner.stop()
             self.conversation.pop_unanswered()
             self._failed(exc, text)
             return
-        parts, error, cancelled = self._stream(client, messages, spinner)
+        parts, error, cancelled = self._stream(handle, messages, spinner)
         response = "".join(parts)
         if error is None and not cancelled and not response.strip():
-            error = runner.PluginResultError(self.plugin, "returned an empty answer")  # never a silent success
+            error = runner.PluginResultError(self.plugin_name, "returned an empty answer")  # never a silent success
         if response.strip():
             self.conversation.add("assistant", response)
-            self.sources.note(self.conversation, self.plugin)
+            self.sources.note(self.conversation, self.plugin_name)
         else:
             self.conversation.pop_unanswered()  # nothing came (cancelled first, failed, empty): ↑ resends it
         reply_tokens = self._log(text, response, messages, began, error, cancelled)
@@ -238,13 +251,13 @@ class ChatSession:
             self._failed(error, text)
 
     def _stream(
-        self, client: runner.Plugin, messages: list[dict[str, str]], spinner: Spinner
+        self, handle: runner.Plugin, messages: list[dict[str, str]], spinner: Spinner
     ) -> tuple[list[str], runner.PluginError | None, bool]:
         out = self.output
         parts: list[str] = []  # the cleaned reply: what was shown is what the history keeps
         cleaner = runner.StreamCleaner()  # one per reply: an escape split across chunks goes whole
         wrap = WordWrap(out, shutil.get_terminal_size().columns if out.interactive else None)  # read per reply: a resize counts
-        chunks = client.stream_chat(self.conversation.system, messages, self.max_tokens, self.temperature)
+        chunks = handle.stream_chat(self.conversation.system, messages, self.max_tokens, self.temperature)
         try:
             for chunk in chunks:
                 spinner.stop()
@@ -273,7 +286,7 @@ class ChatSession:
         self, prompt: str, response: str, messages: list[dict[str, str]], began: float, error: Exception | None, cancelled: bool
     ) -> int | None:
         """Append the exchange to logs.db; the reply's token count, when it was counted."""
-        counter = self._counters.get(self.plugin)
+        counter = self._counters.get(self.plugin_name)
         prompt_tokens = response_tokens = None
         counting = ""
         if counter is not None and error is None:
@@ -284,7 +297,7 @@ class ChatSession:
             except runner.PluginError:
                 pass
         self.log.add(Exchange(
-            conversation=self.conversation.id, plugin=self.plugin, system=self.conversation.system,
+            conversation=self.conversation.id, plugin=self.plugin_name, system=self.conversation.system,
             prompt=prompt, response=response, prompt_tokens=prompt_tokens, response_tokens=response_tokens,
             duration_s=round(time.monotonic() - began, 4), error=str(error) if error else None, cancelled=cancelled,
             counting=counting,
@@ -298,14 +311,14 @@ class ChatSession:
 
         log_traceback(self.manager.paths.plugin_logs, exc)  # file and line for `plugins logs NAME`; here, one line
         self.output.error(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
-        fix = self.manager.fix_for(exc.plugin, exc)
+        fix = hint_for(self.manager, exc.plugin, exc)
         if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
             return
         if fix.grants and self.confirm(f"{runner.clean_text(fix.text, keep_newlines=False)}\ngrant it now? [y/N] "):
-            plugin = self.manager.plugin_file(exc.plugin)
-            self.manager.grant_more(plugin, fix.network, fix.env)  # adds: what works (its own or shipped) stays
-            self.manager.forget(plugin.name)
-            self.output.notice(f"Granted {plugin.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend.")
+            plugin_file = self.manager.plugin_file(exc.plugin)
+            grant_more(plugin_file, self.manager.grants, fix.network, fix.env)  # adds: what works (its own or shipped) stays
+            self.manager.forget(plugin_file.name)
+            self.output.notice(f"Granted {plugin_file.name!r} {', '.join(fix.network + fix.env)}; press ↑ and Enter to resend.")
         elif not fix.grants:
             self.output.notice(fix.text)
 

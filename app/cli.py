@@ -1,7 +1,7 @@
 """The sandchat command line: argument parsing and wiring; the commands live in app/commands/.
 
 ``sandchat`` and ``python -m app`` are the same program. Exit status: 0 on success,
-1 when a plugin failed, 2 for a usage error (bad option, unknown plugin).
+1 when a plugin failed, 2 for a usage error (bad option, unknown plugin); see ``app.exits``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-__all__ = ["EXIT_OK", "EXIT_PLUGIN", "EXIT_USAGE", "build_parser", "main", "parse_args", "version"]
+from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
 
-EXIT_OK, EXIT_PLUGIN, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from app.context import Context
+    from app.settings import Settings
+
+__all__ = ["build_parser", "main", "parse_args", "version"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -265,9 +269,9 @@ def _install_signal_handlers() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from app.config import SettingsError, load
     from app.context import Context
     from app.render import Output
+    from app.settings import SettingsError, load
 
     args = parse_args(argv)
     output = Output.for_process(os.environ)
@@ -280,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.error(str(exc))
         return EXIT_USAGE
     _install_signal_handlers()
-    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir])
+    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir], timeout=_reply_timeout(args))
     try:
         return _dispatch(args, context)
     except SettingsError as exc:
@@ -288,12 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         output.notice("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as exc:  # the disk said no (read-only, missing, full): the path and what to do, in one line
         output.error(_disk_problem(exc, settings))
         return EXIT_PLUGIN
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] != "runner":
+        if not _from_runner(exc):
             raise  # a bug of sandchat's own: its traceback is the report
         output.error(str(exc))  # whatever a plugin caused is one line, never a traceback
         return EXIT_PLUGIN
@@ -301,30 +305,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         context.close()
 
 
-def _disk_problem(exc: OSError, settings: object) -> str:
+def _reply_timeout(args: argparse.Namespace) -> float | None:
+    """``--timeout`` of ``prompt`` and ``chat``, which caps each reply (``plugins check --timeout`` is the checks' own)."""
+    return getattr(args, "timeout", None) if args.command in (None, "chat", "prompt") else None
+
+
+def _from_runner(exc: Exception) -> bool:
+    """Whether ``exc`` is of the runner's error tree (``app.refusals`` extend it): what a plugin caused, not a bug."""
+    return any(cls.__module__.split(".")[0] == "runner" for cls in type(exc).__mro__)
+
+
+def _disk_problem(exc: OSError, settings: Settings) -> str:
     where = exc.filename if exc.filename is not None else "a file"
-    paths = getattr(settings, "paths", None)
-    dirs = f" (config {paths.config_dir}, data {paths.data_dir})" if paths is not None else ""
-    return (f"cannot write or read {where}: {exc.strerror or exc}; make sandchat's directories{dirs} writable, "
+    paths = settings.paths
+    return (f"cannot write or read {where}: {exc.strerror or exc}; make sandchat's directories "
+            f"(config {paths.config_dir}, data {paths.data_dir}) writable, "
             "or choose others with SANDCHAT_HOME (or XDG_CONFIG_HOME and XDG_DATA_HOME)")  # fmt: skip
 
 
-def _dispatch(args: argparse.Namespace, context: object) -> int:
+def _dispatch(args: argparse.Namespace, context: Context) -> int:
     if args.command in (None, "chat", "logs"):
         from app.commands import chat
 
-        return chat.logs(args, context) if args.command == "logs" else chat.chat(args, context)  # type: ignore[arg-type]
+        return chat.logs(args, context) if args.command == "logs" else chat.chat(args, context)
     if args.command in ("prompt", "tokens"):
         from app.commands import oneshot
 
-        return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)  # type: ignore[arg-type]
+        return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)
     if args.command == "plugins":
         from app.commands import plugins
 
-        return plugins.run(args, context)  # type: ignore[arg-type]
+        return plugins.run(args, context)
     from app.commands import keys
 
-    return keys.run(args, context)  # type: ignore[arg-type]
+    return keys.run(args, context)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from app.config import Paths
+from app.settings import Paths
 
 __all__ = ["CompanionError", "companion_paths"]
 
@@ -26,12 +26,12 @@ class CompanionError(ValueError):
     """Raised when a declared companion file may not be given to the plugin; says why."""
 
 
-def companion_paths(plugin: Path, declared: tuple[str, ...], paths: Paths) -> list[str]:
+def companion_paths(plugin_path: Path, declared: tuple[str, ...], paths: Paths) -> list[str]:
     """The absolute paths of ``plugin``'s declared companion files, each checked; raises CompanionError."""
-    folder = plugin.parent.resolve()
+    folder = plugin_path.parent.resolve()
     own_dirs = [d.resolve() for d in (paths.config_dir, paths.data_dir)]
     user_plugins = paths.user_plugins.resolve()
-    checked = (_checked(folder, plugin.stem, name, own_dirs, user_plugins) for name in declared)
+    checked = (_checked(folder, plugin_path.stem, name, own_dirs, user_plugins) for name in declared)
     return [str(path) for path in checked if path is not None]
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import runner
-from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
 from app.discovery import Metadata, discover
 from app.render import table
+from app.settings import HOST_ENV_PASSTHROUGH, Paths, Settings
 
 if TYPE_CHECKING:
     from app.manager import PluginManager
@@ -165,18 +165,18 @@ def _static(report: Report, folder: Path, source: bytes) -> bool:
         report.add("file name", FAIL, f"{found.skipped[0].reason}: sandchat would skip this file")
         report.static_ok = False
         return False
-    plugin = next(iter(found.plugins.values()))
-    report.name = plugin.name
-    report.add("file name", PASS, f"plugin name {plugin.name!r}")
-    if plugin.metadata_error:
-        report.add("metadata block", FAIL, plugin.metadata_error)
+    plugin_file = next(iter(found.plugins.values()))
+    report.name = plugin_file.name
+    report.add("file name", PASS, f"plugin name {plugin_file.name!r}")
+    if plugin_file.metadata_error:
+        report.add("metadata block", FAIL, plugin_file.metadata_error)
         report.static_ok = False
     else:
-        meta = report.metadata = plugin.metadata
+        meta = report.metadata = plugin_file.metadata
         described = f"description: {meta.description}" if meta.description else "no description (add one in a '# /// plugin' block)"
         report.add("metadata block", PASS, described)
         wants = f"network: {', '.join(meta.network) or 'none'}; env: {', '.join(meta.env) or 'none'}"
-        granted = f" (requests are not grants: sandchat plugins grant {plugin.name})" if meta.network or meta.env else ""
+        granted = f" (requests are not grants: sandchat plugins grant {plugin_file.name})" if meta.network or meta.env else ""
         report.add("requested permissions", INFO, wants + granted)
     try:
         compile(source, str(report.path), "exec", dont_inherit=True)
@@ -197,9 +197,9 @@ def _static(report: Report, folder: Path, source: bytes) -> bool:
 class _Run:
     """The calls of one sandboxed check, with the bookkeeping shared between them."""
 
-    def __init__(self, report: Report, client: runner.Plugin, deadlines: runner.Deadlines) -> None:
+    def __init__(self, report: Report, handle: runner.Plugin, deadlines: runner.Deadlines) -> None:
         self.report = report
-        self.client = client
+        self.handle = handle
         self.deadlines = deadlines
         self.timeouts: list[str] = []
         meta = report.metadata or Metadata()
@@ -233,8 +233,8 @@ def _dynamic(report: Report, folder: Path, settings: Settings, deadlines: runner
 
 def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) -> None:
     try:
-        client = manager.client(report.name)
-        hello = client.start()
+        handle = manager.handle(report.name)
+        hello = handle.start()
     except runner.PluginError as exc:
         detail = str(exc)
         if isinstance(exc, runner.PluginLoadError) and exc.remote_type == "ModuleNotFoundError":
@@ -250,8 +250,8 @@ def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) 
     )
     methods = hello.get("methods") or []
     own = f"also implements {', '.join(methods)}" if methods else "streaming and chat use the LLMClient defaults"
-    report.add("context window and methods", INFO, f"context_window {client.context_window}; {own}")
-    run = _Run(report, client, deadlines)
+    report.add("context window and methods", INFO, f"context_window {handle.context_window}; {own}")
+    run = _Run(report, handle, deadlines)
     _count_tokens(run)
     _generation(run)
     if run.timeouts:
@@ -264,7 +264,7 @@ def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) 
 def _count_tokens(run: _Run) -> None:
     for label, text in _TEXTS:
         check = f"count_tokens ({label})"
-        count = run.call(check, lambda text=text: run.client.count_tokens(text))  # type: ignore[misc]
+        count = run.call(check, lambda text=text: run.handle.count_tokens(text))  # type: ignore[misc]
         if count is None:
             continue
         if label == "100 KB" and count == 0:
@@ -274,7 +274,7 @@ def _count_tokens(run: _Run) -> None:
 
 
 def _generation(run: _Run) -> None:
-    report, client = run.report, run.client
+    report, handle = run.report, run.handle
     before = len(run.timeouts)  # a slow count_tokens does not excuse the generation checks
 
     def skipped(check: str) -> bool:
@@ -283,19 +283,19 @@ def _generation(run: _Run) -> None:
             report.add(check, SKIP, f"an earlier call timed out ({late[0]})")
         return bool(late)
 
-    reply = run.call("generate_response", lambda: client.generate_response(_SYSTEM, _PROMPT, 256, 0.0))
+    reply = run.call("generate_response", lambda: handle.generate_response(_SYSTEM, _PROMPT, 256, 0.0))
     if isinstance(reply, str):
         report.add("generate_response", *_text_verdict(reply, "returned"))
     if not skipped("stream_response"):
-        chunks = run.call("stream_response", lambda: list(client.stream_response(_SYSTEM, _PROMPT, 256, 0.0)))
+        chunks = run.call("stream_response", lambda: list(handle.stream_response(_SYSTEM, _PROMPT, 256, 0.0)))
         if isinstance(chunks, list):
             report.add("stream_response", *_stream_verdict(run, chunks, reply))
     if not skipped("generate_chat"):
-        chat = run.call("generate_chat", lambda: client.generate_chat(_SYSTEM, list(_HISTORY), 256, 0.0))
+        chat = run.call("generate_chat", lambda: handle.generate_chat(_SYSTEM, list(_HISTORY), 256, 0.0))
         if isinstance(chat, str):
             report.add("generate_chat", *_text_verdict(chat, "returned"))
     if not skipped("stream_chat"):
-        pieces = run.call("stream_chat", lambda: list(client.stream_chat(_SYSTEM, list(_HISTORY), 256, 0.0)))
+        pieces = run.call("stream_chat", lambda: list(handle.stream_chat(_SYSTEM, list(_HISTORY), 256, 0.0)))
         if isinstance(pieces, list):
             status, detail = _text_verdict("".join(pieces), f"{len(pieces)} chunk(s) joined to")
             report.add("stream_chat", status, detail)
@@ -316,7 +316,7 @@ def _stream_verdict(run: _Run, chunks: list[str], reply: object) -> tuple[str, s
         return PASS, f"{head} joined to {_quote(streamed)} (not compared: generate_response failed)"
     if streamed.strip() == reply.strip():
         return PASS, f"{head}; same text as generate_response"
-    again = run.call("generate_response (again)", lambda: run.client.generate_response(_SYSTEM, _PROMPT, 256, 0.0))
+    again = run.call("generate_response (again)", lambda: run.handle.generate_response(_SYSTEM, _PROMPT, 256, 0.0))
     if again is None:
         return WARN, f"{head} joined to {_quote(streamed)}, unlike generate_response; its second call failed"
     if again == reply:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.config import Settings
 from app.render import Output
+from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.manager import PluginManager
@@ -16,10 +16,11 @@ __all__ = ["Context"]
 class Context:
     """Built once by ``cli.main``; the manager (and the runner) are imported only if used."""
 
-    def __init__(self, settings: Settings, output: Output, plugin_dirs: list[str]) -> None:
+    def __init__(self, settings: Settings, output: Output, plugin_dirs: list[str], *, timeout: float | None = None) -> None:
         self.settings = settings
         self.output = output
         self.plugin_dirs = plugin_dirs
+        self.timeout = timeout  # the generation commands' --timeout: the manager caps every reply with it
         self._manager: PluginManager | None = None
 
     @property
@@ -27,7 +28,7 @@ class Context:
         if self._manager is None:
             from app.manager import PluginManager
 
-            self._manager = PluginManager(self.plugin_dirs, settings=self.settings)
+            self._manager = PluginManager(self.plugin_dirs, settings=self.settings, timeout=self.timeout)
         return self._manager
 
     def plugin_name(self, requested: str | None) -> str:

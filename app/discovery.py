@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.files import file_stamp
+
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
-    "discover", "file_problem", "file_stamp", "metadata_of", "parse_metadata", "plugin_name",
+    "discover", "file_problem", "metadata_of", "parse_metadata", "plugin_name",
 ]  # fmt: skip
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
@@ -179,14 +181,6 @@ def file_problem(path: Path) -> str | None:
     return "python cache folder" if reason == "python cache" else reason
 
 
-def file_stamp(path: Path) -> tuple[int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (0, 0)
-    return stat.st_mtime_ns, stat.st_size
-
-
 def _read_file(path: Path, source: str, previous: dict[Path, PluginFile]) -> PluginFile:
     stamp = file_stamp(path)
     known = previous.get(path)
@@ -223,8 +217,8 @@ def discover(folders: Iterable[tuple[Path, str]], previous: Discovery | None = N
             if reason:
                 skipped.append(Skipped(path, reason, _candidate(path)))
                 continue
-            plugin = _read_file(path, source, known)
-            found.setdefault(plugin.name, []).append(plugin)
+            plugin_file = _read_file(path, source, known)
+            found.setdefault(plugin_file.name, []).append(plugin_file)
     companions = {f.path.parent / name for files in found.values() for f in files for name in f.metadata.files}
     skipped = [s for s in skipped if s.path not in companions]  # a plugin's own data file, not a skipped plugin
     plugins = {name: files[0] for name, files in found.items() if len(files) == 1}

@@ -10,13 +10,11 @@ way to the content hashes recorded in ``llm_plugins/TRUSTED``.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.config import SettingsError
+from app.files import JsonFile
 
 __all__ = ["Grant", "GrantStore", "Lapsed", "file_sha256", "shipped_hashes"]
 
@@ -35,14 +33,10 @@ class Grant:
 
 @dataclass(frozen=True)
 class Lapsed:
-    """A grant that no longer applies because the plugin file changed since it was given."""
+    """A grant that no longer applies because the plugin file changed since it was given (told by ``app.hints.for_lapsed``)."""
 
     grant: Grant
     current_sha256: str
-
-    def explain(self) -> str:
-        what = "differs from the shipped version" if self.grant.source == "shipped" else "changed since its permissions were granted"
-        return f"plugin {self.grant.plugin!r} {what}, so it runs untrusted; review it, then run: sandchat plugins grant {self.grant.plugin}"
 
 
 def file_sha256(path: Path) -> str:
@@ -64,55 +58,53 @@ def shipped_hashes(shipped_dir: Path) -> dict[str, str]:
 
 
 class GrantStore:
-    """The user's grants, kept as JSON in the config directory (written atomically, 0600)."""
+    """The user's grants, kept in the config directory as a :class:`~app.files.JsonFile`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = JsonFile(path, "grants")
 
     def load(self) -> dict[str, Grant]:
+        raw = self._file.read()
+        if raw is None:
+            return {}  # nothing stored yet
+        entries = raw.get("grants", {}) if isinstance(raw, dict) else None
+        if not isinstance(entries, dict):
+            raise self._file.corrupt("no table of grants")
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError):
-            return {}  # nothing stored yet (a path that cannot exist is reported when written)
-        except ValueError as exc:
-            raise SettingsError(f"{self.path}: unreadable grants file ({exc}); fix or delete it") from None
-        grants = {}
-        for name, entry in raw.get("grants", {}).items():
-            grants[name] = Grant(
-                plugin=name,
-                sha256=str(entry["sha256"]),
-                network=tuple(entry.get("network", ())),
-                env=tuple(entry.get("env", ())),
-                granted_at=float(entry.get("granted_at", 0.0)),
-            )
-        return grants
+            return {
+                name: Grant(
+                    plugin=name,
+                    sha256=str(entry["sha256"]),
+                    network=tuple(entry.get("network", ())),
+                    env=tuple(entry.get("env", ())),
+                    granted_at=float(entry.get("granted_at", 0.0)),
+                )
+                for name, entry in entries.items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self._file.corrupt(f"a bad entry: {exc!r}") from None
 
     def _save(self, grants: dict[str, Grant]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"version": 1, "grants": {name: _entry(g) for name, g in sorted(grants.items())}}
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=2)
-        os.replace(tmp, self.path)
+        self._file.write({"version": 1, "grants": {name: _entry(g) for name, g in sorted(grants.items())}})
 
-    def grant(self, plugin: str, sha256: str, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
+    def grant(self, name: str, sha256: str, network: tuple[str, ...], env: tuple[str, ...]) -> Grant:
         grants = self.load()
-        grants[plugin] = Grant(plugin, sha256, tuple(network), tuple(env), time.time())
+        grants[name] = Grant(name, sha256, tuple(network), tuple(env), time.time())
         self._save(grants)
-        return grants[plugin]
+        return grants[name]
 
-    def remove(self, plugin: str, network: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Grant | None:
+    def remove(self, name: str, network: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Grant | None:
         """Take ``network`` and ``env`` out of ``plugin``'s grant; the rest stays. None if it had none."""
         grants = self.load()
-        old = grants.get(plugin)
+        old = grants.get(name)
         if old is None:
             return None
-        return self.grant(plugin, old.sha256, tuple(e for e in old.network if e not in network), tuple(v for v in old.env if v not in env))
+        return self.grant(name, old.sha256, tuple(e for e in old.network if e not in network), tuple(v for v in old.env if v not in env))
 
-    def revoke(self, plugin: str) -> bool:
+    def revoke(self, name: str) -> bool:
         grants = self.load()
-        if grants.pop(plugin, None) is None:
+        if grants.pop(name, None) is None:
             return False
         self._save(grants)
         return True

@@ -1,5 +1,9 @@
 """Health probes: start a plugin if needed, ping it, count tokens, ask if it is ready; one dict.
 
+:func:`probe` describes one plugin, :func:`probe_all` several (``plugins health`` and
+the chat's ``/health``), and :func:`health_text` turns the dicts into the table and
+detail lines both print.
+
 Liveness (the process starts and answers: ``healthy``) and readiness (the plugin can
 answer a prompt now, by its own ``check()``: ``ready``, ``not_ready``) are separate:
 a live plugin without its API key is healthy and not ready.
@@ -10,14 +14,20 @@ README documents them.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import runner
+from app.access import access_of
+from app.refusals import Disabled
+from app.render import fit, table, terminal_width
+from runner import clean_text
 
 if TYPE_CHECKING:
     from app.manager import PluginManager
 
-__all__ = ["HEALTH_KEYS", "probe"]
+__all__ = ["HEALTH_KEYS", "health_text", "probe", "probe_all"]
 
 HEALTH_KEYS = (
     "name", "state", "healthy", "ready", "not_ready", "counting", "pid", "profile", "layers", "missing_layers", "network", "env",
@@ -57,6 +67,11 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
     return report
 
 
+def probe_all(manager: PluginManager, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Start, ping and probe each plugin (every discovered one by default); one dict each (``plugins health --json``)."""
+    return [probe(manager, name) for name in (list(names) if names is not None else manager.names())]
+
+
 def _recent_endpoints(manager: PluginManager, name: str) -> dict[str, list[str]]:
     """The newest endpoints the host connected the plugin to, and refused it, from the health log."""
     recent: dict[str, list[str]] = {"recent_connections": [], "recent_refused": []}
@@ -72,28 +87,25 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
     try:
         plugin_file = manager.plugin_file(name)
         report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
-        access = manager.access(plugin_file)
+        access = access_of(plugin_file, manager.grants)
         report.update(profile=access.profile, network=list(access.network), env=list(access.env))
-        client = manager.client(name)
-    except runner.PluginUnavailable as exc:
-        report.update(state="disabled" if exc.reason == "disabled" else "failed", last_error=str(exc))
-        return
+        handle = manager.handle(name)
     except runner.PluginError as exc:
-        report.update(state="failed", last_error=str(exc))
+        report.update(state="disabled" if isinstance(exc, Disabled) else "failed", last_error=str(exc))
         return
     try:
-        client.start()  # start-up is reported on its own; the ping measures a warm round trip
-        report["ping_ms"] = round(client.ping() * 1000, 3)
-        report["probe_tokens"] = client.count_tokens(_PROBE_TEXT)
+        handle.start()  # start-up is reported on its own; the ping measures a warm round trip
+        report["ping_ms"] = round(handle.ping() * 1000, 3)
+        report["probe_tokens"] = handle.count_tokens(_PROBE_TEXT)
         report["healthy"] = True
-        readiness = client.readiness()
+        readiness = handle.readiness()
         report.update(ready=readiness.ready, not_ready=readiness.reason, counting=readiness.counting)
     except runner.PluginError as exc:
         report["last_error"] = str(exc)
         if report["healthy"]:  # alive, but its check() failed: that is a reason too
             report.update(ready=False, not_ready=str(exc))
-    report["state"] = client.state
-    _fill_runtime(report, client)
+    report["state"] = handle.state
+    _fill_runtime(report, handle)
 
 
 def _optional_layers() -> list[str]:
@@ -110,19 +122,19 @@ def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
 
 
-def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
-    client.network_use()  # its connections and refusals are in the health log before it is read
-    stats = client.stats
-    hello = client.hello
+def _fill_runtime(report: dict[str, Any], handle: runner.Plugin) -> None:
+    handle.network_use()  # its connections and refusals are in the health log before it is read
+    stats = handle.stats
+    hello = handle.hello
     sandbox = hello.get("sandbox") or {}
-    uptime = client.uptime()
-    contained = client.containment()  # the host's facts, beside what the child reported
+    uptime = handle.uptime()
+    contained = handle.containment()  # the host's facts, beside what the child reported
     cage = [f"cgroup ({contained['cgroup']})"] if contained.get("cgroup") else []
-    if client.config.sandbox.brokered:
+    if handle.config.sandbox.brokered:
         cage.append("egress-broker")  # the host makes its connections, for granted names only
     uncaged = [f"cgroup: {contained['cgroup_missing']}"] if contained.get("cgroup_missing") else []
     report.update(
-        pid=client.pid,
+        pid=handle.pid,
         layers=_strings(sandbox.get("layers")) + cage,
         missing_layers=_strings(sandbox.get("missing")) + uncaged + _optional_layers(),
         uptime_s=round(uptime, 3) if uptime is not None else None,
@@ -131,13 +143,99 @@ def _fill_runtime(report: dict[str, Any], client: runner.Plugin) -> None:
         errors=stats.errors,
         timeouts=stats.timeouts,
         restarts=max(0, stats.starts - 1),
-        rss_bytes=runner.resident_bytes(client.pid) if client.pid else None,
+        rss_bytes=runner.resident_bytes(handle.pid) if handle.pid else None,
         memory_bytes=contained.get("memory_bytes"),
         cgroup=contained.get("cgroup"),
         last_error=report["last_error"] or stats.last_error,
-        stderr_tail=list(client.stderr_tail(5)),
+        stderr_tail=list(handle.stderr_tail(5)),
     )
     report["class"] = str(hello["class"]) if hello.get("class") else None
     report["doc"] = str(hello.get("doc") or "")
     if sandbox.get("profile"):
         report["profile"] = str(sandbox["profile"])
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None = None) -> str:
+    """The health table and each plugin's detail lines, fitted to ``width`` (default: the terminal's)."""
+    if as_json:
+        return json.dumps(reports, indent=2)
+    width = width or terminal_width()
+    cut = width - 1  # the detail lines: one column short, so a terminal never wraps them
+    rows = [
+        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]),
+         _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
+         f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
+        for r in reports
+    ]  # fmt: skip
+    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"], width=width)]
+    for r in reports:
+        prefix = f"plugin {r['name']!r} "
+        if r["not_ready"] and r["not_ready"] != r["last_error"]:
+            lines.append(fit(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", cut))
+        if r["last_error"]:
+            error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
+            lines.append(fit(f"  {r['name']}: {error}", cut))
+        missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
+        if r["class"]:
+            doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
+            lines.append(fit(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), cut))
+        if r["layers"]:
+            lines.append(fit(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", cut))
+        if r["counting"]:
+            lines.append(fit(f"  {r['name']}: counts tokens: {r['counting']}", cut))
+        if r["network"] or r["env"]:
+            lines.append(fit(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", cut))
+        if r["connections_24h"] or r["refused_24h"]:
+            lines.append(fit(f"  {r['name']}: network 24h: {_network_use(r)}", cut))
+        if r["layers"] and missing:
+            lines.append(fit(f"  {r['name']}: sandbox missing {', '.join(missing)}", cut))
+        lines.extend(fit(f"  {r['name']} stderr| {line}", cut) for line in r["stderr_tail"][-3:] if not r["healthy"])
+    return "\n".join(lines)
+
+
+def _network_use(report: dict[str, Any]) -> str:
+    """'12 connections (api.anthropic.com:443); 2 refused (evil.example:443, 10.0.0.1:80)'."""
+    parts = []
+    for count, recent, noun in ((report["connections_24h"], report["recent_connections"], "connection"),
+                                (report["refused_24h"], report["recent_refused"], "refused")):  # fmt: skip
+        if count:
+            label = f"{count} {noun}{'s' if count != 1 and noun == 'connection' else ''}"
+            parts.append(f"{label} ({', '.join(recent)})" if recent else label)
+    return "; ".join(parts)
+
+
+def _ready(report: dict[str, Any]) -> str:
+    return {True: "yes", False: "no"}.get(report["ready"], "-")  # the reason follows, on its own line
+
+
+def _unprefixed(text: str, prefix: str) -> str:
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+_SHORT = {
+    "no-capabilities": "no-caps",
+    "no_new_privs": "nnp",
+    "cgroup (cgroup1)": "cgroup-v1",
+    "cgroup (cgroup2)": "cgroup-v2",
+    "cgroup (systemd-scope)": "cgroup-scope",
+}
+_FIRST = ("landlock", "seccomp", "cgroup")  # the layers a reader looks for, before the rest
+
+
+def _short_layers(layers: list[str]) -> list[str]:
+    """Applied sandbox layers, short: 'landlock(fs,net,scope) seccomp cgroup-v1 rlimits ... no-caps nnp'."""
+    landlock = [layer.split("-", 1)[1] for layer in layers if layer.startswith("landlock-")]
+    rest = [_SHORT.get(layer, layer) for layer in layers if not layer.startswith("landlock-")]
+    folded = ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
+    return sorted(folded, key=lambda layer: next((i for i, p in enumerate(_FIRST) if layer.startswith(p)), len(_FIRST)))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}MiB"

@@ -41,36 +41,36 @@ class HealthLog:
         self.path = path
         self._file = SqliteFile(path, _SCHEMA, on_first_open="DELETE FROM events WHERE ts < ?", args=(time.time() - _KEEP_SECONDS,))
 
-    def record(self, plugin: str, event: str, details: dict[str, Any] | None = None) -> None:
+    def record(self, name: str, event: str, details: dict[str, Any] | None = None) -> None:
         details = dict(details or {})
         exit_code, signal = details.pop("exit_code", None), details.pop("signal", None)
         try:
             with self._file.connect() as db:
                 db.execute(
                     "INSERT INTO events (ts, plugin, event, exit_code, signal, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                    (time.time(), plugin, event, exit_code, signal, json.dumps(details, default=str)),
+                    (time.time(), name, event, exit_code, signal, json.dumps(details, default=str)),
                 )
         except (sqlite3.Error, OSError):
             pass  # the log is a diagnostic aid: a locked, broken or unwritable file must not break a chat
 
-    def counts(self, plugin: str, since: float | None = None) -> dict[str, int]:
+    def counts(self, name: str, since: float | None = None) -> dict[str, int]:
         """Events of ``plugin`` per kind since ``since`` (default: the last 24 hours)."""
         since = time.time() - _DAY if since is None else since
         try:
             with self._file.connect() as db:
                 rows = db.execute(
-                    "SELECT event, COUNT(*) FROM events WHERE plugin = ? AND ts >= ? GROUP BY event", (plugin, since)
+                    "SELECT event, COUNT(*) FROM events WHERE plugin = ? AND ts >= ? GROUP BY event", (name, since)
                 ).fetchall()
         except (sqlite3.Error, OSError):
             return {}
         return {event: count for event, count in rows}
 
-    def events(self, plugin: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def events(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest events, newest last."""
         query = "SELECT ts, plugin, event, exit_code, signal, detail FROM events"
         args: tuple[Any, ...] = ()
-        if plugin is not None:
-            query, args = query + " WHERE plugin = ?", (plugin,)
+        if name is not None:
+            query, args = query + " WHERE plugin = ?", (name,)
         try:
             with self._file.connect() as db:
                 rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()

@@ -1,17 +1,15 @@
-"""API keys: a 0600 JSON file in the config directory; an environment variable wins over it.
+"""API keys: a JSON file in the config directory (``app.files.JsonFile``); an environment variable wins over it.
 
 A key is only ever handed to a plugin that was granted the variable of the same name.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.config import SettingsError
+from app.files import JsonFile
 
 __all__ = ["KeyStore"]
 
@@ -23,15 +21,15 @@ class KeyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = JsonFile(path, "keys")
 
     def load(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError):
-            return {}  # nothing stored yet (a path that cannot exist is reported when written)
-        except ValueError as exc:
-            raise SettingsError(f"{self.path}: unreadable keys file ({exc}); fix or delete it") from None
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        data = self._file.read()
+        if data is None:
+            return {}  # nothing stored yet
+        if not isinstance(data, dict):
+            raise self._file.corrupt("not a table of keys")
+        return {str(k): str(v) for k, v in data.items()}
 
     def set(self, name: str, value: str) -> None:
         if not _NAME.match(name):
@@ -43,14 +41,7 @@ class KeyStore:
         self._write(keys)
 
     def _write(self, keys: dict[str, str]) -> None:
-        """Replace the file atomically; it is created 0600 and stays so."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(keys, f, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o600)  # O_CREAT's mode is ignored when the file already existed
-        os.replace(tmp, self.path)
+        self._file.write(dict(sorted(keys.items())))
 
     def delete(self, name: str) -> bool:
         keys = self.load()

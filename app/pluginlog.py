@@ -34,15 +34,15 @@ def log_traceback(log_dir: Path, exc: Exception) -> Path | None:
     None when there is no traceback, or the log cannot be written: the log is a
     diagnostic aid, and failing to write it must not change what the command reports.
     """
-    plugin = getattr(exc, "plugin", "")
+    name = getattr(exc, "plugin", "")
     traceback = getattr(exc, "remote_traceback", "")
-    if not plugin or not isinstance(traceback, str) or not traceback.strip():
+    if not name or not isinstance(traceback, str) or not traceback.strip():
         return None
     lines = _plugin_frames(clean_text(traceback[-_MAX_CHARS:], keep_newlines=True).splitlines())[-_MAX_LINES:]
-    prefix = runner.LOG_PREFIX.format(stamp=time.strftime(runner.LOG_TIME_FORMAT), who=runner.LOG_HOST) + f"{plugin}: "
+    prefix = runner.LOG_PREFIX.format(stamp=time.strftime(runner.LOG_TIME_FORMAT), who=runner.LOG_HOST) + f"{name}: "
     text = prefix + clean_text(str(exc), keep_newlines=False) + "; the plugin's traceback:\n"
     text += "".join(f"{prefix}| {line}\n" for line in lines)
-    path = log_dir / f"{plugin}.log"
+    path = log_dir / f"{name}.log"
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from runner import clean_text
 
-__all__ = ["Output", "table", "terminal_width"]
+__all__ = ["Output", "fit", "table", "terminal_width"]
 
 
 class Output:
@@ -59,6 +59,12 @@ def terminal_width() -> int:
     import shutil
 
     return max(20, shutil.get_terminal_size((80, 24)).columns)  # a tiny or bogus width would leave no room for any cell
+
+
+def fit(text: str, width: int) -> str:
+    """One clean line of at most ``width`` characters (cleaned first, so the width is what shows)."""
+    text = clean_text(text, keep_newlines=False).rstrip()
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _one_line(message: str) -> str:

@@ -31,7 +31,7 @@ from runner import clean_text
 if TYPE_CHECKING:
     from app.chat import ChatSession
 
-__all__ = ["Repl"]
+__all__ = ["Repl", "YesNo"]
 
 
 class _SlashCompleter(Completer):
@@ -65,6 +65,19 @@ def _bindings() -> KeyBindings:
     return keys
 
 
+class YesNo:
+    """Asks a yes/no question on a prompt of its own: its own history, so a "y" is not a message to resend."""
+
+    def __init__(self) -> None:
+        self._prompt: PromptSession[str] = PromptSession()
+
+    def __call__(self, question: str) -> bool:
+        try:
+            return self._prompt.prompt(question).strip().lower() in ("y", "yes")
+        except (KeyboardInterrupt, EOFError):
+            return False
+
+
 class Repl:
     """Reads lines and runs them as messages or slash commands until the user leaves."""
 
@@ -78,8 +91,6 @@ class Repl:
             complete_while_typing=True,
             key_bindings=_bindings(),
         )
-        self._questions: PromptSession[str] = PromptSession()  # its own history: a "y" is not a message to resend
-        session.confirm = self.confirm
         prepare()  # the commands' launcher thread starts now, not in a command a Ctrl-C may cut short
 
     def choose_plugin(self, session: ChatSession) -> str | None:
@@ -93,15 +104,9 @@ class Repl:
 
         title = FormattedText([("bold", "LLM Plugin"), ("", "\n"), ("fg:ansibrightblack", MENU_KEYS)])
         try:
-            return choice(title, options=options, default=session.plugin, key_bindings=keys)
+            return choice(title, options=options, default=session.plugin_name, key_bindings=keys)
         except (KeyboardInterrupt, EOFError):
             return None
-
-    def confirm(self, question: str) -> bool:
-        try:
-            return self._questions.prompt(question).strip().lower() in ("y", "yes")
-        except (KeyboardInterrupt, EOFError):
-            return False
 
     def run(self) -> None:
         with held_input(sys.stdin):  # a Ctrl-C between turns is a key for the next turn, not a stray SIGINT
@@ -121,7 +126,7 @@ class Repl:
     def _once(self) -> bool:
         """One prompt and its turn; False when the chat should end (/exit)."""
         self.session.flush_notices()
-        line = self.prompt.prompt(f"{self.session.plugin}› ")
+        line = self.prompt.prompt(f"{self.session.plugin_name}› ")
         if not line.strip():
             return True
         if line.startswith("/"):
@@ -206,14 +211,14 @@ def plugin_menu(session: ChatSession) -> list[tuple[str, str]]:
 
 def _why(session: ChatSession, name: str, state: str) -> str:
     """Why a plugin cannot answer, in words: its last error without the "plugin 'x'" prefix."""
-    plugin = session.manager.discovery.plugins[name]
-    client = session.manager.running().get(name)
+    plugin_file = session.manager.discovery.plugins[name]
+    handle = session.manager.handles().get(name)
     if state == "disabled":
         return ""
-    if plugin.metadata_error:
-        return ": " + _cut(clean_text(plugin.metadata_error, keep_newlines=False), 50)
-    if state in ("failed", "quarantined", "restarting") and client is not None and client.stats.last_error:
-        return ": " + _cut(client.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
+    if plugin_file.metadata_error:
+        return ": " + _cut(clean_text(plugin_file.metadata_error, keep_newlines=False), 50)
+    if state in ("failed", "quarantined", "restarting") and handle is not None and handle.stats.last_error:
+        return ": " + _cut(handle.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
     known = session.readiness.get(name)
     if known is not None and not known.ready:
         return ", not ready: " + _cut(clean_text(known.reason, keep_newlines=False), 40)

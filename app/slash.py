@@ -62,7 +62,7 @@ def _exit(session: ChatSession, ui: UI, argument: str) -> bool:
 @_command("/plugin", "choose the plugin (menu), or /plugin NAME to switch directly")
 def _plugin(session: ChatSession, ui: UI, argument: str) -> bool:
     name = argument or ui.choose_plugin(session)
-    if name and name != session.plugin:
+    if name and name != session.plugin_name:
         session.switch(name)
     return True
 
@@ -78,7 +78,7 @@ def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
         ready = "-" if known is None else ("yes" if known.ready else "no")
         rows.append(
             [
-                ("* " if name == session.plugin else "  ") + name,
+                ("* " if name == session.plugin_name else "  ") + name,
                 manager.state(name),
                 ready,
                 manager.discovery.plugins[name].metadata.description,
@@ -94,13 +94,12 @@ def _plugins(session: ChatSession, ui: UI, argument: str) -> bool:
 def _health(session: ChatSession, ui: UI, argument: str) -> bool:
     import threading
 
-    from app.commands.plugins import health_text
-    from app.health import probe
+    from app.health import health_text, probe
     from app.interrupt import interruptible
     from app.stream import Spinner
 
     names = argument.split() or session.manager.names()
-    before = {name for name, client in session.manager.running().items() if client.running}
+    before = {name for name, handle in session.manager.handles().items() if handle.running}
     spinner = Spinner(session.output, "checking plugins…")
     cancelled = threading.Event()
 
@@ -157,24 +156,24 @@ def _token_report(session: ChatSession) -> tuple[str, bool]:
     from app.history import TooLong
 
     try:
-        client = session.manager.client(session.plugin)
-        client.start()  # the window is the running plugin's word, not the default
-        _, budget = session.conversation.fit(session.counter(client), client.context_window, session.max_tokens)
+        handle = session.manager.handle(session.plugin_name)
+        handle.start()  # the window is the running plugin's word, not the default
+        _, budget = session.conversation.fit(session.counter(handle), handle.context_window, session.max_tokens)
     except TooLong as exc:  # the newest message is a long reply: the next send keeps the new message, not it
         return (
-            f"context window {client.context_window} tokens ({session.plugin}): the newest message alone needs "
+            f"context window {handle.context_window} tokens ({session.plugin_name}): the newest message alone needs "
             f"{exc.needed} of the {exc.available} left after the reply budget, so your next message goes without "
             f"the earlier history (it is trimmed, not lost: /save keeps it)"
         ), False
     except (runner.PluginError, ValueError) as exc:
         return str(exc), True
     try:
-        counting = client.token_counting()
+        counting = handle.token_counting()
     except runner.PluginError:
         counting = "estimate? the plugin could not say how it counts"
     label = f"; counts are an {counting}" if counting.lower().startswith("estimate") else ""
     return (
-        f"context window {budget.window} tokens ({session.plugin}): system {budget.system}, "
+        f"context window {budget.window} tokens ({session.plugin_name}): system {budget.system}, "
         f"history {budget.history} ({budget.kept} messages kept, {budget.dropped} trimmed), "
         f"reply budget {budget.reply}, free {budget.free}{label}"
     ), False

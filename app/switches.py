@@ -1,14 +1,14 @@
 """Which plugins the user switched off: ``plugins disable NAME`` / ``plugins enable NAME``.
 
-Kept as JSON in the config directory. The settings file's ``disabled`` list and
-``SANDCHAT_DISABLE_PLUGINS`` (safe mode) add to it; only this file is written.
+Kept in the config directory as a :class:`~app.files.JsonFile`. The settings file's
+``disabled`` list and ``SANDCHAT_DISABLE_PLUGINS`` add to it; only this file is written.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
+
+from app.files import JsonFile
 
 __all__ = ["SwitchStore"]
 
@@ -18,13 +18,15 @@ class SwitchStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = JsonFile(path, "disabled-plugins")
 
     def disabled(self) -> set[str]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return set()
-        names = data.get("disabled", []) if isinstance(data, dict) else []
+        data = self._file.read()
+        if data is None:
+            return set()  # nothing switched off yet
+        names = data.get("disabled", []) if isinstance(data, dict) else None
+        if not isinstance(names, list):
+            raise self._file.corrupt("no list of disabled plugins")
         return {str(name) for name in names}
 
     def set_enabled(self, name: str, enabled: bool) -> bool:
@@ -34,8 +36,5 @@ class SwitchStore:
         if before == enabled:
             return False
         names.discard(name) if enabled else names.add(name)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"disabled": sorted(names)}, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path)
+        self._file.write({"disabled": sorted(names)})
         return True

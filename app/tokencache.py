@@ -32,6 +32,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from app.files import file_stamp
+
 __all__ = ["TokenCounter"]
 
 
@@ -62,11 +64,7 @@ class TokenCounter:
         path = getattr(getattr(self.client, "config", None), "path", None)
         if path is None:
             return ("object", id(self.client))
-        try:
-            st = os.stat(path)
-        except OSError:
-            return ("missing", os.fspath(path))
-        return ("file", os.fspath(path), st.st_mtime_ns, st.st_size)
+        return ("file", os.fspath(path), *file_stamp(path))
 
     def count(self, text: str) -> int:
         """The token count of ``text``; the plugin is asked only on a miss."""

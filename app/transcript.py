@@ -45,9 +45,9 @@ class Sources:
             self._conversation, self._replies = conversation.id, {}
         return self._replies
 
-    def note(self, conversation: Conversation, plugin: str) -> None:
-        """The last message of ``conversation`` is a reply by ``plugin`` under its current system prompt."""
-        self.of(conversation)[len(conversation.messages) - 1] = Reply(plugin, conversation.system)
+    def note(self, conversation: Conversation, name: str) -> None:
+        """The last message of ``conversation`` is a reply by plugin ``name`` under its current system prompt."""
+        self.of(conversation)[len(conversation.messages) - 1] = Reply(name, conversation.system)
 
 
 def markdown(conversation: Conversation, replies: dict[int, Reply]) -> str:

@@ -233,7 +233,7 @@ class Workspace:
 
     def client(self) -> Any:
         """A started client of the trivial plugin (the public API: ``PluginManager(...).client``)."""
-        client = self.manager().client(PLUGIN_NAME)
+        client = self.manager().handle(PLUGIN_NAME)
         client.start()
         report = client.hello.get("sandbox", {})
         if report.get("profile") != "untrusted":

@@ -147,7 +147,7 @@ def start_clients(ws: Workspace, port: int) -> tuple[Plugin, Plugin]:
     path.write_text(EGRESS_PLUGIN)
     manager = ws.manager()
     manager.grants.grant(EGRESS_NAME, file_sha256(path), network=(f"127.0.0.1:{port}", f"localhost:{port}"), env=())
-    untrusted, network = manager.client(PLUGIN_NAME), manager.client(EGRESS_NAME)
+    untrusted, network = manager.handle(PLUGIN_NAME), manager.handle(EGRESS_NAME)
     for client, profile in ((untrusted, "untrusted"), (network, "network")):
         client.start()
         if client.hello.get("sandbox", {}).get("profile") != profile:

@@ -56,7 +56,7 @@ def start_plugins(ws: Workspace, count: int) -> list[Any]:
     for name in names:
         (ws.plugins / f"{name}_plugin.py").write_text(TRIVIAL_PLUGIN)
     manager = ws.manager()
-    clients = [manager.client(name) for name in names]
+    clients = [manager.handle(name) for name in names]
     expected = (len(SHORT_TEXT) + 3) // 4
     for client in clients:
         client.start()

@@ -57,7 +57,7 @@ def run(settings: Settings, placement: str) -> list[Row]:
     with Workspace() as ws:
         (ws.plugins / f"{FLOOD_NAME}_plugin.py").write_text(FLOOD_PLUGIN)
         quiet = ws.client()  # the trivial plugin: running, writing nothing
-        flood = ws.manager().client(FLOOD_NAME)
+        flood = ws.manager().handle(FLOOD_NAME)
 
         def baseline() -> None:
             quiet.count_tokens("still there")

@@ -88,7 +88,7 @@ def fake_home(tmp_path: Path) -> Path:
 
 def attack(manager: PluginManager, name: str, message: str = "") -> list[str]:
     """Run plugin ``name``'s attack; return its lines, asserting that every one is BLOCKED."""
-    result = manager.client(name).generate_response("", message)
+    result = manager.handle(name).generate_response("", message)
     lines = result.splitlines()
     assert lines, f"{name} said nothing"
     assert all(line.startswith("BLOCKED: ") for line in lines), f"{name} got through:\n{result}"
@@ -96,7 +96,7 @@ def attack(manager: PluginManager, name: str, message: str = "") -> list[str]:
 
 
 def assert_host_healthy(manager: PluginManager, host: Host) -> None:
-    assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+    assert manager.handle("echo").generate_response("", "still here") == "echo: still here"
     host.assert_intact()
 
 

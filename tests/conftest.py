@@ -51,7 +51,7 @@ def manager(home: Path) -> Iterator[PluginManager]:
 
 @pytest.fixture
 def plugins(home: Path) -> Iterator[DirectPlugins]:
-    """``plugins.client(NAME)``: a ``runner.Plugin`` for tests/plugins (or the shipped folder), FAST deadlines, no manager."""
+    """``plugins.handle(NAME)``: a ``runner.Plugin`` for tests/plugins (or the shipped folder), FAST deadlines, no manager."""
     with DirectPlugins(home) as made:
         yield made
 

@@ -268,7 +268,7 @@ class DirectPlugins:
     def config(self, name: str) -> runner.PluginConfig:
         return plugin_config(self.path(name), self.home, name=name, deadlines=self.deadlines, **self.options.get(name, {}))
 
-    def client(self, name: str) -> runner.Plugin:
+    def handle(self, name: str) -> runner.Plugin:
         with self._lock:
             if name not in self._clients:
                 runner.harden_host()  # as the app does before its first plugin: the reaper of orphans

@@ -357,7 +357,6 @@ def test_package_inits_have_a_docstring_and_a_sorted_all(name: str) -> None:
     assert package_init_problems(name) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: app layering lands with the app restructure")
 def test_the_app_imports_down_its_layers() -> None:
     bad = against_the_app_layers(_all_imports())
     assert not bad, "app imports up its layers (cli -> commands -> features -> manager -> stores):\n" + "\n".join(map(str, bad))

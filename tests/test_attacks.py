@@ -37,8 +37,8 @@ from pathlib import Path
 import pytest
 
 from app import PluginManager
-from app.config import HOST_ENV_PASSTHROUGH, Paths, Settings
 from app.grants import file_sha256
+from app.settings import HOST_ENV_PASSTHROUGH, Paths, Settings
 from runner import Limits, Plugin, PluginCrashed, PluginTimeout
 from tests.attackkit import (
     ATTACKS,
@@ -70,7 +70,7 @@ MiB = 2**20
 
 
 def test_attack_plugins_run_with_every_kernel_layer(attacks: PluginManager) -> None:
-    hello = attacks.client("env_snoop").start()
+    hello = attacks.handle("env_snoop").start()
     report = hello["sandbox"]
     assert report["profile"] == "untrusted"
     for layer in ("rlimits", "pdeathsig", "no_new_privs", "landlock-fs", "landlock-net", "landlock-scope", "seccomp"):
@@ -80,7 +80,7 @@ def test_attack_plugins_run_with_every_kernel_layer(attacks: PluginManager) -> N
 
 def unsandboxed(manager: PluginManager, name: str) -> Plugin:
     """Plugin ``name`` with the sandbox profile "none" (rlimits only): the control group."""
-    config = manager.config(name)
+    config = manager.launch_config(name)
     return Plugin(replace(config, sandbox=replace(config.sandbox, profile="none", endpoints=())))
 
 
@@ -217,7 +217,7 @@ def test_residual_stat_reveals_files_outside_the_sandbox_and_inotify_is_refused(
     """Landlock mediates neither stat() nor inotify: a plugin learns that a file exists and
     its size, never its content. inotify (when its folder changes) is off the allow list."""
     secret = fake_home / ".ssh" / "id_ed25519"
-    result = attacks.client("stat_probe").generate_response("", str(secret))
+    result = attacks.handle("stat_probe").generate_response("", str(secret))
     lines = result.splitlines()
     assert lines[0] == f"LEAKED: stat {secret}: size {secret.stat().st_size}", lines
     assert lines[1].startswith("BLOCKED: inotify") and errnos(lines[1:]) == [errno.EPERM], lines
@@ -377,13 +377,13 @@ def test_running_a_shell_is_blocked(attacks: PluginManager, host: Host, tmp_path
     assert lines[0].startswith("BLOCKED: os.system: status")
     assert errnos(lines)[1:] == [errno.EPERM] * 3
     assert not proof.exists()
-    assert attacks.client("exec_shell").running  # a failed execv did not replace the process
+    assert attacks.handle("exec_shell").running  # a failed execv did not replace the process
     assert_host_healthy(attacks, host)
 
 
 def test_double_forked_daemon_cannot_outlive_the_plugin(home: Path, host: Host) -> None:
     with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
-        client = manager.client("daemon")
+        client = manager.handle("daemon")
         pid = client.start()["pid"]
         assert attack(manager, "daemon") == ["BLOCKED: fork: PermissionError 1 Operation not permitted"]
         assert_host_healthy(manager, host)
@@ -403,14 +403,14 @@ def test_memory_bomb_is_a_memory_error_in_the_plugin(home: Path, host: Host) -> 
         assert lines[0].startswith("BLOCKED: MemoryError allocating"), lines
         failed_at = int(lines[0].split("allocating ")[1].split()[0]) * MiB
         assert failed_at <= limit
-        assert manager.client("memory_bomb").count_tokens("still alive") == 2
+        assert manager.handle("memory_bomb").count_tokens("still alive") == 2
         assert_host_healthy(manager, host)
 
 
 def test_cpu_spin_is_killed_at_the_call_deadline(home: Path, host: Host) -> None:
     deadlines = replace(FAST, first_chunk=1.5, total=1.5)
     with PluginManager([ATTACKS], home=home, deadlines=deadlines) as manager:
-        client = manager.client("cpu_spin")
+        client = manager.handle("cpu_spin")
         pid = client.start()["pid"]
         with pytest.raises(PluginTimeout):
             client.generate_response("", "spin")
@@ -422,7 +422,7 @@ def test_cpu_spin_is_killed_at_the_call_deadline(home: Path, host: Host) -> None
 def test_cpu_spin_is_killed_by_the_cpu_rlimit_without_a_deadline(home: Path, host: Host) -> None:
     """The rlimit layer alone: a 1 s CPU limit ends the spin long before the 20 s deadline."""
     with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
-        config = manager.config("cpu_spin")
+        config = manager.launch_config("cpu_spin")
         config = replace(
             config,
             sandbox=replace(config.sandbox, limits=Limits(cpu_seconds=1)),
@@ -440,7 +440,7 @@ def test_fd_exhaustion_leaves_the_plugin_answering(attacks: PluginManager, host:
     assert errnos(lines) == [errno.EMFILE]
     opened = int(lines[0].split("#")[1].split(":")[0])
     assert opened < Limits().open_files
-    client = attacks.client("fd_exhaustion")
+    client = attacks.handle("fd_exhaustion")
     assert client.count_tokens("a b c") == 3
     assert errnos(attack(attacks, "fd_exhaustion")) == [errno.EMFILE]  # a second call is served too
     assert_host_healthy(attacks, host)
@@ -455,7 +455,7 @@ def test_ungranted_environment_variables_are_absent(home: Path, host: Host) -> N
                "ANTHROPIC_API_KEY": "sk-ant-" + secrets.token_hex(8)}  # fmt: skip
     settings = Settings(paths=Paths.from_home(home), environ=environ)
     with PluginManager([ATTACKS], settings=settings, deadlines=FAST) as manager:
-        seen = json.loads(manager.client("env_snoop").generate_response("", ""))
+        seen = json.loads(manager.handle("env_snoop").generate_response("", ""))
         assert "SECRET_TOKEN" not in seen and CANARY_VAR not in seen and "ANTHROPIC_API_KEY" not in seen
         assert not [k for k, v in seen.items() if secret in v or host.env_value in v]
         # Only the pass-through list, the sandbox's HOME/TMPDIR, and Python's own locale coercion.
@@ -493,7 +493,7 @@ def test_granted_port_is_reachable_and_no_other(home: Path, host: Host, tmp_path
             listener(socket.AF_UNIX, "\0" + abstract) as abstract_server:  # fmt: skip
         with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
             grant_network(manager, "net_probe", f"127.0.0.1:{port(granted)}")
-            client = manager.client("net_probe")
+            client = manager.handle("net_probe")
             assert client.start()["sandbox"]["profile"] == "network"
             steps = [["tcp", "127.0.0.1", port(granted)], ["tcp", "127.0.0.1", port(other)],
                      ["unix", unix_path], ["abstract", abstract]]  # fmt: skip
@@ -515,7 +515,7 @@ def test_network_profile_refuses_sockets_that_bypass_the_port_rules(home: Path, 
     with listener() as granted, listener() as other:
         with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
             grant_network(manager, "odd_sockets", f"127.0.0.1:{port(granted)}")
-            assert manager.client("odd_sockets").start()["sandbox"]["profile"] == "network"
+            assert manager.handle("odd_sockets").start()["sandbox"]["profile"] == "network"
             lines = attack(manager, "odd_sockets", str(port(other)))
             assert errnos(lines) == [errno.EPERM] * 6
             assert accepted(other) == [] and accepted(granted) == []
@@ -541,7 +541,7 @@ def test_grant_lapses_when_the_plugin_file_changes(home: Path, host: Host, tmp_p
             grant_network(manager, "net_probe", f"127.0.0.1:{port(server)}")
             with copy.open("a") as f:
                 f.write("# edited after the grant\n")  # any change: the grant no longer applies
-            assert manager.client("net_probe").start()["sandbox"]["profile"] == "untrusted"
+            assert manager.handle("net_probe").start()["sandbox"]["profile"] == "untrusted"
             lines = attack(manager, "net_probe", json.dumps([["tcp", "127.0.0.1", port(server)]]))
             assert errnos(lines) == [errno.EPERM]
             assert accepted(server) == []
@@ -560,9 +560,9 @@ def test_granted_env_var_reaches_only_the_granted_plugin(home: Path, host: Host,
         manager.grants.grant("key_granted", file_sha256(path), network=(), env=("FAKE_API_KEY",))
         # Both files request FAKE_API_KEY in their metadata; only one was granted it.
         assert manager.plugin_file("key_ungranted").metadata.env == ("FAKE_API_KEY",)
-        assert manager.client("key_granted").generate_response("", "") == value
-        assert manager.client("key_ungranted").generate_response("", "") == "<absent>"
-        seen = json.loads(manager.client("env_snoop").generate_response("", ""))
+        assert manager.handle("key_granted").generate_response("", "") == value
+        assert manager.handle("key_ungranted").generate_response("", "") == "<absent>"
+        seen = json.loads(manager.handle("env_snoop").generate_response("", ""))
         assert value not in seen.values()
         # Reading the key file directly does not work either.
         assert attack(manager, "read_secret", json.dumps([str(manager.paths.keys_file)]))
@@ -578,7 +578,7 @@ def test_network_profile_sends_no_udp_anywhere(home: Path, host: Host) -> None:
         with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
             grant_network(manager, "net_probe", f"127.0.0.1:{port(granted)}")
             steps = [["udp", "127.0.0.1", port(udp)], ["udp", "127.0.0.1", port(granted)]]
-            lines = manager.client("net_probe").generate_response("", json.dumps(steps)).splitlines()
+            lines = manager.handle("net_probe").generate_response("", json.dumps(steps)).splitlines()
             assert [line.split(":")[0] for line in lines] == ["BLOCKED", "BLOCKED"], lines
             assert "no UDP" in lines[0]
             assert datagrams(udp) == [] and accepted(granted) == []
@@ -596,7 +596,7 @@ def test_network_profile_port_grant_is_per_host(home: Path, host: Host) -> None:
         with PluginManager([ATTACKS], home=home, deadlines=FAST) as manager:
             grant_network(manager, "net_probe", f"127.0.0.1:{port(elsewhere)}")
             steps = [["tcp", "127.0.0.2", port(elsewhere)]]
-            lines = manager.client("net_probe").generate_response("", json.dumps(steps)).splitlines()
+            lines = manager.handle("net_probe").generate_response("", json.dumps(steps)).splitlines()
             assert lines[0].startswith("BLOCKED: tcp") and errnos(lines) == [errno.EACCES], lines
             assert accepted(elsewhere) == []
             assert_host_healthy(manager, host)

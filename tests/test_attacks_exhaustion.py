@@ -18,6 +18,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.health import probe_all
 from runner import Limits, Plugin
 from tests.attackkit import Host, assert_host_healthy
 
@@ -26,7 +27,7 @@ MiB = 2**20
 
 
 def limited(manager: PluginManager, name: str, **limits: int) -> Plugin:
-    config = manager.config(name)
+    config = manager.launch_config(name)
     return Plugin(replace(config, sandbox=replace(config.sandbox, limits=replace(Limits(), **limits))))
 
 
@@ -45,7 +46,7 @@ def test_thread_bomb_stops_at_the_task_cap(attacks: PluginManager, host: Host) -
 
 
 def test_default_task_cap_applies_to_every_plugin(attacks: PluginManager, host: Host) -> None:
-    answer = attacks.client("exhaust").generate_response("", "threads")
+    answer = attacks.handle("exhaust").generate_response("", "threads")
     assert answer.startswith("BLOCKED: thread "), answer
     assert int(answer.split()[2]) <= Limits().tasks + 1
     assert_host_healthy(attacks, host)
@@ -66,7 +67,7 @@ def test_shared_memory_is_charged_and_capped(attacks: PluginManager, host: Host)
 
 
 def test_health_reports_the_cgroup_and_its_memory(attacks: PluginManager, host: Host) -> None:
-    report = attacks.health(["exhaust"])[0]
+    report = probe_all(attacks, ["exhaust"])[0]
     assert report["healthy"], report
     if report["cgroup"]:
         assert f"cgroup ({report['cgroup']})" in report["layers"]
@@ -82,7 +83,7 @@ def _cgroup_dirs(name: str) -> list[Path]:
 
 
 def test_no_cgroup_directory_outlives_its_plugin(attacks: PluginManager, host: Host) -> None:
-    client = attacks.client("exhaust")
+    client = attacks.handle("exhaust")
     client.start()
     if client.containment().get("cgroup") in ("cgroup1", "cgroup2"):
         assert _cgroup_dirs("exhaust")

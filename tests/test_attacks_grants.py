@@ -87,11 +87,11 @@ def crash_once(client: runner.Plugin) -> None:
 
 def launder_and_check(manager: PluginManager, name: str, server_port: int, replace: object) -> None:
     """Grant ``name`` the port, prove it works, swap the code via ``replace()``, crash, check the restart."""
-    client = manager.client(name)
+    client = manager.handle(name)
     path = manager.plugin_file(name).path
     manager.grants.grant(name, file_sha256(path), network=(f"127.0.0.1:{server_port}",), env=())
     manager.forget(name)
-    client = manager.client(name)
+    client = manager.handle(name)
     assert client.generate_response("", json.dumps({"port": server_port})) == "LEAKED: connected"
     replace()  # type: ignore[operator]
     crash_once(client)
@@ -148,7 +148,7 @@ def test_the_child_runs_the_bytes_it_was_sent_and_cannot_read_its_file(home: Pat
     plugin = folder / "probe_plugin.py"
     plugin.write_text(probe_code("first"))
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
-        client = manager.client("probe")
+        client = manager.handle("probe")
         assert client.generate_response("", json.dumps({"read": [str(plugin)]})).startswith(f"BLOCKED: read {plugin}: PermissionError")
         assert client.hello["doc"] == "first"
         plugin.write_text(probe_code("second"))  # the running process keeps what it was sent
@@ -168,7 +168,7 @@ def test_plugin_named_keys_in_the_sandchat_home_cannot_read_sandchat_files(home:
         manager.events.record("echo", "started", {})  # health.db exists
         targets = [manager.paths.keys_file, manager.paths.grants_file, manager.paths.health_db]
         assert all(t.exists() for t in targets)
-        lines = manager.client("keys").generate_response("", json.dumps({"read": [str(t) for t in targets]})).splitlines()
+        lines = manager.handle("keys").generate_response("", json.dumps({"read": [str(t) for t in targets]})).splitlines()
         assert all(line.startswith("BLOCKED: ") for line in lines) and len(lines) == 3, lines
         assert errnos(lines) == [errno.EACCES] * 3
         assert_host_healthy(manager, host)
@@ -183,7 +183,7 @@ def test_declared_companion_is_readable_and_its_neighbours_are_not(home: Path, h
     (folder / "notes.txt").write_text("a neighbour")
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
         paths = [folder / "probe_plugin.toml", folder / "probe_plugin" / "words.txt", folder / "probe_plugin.key", folder / "notes.txt"]
-        lines = manager.client("probe").generate_response("", json.dumps({"read": [str(p) for p in paths]})).splitlines()
+        lines = manager.handle("probe").generate_response("", json.dumps({"read": [str(p) for p in paths]})).splitlines()
         assert lines[0] == f"LEAKED: read {paths[0]}: b\"greeting = 'hello'\\n\"", lines
         assert lines[1] == f"LEAKED: read {paths[1]}: b'words'", lines
         assert errnos(lines[2:]) == [errno.EACCES] * 2, lines
@@ -193,7 +193,7 @@ def test_declared_companion_is_readable_and_its_neighbours_are_not(home: Path, h
 def test_a_declared_companion_that_does_not_exist_is_simply_absent(home: Path, host: Host, folder: Path) -> None:
     (folder / "probe_plugin.py").write_text(probe_code("c", 'files = ["probe_plugin.toml"]'))
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
-        lines = manager.client("probe").generate_response("", json.dumps({"read": [str(folder / "probe_plugin.toml")]}))
+        lines = manager.handle("probe").generate_response("", json.dumps({"read": [str(folder / "probe_plugin.toml")]}))
         assert lines.startswith("BLOCKED: read") and "FileNotFoundError" in lines, lines
         assert_host_healthy(manager, host)
 
@@ -212,7 +212,7 @@ def test_companion_that_could_point_elsewhere_refuses_the_start(home: Path, host
     (folder / "probe_plugin.py").write_text(probe_code("c", 'files = ["probe_plugin.toml"]'))
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
         with pytest.raises(runner.PluginLoadError) as caught:
-            manager.client("probe").generate_response("", "{}")
+            manager.handle("probe").generate_response("", "{}")
         message = str(caught.value)
         assert "\n" not in message and "'probe'" in message and "probe_plugin.toml" in message, message
         expected = {"symlink": "regular file", "hardlink": "hard links", "folder": "regular file"}[kind]
@@ -225,7 +225,7 @@ def test_companion_in_the_sandchat_home_is_refused(home: Path, host: Host) -> No
     (home / "probe_plugin.toml").write_text("in the sandchat home: not the plugin's to read")
     with PluginManager([home, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
         with pytest.raises(runner.PluginLoadError, match="probe_plugin.toml.*sandchat's own folder"):
-            manager.client("probe").start()
+            manager.handle("probe").start()
         assert_host_healthy(manager, host)
 
 
@@ -240,7 +240,7 @@ def test_companion_that_is_not_visibly_its_own_is_refused(home: Path, host: Host
     (folder / "probe_plugin.py").write_text(probe_code("c", f'files = ["{name}"]'))
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
         with pytest.raises(runner.PluginLoadError, match="is not its own: name files probe_plugin.* beside it"):
-            manager.client("probe").start()
+            manager.handle("probe").start()
         assert_host_healthy(manager, host)
 
 
@@ -248,5 +248,5 @@ def test_companion_path_outside_the_folder_is_a_metadata_error(home: Path, host:
     (folder / "probe_plugin.py").write_text(probe_code("c", 'files = ["../secret.txt"]'))
     with PluginManager([folder, TEST_PLUGINS], home=home, deadlines=FAST) as manager:
         with pytest.raises(runner.PluginLoadError, match=r"bad metadata block.*\.\./secret\.txt"):
-            manager.client("probe").start()
+            manager.handle("probe").start()
         assert_host_healthy(manager, host)

@@ -75,7 +75,7 @@ def test_the_allow_list_refuses(attacks: PluginManager, host: Host, outside: Pat
 
 def test_control_the_same_tries_work_without_the_filter(attacks: PluginManager, host: Host, outside: Path) -> None:
     """Unsandboxed (profile "none"), the tries succeed or fail with the call's own errno."""
-    config = attacks.config("syscall_classes")
+    config = attacks.launch_config("syscall_classes")
     names = ["nonexistent syscall 1000", "memfd_create", "inotify_init1", "utime outside", "chmod outside",
              "mkfifo in scratch", "fcntl F_SETSIG", "prctl PR_SET_DUMPABLE 1", "socketpair AF_UNIX SOCK_DGRAM",
              "futex without FUTEX_PRIVATE_FLAG on a shared file"]  # fmt: skip
@@ -91,7 +91,7 @@ def test_root_keeps_no_capability_and_locked_securebits(attacks: PluginManager, 
     lines = attack(attacks, "syscall_classes", order(["capabilities"], host, outside))
     expected = "0xef" if os.geteuid() == 0 else "0x0"
     assert lines == [f"BLOCKED: capabilities: PermissionError 1 no capabilities (securebits {expected})"], lines
-    client = attacks.client("syscall_classes")
+    client = attacks.handle("syscall_classes")
     assert "no-capabilities" in client.hello["sandbox"]["layers"]
     with open(f"/proc/{client.pid}/status") as f:  # the host's own look: every set empty
         sets = {k: int(v, 16) for k, v in (line.split(":") for line in f if line.startswith("Cap"))}
@@ -125,7 +125,7 @@ def test_network_profile_refuses_socket_corners(home: Path, host: Host, tmp_path
     with listener() as granted, listener() as other, unix_datagram_socket(tmp_path / "log.sock") as log:
         with PluginManager([ATTACKS], home=home) as manager:
             grant_network(manager, "net_tricks", f"127.0.0.1:{port(granted)}")
-            assert manager.client("net_tricks").start()["sandbox"]["profile"] == "network"
+            assert manager.handle("net_tricks").start()["sandbox"]["profile"] == "network"
             message = json.dumps({"attacks": [name], "port": port(other), "unix_dgram": str(tmp_path / "log.sock")})
             lines = attack(manager, "net_tricks", message)
             assert errnos(lines) == [errno.EPERM], lines
@@ -141,7 +141,7 @@ _HOST_SCRIPT = textwrap.dedent("""
     import json, sys
     from app import PluginManager
     manager = PluginManager([sys.argv[1]], home=sys.argv[2])
-    client = manager.client("persist")
+    client = manager.handle("persist")
     said = client.generate_response("", "")
     print(json.dumps({"pid": client.pid, "said": said}), flush=True)
     sys.stdin.read()  # until the test kills us
@@ -203,11 +203,11 @@ def test_file_locks_carry_nothing_out_of_the_sandbox(home: Path, host: Host, tmp
     for name in ("lock_send", "lock_recv"):
         (folder / f"{name}_plugin.py").write_text((ATTACKS / "lock_channel_plugin.py").read_text())
     with PluginManager([folder, ATTACKS], home=home) as manager:
-        assert manager.client("lock_send").generate_response("", "send 4242").startswith("LEAKED: locked")  # it thinks so
-        assert manager.client("lock_recv").generate_response("", "recv").startswith("BLOCKED: nothing received")
+        assert manager.handle("lock_send").generate_response("", "send 4242").startswith("LEAKED: locked")  # it thinks so
+        assert manager.handle("lock_recv").generate_response("", "recv").startswith("BLOCKED: nothing received")
         with open("/dev/null", "r+b") as null:  # control: a real lock, taken outside the sandbox
             fcntl.lockf(null, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 777)
-            answer = manager.client("lock_recv").generate_response("", "recv")
+            answer = manager.handle("lock_recv").generate_response("", "recv")
             assert answer.startswith(f"LEAKED: received byte 777 from pid {os.getpid()}"), answer
-        assert manager.client("lock_recv").generate_response("", "sqlite") == "sqlite: 42"  # locks within one process work
+        assert manager.handle("lock_recv").generate_response("", "sqlite") == "sqlite: 42"  # locks within one process work
         assert_host_healthy(manager, host)

@@ -140,7 +140,7 @@ def test_queued_notices_print_before_a_new_one(manager: PluginManager) -> None:
 def test_a_plugin_that_cannot_load_is_reported_and_not_switched_to(manager: PluginManager) -> None:
     session, out, err = session_for(manager, "echo")
     run_command(session, NoMenu(), "/plugin broken")
-    assert session.plugin == "echo"
+    assert session.plugin_name == "echo"
     assert "plugin 'broken'" in err.getvalue() and "still chatting with 'echo'" in err.getvalue()
     assert "Now chatting" not in err.getvalue()
 
@@ -150,7 +150,7 @@ def test_a_disabled_plugin_is_reported_and_not_switched_to(manager: PluginManage
     manager.switches.set_enabled("recall", False)
     session, out, err = session_for(manager, "echo")
     run_command(session, NoMenu(), "/plugin recall")
-    assert session.plugin == "echo"
+    assert session.plugin_name == "echo"
     assert "is disabled" in err.getvalue() and "still chatting with 'echo'" in err.getvalue()
 
 
@@ -158,7 +158,7 @@ def test_a_disabled_plugin_is_reported_and_not_switched_to(manager: PluginManage
 def test_a_usable_plugin_is_switched_to_with_a_sentence(manager: PluginManager) -> None:
     session, out, err = session_for(manager, "echo")
     run_command(session, NoMenu(), "/plugin recall")
-    assert session.plugin == "recall"
+    assert session.plugin_name == "recall"
     assert err.getvalue() == "sandchat: Now chatting with 'recall'; the conversation is kept.\n"
 
 
@@ -171,7 +171,7 @@ def test_health_stops_the_plugins_it_started_and_keeps_the_current_one(manager: 
     session.ask("warm up")
     run_command(session, NoMenu(), "/health recall echo")
     assert "recall" in out.getvalue()
-    running = manager.running()
+    running = manager.handles()
     assert not running["recall"].running  # started by /health only: stopped again
     assert running["echo"].running  # the chat's plugin stays up
     session.ask("again")
@@ -222,7 +222,7 @@ def test_ctrl_c_during_a_switch_keeps_the_current_plugin(slow_manager: PluginMan
     with pytest.raises(KeyboardInterrupt):
         run_command(session, NoMenu(), "/plugin slowboot")
     wait_until(lambda: slow_manager.state("slowboot") == "stopped", 10, "the cancel to stop slowboot's start")
-    assert session.plugin == "echo"
+    assert session.plugin_name == "echo"
     assert "Now chatting" not in err.getvalue()
 
 

@@ -357,7 +357,7 @@ def test_the_fake_api_rejects_temperature_as_the_real_one_does(server: FakeAnthr
 def test_sandboxed_without_a_grant_the_refusal_is_a_permission_error_at_once(home: Path, server: FakeAnthropicServer) -> None:
     environ = {"ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": KEY}
     with make_manager(home, environ) as manager:
-        claude = manager.client("claude")
+        claude = manager.handle("claude")
         assert claude.start()["sandbox"]["profile"] == "network"  # started first: time only the call
         assert claude.config.sandbox.endpoints == (
             runner.parse_endpoint("api.anthropic.com:443"),
@@ -378,7 +378,7 @@ def sandboxed(home: Path, server: FakeAnthropicServer) -> Iterator[runner.Plugin
     environ = {"ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": KEY, "SANDCHAT_CLAUDE_MODEL": "claude-sonnet-4-6"}
     with make_manager(home, environ) as manager:
         grant_port(manager, "claude", server.port, CLAUDE_ENV)
-        yield manager.client("claude")
+        yield manager.handle("claude")
 
 
 @pytest.mark.timeout(60)

@@ -106,7 +106,7 @@ def test_a_cancel_leaves_the_first_chunk_deadline_where_it_was(raw_plugin: Calla
 
 @pytest.mark.timeout(60)
 def test_a_cancel_aimed_at_the_running_call_spares_the_queued_one(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("sup_timing")
+    client = sup_plugins.handle("sup_timing")
     client.start()
     pid = client.pid
     token = CancelToken()
@@ -126,7 +126,7 @@ def test_a_cancel_aimed_at_the_running_call_spares_the_queued_one(sup_plugins: D
 
 @pytest.mark.timeout(60)
 def test_a_cancel_aimed_at_the_queued_call_spares_the_running_one(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("sup_timing")
+    client = sup_plugins.handle("sup_timing")
     client.start()
     pid = client.pid
     first = Worker(lambda: client.generate_response("", "first:1.5"))
@@ -148,7 +148,7 @@ def test_a_cancel_aimed_at_the_queued_call_spares_the_running_one(sup_plugins: D
 
 @pytest.mark.timeout(60)
 def test_a_cancel_of_a_finished_call_touches_no_other(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("slow_stream")
+    client = sup_plugins.handle("slow_stream")
     token = CancelToken()
     assert client.generate_response("", "x", cancel=token) == "slow"
     conn = client._conn
@@ -172,7 +172,7 @@ def test_a_cancel_of_a_finished_call_touches_no_other(sup_plugins: DirectPlugins
 
 @pytest.mark.timeout(60)
 def test_a_call_queued_behind_a_slow_one_times_out_within_its_own_deadline(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("sup_timing")
+    client = sup_plugins.handle("sup_timing")
     client.start()
     pid = client.pid
     slow = Worker(lambda: client.generate_response("", "first:4"))  # past count_tokens' 3 s, within the 5 s total
@@ -197,7 +197,7 @@ def test_a_call_queued_behind_a_slow_one_times_out_within_its_own_deadline(sup_p
 def test_a_stream_queued_behind_a_slow_call_counts_the_wait_against_its_total(home: Path) -> None:
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=2, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
     with DirectPlugins(home, deadlines=deadlines, policy=POLICY) as plugins:
-        client = plugins.client("sup_timing")
+        client = plugins.handle("sup_timing")
         client.start()
         slow = Worker(lambda: client.generate_response("", "first:1.5"))
         slow.start()
@@ -225,7 +225,7 @@ def _race_client_against_close(home: Path, rng: random.Random) -> list[BaseExcep
         go.wait()
         try:
             for _ in range(3):
-                client = manager.client(rng.choice(("echo", "sup_jitter")))
+                client = manager.handle(rng.choice(("echo", "sup_jitter")))
                 client.count_tokens("a few words")
         except PluginUnavailable as exc:
             if exc.reason not in ("closed", "stopped"):
@@ -242,7 +242,7 @@ def _race_client_against_close(home: Path, rng: random.Random) -> list[BaseExcep
     manager.close()
     for thread in threads:
         thread.join(30)
-    for client in manager.running().values():
+    for client in manager.handles().values():
         assert client.state == "stopped" and client.pid is None
     return errors
 
@@ -260,14 +260,14 @@ def test_client_racing_close_leaves_no_process_and_no_fd(home: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_a_closed_manager_refuses_handles_and_calls(sup: PluginManager) -> None:
-    client = sup.client("echo")
+    client = sup.handle("echo")
     assert client.generate_response("", "hi") == "echo: hi"
     sup.close()
     with pytest.raises(PluginUnavailable) as info:
         client.generate_response("", "again")
     assert info.value.reason == "closed"
     with pytest.raises(PluginUnavailable) as info:
-        sup.client("echo")
+        sup.handle("echo")
     assert info.value.reason == "closed" and str(info.value) == "plugin 'echo' cannot start: sandchat is shutting down"
     sup.close()  # twice is fine
 
@@ -280,8 +280,8 @@ def test_home_reads_config_toml(home: Path) -> None:
     with PluginManager([TEST_PLUGINS], home) as manager:
         assert manager.settings.default_plugin == "echo" and manager.settings.allow_unsandboxed
         assert manager.is_disabled("sup_deaf") and manager.state("sup_deaf") == "disabled"
-        config = manager.config("echo")
+        config = manager.launch_config("echo")
         assert config.deadlines.total == 1.5 and config.max_reply == 1000
-        assert manager.client("echo").generate_response("", "hi") == "echo: hi"
+        assert manager.handle("echo").generate_response("", "hi") == "echo: hi"
     with PluginManager([TEST_PLUGINS], home, environ={"SANDCHAT_DISABLE_PLUGINS": "echo"}) as manager:
         assert manager.is_disabled("echo") and manager.is_disabled("sup_deaf")

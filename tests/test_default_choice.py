@@ -21,9 +21,9 @@ import pytest
 
 import app.choice
 from app.choice import choose_default, explain_once
-from app.config import Paths, Settings
 from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
+from app.settings import Paths, Settings
 from tests import helpers
 from tests.fakeapi import FakeAnthropicServer
 

@@ -32,6 +32,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.hints import hint_for
 from tests.attackkit import accepted, datagrams, grant_network, listener, port, udp_socket
 from tests.conftest import FAST
 from tests.fakeapi.tls import LocalCA
@@ -220,13 +221,13 @@ def egress(home: Path, *endpoints: str, plugin: str = PROBE, environ: Mapping[st
     """A manager over tests/egress (and the shipped echo) with ``plugin`` granted ``endpoints``."""
     with PluginManager([EGRESS], home=home, environ=environ, deadlines=DEADLINES) as manager:
         grant_network(manager, plugin, *endpoints)
-        assert manager.client(plugin).start()["sandbox"]["profile"] == "network"
+        assert manager.handle(plugin).start()["sandbox"]["profile"] == "network"
         yield manager
 
 
 def run(manager: PluginManager, *todo: list[Any]) -> list[dict[str, Any]]:
     """The probe's results for ``todo``, one per step, all run in its current process."""
-    results = json.loads(manager.client(PROBE).generate_response("", json.dumps(todo)))
+    results = json.loads(manager.handle(PROBE).generate_response("", json.dumps(todo)))
     assert len(results) == len(todo), results
     return results
 
@@ -268,7 +269,7 @@ def test_a_granted_name_is_reachable_with_sockets_urllib_and_http_client(home: P
             assert results[2]["value"] == results[3]["value"] == [200, "hello from the loopback"]
             assert accepted(raw) == [b"by create_connection", b"by socket().connect"]
             assert web.requests == [("/hello", f"localhost:{web.port}"), ("/client", f"localhost:{web.port}")]
-            manager.client(PROBE).network_use()  # its events are written off the connect's path: wait for them
+            manager.handle(PROBE).network_use()  # its events are written off the connect's path: wait for them
             assert manager.events.counts(PROBE)["network_connected"] == 4
 
 
@@ -342,7 +343,7 @@ def test_only_the_granted_name_and_port_get_through(home: Path) -> None:
             assert failed(again, "PermissionError", errno.EACCES, refusal(f"vm:{p}")), again
             assert accepted(granted) == [b"control", b"handed out"]
 
-            manager.client(PROBE).stop()  # a new process: the host remembers addresses per process
+            manager.handle(PROBE).stop()  # a new process: the host remembers addresses per process
             fresh = run(manager, ["connect", "127.0.0.1", p, "literal"])[0]
             assert failed(fresh, "PermissionError", errno.EACCES, refusal(f"127.0.0.1:{p}")), fresh
             assert accepted(granted) == [] and accepted(other) == []
@@ -375,7 +376,7 @@ def test_async_httpx_gets_and_streams_through_the_broker(home: Path) -> None:
     """The HTTP stack of the shipped SDKs (httpx2, anyio) unchanged: a GET, a streamed reply, a refusal."""
     with http_server() as web:
         with egress(home, f"localhost:{web.port}", plugin="egress_httpx") as manager:
-            said = json.loads(manager.client("egress_httpx").generate_response("", json.dumps({"port": web.port})))
+            said = json.loads(manager.handle("egress_httpx").generate_response("", json.dumps({"port": web.port})))
             assert said["get"] == [200, "hello from the loopback"]
             assert said["stream"] == ["line 0", "line 1", "line 2"]
             assert said["sync"] == [200, "hello from the loopback"]
@@ -420,7 +421,7 @@ def test_connection_errors_arrive_as_a_direct_connect_raises_them(home: Path) ->
         assert connect_ex == {"ok": True, "value": errno.ECONNREFUSED}
         kind, code = direct_error(lambda: socket.getaddrinfo(NO_SUCH_HOST, 80, 0, socket.SOCK_STREAM))
         assert kind == "gaierror" and failed(unknown, kind, code) and failed(lookup, kind, code), (unknown, lookup)
-        manager.client(PROBE).network_use()
+        manager.handle(PROBE).network_use()
         counts = manager.events.counts(PROBE)
         assert "network_refused" not in counts and "network_connected" not in counts  # failures, not refusals
 
@@ -467,9 +468,9 @@ def test_a_refusal_is_named_on_the_failed_call_and_in_the_health_log(home: Path)
             with pytest.raises(runner.PluginRaised) as raised:
                 run(manager, ["raise", "vm", p, "x"])
             assert raised.value.refused == f"vm:{p}" and raised.value.remote_type == "PermissionError"
-            fix = manager.fix_for(PROBE, raised.value)
+            fix = hint_for(manager, PROBE, raised.value)
             assert fix is not None and fix.network == (f"vm:{p}",)
-            manager.client(PROBE).network_use()
+            manager.handle(PROBE).network_use()
             refusals = [e for e in manager.events.events(PROBE) if e["event"] == "network_refused"]
             assert [e["endpoint"] for e in refusals] == [f"vm:{p}"]
             assert manager.events.counts(PROBE)["network_refused"] == 1
@@ -477,7 +478,7 @@ def test_a_refusal_is_named_on_the_failed_call_and_in_the_health_log(home: Path)
             with pytest.raises(runner.PluginRaised) as later:
                 run(manager, ["raise", "localhost", closed, "x"])
             assert later.value.remote_type == "ConnectionRefusedError" and later.value.refused == ""
-            assert manager.fix_for(PROBE, later.value) is None
+            assert hint_for(manager, PROBE, later.value) is None
             assert accepted(server) == []
 
 
@@ -486,7 +487,7 @@ def test_a_plugin_looping_on_refused_connects_writes_at_most_200_events(home: Pa
     with listener() as server:
         with egress(home, f"localhost:{port(server)}") as manager:
             assert run(manager, ["refused_many", "vm", port(server), 250])[0] == {"ok": True, "value": 250}
-            manager.client(PROBE).network_use()
+            manager.handle(PROBE).network_use()
             refusals = [e for e in manager.events.events(PROBE, limit=500) if e["event"] == "network_refused"]
             assert len(refusals) == manager.events.counts(PROBE)["network_refused"] == 200
             assert refusals[-1].get("more") == "not recorded" and not any("more" in e for e in refusals[:-1])

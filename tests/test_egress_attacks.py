@@ -58,7 +58,7 @@ BREAKING = ["oversized", "huge_length", "malformed", "not_an_object", "extra_fie
 
 def wire(manager: PluginManager, name: str, p: int, after: bool = True) -> dict[str, Any]:
     said = json.loads(
-        manager.client(WIRE).generate_response("", json.dumps({"attack": name, "port": p, "payload": "after", "after": after}))
+        manager.handle(WIRE).generate_response("", json.dumps({"attack": name, "port": p, "payload": "after", "after": after}))
     )
     found = said.pop("found")
     assert found["argv"] is not None and found["scan"] == [found["argv"]], found  # the one AF_UNIX stream it holds
@@ -93,7 +93,7 @@ def test_a_request_for_what_is_not_granted_is_refused_on_the_wire(home: Path, ho
             assert said["reply"]["ok"] is False and said["reply"]["refused"] == refused and said["fds"] == 0, said
             assert said["after"] == "connected"  # the broker answers on
             assert accepted(server) == [b"after"]  # the honest connect, and nothing before it
-            manager.client(WIRE).network_use()  # its events are written off the connect's path: wait for them
+            manager.handle(WIRE).network_use()  # its events are written off the connect's path: wait for them
             assert [e["endpoint"] for e in manager.events.events(WIRE) if e["event"] == "network_refused"] == [refused]
             assert_host_healthy(manager, host)
 
@@ -113,7 +113,7 @@ def test_a_malformed_frame_ends_the_broker_and_nothing_else(home: Path, host: Ho
             assert accepted(server) == []
             assert broker_threads_done() and escaped == []
             assert_host_healthy(manager, host)
-            manager.client(WIRE).stop()  # a new process gets a new broker
+            manager.handle(WIRE).stop()  # a new process gets a new broker
             assert wire(manager, "connect_name", p)["after"] == "connected" and accepted(server) == [b"after"]
 
 
@@ -142,7 +142,7 @@ def test_a_plugin_flooding_the_channel_blocks_only_its_own_broker(home: Path, ho
             said = wire(manager, "flood", p, after=False)
             assert said["sent"] > 10, said  # it got that far before the channel filled up
             assert_host_healthy(manager, host)
-            manager.client(WIRE).stop()  # the child's death unblocks the host's write
+            manager.handle(WIRE).stop()  # the child's death unblocks the host's write
             assert broker_threads_done() and escaped == []
             assert accepted(server) == []
 
@@ -160,7 +160,7 @@ def test_network_attacks_stay_refused_under_a_name_grant(home: Path, host: Host,
         with PluginManager([ATTACKS], home=home, deadlines=DEADLINES) as manager:
             for name in ("net_probe", "net_tricks", "odd_sockets"):
                 grant_network(manager, name, f"localhost:{p}")
-                assert manager.client(name).start()["sandbox"]["profile"] == "network"
+                assert manager.handle(name).start()["sandbox"]["profile"] == "network"
             probes = [["tcp", "127.0.0.1", p], ["tcp", "vm", p], ["tcp", "localhost", port(other)], ["udp", "localhost", port(udp)],
                       ["unix", str(tmp_path / "none.sock")], ["abstract", "sandchat-egress-test"]]  # fmt: skip
             lines = attack(manager, "net_probe", json.dumps(probes))
@@ -169,7 +169,7 @@ def test_network_attacks_stay_refused_under_a_name_grant(home: Path, host: Host,
             assert errnos(attack(manager, "net_tricks", json.dumps(order))) == [errno.EPERM] * len(NETWORK_CLASSES)
             assert errnos(attack(manager, "odd_sockets", str(p))) == [errno.EPERM] * 6
             assert accepted(granted) == [] and accepted(other) == [] and datagrams(udp) == []
-            control = manager.client("net_probe").generate_response("", json.dumps([["tcp", "localhost", p]]))
+            control = manager.handle("net_probe").generate_response("", json.dumps([["tcp", "localhost", p]]))
             assert control.startswith("SENT: tcp") and accepted(granted) == [b"hello from net_probe"]
             assert_host_healthy(manager, host)
 

@@ -28,12 +28,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def echo_still_answers(plugins: DirectPlugins) -> None:
-    assert plugins.client("echo").generate_response("", "still here") == "echo: still here"
+    assert plugins.handle("echo").generate_response("", "still here") == "echo: still here"
 
 
 def test_syntax_error_is_a_load_error_naming_the_line(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginLoadError) as info:
-        plugins.client("syntax_error").generate_response("", "hi")
+        plugins.handle("syntax_error").generate_response("", "hi")
     assert info.value.remote_type == "SyntaxError"
     assert "line 4" in str(info.value) and str(info.value).startswith("plugin 'syntax_error' failed to load")
     echo_still_answers(plugins)
@@ -41,7 +41,7 @@ def test_syntax_error_is_a_load_error_naming_the_line(plugins: DirectPlugins) ->
 
 def test_missing_library_names_the_module(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginLoadError) as info:
-        plugins.client("import_error").count_tokens("x")
+        plugins.handle("import_error").count_tokens("x")
     assert "ModuleNotFoundError" in str(info.value) and "your_llm_library" in str(info.value)
     assert "import your_llm_library" in info.value.remote_traceback
     echo_still_answers(plugins)
@@ -49,13 +49,13 @@ def test_missing_library_names_the_module(plugins: DirectPlugins) -> None:
 
 def test_sys_exit_at_import_is_a_load_error(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginLoadError, match=r"sys\.exit\(3\) at import"):
-        plugins.client("exit_at_import").count_tokens("x")
+        plugins.handle("exit_at_import").count_tokens("x")
     echo_still_answers(plugins)
 
 
 def test_hard_exit_before_hello_reports_status_and_stderr(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginStartError) as info:
-        plugins.client("hard_exit_at_import").count_tokens("x")
+        plugins.handle("hard_exit_at_import").count_tokens("x")
     assert not isinstance(info.value, PluginTimeout)
     assert info.value.exit_code == 4
     assert "exited with status 4 before its hello" in str(info.value)
@@ -68,18 +68,18 @@ def test_no_hello_before_deadline_is_a_start_timeout(home, tmp_path) -> None:
 
     with DirectPlugins(home, deadlines=replace(FAST, start=1.5)) as plugins:
         with pytest.raises(PluginStartTimeout, match=r"sent no hello within 1\.5s"):
-            plugins.client("slow_start").count_tokens("x")
+            plugins.handle("slow_start").count_tokens("x")
         echo_still_answers(plugins)
 
 
 def test_forged_hello_with_other_version_is_refused(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginVersionError, match="protocol 99"):
-        plugins.client("forged_hello").count_tokens("x")
+        plugins.handle("forged_hello").count_tokens("x")
     echo_still_answers(plugins)
 
 
 def test_segfault_in_a_call_is_a_crash_with_the_signal(plugins: DirectPlugins) -> None:
-    client = plugins.client("segfault")
+    client = plugins.handle("segfault")
     assert client.count_tokens("a b c") == 3
     with pytest.raises(PluginCrashed) as info:
         client.generate_response("", "boom")
@@ -90,13 +90,13 @@ def test_segfault_in_a_call_is_a_crash_with_the_signal(plugins: DirectPlugins) -
 
 def test_sys_exit_in_a_call_is_a_crash_with_the_status(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginCrashed) as info:
-        plugins.client("exit_in_call").generate_response("", "bye")
+        plugins.handle("exit_in_call").generate_response("", "bye")
     assert info.value.exit_code == 7 and "exited with status 7 during generate" in str(info.value)
     echo_still_answers(plugins)
 
 
 def test_hang_past_the_deadline_is_killed(plugins: DirectPlugins) -> None:
-    client = plugins.client("hang")
+    client = plugins.handle("hang")
     with pytest.raises(PluginTimeout) as info:
         client.count_tokens("x")
     assert info.value.phase == "count_tokens" and "timed out after 3s" in str(info.value)
@@ -109,7 +109,7 @@ def test_hang_past_the_deadline_is_killed(plugins: DirectPlugins) -> None:
 
 def test_child_that_stops_reading_its_input_is_killed_at_the_write_deadline(plugins: DirectPlugins) -> None:
     """A request larger than the pipe, to a child that no longer reads: the write itself has a deadline."""
-    client = plugins.client("noisy")
+    client = plugins.handle("noisy")
     assert client.count_tokens("abcd") == 4
     pid = client.pid
     assert pid is not None
@@ -127,7 +127,7 @@ def test_child_that_stops_reading_its_input_is_killed_at_the_write_deadline(plug
 
 
 def test_prints_to_stdout_never_corrupt_messages(plugins: DirectPlugins) -> None:
-    client = plugins.client("noisy")
+    client = plugins.handle("noisy")
     assert client.generate_response("", "q") == "noisy answer to q"
     assert list(client.stream_response("", "q")) == ["one", " two", " three"]
     assert client.count_tokens("abcd") == 4
@@ -136,7 +136,7 @@ def test_prints_to_stdout_never_corrupt_messages(plugins: DirectPlugins) -> None
 
 
 def test_wrong_return_types_are_named(plugins: DirectPlugins) -> None:
-    client = plugins.client("wrong_types")
+    client = plugins.handle("wrong_types")
     with pytest.raises(PluginResultError) as info:
         client.generate_response("", "x")
     assert str(info.value) == "plugin 'wrong_types' returned NoneType from generate_response, expected str"
@@ -154,7 +154,7 @@ def test_wrong_return_types_are_named(plugins: DirectPlugins) -> None:
 
 def test_exception_in_plugin_carries_its_traceback(plugins: DirectPlugins) -> None:
     with pytest.raises(PluginRaised) as info:
-        plugins.client("raises").generate_response("", "hello")
+        plugins.handle("raises").generate_response("", "hello")
     assert str(info.value) == "plugin 'raises' raised ValueError: model rejected 'hello'"
     assert info.value.remote_type == "ValueError"
     assert "_inner_helper" in info.value.remote_traceback
@@ -172,12 +172,12 @@ def test_exception_in_plugin_carries_its_traceback(plugins: DirectPlugins) -> No
 )
 def test_class_problems_are_load_errors(plugins: DirectPlugins, name: str, expected: str) -> None:
     with pytest.raises(PluginLoadError, match=expected):
-        plugins.client(name).count_tokens("x")
+        plugins.handle(name).count_tokens("x")
     echo_still_answers(plugins)
 
 
 def test_response_over_the_size_cap_is_a_protocol_error(plugins: DirectPlugins) -> None:
-    client = plugins.client("huge")
+    client = plugins.handle("huge")
     with pytest.raises(PluginProtocolError, match="larger than the 16777216-byte cap"):
         client.generate_response("", "x")
     assert not client.running
@@ -185,7 +185,7 @@ def test_response_over_the_size_cap_is_a_protocol_error(plugins: DirectPlugins) 
 
 
 def test_garbage_on_the_channel_is_a_protocol_error(plugins: DirectPlugins) -> None:
-    client = plugins.client("garbage")
+    client = plugins.handle("garbage")
     with pytest.raises(PluginProtocolError):
         client.generate_response("", "x")
     with pytest.raises(PluginProtocolError, match="unknown request id|malformed"):
@@ -197,7 +197,7 @@ def test_a_message_in_many_small_pieces_is_capped_too(plugins: DirectPlugins) ->
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    client = plugins.client("many_pieces")
+    client = plugins.handle("many_pieces")
     # The object budget refuses it long before the byte cap would.
     with pytest.raises(PluginProtocolError, match="more than 4096 objects"):
         client.generate_response("", "x")
@@ -208,7 +208,7 @@ def test_a_message_in_many_small_pieces_is_capped_too(plugins: DirectPlugins) ->
 
 
 def test_a_forged_result_of_the_wrong_type_costs_the_process(plugins: DirectPlugins) -> None:
-    client = plugins.client("forged_result")
+    client = plugins.handle("forged_result")
     with pytest.raises(PluginProtocolError, match="answered count_tokens with str"):
         client.count_tokens("x")
     assert not client.running and client.stats.errors == 1

@@ -38,7 +38,7 @@ def test_a_hundred_thousand_fuzzed_frames_through_a_pipe_leave_the_host_whole(ho
     outcomes: dict[str, int] = {}
     child = subprocess.Popen([sys.executable, "-m", "tests.fuzz.frames", str(SEED), str(FRAMES)], cwd=ROOT, stdout=subprocess.PIPE)
     with DirectPlugins(home, deadlines=FAST) as plugins:
-        assert plugins.client("echo").generate_response("", "before") == "echo: before"
+        assert plugins.handle("echo").generate_response("", "before") == "echo: before"
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak RSS: measure this run alone
         before = _status("VmRSS")
@@ -51,7 +51,7 @@ def test_a_hundred_thousand_fuzzed_frames_through_a_pipe_leave_the_host_whole(ho
             child.stdout.close()  # type: ignore[union-attr]
             assert child.wait(30) == 0
         grown = _status("VmHWM") - before
-        assert plugins.client("echo").generate_response("", "after") == "echo: after"
+        assert plugins.handle("echo").generate_response("", "after") == "echo: after"
     assert sum(outcomes.values()) == FRAMES
     assert set(outcomes) <= {"answer", "hello", "notification", "violation", "plugin error", "incomplete"}, outcomes
     assert outcomes["violation"] > FRAMES // 10 and outcomes["answer"] > FRAMES // 10, outcomes  # both sides exercised
@@ -84,7 +84,7 @@ def test_fuzzed_replies_through_a_real_connection_are_answers_or_plugin_errors(h
     never_quarantine = runner.RestartPolicy(backoff_initial=0.001, backoff_max=0.001, max_failures=10_000)
     quick = dataclasses.replace(FAST, count_tokens=0.5)  # a cut frame waits out this deadline
     with DirectPlugins(home, deadlines=quick, policy=never_quarantine, folders=(folder, TEST_PLUGINS, SHIPPED_PLUGINS)) as plugins:
-        client = plugins.client("fuzz")
+        client = plugins.handle("fuzz")
         results: dict[str, int] = {}
         for seed in range(150):
             try:
@@ -92,7 +92,7 @@ def test_fuzzed_replies_through_a_real_connection_are_answers_or_plugin_errors(h
                 results["answer"] = results.get("answer", 0) + 1
             except runner.PluginError as exc:
                 results[type(exc).__name__] = results.get(type(exc).__name__, 0) + 1
-        assert plugins.client("echo").generate_response("", "still here") == "echo: still here"
+        assert plugins.handle("echo").generate_response("", "still here") == "echo: still here"
     assert sum(results.values()) == 150 and len(results) >= 2, results
     assert results.get("PluginProtocolError", 0) > 30, results
     print(f"\n[fuzz] 150 fuzzed replies through a real plugin: {results}")

@@ -55,7 +55,7 @@ def test_a_message_too_long_for_the_window_is_refused() -> None:
 def test_each_message_is_counted_once_through_the_cache(manager: PluginManager) -> None:
     from app.tokencache import TokenCounter
 
-    client = manager.client("tiny_window")
+    client = manager.handle("tiny_window")
     counter = TokenCounter(client)
     conversation = Conversation()
     for i in range(6):
@@ -207,7 +207,7 @@ def test_too_long_is_raised_the_same_way_cold_and_warm() -> None:
 def test_fit_through_a_token_counter_asks_a_sandboxed_plugin_nothing_when_warm(manager: PluginManager) -> None:
     from app.tokencache import TokenCounter
 
-    client = manager.client("tiny_window")
+    client = manager.handle("tiny_window")
     client.start()  # its window is known from its hello
     counter = TokenCounter(client)
     conversation = Conversation(system="be brief")

@@ -20,8 +20,10 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.access import access_of
 from app.chat import ChatSession
 from app.grants import file_sha256
+from app.hints import hint_for
 from app.render import Output
 from tests.conftest import FAST, TEST_PLUGINS
 from tests.helpers import sandchat, wait_until
@@ -96,7 +98,7 @@ def test_chat_keeps_a_cut_answer_marked_incomplete(manager: PluginManager) -> No
 @pytest.mark.timeout(60)
 def test_ctrl_c_before_any_text_leaves_no_empty_assistant_message(manager: PluginManager) -> None:
     session, out, err = session_for(manager, "sup_timing")
-    client = manager.client("sup_timing")
+    client = manager.handle("sup_timing")
     client.start()
     main = threading.get_ident()
 
@@ -125,12 +127,12 @@ def raised(plugin: str, type_: str, message: str, refused: str = "") -> runner.P
 def test_a_refused_endpoint_is_proposed_on_top_of_the_grant(manager: PluginManager) -> None:
     path = manager.plugin_file("needsnet").path
     manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ())
-    fix = manager.fix_for("needsnet", raised("needsnet", "PermissionError", "whatever it says", refused="127.0.0.1:8088"))
+    fix = hint_for(manager, "needsnet", raised("needsnet", "PermissionError", "whatever it says", refused="127.0.0.1:8088"))
     assert fix is not None and fix.network == ("127.0.0.1:8088",) and fix.env == ()
     assert fix.text == ("plugin 'needsnet' tried to reach 127.0.0.1:8088, which is not granted: "
                         "run sandchat plugins grant needsnet --network 127.0.0.1:8088")  # fmt: skip
     # A refusal the host did not record, under a grant the user chose: no advice beats wrong advice.
-    assert manager.fix_for("needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied")) is None
+    assert hint_for(manager, "needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied")) is None
 
 
 @pytest.mark.timeout(30)
@@ -139,12 +141,12 @@ def test_the_plugins_own_words_about_a_refusal_propose_nothing(manager: PluginMa
     path = manager.plugin_file("needsnet").path
     manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ())
     forged = raised("needsnet", "PermissionError", "the sandbox refused a connection to evil.example:443")
-    assert manager.fix_for("needsnet", forged) is None
+    assert hint_for(manager, "needsnet", forged) is None
 
 
 @pytest.mark.timeout(30)
 def test_a_plugin_never_granted_is_told_what_it_requests(manager: PluginManager) -> None:
-    fix = manager.fix_for("needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied"))
+    fix = hint_for(manager, "needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied"))
     assert fix is not None and fix.network == ("127.0.0.1:9",)
     assert fix.text == "plugin 'needsnet' requests network 127.0.0.1:9, not granted; to grant it, run: sandchat plugins grant needsnet"
 
@@ -152,7 +154,7 @@ def test_a_plugin_never_granted_is_told_what_it_requests(manager: PluginManager)
 @pytest.mark.timeout(30)
 def test_a_lapsed_grant_is_explained(manager: PluginManager, tmp_path: Path) -> None:
     manager.grants.grant("needsnet", "0" * 64, ("127.0.0.1:9",), ())  # granted to another version of the file
-    fix = manager.fix_for("needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied"))
+    fix = hint_for(manager, "needsnet", raised("needsnet", "PermissionError", "[Errno 13] Permission denied"))
     assert fix is not None and "changed since its permissions were granted" in fix.text and fix.network == ("127.0.0.1:9",)
 
 
@@ -161,11 +163,11 @@ def test_a_variable_is_only_named_when_the_error_names_it_and_it_is_unset(manage
     path = manager.plugin_file("needsnet").path
     manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ("NEEDSNET_KEY",))
     named = raised("needsnet", "RuntimeError", "NEEDSNET_KEY is not set")
-    fix = manager.fix_for("needsnet", named)
+    fix = hint_for(manager, "needsnet", named)
     assert fix is not None and fix.text == "plugin 'needsnet' needs NEEDSNET_KEY, which is not set; run: sandchat keys set NEEDSNET_KEY"
-    assert manager.fix_for("needsnet", raised("needsnet", "RuntimeError", "connection refused")) is None  # not the key's fault
+    assert hint_for(manager, "needsnet", raised("needsnet", "RuntimeError", "connection refused")) is None  # not the key's fault
     manager.keys.set("NEEDSNET_KEY", "k")
-    assert manager.fix_for("needsnet", named) is None
+    assert hint_for(manager, "needsnet", named) is None
 
 
 @pytest.mark.timeout(30)
@@ -173,7 +175,7 @@ def test_a_variable_is_only_named_when_the_error_names_it_and_it_is_unset(manage
 def test_a_refusal_that_is_no_endpoint_proposes_nothing(manager: PluginManager, refused: str) -> None:
     path = manager.plugin_file("needsnet").path
     manager.grants.grant("needsnet", file_sha256(path), ("127.0.0.1:9",), ())
-    assert manager.fix_for("needsnet", raised("needsnet", "PermissionError", "refused", refused=refused)) is None
+    assert hint_for(manager, "needsnet", raised("needsnet", "PermissionError", "refused", refused=refused)) is None
 
 
 @pytest.mark.timeout(60)
@@ -240,9 +242,9 @@ def test_adding_an_endpoint_to_a_shipped_plugin_keeps_what_it_ships_with(home: P
     assert entry["network"] == ["api.openai.com:443", "127.0.0.1:8088"]  # the shipped endpoint stays, the new one joins
     assert {"OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"} <= set(entry["env"])  # and so do its variables
     with PluginManager([], home) as manager:
-        access = manager.access(manager.plugin_file("openai_compatible"))
+        access = access_of(manager.plugin_file("openai_compatible"), manager.grants)
         assert access.profile == "network" and access.grant is not None and access.grant.source == "user"
-        assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]
+        assert [str(e) for e in manager.launch_config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443", "127.0.0.1:8088"]
 
 
 @pytest.mark.timeout(60)

@@ -18,7 +18,8 @@ import pytest
 
 import runner
 from app import PluginManager
-from app.config import Paths, Settings
+from app.hints import hint_for
+from app.settings import Paths, Settings
 from tests.helpers import FAST, HOSTILE_PLUGINS, SHIPPED_PLUGINS, TEST_PLUGINS, DirectPlugins
 
 pytestmark = pytest.mark.timeout(90)
@@ -66,11 +67,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def echo_still_answers(manager: PluginManager | DirectPlugins) -> None:
-    assert manager.client("echo").generate_response("", "still here") == "echo: still here"
+    assert manager.handle("echo").generate_response("", "still here") == "echo: still here"
 
 
 def test_a_message_of_sixteen_million_empty_arrays_is_refused_before_it_is_decoded(hostile_plugins: DirectPlugins) -> None:
-    client = hostile_plugins.client("amplify")
+    client = hostile_plugins.handle("amplify")
     client.start()
     errors: list[BaseException] = []
 
@@ -92,14 +93,14 @@ def test_a_message_nested_a_thousand_deep_is_a_protocol_error_not_a_recursion_er
     """Short messages cannot exceed the object budget and are shape-checked without recursion;
     longer ones are scanned first and refused for their depth."""
     with pytest.raises(runner.PluginProtocolError) as caught:
-        hostile_plugins.client("deep").generate_response("", str(padding))
+        hostile_plugins.handle("deep").generate_response("", str(padding))
     text = one_line(caught.value)
     assert "nested more than 16 deep" in text or (not padding and "malformed message a list of 4 items" in text), text
     echo_still_answers(hostile_plugins)
 
 
 def test_an_endless_stream_stops_at_max_reply_and_is_not_kept(hostile_plugins: DirectPlugins) -> None:
-    client = hostile_plugins.client("endless")
+    client = hostile_plugins.handle("endless")
     client.start()
     seen: list[int] = []
 
@@ -122,11 +123,11 @@ def test_a_bad_max_reply_setting_is_one_line(home: Path) -> None:
     settings = Settings(paths=Paths.from_home(home), plugin_options={"echo": {"max_reply": "lots"}})
     with PluginManager([TEST_PLUGINS], settings=settings) as manager:
         with pytest.raises(runner.PluginUnavailable, match="bad max_reply in the settings file: 'lots'"):
-            manager.client("echo")
+            manager.handle("echo")
 
 
 def test_a_forged_hello_does_not_replace_the_hosts_facts(hostile: PluginManager) -> None:
-    client = hostile.client("liar")
+    client = hostile.handle("liar")
     hello = client.start()
     assert hello["pid"] == client.pid != 1
     report = hello["sandbox"]  # what the child's trusted code sent before the plugin ran
@@ -140,7 +141,7 @@ def test_a_forged_hello_does_not_replace_the_hosts_facts(hostile: PluginManager)
 
 def test_a_hello_with_an_impossible_context_window_is_refused(hostile: PluginManager) -> None:
     with pytest.raises(runner.PluginStartError) as caught:
-        hostile.client("liar_window").start()
+        hostile.handle("liar_window").start()
     assert "sent a bad hello: field 'context_window' is missing or invalid" in one_line(caught.value)
     report = hostile.health(["liar_window"])[0]
     assert not report["healthy"] and "context_window" in report["last_error"]
@@ -149,17 +150,18 @@ def test_a_hello_with_an_impossible_context_window_is_refused(hostile: PluginMan
 
 def test_plugin_code_cannot_pass_for_a_sandbox_failure(hostile: PluginManager) -> None:
     with pytest.raises(runner.PluginStartError) as caught:
-        hostile.client("exit78").start()
+        hostile.handle("exit78").start()
     assert not isinstance(caught.value, runner.PluginSandboxError)
     assert "exited with status 78 before its hello" in one_line(caught.value)
-    hint = hostile.permission_hint("exit78", caught.value) or ""
+    fix = hint_for(hostile, "exit78", caught.value)
+    hint = fix.text if fix is not None else ""
     assert "allow_unsandboxed" not in hint
     echo_still_answers(hostile)
 
 
 @pytest.mark.parametrize("call", ["count_tokens", "ping", "generate_response", "stream"])
 def test_a_call_on_the_thread_reading_a_stream_fails_at_once_and_the_stream_goes_on(hostile_plugins: DirectPlugins, call: str) -> None:
-    client = hostile_plugins.client("stream_reentry")
+    client = hostile_plugins.handle("stream_reentry")
     actions = {
         "count_tokens": lambda: client.count_tokens("x"),
         "ping": client.ping,

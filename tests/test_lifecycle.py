@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 def test_plugin_started_from_a_short_lived_thread_survives_it(plugins: DirectPlugins) -> None:
     # The child's parent-death signal follows the spawning *thread*: the runner must not
     # let a worker thread's end kill the plugin it happened to start.
-    client = plugins.client("echo")
+    client = plugins.handle("echo")
     worker = threading.Thread(target=client.start)
     worker.start()
     worker.join()
@@ -26,7 +26,7 @@ def test_plugin_started_from_a_short_lived_thread_survives_it(plugins: DirectPlu
 
 
 def test_stop_twice_is_safe_and_leaves_nothing(plugins: DirectPlugins) -> None:
-    client = plugins.client("echo")
+    client = plugins.handle("echo")
     client.start()
     pid = client.pid
     client.stop()

@@ -163,7 +163,7 @@ def test_sandboxed_and_granted_the_port_it_streams(home: Path, server_url: str) 
     with make_manager(home, {"OPENAI_BASE_URL": server_url + "/v1"}) as manager:
         sha = file_sha256(SHIPPED_DIR / "openai_compatible_plugin.py")
         manager.grants.grant("openai_compatible", sha, network=(f"127.0.0.1:{port}",), env=("OPENAI_BASE_URL",))
-        plugin = manager.client("openai_compatible")
+        plugin = manager.handle("openai_compatible")
         pieces = list(plugin.stream_response("", "Say hello.", max_tokens=8, temperature=0))
         assert len(pieces) > 1 and "".join(pieces).strip()
         with pytest.raises(runner.PluginRaised, match="the reply was cut off"):

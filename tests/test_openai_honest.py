@@ -244,7 +244,7 @@ def test_check_model_missing(connect: Any, server: FakeOpenAIServer) -> None:
 @pytest.mark.timeout(60)
 def test_a_sandbox_refusal_is_one_permission_error_at_once(home: Path, server: FakeOpenAIServer) -> None:
     with make_manager(home, {"OPENAI_BASE_URL": server.base_url}) as manager:
-        plugin = manager.client("openai_compatible")  # trusted with api.openai.com:443 only: no grant for this port
+        plugin = manager.handle("openai_compatible")  # trusted with api.openai.com:443 only: no grant for this port
         plugin.start()
         began = time.monotonic()
         with pytest.raises(runner.PluginRaised) as exc:

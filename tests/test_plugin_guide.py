@@ -26,7 +26,7 @@ import pytest
 
 import runner
 from app.cli import build_parser
-from app.config import load
+from app.settings import load
 from tests.helpers import sandchat
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugin-guide.md"

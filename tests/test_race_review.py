@@ -21,6 +21,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.health import probe_all
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginTimeout, PluginUnavailable, RestartPolicy
 from runner import connection as connection_mod
 from runner import process as process_mod
@@ -81,7 +82,7 @@ def test_close_during_spawn_never_writes_into_a_reused_fd(home: Path, tmp_path: 
     monkeypatch.setattr(process_mod, "spawn", spawn)
     monkeypatch.setattr(connection_mod.Connection, "handshake", handshake)
     manager = _manager(home)
-    client = manager.client("sup_timing")
+    client = manager.handle("sup_timing")
     worker = Worker(lambda: client.generate_response("", "hello"))
     worker.start()
     assert spawned.wait(20)
@@ -114,7 +115,7 @@ def test_close_during_spawn_never_writes_into_a_reused_fd(home: Path, tmp_path: 
 @pytest.mark.timeout(60)
 def test_an_already_cancelled_call_starts_no_process(handles: DirectPlugins) -> None:
     """Contract: a call made with a cancelled token never reaches the plugin (ends at once)."""
-    client = handles.client("race_slow_boot")
+    client = handles.handle("race_slow_boot")
     token = CancelToken()
     token.cancel()
     began = time.monotonic()
@@ -127,7 +128,7 @@ def test_an_already_cancelled_call_starts_no_process(handles: DirectPlugins) -> 
 
 @pytest.mark.timeout(60)
 def test_a_stream_cancelled_before_its_first_next_starts_no_process(handles: DirectPlugins) -> None:
-    client = handles.client("race_slow_boot")
+    client = handles.handle("race_slow_boot")
     stream = client.stream_response("", "x")
     stream.cancel()
     began = time.monotonic()
@@ -141,7 +142,7 @@ def test_a_call_cancelled_while_its_process_starts_ends_within_cancel_grace(home
     """Contract: a cancelled call ends with PluginCancelled within cancel_grace, or its process is killed."""
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=30, count_tokens=3, ping=3, cancel_grace=0.5, stop_grace=1)
     with _handles(home, deadlines) as handles:
-        client = handles.client("race_slow_boot")  # 4 s to import
+        client = handles.handle("race_slow_boot")  # 4 s to import
         token = CancelToken()
         worker = Worker(lambda: client.generate_response("", "x", cancel=token))
         worker.start()
@@ -172,7 +173,7 @@ def _abandon_in_a_cycle(client: runner.Plugin, cancel: CancelToken | None = None
 @pytest.mark.timeout(60)
 def test_an_abandoned_stream_collected_on_another_thread_frees_the_turn(handles: DirectPlugins) -> None:
     """Held attack (control): gc on a third thread finalizes the stream and a queued call gets in."""
-    client = handles.client("slow_stream")
+    client = handles.handle("slow_stream")
     gc.disable()
     try:
         _abandon_in_a_cycle(client)
@@ -198,7 +199,7 @@ def test_gc_finalizing_an_abandoned_stream_inside_token_cancel_does_not_deadlock
     under that same lock. Widened: the collection is forced in Event.set(), which cancel()
     calls under its lock (it allocates, so gc can run there).
     """
-    client = handles.client("slow_stream")
+    client = handles.handle("slow_stream")
     token = CancelToken()
 
     class CollectingEvent(threading.Event):
@@ -233,7 +234,7 @@ def test_gc_finalizing_an_abandoned_stream_inside_a_waiters_turn_wait_does_not_d
     lock (turn.py take(): any allocation there can trigger a collection). Widened: the
     collection is forced at the time.monotonic() read inside that locked region.
     """
-    client = handles.client("slow_stream")
+    client = handles.handle("slow_stream")
     armed = threading.Event()
 
     class Clock:
@@ -279,7 +280,7 @@ def test_ctrl_c_as_a_queued_call_gets_the_turn_does_not_leak_the_turn(home: Path
     """
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=2, count_tokens=2, ping=2, cancel_grace=1, stop_grace=1)
     with _handles(home, deadlines) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:0.5"))
         holder.start()
@@ -312,7 +313,7 @@ def test_random_ctrl_c_storm_on_queued_calls_never_leaks_the_turn(home: Path) ->
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
     me = threading.current_thread()
     with _handles(home, deadlines) as handles:
-        client = handles.client("echo")
+        client = handles.handle("echo")
         client.start()
         stop = threading.Event()
         leaks = interrupts = 0
@@ -367,7 +368,7 @@ def test_stream_close_from_another_thread_raises_only_plugin_errors(handles: Dir
     (Stream.close's docstring says "from the reading thread"; the brief asks what happens
     otherwise: a ValueError "generator already executing" is not a PluginError.)
     """
-    client = handles.client("slow_stream")
+    client = handles.handle("slow_stream")
     stream = client.stream_response("", "x")
     first = threading.Event()
     got: list[str] = []
@@ -395,7 +396,7 @@ def test_stream_close_from_another_thread_raises_only_plugin_errors(handles: Dir
 @pytest.mark.timeout(60)
 def test_stream_cancel_from_many_threads_before_during_after(handles: DirectPlugins) -> None:
     """Held attack: cancel() from 16 threads at once mid-stream, after exhaustion, before next()."""
-    client = handles.client("slow_stream")
+    client = handles.handle("slow_stream")
     for _ in range(5):
         stream = client.stream_response("", "x")
         assert next(stream) == "0 "
@@ -411,7 +412,7 @@ def test_stream_cancel_from_many_threads_before_during_after(handles: DirectPlug
             assert c.error is None
         assert info.value.chars >= 2
         assert client.generate_response("", "y") == "slow"
-    echo = handles.client("echo")
+    echo = handles.handle("echo")
     done = echo.stream_response("", "a b c")
     assert "".join(done) == "echo: a b c"
     done.cancel()  # after exhaustion: nothing
@@ -426,8 +427,8 @@ def test_stream_cancel_from_many_threads_before_during_after(handles: DirectPlug
 @pytest.mark.timeout(180)
 def test_cancel_racing_call_end_never_hits_the_next_call(handles: DirectPlugins) -> None:
     """Contract: a cancel of a finished call does nothing to any other call."""
-    client = handles.client("echo")
-    other = handles.client("sup_jitter")
+    client = handles.handle("echo")
+    other = handles.handle("sup_jitter")
     shared = [CancelToken()]
     stop = threading.Event()
     wrong: list[str] = []
@@ -480,7 +481,7 @@ def test_cancel_racing_call_end_never_hits_the_next_call(handles: DirectPlugins)
 
 @pytest.mark.timeout(120)
 def test_one_token_shared_by_calls_on_two_plugins_cancels_both_and_nothing_after(handles: DirectPlugins) -> None:
-    a, b = handles.client("slow_stream"), handles.client("sup_timing")
+    a, b = handles.handle("slow_stream"), handles.handle("sup_timing")
     a.start(), b.start()
     for _ in range(10):
         token = CancelToken()
@@ -507,7 +508,7 @@ def test_queued_calls_end_within_their_own_deadlines_when_the_holder_is_killed(h
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=1.5, count_tokens=0.7, ping=0.5, cancel_grace=0.5, stop_grace=1)
     policy = RestartPolicy(backoff_initial=0.4, backoff_factor=2, backoff_max=2, max_failures=1000, window=30, cooldown=1, stable_after=5)
     with _handles(home, deadlines, policy) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         for rnd in range(4):
             client.start()
             holder = Worker(lambda: client.generate_response("", "first:5"))
@@ -550,7 +551,7 @@ def test_start_queued_behind_a_call_names_its_deadline(home: Path) -> None:
     """Contract: the error names the deadline and its value (as the other queue waits do)."""
     deadlines = Deadlines(start=1, first_chunk=3, idle=3, total=5, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
     with _handles(home, deadlines) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:2.5"))
         holder.start()
@@ -593,7 +594,7 @@ def test_close_from_inside_an_event_listener(home: Path, event: str) -> None:
     manager = _manager(home)
     listener = _Listener(event, manager.close)
     manager._events = listener  # type: ignore[assignment]
-    client = manager.client("sup_timing")
+    client = manager.handle("sup_timing")
     with pytest.raises(PluginUnavailable) as info:
         client.generate_response("", "x")
     assert listener.fired.is_set() and not listener.raised, listener.raised
@@ -608,7 +609,7 @@ def test_close_from_inside_an_event_listener(home: Path, event: str) -> None:
 @pytest.mark.timeout(60)
 def test_close_from_the_watch_callback(home: Path) -> None:
     manager = _manager(home)
-    manager.client("echo").start()
+    manager.handle("echo").start()
     plugins = home / "plugins"
     plugins.mkdir(exist_ok=True)
     changed = threading.Event()
@@ -626,7 +627,7 @@ def test_close_from_the_watch_callback(home: Path) -> None:
     assert not watcher.is_alive()
     manager.close()
     with pytest.raises(PluginUnavailable) as info:
-        manager.client("echo").count_tokens("x")
+        manager.handle("echo").count_tokens("x")
     assert info.value.reason == "closed"
 
 
@@ -654,12 +655,12 @@ def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
             return run
 
         jobs = [  # each bound to this round's manager: a job thread may outlive its round
-            lambda manager=manager: manager.client(rng.choice(names)).count_tokens("words"),
-            lambda manager=manager: "".join(manager.client("slow_stream").stream_response("", "x", cancel=_timer_token(0.05))),
-            lambda manager=manager: manager.client(rng.choice(names)).stop(),
+            lambda manager=manager: manager.handle(rng.choice(names)).count_tokens("words"),
+            lambda manager=manager: "".join(manager.handle("slow_stream").stream_response("", "x", cancel=_timer_token(0.05))),
+            lambda manager=manager: manager.handle(rng.choice(names)).stop(),
             lambda manager=manager: manager.forget(rng.choice(names)),
             lambda manager=manager: manager.check_idle(),
-            lambda manager=manager: manager.health([rng.choice(names)]),
+            lambda manager=manager: probe_all(manager, [rng.choice(names)]),
             lambda manager=manager: manager.refresh(),
         ]
         threads = [threading.Thread(target=guard(j), daemon=True) for j in jobs]
@@ -676,12 +677,12 @@ def test_close_racing_stop_forget_check_idle_health_refresh(home: Path) -> None:
         assert not unexpected, f"round {rnd}: {unexpected!r}"
         for name in names:
             try:
-                handle = manager.client(name)
+                handle = manager.handle(name)
             except PluginUnavailable as exc:
                 assert exc.reason == "closed"
             else:  # pragma: no cover - client() after close must refuse
                 raise AssertionError(f"client({name!r}) after close gave {handle}")
-        for handle in manager.running().values():
+        for handle in manager.handles().values():
             with pytest.raises(PluginUnavailable) as info:
                 handle.count_tokens("x")
             assert info.value.reason == "closed" and not handle.running
@@ -703,7 +704,7 @@ def test_many_manager_cycles_leak_no_fd_and_no_thread(home: Path) -> None:
     def cycle(i: int) -> None:
         with _manager(home) as manager:
             manager.watch(interval=0.05)
-            a, b = manager.client("echo"), manager.client("slow_stream")
+            a, b = manager.handle("echo"), manager.handle("slow_stream")
             assert a.count_tokens("a b") > 0
             s = b.stream_response("", "x")
             next(s)
@@ -731,9 +732,9 @@ def test_home_config_toml_is_read_like_the_cli(home: Path) -> None:
     (home / "config.toml").write_text('disabled = ["slow_stream"]\n[plugins.sup_timing]\ntotal = 1\n')
     with PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY) as manager:
         with pytest.raises(PluginUnavailable) as off:
-            manager.client("slow_stream")
+            manager.handle("slow_stream")
         assert off.value.reason == "disabled"
-        client = manager.client("sup_timing")
+        client = manager.handle("sup_timing")
         began = time.monotonic()
         with pytest.raises(PluginTimeout) as info:
             client.generate_response("", "first:3")

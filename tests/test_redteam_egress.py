@@ -24,7 +24,8 @@ import pytest
 
 import runner
 from app import PluginManager
-from app.commands.plugins import health_text
+from app.health import health_text, probe_all
+from app.hints import hint_for
 from runner.cleantext import clean_text
 from tests.attackkit import (
     Host,
@@ -53,7 +54,7 @@ def redteam(home: Path, environ: dict[str, str] | None = None) -> Iterator[Plugi
 
 
 def run(manager: PluginManager, order: dict[str, Any]) -> list[str]:
-    lines = manager.client(NAME).generate_response("", json.dumps(order)).splitlines()
+    lines = manager.handle(NAME).generate_response("", json.dumps(order)).splitlines()
     assert lines, "the attack said nothing"
     return lines
 
@@ -65,7 +66,7 @@ def assert_no_leak(lines: list[str]) -> None:
 
 def start_network(manager: PluginManager, name: str, *endpoints: str) -> runner.Plugin:
     grant_network(manager, name, *endpoints)
-    client = manager.client(name)
+    client = manager.handle(name)
     assert client.start()["sandbox"]["profile"] == "network"
     return client
 
@@ -292,9 +293,9 @@ def test_a_connect_the_host_waits_on_starves_no_one(home: Path, host: Host) -> N
             start_network(manager, "rt_bystander", f"127.0.0.1:{port(granted)}")
             assert run(manager, {"attack": "slow", "g": 443}) == ["STARTED"]
             assert proxy.asked.wait(10)  # the host is now inside the slow connect
-            assert manager.client("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
+            assert manager.handle("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
             assert accepted(granted) == [b"bystander"]
-            assert manager.client(NAME).generate_response("", "ping") == "pong"
+            assert manager.handle(NAME).generate_response("", "ping") == "pong"
             assert_host_healthy(manager, host)
             proxy.release.set()
             assert proxy.done.wait(10) and proxy.payloads == [b"slow"]
@@ -340,11 +341,11 @@ def test_hostile_frames_end_only_that_broker(home: Path, host: Host, thread_erro
         for kind in _ENDS_CLEANLY:
             (line,) = run(manager, {"attack": "poison", "kind": kind, "g": port(granted), "u": port(other)})
             assert line.startswith("BLOCKED: "), line
-            assert manager.client(NAME).generate_response("", "ping") == "pong"  # the plugin lives on
+            assert manager.handle(NAME).generate_response("", "ping") == "pong"  # the plugin lives on
             stop_and_reap(client)
             assert thread_errors == [], (kind, thread_errors)
         assert accepted(other) == []
-        assert manager.client("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
+        assert manager.handle("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
         assert accepted(granted) == [b"bystander"]
         assert_host_healthy(manager, host)
 
@@ -382,8 +383,8 @@ def test_a_broker_stuffed_with_unread_replies_blocks_only_that_plugin(home: Path
         start_network(manager, "rt_bystander", f"127.0.0.1:{port(granted)}")
         (line,) = run(manager, {"attack": "stuff"})
         assert line.startswith("STUFFED: ")
-        assert manager.client("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
-        assert manager.client(NAME).generate_response("", "ping") == "pong"
+        assert manager.handle("rt_bystander").generate_response("", json.dumps(["127.0.0.1", port(granted)])) == "connected"
+        assert manager.handle(NAME).generate_response("", "ping") == "pong"
         assert_host_healthy(manager, host)
         stop_and_reap(client)  # the blocked broker thread ends with its plugin
         assert accepted(granted) == [b"bystander"]
@@ -394,7 +395,7 @@ def test_a_broker_stuffed_with_unread_replies_blocks_only_that_plugin(home: Path
 
 def refused_call(manager: PluginManager, op: str, host_name: str, port_number: Any, family: int = 0) -> runner.PluginRaised:
     with pytest.raises(runner.PluginRaised) as failure:
-        manager.client(NAME).generate_response(
+        manager.handle(NAME).generate_response(
             "", json.dumps({"attack": "hint", "op": op, "host": host_name, "port": port_number, "family": family})
         )
     return failure.value
@@ -407,7 +408,7 @@ def test_hint_proposes_the_endpoint_the_host_refused(home: Path, host: Host) -> 
         start_network(manager, NAME, "127.0.0.1:9")
         error = refused_call(manager, "resolve", "Evil.RT.test.", 443)
         assert error.refused == "evil.rt.test:443"
-        fix = manager.fix_for(NAME, error)
+        fix = hint_for(manager, NAME, error)
         assert fix is not None and fix.network == ("evil.rt.test:443",)
         assert_host_healthy(manager, host)
 
@@ -417,7 +418,7 @@ def test_hint_never_proposes_a_wildcard_the_host_never_matched(home: Path, host:
     with redteam(home) as manager:
         start_network(manager, NAME, "127.0.0.1:9")
         error = refused_call(manager, "resolve", "*.com", 443)
-        fix = manager.fix_for(NAME, error)
+        fix = hint_for(manager, NAME, error)
         assert fix is None or not [n for n in fix.network if n.startswith("*")], fix
         assert_host_healthy(manager, host)
 
@@ -433,7 +434,7 @@ def test_hint_text_carries_no_control_characters(home: Path, host: Host, op: str
     with redteam(home) as manager:
         start_network(manager, NAME, "127.0.0.1:9")
         error = refused_call(manager, op, host_name, 443, family)
-        fix = manager.fix_for(NAME, error)
+        fix = hint_for(manager, NAME, error)
         assert_host_healthy(manager, host)
         assert fix is None or (clean_text(fix.text, keep_newlines=False) == fix.text and fix.text.isprintable()), repr(fix.text)
 
@@ -446,7 +447,7 @@ def test_health_report_shows_hostile_refusals_cleaned(home: Path, host: Host) ->
         start_network(manager, NAME, "127.0.0.1:9")
         for name in hostile:
             refused_call(manager, "connect" if name.startswith("::1") else "resolve", name, 443, socket.AF_INET6)
-        reports = manager.health([NAME])
+        reports = probe_all(manager, [NAME])
         assert reports[0]["refused_24h"] == len(hostile)
         text = health_text(reports, False, width=400)
         text.encode("utf-8")  # no surrogate reaches the terminal

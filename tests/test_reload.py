@@ -50,7 +50,7 @@ def test_watch_sees_a_new_a_changed_and_a_deleted_file_within_a_second(folder: P
         write(folder / "fresh_plugin.py", "version one")
         assert event.wait(1.0), "a new file was not noticed within a second"
         assert seen[-1].added == ("fresh",)
-        client = manager.client("fresh")
+        client = manager.handle("fresh")
         assert client.generate_response("", "x") == "version one"
         old_pid = client.pid
 
@@ -59,7 +59,7 @@ def test_watch_sees_a_new_a_changed_and_a_deleted_file_within_a_second(folder: P
         assert event.wait(1.0), "a changed file was not noticed within a second"
         assert seen[-1].changed == ("fresh",)
         assert not client.running  # the old process is stopped at once ...
-        renewed = manager.client("fresh")
+        renewed = manager.handle("fresh")
         assert renewed.generate_response("", "x") == "version two, longer"  # ... and the new file runs
         assert renewed.pid != old_pid
 
@@ -73,9 +73,9 @@ def test_watch_sees_a_new_a_changed_and_a_deleted_file_within_a_second(folder: P
 def test_client_notices_a_changed_file_without_a_watcher(folder: Path, home: Path) -> None:
     write(folder / "quiet_plugin.py", "before")
     with PluginManager([folder], home, deadlines=FAST) as manager:
-        assert manager.client("quiet").generate_response("", "x") == "before"
+        assert manager.handle("quiet").generate_response("", "x") == "before"
         write(folder / "quiet_plugin.py", "after the edit")
-        assert manager.client("quiet").generate_response("", "x") == "after the edit"
+        assert manager.handle("quiet").generate_response("", "x") == "after the edit"
 
 
 def test_a_fixed_plugin_loads_after_its_file_changes(folder: Path, home: Path) -> None:
@@ -84,8 +84,8 @@ def test_a_fixed_plugin_loads_after_its_file_changes(folder: Path, home: Path) -
     (folder / "broken_plugin.py").write_text("this is not python\n")
     with PluginManager([folder], home, deadlines=FAST) as manager:
         with pytest.raises(PluginLoadError):
-            manager.client("broken").count_tokens("x")
+            manager.handle("broken").count_tokens("x")
         with pytest.raises(PluginLoadError):  # unchanged file: fails fast, same error
-            manager.client("broken").count_tokens("x")
+            manager.handle("broken").count_tokens("x")
         write(folder / "broken_plugin.py", "repaired")
-        assert manager.client("broken").generate_response("", "x") == "repaired"
+        assert manager.handle("broken").generate_response("", "x") == "repaired"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import runner
-from app.config import Paths, SettingsError, load
 from app.manager import PluginManager
+from app.settings import Paths, SettingsError, load
 from tests.helpers import sandchat
 
 pytestmark = pytest.mark.timeout(30)
@@ -24,10 +24,10 @@ def test_per_plugin_deadlines_come_from_the_settings_file_and_timeout_caps_them(
     (home / "config.toml").write_text("[plugins.echo]\nfirst_chunk = 30\ntotal = 300\n")
     settings = load({"SANDCHAT_HOME": str(home)})
     with PluginManager(settings=settings) as manager:
-        deadlines = manager.config("echo").deadlines
+        deadlines = manager.launch_config("echo").deadlines
         assert (deadlines.first_chunk, deadlines.total, deadlines.idle) == (30, 300, runner.Deadlines().idle)
-        manager.timeout = 5
-        capped = manager.config("echo").deadlines
+    with PluginManager(settings=settings, timeout=5) as manager:
+        capped = manager.launch_config("echo").deadlines
         assert (capped.first_chunk, capped.idle, capped.total) == (5, 5, 5)
 
 
@@ -35,7 +35,7 @@ def test_a_bad_deadline_names_the_plugin(home: Path) -> None:
     (home / "config.toml").write_text("[plugins.echo]\ntotal = -1\n")
     with PluginManager(settings=load({"SANDCHAT_HOME": str(home)})) as manager:
         with pytest.raises(runner.PluginUnavailable, match="plugin 'echo' has a bad deadline in the settings file"):
-            manager.client("echo")
+            manager.handle("echo")
 
 
 def test_a_broken_settings_file_is_one_line(home: Path) -> None:

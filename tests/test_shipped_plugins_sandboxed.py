@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import runner
-from app.config import Paths, Settings
 from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
+from app.settings import Paths, Settings
 from tests.conftest import TEST_PLUGINS
 from tests.fakeapi import FakeAnthropicServer, FakeOpenAIServer
 from tests.fakeapi.anthropic_server import fake_token_count
@@ -70,7 +70,7 @@ def claude(home: Path, claude_env: dict[str, str], anthropic_server: FakeAnthrop
     """The sandboxed Claude plugin, granted the fake server's port and its three variables."""
     with make_manager(home, claude_env) as manager:
         grant_port(manager, "claude", anthropic_server.port, CLAUDE_ENV)
-        yield manager.client("claude")
+        yield manager.handle("claude")
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def openai(home: Path, openai_env: dict[str, str], openai_server: FakeOpenAIServ
     """The sandboxed OpenAI-compatible plugin, granted the fake server's port and its variables."""
     with make_manager(home, openai_env) as manager:
         grant_port(manager, "openai_compatible", openai_server.port, OPENAI_ENV)
-        yield manager.client("openai_compatible")
+        yield manager.handle("openai_compatible")
 
 
 # -- without a grant: the sandbox refuses the connection ---------------------------------
@@ -88,10 +88,10 @@ def test_claude_without_a_grant_cannot_reach_the_server(
     home: Path, claude_env: dict[str, str], anthropic_server: FakeAnthropicServer
 ) -> None:
     with make_manager(home, claude_env) as manager:
-        config = manager.config("claude")
+        config = manager.launch_config("claude")
         assert config.sandbox.profile == "network" and [str(e) for e in config.sandbox.endpoints] == ["api.anthropic.com:443"]  # as shipped
         with pytest.raises(runner.PluginRaised) as exc:
-            "".join(manager.client("claude").stream_response("", "hi", 16))
+            "".join(manager.handle("claude").stream_response("", "hi", 16))
     # Landlock's EACCES on connect(), not a refusal by the server: named as such, not retried
     assert exc.value.remote_type == "PermissionError"
     assert (
@@ -102,9 +102,9 @@ def test_claude_without_a_grant_cannot_reach_the_server(
 
 def test_openai_without_a_grant_cannot_reach_the_server(home: Path, openai_env: dict[str, str], openai_server: FakeOpenAIServer) -> None:
     with make_manager(home, openai_env) as manager:
-        assert [str(e) for e in manager.config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443"]
+        assert [str(e) for e in manager.launch_config("openai_compatible").sandbox.endpoints] == ["api.openai.com:443"]
         with pytest.raises(runner.PluginRaised) as exc:
-            manager.client("openai_compatible").generate_response("", "hi", 16)
+            manager.handle("openai_compatible").generate_response("", "hi", 16)
     # The refusal is recognised (and not retried): the PermissionError the host turns into a grant hint.
     assert exc.value.remote_type == "PermissionError"
     assert (
@@ -122,7 +122,7 @@ def test_a_grant_for_another_port_does_not_open_this_one(
         with pytest.raises(
             runner.PluginRaised, match=f"raised PermissionError: the sandbox refused a connection to 127.0.0.1:{anthropic_server.port}$"
         ):
-            manager.client("claude").generate_response("", "hi", 16)
+            manager.handle("claude").generate_response("", "hi", 16)
         assert other.connection_count == 0
     assert anthropic_server.connection_count == 0
 
@@ -203,7 +203,7 @@ def test_claude_key_from_the_keys_file(home: Path, anthropic_server: FakeAnthrop
     with make_manager(home, {"ANTHROPIC_BASE_URL": anthropic_server.base_url}) as manager:
         manager.keys.set("ANTHROPIC_API_KEY", KEY)
         grant_port(manager, "claude", anthropic_server.port, CLAUDE_ENV)
-        assert manager.client("claude").generate_response("", "hi", 16) == REPLY
+        assert manager.handle("claude").generate_response("", "hi", 16) == REPLY
     assert anthropic_server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
@@ -280,16 +280,16 @@ def test_keys_are_visible_only_to_the_granted_plugin(home: Path, anthropic_serve
     environ = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": anthropic_server.base_url, "OPENAI_API_KEY": "sk-other"}
     with make_manager(home, environ, TEST_PLUGINS) as manager:
         grant_port(manager, "claude", anthropic_server.port, CLAUDE_ENV)
-        assert manager.client("claude").generate_response("", "hi", 16) == REPLY
-        seen = set(manager.client("envdump").generate_response("", "", 16).splitlines())
+        assert manager.handle("claude").generate_response("", "hi", 16) == REPLY
+        seen = set(manager.handle("envdump").generate_response("", "", 16).splitlines())
         assert seen and not seen & {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY"}
         assert {"HOME", "PATH"} <= seen
         for name in ("echo", "envdump"):
-            config = manager.config(name)
+            config = manager.launch_config(name)
             assert config.sandbox.profile == "untrusted"
             assert not {"ANTHROPIC_API_KEY", "OPENAI_API_KEY"} & set(config.env)
         # claude got its own key, and not the OpenAI one it was never granted
-        claude_env = manager.config("claude").env
+        claude_env = manager.launch_config("claude").env
         assert claude_env["ANTHROPIC_API_KEY"] == KEY and "OPENAI_API_KEY" not in claude_env
     assert anthropic_server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
@@ -298,5 +298,5 @@ def test_a_granted_variable_reaches_a_user_plugin(home: Path) -> None:
     environ = {"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": "sk-other"}
     with make_manager(home, environ, TEST_PLUGINS) as manager:
         manager.grants.grant("envdump", file_sha256(TEST_PLUGINS / "envdump_plugin.py"), network=(), env=("ANTHROPIC_API_KEY",))
-        seen = set(manager.client("envdump").generate_response("", "", 16).splitlines())
+        seen = set(manager.handle("envdump").generate_response("", "", 16).splitlines())
     assert "ANTHROPIC_API_KEY" in seen and "OPENAI_API_KEY" not in seen

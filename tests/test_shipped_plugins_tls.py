@@ -53,7 +53,7 @@ def sandboxed(
     with make_manager(home, environ) as manager:
         sha = file_sha256(SHIPPED_DIR / f"{name}_plugin.py")
         manager.grants.grant(name, sha, network=(f"{server.url_host}:{server.port}",), env=env)
-        yield manager, manager.client(name)
+        yield manager, manager.handle(name)
 
 
 def assert_sandboxed_with_ca(plugin: runner.Plugin, server: FakeServer, ca_file: Path) -> None:
@@ -210,4 +210,4 @@ def test_openai_rejects_a_certificate_from_another_ca(home: Path, rogue_ca: Loca
             failed_handshakes(server, ATTEMPTS, "TLSV1_ALERT_UNKNOWN_CA")
 
             assert openai.running and openai.count_tokens("hello world") == 2  # the plugin still answers
-            assert manager.client("echo").generate_response("", "still here", 16) == "echo: still here"
+            assert manager.handle("echo").generate_response("", "still here", 16) == "echo: still here"

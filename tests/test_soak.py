@@ -64,7 +64,7 @@ def one_call(manager: PluginManager, plugin: str, kind: str, message: str, cance
     began = time.monotonic()
     outcome = Outcome(plugin, kind, message, 0.0)
     try:
-        client = manager.client(plugin)
+        client = manager.handle(plugin)
         if kind == "generate":
             outcome.result = client.generate_response("", message)
         elif kind == "generate_cancel":
@@ -123,7 +123,7 @@ def churn(home: Path, rng: random.Random, done: threading.Event, problems: list[
         def use(manager: PluginManager = manager) -> None:  # this round's manager, even if the thread outlives the round
             try:
                 for _ in range(4):
-                    manager.client(rng.choice(PLUGINS)).count_tokens("churn")
+                    manager.handle(rng.choice(PLUGINS)).count_tokens("churn")
             except PluginUnavailable as exc:
                 if exc.reason not in ("closed", "stopped"):
                     problems.append(repr(exc))
@@ -139,7 +139,7 @@ def churn(home: Path, rng: random.Random, done: threading.Event, problems: list[
         manager.close()
         for user in users:
             user.join(10)
-        pids = [client.pid for client in manager.running().values() if client.pid]
+        pids = [client.pid for client in manager.handles().values() if client.pid]
         if pids or any(user.is_alive() for user in users):
             problems.append(f"after close(): pids {pids}, users alive {[u.is_alive() for u in users]}")
         rounds.append(1)
@@ -167,7 +167,7 @@ def chaos(manager: PluginManager, marker: str, rng: random.Random, done: threadi
     while len(kills) < KILLS and not done.is_set():
         if done.wait(rng.uniform(0.05, 0.35)):
             return
-        running = [(name, client.pid) for name, client in manager.running().items() if client.pid]
+        running = [(name, client.pid) for name, client in manager.handles().items() if client.pid]
         if not running:
             continue
         name, pid = rng.choice(running)
@@ -192,7 +192,7 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         # Calm first: every plugin answers, and echo's token counts are learned.
         tokens = {}
         for plugin in PLUGINS:
-            client = manager.client(plugin)
+            client = manager.handle(plugin)
             for message in MESSAGES:
                 assert client.generate_response("", message) == answer(plugin, message)
                 tokens[plugin, message] = client.count_tokens(message)
@@ -259,7 +259,7 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
         assert crashed <= len(kills)
         # Each kill costs at most one restart; a cancel, honoured by these plugins, costs none,
         # unless it lands while its call is starting the process: that start is then abandoned.
-        starts = sum(client.stats.starts for client in manager.running().values())
+        starts = sum(client.stats.starts for client in manager.handles().values())
         during_start = sum(str(o.error).endswith("was cancelled while starting") for o in cancelled)
         assert starts <= len(PLUGINS) + len(kills) + during_start, (
             f"{starts} starts for {len(kills)} kills and {len(cancelled)} cancels {context}"
@@ -272,7 +272,7 @@ def test_concurrent_calls_under_random_kills(home: Path) -> None:
 
         # Calm again: every plugin still answers.
         for plugin in PLUGINS:
-            assert manager.client(plugin).generate_response("", "after") == answer(plugin, "after")
+            assert manager.handle(plugin).generate_response("", "after") == answer(plugin, "after")
     finally:
         done.set()
         manager.close()

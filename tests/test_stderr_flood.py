@@ -63,7 +63,7 @@ def reader_threads(name: str) -> list[threading.Thread]:
 
 @pytest.mark.parametrize("kind", ["plain", "escapes", "tiny", "bytes", "blocks"])
 def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_core(plugins: DirectPlugins, home: Path, kind: str) -> None:
-    client = plugins.client("stderr_flood")
+    client = plugins.handle("stderr_flood")
     assert client.count_tokens("ab") == 2  # started: its start-up is not in the window
     began, cpu = time.monotonic(), host_cpu()
     assert client.generate_response("", f"flood {kind}") == "flooding"  # its thread floods; we idle
@@ -87,7 +87,7 @@ def test_an_idle_plugin_flooding_stderr_costs_the_host_well_under_a_tenth_of_a_c
 
 
 def test_a_flooding_plugin_still_answers_calls_and_stops_promptly(plugins: DirectPlugins) -> None:
-    client = plugins.client("stderr_flood")
+    client = plugins.handle("stderr_flood")
     assert client.generate_response("", "flood") == "flooding"
     slowest = 0.0
     for i in range(30):
@@ -104,7 +104,7 @@ def test_a_flooding_plugin_still_answers_calls_and_stops_promptly(plugins: Direc
 
 
 def test_a_plugin_blocked_writing_stderr_in_a_call_meets_its_deadline_and_is_killed(plugins: DirectPlugins) -> None:
-    client = plugins.client("stderr_flood")
+    client = plugins.handle("stderr_flood")
     assert client.count_tokens("ab") == 2
     pid = client.pid
     began = time.monotonic()
@@ -119,7 +119,7 @@ def test_a_plugin_blocked_writing_stderr_in_a_call_meets_its_deadline_and_is_kil
 
 def test_a_plugin_crashing_while_over_budget_shows_its_last_words(plugins: DirectPlugins, home: Path) -> None:
     """Its last line sits behind a full pipe when it dies: the reader reads the rest at once."""
-    client = plugins.client("stderr_flood")
+    client = plugins.handle("stderr_flood")
     with pytest.raises(PluginCrashed) as info:
         client.generate_response("", "die 256")  # 256 KiB of spam, past the budget, then a last line and exit 3
     assert info.value.exit_code == 3
@@ -131,7 +131,7 @@ def test_a_plugin_crashing_while_over_budget_shows_its_last_words(plugins: Direc
 
 
 def test_a_chatty_plugin_loses_nothing(plugins: DirectPlugins, home: Path) -> None:
-    client = plugins.client("noisy")
+    client = plugins.handle("noisy")
     for i in range(30):
         assert client.generate_response("", f"q{i}") == f"noisy answer to q{i}"
     assert list(client.stream_response("", "q")) == ["one", " two", " three"]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_the_standard_library_works_in_the_sandbox(manager: PluginManager) -> None:
-    client = manager.client("stdlib_workout")
+    client = manager.handle("stdlib_workout")
     assert client.start()["sandbox"]["profile"] == "untrusted"
     lines = client.generate_response("", "").splitlines()
     failed = [line for line in lines if not line.endswith(": ok")]

@@ -90,7 +90,7 @@ def events_of(manager: PluginManager | DirectPlugins, name: str) -> list[str]:
 
 @pytest.mark.timeout(60)
 def test_crashing_every_call_is_quarantined_then_recovers_after_cooldown(sup: PluginManager) -> None:
-    client = sup.client("sup_flaky")
+    client = sup.handle("sup_flaky")
     assert client.generate_response("", "hi") == "flaky: hi"
     (scratch(sup, "sup_flaky") / "crash").touch()
 
@@ -149,7 +149,7 @@ def test_crashing_every_call_is_quarantined_then_recovers_after_cooldown(sup: Pl
 
 @pytest.mark.timeout(60)
 def test_crashing_once_recovers_on_the_next_call_and_counts_the_restart(sup: PluginManager) -> None:
-    client = sup.client("sup_flaky")
+    client = sup.handle("sup_flaky")
     assert client.count_tokens("one two") == 2
     first_pid = client.pid
     assert client.state == "ready"
@@ -177,7 +177,7 @@ def test_crashing_once_recovers_on_the_next_call_and_counts_the_restart(sup: Plu
 @pytest.mark.timeout(60)
 def test_back_to_back_generations_are_never_refused_as_busy(sup_plugins: DirectPlugins) -> None:
     """The next request goes out the moment a reply is read: the child must already be free."""
-    client = sup_plugins.client("sup_flaky")
+    client = sup_plugins.handle("sup_flaky")
     client.start()
     pid = client.pid
     for i in range(300):
@@ -210,7 +210,7 @@ def _stream(client: Any, message: str, received: list[str]) -> None:
 def test_each_deadline_fires_with_its_own_phase(
     quick_plugins: DirectPlugins, call: str, message: str, phase: str, seconds: float, chunks: int
 ) -> None:
-    client = quick_plugins.client("sup_timing")
+    client = quick_plugins.handle("sup_timing")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -241,7 +241,7 @@ def test_each_deadline_fires_with_its_own_phase(
 def test_start_deadline_is_a_start_timeout(home: Path) -> None:
     deadlines = dataclasses.replace(QUICK, start=1.5)
     with DirectPlugins(home, deadlines=deadlines, policy=POLICY) as plugins:
-        client = plugins.client("slow_start")
+        client = plugins.handle("slow_start")
         began = time.monotonic()
         with pytest.raises(PluginStartTimeout) as info:
             client.count_tokens("x")
@@ -256,7 +256,7 @@ def test_start_deadline_is_a_start_timeout(home: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_ping_deadline_fires_for_a_frozen_process(quick_plugins: DirectPlugins) -> None:
-    client = quick_plugins.client("sup_flaky")
+    client = quick_plugins.handle("sup_flaky")
     client.start()
     pid = client.pid
     assert pid is not None
@@ -276,7 +276,7 @@ def test_ping_deadline_fires_for_a_frozen_process(quick_plugins: DirectPlugins) 
 
 @pytest.mark.timeout(60)
 def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("slow_stream")
+    client = sup_plugins.handle("slow_stream")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -328,7 +328,7 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(
         return msgid
 
     monkeypatch.setattr(Connection, "_send", preempted_send)
-    client = sup_plugins.client("slow_stream")
+    client = sup_plugins.handle("slow_stream")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -345,7 +345,7 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(
 
 @pytest.mark.timeout(60)
 def test_breaking_out_of_a_stream_cancels_it_and_the_plugin_answers_next(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("slow_stream")
+    client = sup_plugins.handle("slow_stream")
     client.start()
     pid = client.pid
     received = []
@@ -370,7 +370,7 @@ def test_breaking_out_of_a_stream_cancels_it_and_the_plugin_answers_next(sup_plu
 
 @pytest.mark.timeout(60)
 def test_plugin_ignoring_a_cancel_is_killed_within_the_grace(sup_plugins: DirectPlugins) -> None:
-    client = sup_plugins.client("sup_deaf")
+    client = sup_plugins.handle("sup_deaf")
     client.start()
     pid = client.pid
     assert pid is not None
@@ -403,7 +403,7 @@ def test_plugin_ignoring_a_cancel_is_killed_within_the_grace(sup_plugins: Direct
 
 @pytest.mark.timeout(60)
 def test_stop_of_a_plugin_ignoring_sigterm_ends_within_two_graces(sup_plugins: DirectPlugins, home: Path) -> None:
-    client = sup_plugins.client("sup_unstoppable")
+    client = sup_plugins.handle("sup_unstoppable")
     assert client.generate_response("", "hi") == "unstoppable: hi"
     pid = client.pid
     assert pid is not None
@@ -436,7 +436,7 @@ def _generating(client: Any, kind: str, first_chunk: threading.Event) -> Callabl
 def test_close_during_a_generation_stops_everything_and_restarts_nothing(home: Path, name: str, kind: str) -> None:
     manager = PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY)
     try:
-        client = manager.client(name)
+        client = manager.handle(name)
         client.start()  # started here, generated on another thread
         pid = client.pid
         marker = scratch(manager, name) / "blocking"
@@ -462,7 +462,7 @@ def test_close_during_a_generation_stops_everything_and_restarts_nothing(home: P
             client.count_tokens("x")
         assert info.value.reason == "closed"
         with pytest.raises(PluginUnavailable) as info:
-            manager.client(name)
+            manager.handle(name)
         assert info.value.reason == "closed"
         assert plugin_processes(str(home)) == []  # nothing came back
         events = events_of(manager, name)
@@ -476,7 +476,7 @@ def test_close_during_a_generation_stops_everything_and_restarts_nothing(home: P
 def test_close_while_a_plugin_is_starting_leaves_no_process(home: Path) -> None:
     manager = PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY)
     try:
-        client = manager.client("sup_slow_boot")  # 1.5 s to import
+        client = manager.handle("sup_slow_boot")  # 1.5 s to import
         worker = Worker(lambda: client.generate_response("", "hi"))
         worker.start()
         wait_until(lambda: client.state == "starting" and plugin_processes(str(home)), 10, "the start to begin")
@@ -496,7 +496,7 @@ def test_close_while_a_plugin_is_starting_leaves_no_process(home: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_stop_while_a_plugin_is_starting_is_not_a_failure(sup_plugins: DirectPlugins, home: Path) -> None:
-    client = sup_plugins.client("sup_slow_boot")
+    client = sup_plugins.handle("sup_slow_boot")
     worker = Worker(lambda: client.generate_response("", "hi"))
     worker.start()
     wait_until(lambda: client.state == "starting" and plugin_processes(str(home)), 10, "the start to begin")
@@ -518,19 +518,19 @@ def test_stop_while_a_plugin_is_starting_is_not_a_failure(sup_plugins: DirectPlu
 @pytest.mark.timeout(60)
 def test_check_idle_pings_running_idle_plugins_only(sup: PluginManager) -> None:
     assert sup.check_idle() == {}
-    echo, flaky = sup.client("echo"), sup.client("sup_flaky")
-    sup.client("sup_timing")  # a handle, but never started: not pinged, not started
+    echo, flaky = sup.handle("echo"), sup.handle("sup_flaky")
+    sup.handle("sup_timing")  # a handle, but never started: not pinged, not started
     echo.start()
     flaky.start()
     calls = (echo.stats.calls, flaky.stats.calls)
     assert sup.check_idle() == {"echo": True, "sup_flaky": True}
     assert (echo.stats.calls, flaky.stats.calls) == (calls[0] + 1, calls[1] + 1)
-    assert not sup.client("sup_timing").running
+    assert not sup.handle("sup_timing").running
 
 
 @pytest.mark.timeout(60)
 def test_frozen_plugin_fails_the_liveness_ping_and_is_restarted(quick: PluginManager) -> None:
-    echo, frozen = quick.client("echo"), quick.client("sup_flaky")
+    echo, frozen = quick.handle("echo"), quick.handle("sup_flaky")
     echo.start()
     frozen.start()
     pid = frozen.pid
@@ -547,7 +547,7 @@ def test_frozen_plugin_fails_the_liveness_ping_and_is_restarted(quick: PluginMan
 
 @pytest.mark.timeout(60)
 def test_busy_plugin_is_skipped_by_the_liveness_check(sup: PluginManager) -> None:
-    busy, echo = sup.client("slow_stream"), sup.client("echo")
+    busy, echo = sup.handle("slow_stream"), sup.handle("echo")
     busy.start()
     echo.start()
     pid = busy.pid
@@ -583,7 +583,7 @@ def test_liveness_check_from_the_thread_that_is_streaming_skips_the_busy_plugin(
     not tell a busy plugin from an idle one; a ping sent in the middle of the stream
     would eat its chunks.
     """
-    client = sup.client("slow_stream")
+    client = sup.handle("slow_stream")
     client.start()
     pid = client.pid
     received: list[str] = []
@@ -606,7 +606,7 @@ def test_liveness_check_from_the_thread_that_is_streaming_skips_the_busy_plugin(
 @pytest.mark.timeout(60)
 def test_crashes_restarts_and_quarantines_are_kept_in_health_db_across_runs(home: Path) -> None:
     with PluginManager([TEST_PLUGINS], home, deadlines=FAST, restart_policy=POLICY) as first:
-        client = first.client("sup_flaky")
+        client = first.handle("sup_flaky")
         client.start()
         crash_file = scratch(first, "sup_flaky") / "crash"
         crash_file.touch()

@@ -167,7 +167,7 @@ def test_threads_share_one_counter(plugin_file: Path) -> None:
 
 
 def test_with_a_real_sandboxed_plugin(manager) -> None:
-    client = manager.client("echo")
+    client = manager.handle("echo")
     counter = TokenCounter(client)
     first = counter.count_many(["hello there", "general kenobi"])
     calls = client.stats.calls

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.access import access_of
 from app.grants import file_sha256
 from app.manager import SHIPPED_DIR, PluginManager
 
@@ -32,13 +33,13 @@ def test_a_modified_shipped_plugin_loses_its_trust(tmp_path: Path, home: Path) -
     for name in ("claude_plugin.py", "TRUSTED"):
         (shipped / name).write_bytes((SHIPPED_DIR / name).read_bytes())
     with PluginManager(home=home, shipped_dir=shipped) as manager:
-        access = manager.access(manager.plugin_file("claude"))
+        access = access_of(manager.plugin_file("claude"), manager.grants)
         assert (access.profile, access.network) == ("network", ("api.anthropic.com:443",))
         assert "ANTHROPIC_API_KEY" in access.env
     with open(shipped / "claude_plugin.py", "a") as f:
         f.write("\n# a local edit\n")
     with PluginManager(home=home, shipped_dir=shipped) as manager:
-        access = manager.access(manager.plugin_file("claude"))
+        access = access_of(manager.plugin_file("claude"), manager.grants)
         assert (access.profile, access.grant) == ("untrusted", None)
-        config = manager.config("claude")
+        config = manager.launch_config("claude")
         assert config.sandbox.profile == "untrusted" and "ANTHROPIC_API_KEY" not in config.env

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import runner
-from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.conformance import DEADLINES, Report, Result, check_file
 from app.context import Context
 from app.discovery import Metadata, MetadataError, file_problem, plugin_name
+from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.hints import requests
 from app.render import Output, terminal_width
 from runner import clean_text
 
@@ -70,7 +71,7 @@ def new(args: argparse.Namespace, context: Context) -> int:
     else:
         out.write(f"  install:   sandchat plugins install {path}   (or use --plugins-dir {folder})\n")
     if meta.network or meta.env:
-        out.write(f"  it requests {_wants(meta)}: nothing is granted until you run: sandchat plugins grant {name}\n")
+        out.write(f"  it requests {requests(meta)}: nothing is granted until you run: sandchat plugins grant {name}\n")
     return EXIT_OK
 
 
@@ -106,7 +107,7 @@ def template(name: str, meta: Metadata) -> str:
     else:
         settings = "Settings: none."
     permissions = (
-        f"Permissions: requests {_wants(meta)}; grant with ``sandchat plugins grant {name}``."
+        f"Permissions: requests {requests(meta)}; grant with ``sandchat plugins grant {name}``."
         if meta.network or meta.env
         else "Permissions: none (runs in the untrusted profile)."
     )
@@ -154,13 +155,6 @@ class {cls}(LLMClient):
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 '''
-
-
-def _wants(meta: Metadata) -> str:
-    return "; ".join(filter(None, [
-        f"network {', '.join(meta.network)}" if meta.network else "",
-        f"env {', '.join(meta.env)}" if meta.env else "",
-    ])) or "nothing"  # fmt: skip
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -271,7 +265,7 @@ def install(args: argparse.Namespace, context: Context) -> int:
     meta = report.metadata or Metadata()
     out.write(f"installed {name!r} as {target}\n")
     if meta.network or meta.env:
-        out.write(f"it requests {_wants(meta)}; nothing is granted: it runs untrusted (no network, no env) until you run:\n")
+        out.write(f"it requests {requests(meta)}; nothing is granted: it runs untrusted (no network, no env) until you run:\n")
         out.write(f"  sandchat plugins grant {name}\n")
     else:
         out.write("it requests no permissions and runs in the untrusted profile\n")

@@ -8,8 +8,8 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
-from app.cli import EXIT_OK, EXIT_USAGE
 from app.context import Context
+from app.exits import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from app.chatlog import ChatLog
@@ -22,16 +22,22 @@ def chat(args: argparse.Namespace, context: Context) -> int:
         context.output.error("the chat needs a terminal; for pipes use: sandchat prompt")
         return EXIT_USAGE
     from app.chat import ChatSession
-    from app.repl import Repl
+    from app.repl import Repl, YesNo
 
     manager = context.manager
-    manager.timeout = getattr(args, "timeout", None)
     name = context.plugin_name(getattr(args, "plugin", None))
     if name not in manager.names():
-        context.output.error(f"plugin {name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
+        from app.refusals import NotInstalled
+
+        context.output.error(str(NotInstalled(name, manager.names())))
         return EXIT_USAGE
     session = ChatSession(
-        manager, context.output, name, max_tokens=getattr(args, "max_tokens", 1024), temperature=getattr(args, "temperature", None)
+        manager,
+        context.output,
+        name,
+        max_tokens=getattr(args, "max_tokens", 1024),
+        temperature=getattr(args, "temperature", None),
+        confirm=YesNo(),
     )
     session.conversation.system = getattr(args, "system", "") or ""
     session.warm(name)

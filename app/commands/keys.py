@@ -9,8 +9,8 @@ import argparse
 import getpass
 import sys
 
-from app.cli import EXIT_OK, EXIT_USAGE
 from app.context import Context
+from app.exits import EXIT_OK, EXIT_USAGE
 from app.keys import KeyStore
 
 __all__ = ["run"]

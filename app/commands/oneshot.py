@@ -22,9 +22,11 @@ from typing import Literal
 
 import runner
 from app.chatlog import Exchange
-from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.context import Context
+from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.hints import hint_for
 from app.history import Conversation, TooLong
+from app.refusals import Ambiguous, NotInstalled
 from app.render import Output
 
 __all__ = ["prompt", "tokens"]
@@ -44,9 +46,9 @@ def _read_text(args: argparse.Namespace, context: Context, *, allow_empty: bool 
     return text
 
 
-def _too_big(text: str, client: runner.Plugin, context: Context) -> bool:
+def _too_big(text: str, handle: runner.Plugin, context: Context) -> bool:
     """A prompt that cannot fit one message to the plugin: said before anything is sent."""
-    size, limit = len(text.encode("utf-8", "surrogatepass")), client.config.max_message - 64 * 1024  # room for the rest of the request
+    size, limit = len(text.encode("utf-8", "surrogatepass")), handle.config.max_message - 64 * 1024  # room for the rest of the request
     if size <= limit:
         return False
     context.output.error(f"the prompt is {size / 2**20:.1f} MiB; the most a plugin accepts is {limit / 2**20:.1f} MiB")
@@ -59,10 +61,10 @@ def _failure(exc: runner.PluginError, context: Context) -> int:
 
     log_traceback(context.settings.paths.plugin_logs, exc)  # file and line for the author: `sandchat plugins logs NAME`
     if isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
-        hint = context.manager.permission_hint(exc.plugin, exc)
-        if hint and hint.rsplit("run: ", 1)[-1] not in str(exc):
-            context.output.notice(hint)
-    if isinstance(exc, runner.PluginUnavailable) and exc.reason in ("unknown", "conflict"):
+        hint = hint_for(context.manager, exc.plugin, exc)
+        if hint is not None and (hint.command or hint.text) not in str(exc):  # said once: the error may propose it already
+            context.output.notice(hint.text)
+    if isinstance(exc, (NotInstalled, Ambiguous)):  # a misspelt or ambiguous -p NAME: the user's to fix
         return EXIT_USAGE
     return EXIT_PLUGIN
 
@@ -74,19 +76,18 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     earlier = _earlier(args, context)
     if earlier is False:
         return EXIT_USAGE
-    context.manager.timeout = args.timeout
     name = context.plugin_name(args.plugin or (earlier.plugin if earlier else None))  # llm's rule: -c keeps the model
     system = args.system or (earlier.system if earlier else "")
     conversation = Conversation(system, earlier.messages if earlier else [], earlier.id if earlier else uuid.uuid4().hex)
     conversation.add("user", text)
     shown: list[str] = []  # the cleaned answer, as printed: what the log keeps
-    began, error, cancelled, client = time.monotonic(), None, False, None
+    began, error, cancelled, handle = time.monotonic(), None, False, None
     try:
-        client = context.manager.client(name)
+        handle = context.manager.handle(name)
         if earlier:
-            chunks = _chunks(client, conversation, args, context)
-        elif not _too_big(system + text, client, context):
-            chunks = client.stream_response(system, text, args.max_tokens, args.temperature)
+            chunks = _chunks(handle, conversation, args, context)
+        elif not _too_big(system + text, handle, context):
+            chunks = handle.stream_response(system, text, args.max_tokens, args.temperature)
         else:
             chunks = None
         if chunks is None:
@@ -94,7 +95,7 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         _stream(chunks, context.output, shown)
         if not "".join(shown).strip():  # an empty answer is a failure, never a silent success
             raise runner.PluginResultError(name, "returned an empty answer")
-        _say_if_cut_at_the_limit(client, "".join(shown), args.max_tokens, context)
+        _say_if_cut_at_the_limit(handle, "".join(shown), args.max_tokens, context)
         return EXIT_OK
     except runner.PluginError as exc:
         error = exc
@@ -106,7 +107,7 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         cancelled = True
         raise
     finally:
-        if client is not None:  # a prompt that reached a plugin (not a misspelt name)
+        if handle is not None:  # a prompt that reached a plugin (not a misspelt name)
             _log(context, conversation.id, name, system, text, "".join(shown), time.monotonic() - began, error, cancelled)
 
 
@@ -139,32 +140,32 @@ def _earlier(args: argparse.Namespace, context: Context) -> _Earlier | None | Li
     return _Earlier(log.conversation(found))
 
 
-def _chunks(client: runner.Plugin, conversation: Conversation, args: argparse.Namespace, context: Context) -> Iterator[str] | None:
+def _chunks(handle: runner.Plugin, conversation: Conversation, args: argparse.Namespace, context: Context) -> Iterator[str] | None:
     """The reply to a continued conversation: its history, trimmed to the plugin's window as the chat trims it."""
     from app.tokencache import TokenCounter
 
-    client.start()  # its hello says its window
+    handle.start()  # its hello says its window
     try:
-        messages, budget = conversation.fit(TokenCounter(client), client.context_window, args.max_tokens)
+        messages, budget = conversation.fit(TokenCounter(handle), handle.context_window, args.max_tokens)
     except TooLong as exc:
-        context.output.error(f"plugin {client.name!r}: {exc}; shorten it, lower --max-tokens, or drop -c")
+        context.output.error(f"plugin {handle.name!r}: {exc}; shorten it, lower --max-tokens, or drop -c")
         return None
-    if _too_big(conversation.system + "".join(m["content"] for m in messages), client, context):  # what is sent, once trimmed
+    if _too_big(conversation.system + "".join(m["content"] for m in messages), handle, context):  # what is sent, once trimmed
         return None
     if budget.dropped:
         context.output.notice(
             f"sent the newest {budget.kept} of {budget.kept + budget.dropped} messages: "
-            f"the rest do not fit the context window of {client.name!r}"
+            f"the rest do not fit the context window of {handle.name!r}"
         )
-    return client.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
+    return handle.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
 
 
-def _say_if_cut_at_the_limit(client: runner.Plugin, answer: str, max_tokens: int, context: Context) -> None:
+def _say_if_cut_at_the_limit(handle: runner.Plugin, answer: str, max_tokens: int, context: Context) -> None:
     """A notice when the answer used all of --max-tokens: it most likely stopped there, unfinished."""
     if len(answer.encode("utf-8", "surrogatepass")) < max_tokens:
         return  # every token is at least a byte: this answer cannot have reached the limit
     try:
-        if client.count_tokens(answer) >= max_tokens:
+        if handle.count_tokens(answer) >= max_tokens:
             context.output.notice(
                 f"the answer stopped at the --max-tokens limit ({max_tokens} tokens); give a larger --max-tokens for more"
             )
@@ -184,7 +185,7 @@ def _stream(chunks: Iterator[str], out: Output, shown: list[str]) -> None:
             out.write("\n")
 
 
-def _log(context: Context, conversation: str, plugin: str, system: str, prompt: str, response: str,
+def _log(context: Context, conversation: str, name: str, system: str, prompt: str, response: str,
          seconds: float, error: Exception | None, cancelled: bool) -> None:  # fmt: skip
     """Every prompt reaches logs.db like a chat exchange (a new conversation, or the one continued), failures included."""
     import sqlite3
@@ -193,7 +194,7 @@ def _log(context: Context, conversation: str, plugin: str, system: str, prompt: 
 
     try:
         ChatLog(context.settings.paths.logs_db).add(Exchange(
-            conversation=conversation, plugin=plugin, system=system, prompt=prompt, response=response,
+            conversation=conversation, plugin=name, system=system, prompt=prompt, response=response,
             duration_s=round(seconds, 4), error=str(error) if error else None, cancelled=cancelled,
         ))  # fmt: skip
     except (OSError, sqlite3.Error) as exc:
@@ -212,15 +213,15 @@ def tokens(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     name = context.plugin_name(args.plugin)
     try:
-        client = context.manager.client(name)
-        if _too_big(text, client, context):
+        handle = context.manager.handle(name)
+        if _too_big(text, handle, context):
             return EXIT_USAGE
-        count = client.count_tokens(text)
+        count = handle.count_tokens(text)
     except runner.PluginError as exc:
         return _failure(exc, context)
     context.output.write(f"{count}\n")
     try:
-        counting = client.token_counting()
+        counting = handle.token_counting()
     except runner.PluginError as exc:
         counting = f"estimate? the plugin could not say how it counts ({exc})"
     if counting.lower().startswith("estimate"):  # said where a person reads it; stdout stays the number

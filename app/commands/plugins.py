@@ -9,13 +9,14 @@ import sys
 import time
 from typing import Any
 
-from app.cli import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.access import access_of, grant_more, granted
 from app.context import Context
 from app.discovery import Metadata, MetadataError, PluginFile
-from app.render import table, terminal_width
-from runner import clean_text
+from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
+from app.hints import for_lapsed
+from app.render import fit, table, terminal_width
 
-__all__ = ["health_text", "last_24h", "run"]
+__all__ = ["last_24h", "run"]
 
 _PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # as discovery names plugins
 
@@ -33,22 +34,30 @@ def run(args: argparse.Namespace, context: Context) -> int:
     return authoring_actions[args.plugins_command](args, context)
 
 
-def _listing(context: Context, plugin: PluginFile) -> dict[str, Any]:
+def _not_installed(context: Context, name: str) -> int:
+    """Say that no plugin is called ``name``, and which are; the usage error's exit status."""
+    from app.refusals import NotInstalled  # the runner's errors: not imported by `plugins list`
+
+    context.output.error(str(NotInstalled(name, context.manager.names())))
+    return EXIT_USAGE
+
+
+def _listing(context: Context, plugin_file: PluginFile) -> dict[str, Any]:
     manager = context.manager
-    access = manager.access(plugin)
-    state = manager.state(plugin.name)
+    access = access_of(plugin_file, manager.grants)
+    state = manager.state(plugin_file.name)
     return {
-        "name": plugin.name,
+        "name": plugin_file.name,
         "state": state,
         "profile": access.profile,
         "network": list(access.network),
         "env": list(access.env),
-        "requested_network": list(plugin.metadata.network),
-        "requested_env": list(plugin.metadata.env),
-        "source": plugin.source,
-        "path": str(plugin.path),
-        "description": plugin.metadata.description,
-        "problem": plugin.metadata_error or (access.lapsed.explain() if access.lapsed else None),
+        "requested_network": list(plugin_file.metadata.network),
+        "requested_env": list(plugin_file.metadata.env),
+        "source": plugin_file.source,
+        "path": str(plugin_file.path),
+        "description": plugin_file.metadata.description,
+        "problem": plugin_file.metadata_error or (for_lapsed(access.lapsed).text if access.lapsed else None),
     }
 
 
@@ -82,7 +91,7 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
     context.output.write(table(lines, headers, width=width) + "\n")
     for row in rows:
         if row["problem"]:
-            context.output.write(_cut(f"  ! {row['name']}: {row['problem']}", width) + "\n")
+            context.output.write(fit(f"  ! {row['name']}: {row['problem']}", width) + "\n")
     context.output.write(_footer(discovery, args.all, width))
     return EXIT_OK
 
@@ -91,7 +100,7 @@ def _footer(discovery: Any, show_all: bool, width: int) -> str:
     """Conflicts (always: they hide a plugin), then the skipped files, or how many and where to see them."""
     lines = []
     for name, files in sorted(discovery.conflicts.items()):
-        lines.append(_cut(f"  ! name {name!r} is used by {len(files)} files, so neither is used until one is renamed:", width))
+        lines.append(fit(f"  ! name {name!r} is used by {len(files)} files, so neither is used until one is renamed:", width))
         lines.extend(f"      {f.path}" for f in files)  # whole: a path cut short cannot be copied
     candidates = [
         s for s in discovery.skipped if s.candidate and not any(s.path == f.path for fs in discovery.conflicts.values() for f in fs)
@@ -101,7 +110,7 @@ def _footer(discovery: Any, show_all: bool, width: int) -> str:
             lines.append("\nskipped files:\n" + table([[s.path, s.reason] for s in candidates], ["FILE", "REASON"], width=width))
         others = [s for s in discovery.skipped if not s.candidate]
         if others:
-            lines.append(_cut("not plugins: " + ", ".join(f"{s.path.name} ({s.reason})" for s in others), width))
+            lines.append(fit("not plugins: " + ", ".join(f"{s.path.name} ({s.reason})" for s in others), width))
     elif candidates:
         lines.append(f"{len(candidates)} file{'s' if len(candidates) != 1 else ''} skipped, see --all")
     return "".join(line + "\n" for line in lines)
@@ -139,70 +148,17 @@ def health(args: argparse.Namespace, context: Context) -> int:
     manager = context.manager
     unknown = [n for n in args.names if n not in manager.discovery.plugins]
     if unknown:
-        context.output.error(f"unknown plugin(s): {', '.join(unknown)} (available: {', '.join(manager.names()) or 'none'})")
+        from app.refusals import available
+
+        context.output.error(f"unknown plugin(s): {', '.join(unknown)} {available(manager.names())}")
         return EXIT_USAGE
     if args.watch:
         return _watch(args, context)
-    reports = manager.health(args.names or None)
+    from app.health import health_text, probe_all  # imports the runner: only when plugins are probed
+
+    reports = probe_all(manager, args.names or None)
     context.output.write(health_text(reports, args.json) + "\n")
     return EXIT_OK if all(r["healthy"] and r["ready"] for r in reports) else EXIT_PLUGIN
-
-
-def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None = None) -> str:
-    """The health table and each plugin's detail lines, fitted to ``width`` (default: the terminal's)."""
-    if as_json:
-        return json.dumps(reports, indent=2)
-    width = width or terminal_width()
-    cut = width - 1  # the detail lines: one column short, so a terminal never wraps them
-    rows = [
-        [r["name"], r["state"], _ready(r), r["pid"] or "-", _ms(r["ping_ms"]),
-         _mib(r["memory_bytes"] if r["memory_bytes"] is not None else r["rss_bytes"]),
-         f"{r['crashes_24h'] + r['deadlines_24h']}/{r['restarts_24h']}", r["profile"] or "-"]
-        for r in reports
-    ]  # fmt: skip
-    lines = [table(rows, ["NAME", "STATE", "READY", "PID", "PING", "MEMORY", "F/R 24H", "PROFILE"], width=width)]
-    for r in reports:
-        prefix = f"plugin {r['name']!r} "
-        if r["not_ready"] and r["not_ready"] != r["last_error"]:
-            lines.append(_cut(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", cut))
-        if r["last_error"]:
-            error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
-            lines.append(_cut(f"  {r['name']}: {error}", cut))
-        missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
-        if r["class"]:
-            doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too
-            lines.append(_cut(f"  {r['name']}: class {r['class']}" + (f": {doc}" if doc else ""), cut))
-        if r["layers"]:
-            lines.append(_cut(f"  {r['name']}: {' '.join(_short_layers(r['layers']))}", cut))
-        if r["counting"]:
-            lines.append(_cut(f"  {r['name']}: counts tokens: {r['counting']}", cut))
-        if r["network"] or r["env"]:
-            lines.append(_cut(f"  {r['name']}: granted {', '.join(r['network'] + r['env'])}", cut))
-        if r["connections_24h"] or r["refused_24h"]:
-            lines.append(_cut(f"  {r['name']}: network 24h: {_network_use(r)}", cut))
-        if r["layers"] and missing:
-            lines.append(_cut(f"  {r['name']}: sandbox missing {', '.join(missing)}", cut))
-        lines.extend(_cut(f"  {r['name']} stderr| {line}", cut) for line in r["stderr_tail"][-3:] if not r["healthy"])
-    return "\n".join(lines)
-
-
-def _network_use(report: dict[str, Any]) -> str:
-    """'12 connections (api.anthropic.com:443); 2 refused (evil.example:443, 10.0.0.1:80)'."""
-    parts = []
-    for count, recent, noun in ((report["connections_24h"], report["recent_connections"], "connection"),
-                                (report["refused_24h"], report["recent_refused"], "refused")):  # fmt: skip
-        if count:
-            label = f"{count} {noun}{'s' if count != 1 and noun == 'connection' else ''}"
-            parts.append(f"{label} ({', '.join(recent)})" if recent else label)
-    return "; ".join(parts)
-
-
-def _ready(report: dict[str, Any]) -> str:
-    return {True: "yes", False: "no"}.get(report["ready"], "-")  # the reason follows, on its own line
-
-
-def _unprefixed(text: str, prefix: str) -> str:
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _grants(report: dict[str, Any]) -> str:
@@ -211,37 +167,13 @@ def _grants(report: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-_SHORT = {
-    "no-capabilities": "no-caps",
-    "no_new_privs": "nnp",
-    "cgroup (cgroup1)": "cgroup-v1",
-    "cgroup (cgroup2)": "cgroup-v2",
-    "cgroup (systemd-scope)": "cgroup-scope",
-}
-_FIRST = ("landlock", "seccomp", "cgroup")  # the layers a reader looks for, before the rest
-
-
-def _short_layers(layers: list[str]) -> list[str]:
-    """Applied sandbox layers, short: 'landlock(fs,net,scope) seccomp cgroup-v1 rlimits ... no-caps nnp'."""
-    landlock = [layer.split("-", 1)[1] for layer in layers if layer.startswith("landlock-")]
-    rest = [_SHORT.get(layer, layer) for layer in layers if not layer.startswith("landlock-")]
-    folded = ([f"landlock({','.join(landlock)})"] if landlock else []) + rest
-    return sorted(folded, key=lambda layer: next((i for i, p in enumerate(_FIRST) if layer.startswith(p)), len(_FIRST)))
-
-
-def _cut(text: str, width: int) -> str:
-    """One clean line of at most ``width`` characters (cleaned first, so the width is what shows)."""
-    text = clean_text(text, keep_newlines=False).rstrip()
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _watch(args: argparse.Namespace, context: Context) -> int:
     """Redraw the health table in place every few seconds until Ctrl-C."""
-    import time
+    from app.health import health_text, probe_all
 
     out = context.output
     while True:
-        reports = context.manager.health(args.names or None)
+        reports = probe_all(context.manager, args.names or None)
         out.raw("\x1b[H\x1b[2J")  # our own: home, clear screen
         out.write(time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
         out.write(health_text(reports, args.json) + "\n")
@@ -255,8 +187,7 @@ def logs(args: argparse.Namespace, context: Context) -> int:
     # A name that is no plugin's never becomes a path ('../x' would read outside the logs folder);
     # a removed plugin's log is still shown.
     if not known and (not _PLUGIN_NAME.match(args.name) or not path.is_file()):
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
-        return EXIT_USAGE
+        return _not_installed(context, args.name)
     if not path.exists():
         context.output.error(f"plugin {args.name!r} has no log yet ({path})")
         return EXIT_PLUGIN
@@ -268,8 +199,6 @@ def logs(args: argparse.Namespace, context: Context) -> int:
             if line:
                 context.output.write(line)
             else:
-                import time
-
                 time.sleep(0.25)  # like tail -f: poll the file for growth
     return EXIT_OK
 
@@ -277,8 +206,7 @@ def logs(args: argparse.Namespace, context: Context) -> int:
 def toggle(args: argparse.Namespace, context: Context) -> int:
     enable = args.plugins_command == "enable"
     if args.name not in context.manager.discovery.plugins:
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(context.manager.names()) or 'none'})")
-        return EXIT_USAGE
+        return _not_installed(context, args.name)
     changed = context.manager.switches.set_enabled(args.name, enable)
     word = "enabled" if enable else "disabled"
     context.output.write(f"plugin {args.name!r} {word}\n" if changed else f"plugin {args.name!r} was already {word}\n")
@@ -287,41 +215,32 @@ def toggle(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}ms"
-
-
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f}MiB"
-
-
 def grant(args: argparse.Namespace, context: Context) -> int:
     """Add permissions: what the file requests, or exactly the --network/--env given; never removes any."""
     manager = context.manager
-    plugin = manager.discovery.plugins.get(args.name)
-    if plugin is None:
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
-        return EXIT_USAGE
+    plugin_file = manager.discovery.plugins.get(args.name)
+    if plugin_file is None:
+        return _not_installed(context, args.name)
     named = args.network is not None or args.env is not None  # then exactly what is named, nothing more
-    network = args.network or () if named else plugin.metadata.network
-    env = args.env or () if named else plugin.metadata.env
+    network = args.network or () if named else plugin_file.metadata.network
+    env = args.env or () if named else plugin_file.metadata.env
     try:
         wanted = Metadata(network=tuple(network), env=tuple(env))
     except MetadataError as exc:
         context.output.error(f"plugin {args.name!r}: {exc}")
         return EXIT_USAGE
-    before_net, before_env = manager.granted(plugin)
+    before_net, before_env = granted(plugin_file, manager.grants)
     out = context.output
-    out.write(f"plugin {plugin.name!r} ({plugin.path})\n")
+    out.write(f"plugin {plugin_file.name!r} ({plugin_file.path})\n")
     for label, before, added in (("network", before_net, wanted.network), ("env", before_env, wanted.env)):
         new = [item for item in added if item not in before]
         shown = ", ".join([*before, *new]) or "none"
         out.write(f"  {label.strip() + ':':<8} {shown}" + (f"  (adds {', '.join(new)})" if new and before else "") + "\n")
-    if not args.yes and not _confirm(f"grant these to {plugin.name!r}?"):
-        context.output.error(f"plugin {plugin.name!r}: nothing granted")
+    if not args.yes and not _confirm(f"grant these to {plugin_file.name!r}?"):
+        context.output.error(f"plugin {plugin_file.name!r}: nothing granted")
         return EXIT_PLUGIN
-    manager.grant_more(plugin, wanted.network, wanted.env)
-    out.write(f"granted; bound to this version of {plugin.path.name}: any change to the file revokes it\n")
+    grant_more(plugin_file, manager.grants, wanted.network, wanted.env)
+    out.write(f"granted; bound to this version of {plugin_file.path.name}: any change to the file revokes it\n")
     return EXIT_OK
 
 
@@ -338,12 +257,11 @@ def revoke(args: argparse.Namespace, context: Context) -> int:
     """Take back named permissions (--network/--env), or everything when none is named."""
     manager = context.manager
     grants = manager.grants
-    plugin = manager.discovery.plugins.get(args.name)
-    if plugin is None and args.name not in grants.load():
-        context.output.error(f"plugin {args.name!r} is not installed (available: {', '.join(manager.names()) or 'none'})")
-        return EXIT_USAGE
-    if plugin is not None and args.name not in grants.load():
-        shipped = manager.access(plugin).grant
+    plugin_file = manager.discovery.plugins.get(args.name)
+    if plugin_file is None and args.name not in grants.load():
+        return _not_installed(context, args.name)
+    if plugin_file is not None and args.name not in grants.load():
+        shipped = access_of(plugin_file, manager.grants).grant
         if shipped is not None and shipped.source == "shipped":
             what = ", ".join(shipped.network + shipped.env) or "nothing"
             context.output.write(f"plugin {args.name!r} has no grant of yours; it keeps what it ships with ({what}); "
