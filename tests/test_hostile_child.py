@@ -18,6 +18,7 @@ import pytest
 
 import runner
 from app import PluginManager
+from app.health import probe_all
 from app.hints import hint_for
 from app.settings import Paths, Settings
 from tests.helpers import FAST, HOSTILE_PLUGINS, SHIPPED_PLUGINS, TEST_PLUGINS, DirectPlugins
@@ -133,7 +134,7 @@ def test_a_forged_hello_does_not_replace_the_hosts_facts(hostile: PluginManager)
     report = hello["sandbox"]  # what the child's trusted code sent before the plugin ran
     assert report["profile"] == "untrusted" and "seccomp" in report["layers"] and "landlock-fs" in report["layers"]
     assert client.context_window == 100_000  # a plausible claim about itself is the plugin's to make
-    health = hostile.health(["liar"])[0]
+    health = probe_all(hostile, ["liar"])[0]
     assert health["healthy"] and health["profile"] == "untrusted" and health["pid"] == client.pid
     assert "seccomp" in health["layers"]
     echo_still_answers(hostile)
@@ -143,7 +144,7 @@ def test_a_hello_with_an_impossible_context_window_is_refused(hostile: PluginMan
     with pytest.raises(runner.PluginStartError) as caught:
         hostile.handle("liar_window").start()
     assert "sent a bad hello: field 'context_window' is missing or invalid" in one_line(caught.value)
-    report = hostile.health(["liar_window"])[0]
+    report = probe_all(hostile, ["liar_window"])[0]
     assert not report["healthy"] and "context_window" in report["last_error"]
     echo_still_answers(hostile)
 

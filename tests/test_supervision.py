@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from app import PluginManager
-from app.health import HEALTH_KEYS
+from app.health import HEALTH_KEYS, probe_all
 from runner import (
     CancelToken,
     Deadlines,
@@ -166,7 +166,7 @@ def test_crashing_once_recovers_on_the_next_call_and_counts_the_restart(sup: Plu
     assert client.pid != first_pid
     assert client.stats.starts == 2 and client.supervisor.restarts == 1 and client.supervisor.quarantines == 0
 
-    report = sup.health(["sup_flaky"])[0]
+    report = probe_all(sup, ["sup_flaky"])[0]
     assert report["healthy"] and report["state"] == "ready"
     assert report["restarts"] == 1 and report["restarts_24h"] == 1
     assert report["crashes_24h"] == 1 and report["quarantines_24h"] == 0
@@ -618,7 +618,7 @@ def test_crashes_restarts_and_quarantines_are_kept_in_health_db_across_runs(home
         assert counts["crashed"] == POLICY.max_failures
         assert counts["restarting"] == POLICY.max_failures - 1
         assert counts["quarantined"] == 1
-        report = first.health(["sup_flaky"])[0]
+        report = probe_all(first, ["sup_flaky"])[0]
         assert not report["healthy"] and report["state"] == "quarantined"
         assert "quarantined" in report["last_error"]
         assert (report["crashes_24h"], report["restarts_24h"], report["quarantines_24h"]) == (3, 2, 1)
@@ -629,7 +629,7 @@ def test_crashes_restarts_and_quarantines_are_kept_in_health_db_across_runs(home
         assert later.state("sup_flaky") == "stopped"  # quarantine is per run; the history is not
         counts = later.events.counts("sup_flaky")
         assert (counts["crashed"], counts["restarting"], counts["quarantined"]) == (3, 2, 1)
-        report = later.health(["sup_flaky"])[0]
+        report = probe_all(later, ["sup_flaky"])[0]
         assert report["healthy"] and report["state"] == "ready"
         assert report["crashes_24h"] == 3 and report["restarts_24h"] == 2 and report["quarantines_24h"] == 1
         assert report["restarts"] == 0  # this run's process has not been restarted
