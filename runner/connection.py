@@ -40,7 +40,20 @@ from runner.errors import (
 )  # fmt: skip
 from runner.handshake import MAX_REPORT, check_hello, parse_report, start_failure
 from runner.process import describe_exit
-from runner.protocol import MAX_MSGID, NOTIFICATION, REQUEST, RESPONSE, Encoder, ProtocolViolation, check_response, source_frame
+from runner.protocol import (
+    MAX_MSGID,
+    NO_REPLY,
+    Encoder,
+    Message,
+    ProtocolViolation,
+    WrongReply,
+    check_response,
+    chunk_of,
+    is_notification,
+    reply_to,
+    response_id,
+    source_frame,
+)
 from runner.reader import Closed, Reader, TimedOut
 from runner.stderr import StderrCapture, last_line
 
@@ -96,7 +109,7 @@ class Connection:
             if self.egress:
                 self.egress.close()
             raise
-        self._pack = Encoder().pack  # one reused Packer; requests are packed under the write lock
+        self._encode_request = Encoder().request  # one reused Packer; requests are packed under the write lock
         self._write_lock = threading.RLock()  # also guards the reader's wake pipe against close
         self._next_id = 0
         self._ignored: set[int] = set()  # ids whose responses nobody waits for (cancel)
@@ -287,10 +300,11 @@ class Connection:
             while True:
                 message = self._next_message(deadline, phase, seconds, fresh)
                 fresh = False
-                if message[1] == msgid and message[0] == RESPONSE and message[2] is None and msgid not in self._ignored:
+                result = reply_to(message, msgid)
+                if result is not NO_REPLY and msgid not in self._ignored:
                     self._running = None
-                    return message[3]  # the common case: our own reply, no error
-                if message[0] == NOTIFICATION or self._drop_ignored(message):
+                    return result  # the common case: our own reply, no error
+                if is_notification(message) or self._drop_ignored(message):
                     continue  # a chunk of a cancelled stream, or the reply to a cancel
                 self._running = None
                 return self._result(method, message, msgid)
@@ -327,10 +341,12 @@ class Connection:
                     message = self._next_message(wait_at, phase, seconds)
                 else:
                     message = self._next_message(total_at, "total", d.total)
-                if self._drop_ignored(message):
-                    continue
-                if message[0] == NOTIFICATION:
-                    text = self._chunk(message, msgid)
+                try:
+                    text = chunk_of(message, msgid)
+                except WrongReply as exc:
+                    self.kill()
+                    raise PluginProtocolError(self.name, str(exc)) from None
+                if text is not None:
                     if text:
                         received += len(text)
                         if received > cap:
@@ -340,6 +356,8 @@ class Connection:
                         wait_at, phase, seconds = time.monotonic() + d.idle, "idle", d.idle
                         yield text
                     continue
+                if is_notification(message) or self._drop_ignored(message):
+                    continue  # an unknown notification, or the reply to a cancel
                 finished = True
                 self._running = None
                 self._result(method, message, msgid)
@@ -382,7 +400,7 @@ class Connection:
         try:
             while True:
                 message = self._next_message(deadline, "cancel", grace)
-                if message[0] != NOTIFICATION and not self._drop_ignored(message) and message[1] == msgid:
+                if not self._drop_ignored(message) and response_id(message) == msgid:
                     return
         except PluginError:
             self.kill()  # it ignored the cancel: the process goes, the next call starts a fresh one
@@ -390,22 +408,14 @@ class Connection:
             self.kill()  # a second Ctrl-C while draining: the stream is in doubt, so start afresh
             raise
 
-    def _drop_ignored(self, message: list[Any]) -> bool:
-        if message[0] == RESPONSE and message[1] in self._ignored:  # a request bearing that id is not a reply
-            self._ignored.discard(message[1])
+    def _drop_ignored(self, message: Message) -> bool:
+        answered = response_id(message)  # a request bearing that id is not a reply
+        if answered is not None and answered in self._ignored:
+            self._ignored.discard(answered)
             return True
         return False
 
-    def _chunk(self, message: list[Any], msgid: int) -> str | None:
-        if message[1] != "chunk":
-            return None  # unknown notifications are ignored, for forward compatibility
-        params = message[2]
-        if not (type(params) is list and len(params) == 2 and type(params[0]) is int and params[0] == msgid and type(params[1]) is str):
-            self.kill()
-            raise PluginProtocolError(self.name, f"sent a malformed chunk for request {msgid}")
-        return params[1]
-
-    def _result(self, method: str, message: list[Any], msgid: int) -> Any:
+    def _result(self, method: str, message: Message, msgid: int) -> Any:
         try:
             error, result = check_response(message, msgid)
         except ProtocolViolation as exc:
@@ -440,7 +450,7 @@ class Connection:
             if self.egress is not None:
                 self._call_began = time.monotonic()  # refusals after this belong to this call
             self._reader.hurried_to = _NEVER
-            data = self._pack([REQUEST, msgid, method, params])  # Encoder.request, without its Python call
+            data = self._encode_request(msgid, method, params)
             try:
                 written = os.write(self._write_fd, data)
             except BlockingIOError:
@@ -458,7 +468,7 @@ class Connection:
                 raise PluginUnavailable(self.name, "process was stopped", reason="stopped")
             self._next_id = msgid = (self._next_id + 1) & MAX_MSGID
             self._ignored.add(msgid)  # before writing: the reply may be read at once
-            self._write_rest(self._pack([REQUEST, msgid, method, params]), 0, method, seconds)
+            self._write_rest(self._encode_request(msgid, method, params), 0, method, seconds)
             return msgid
 
     def _write_rest(self, data: bytes, written: int, method: str, seconds: float) -> None:
@@ -481,7 +491,7 @@ class Connection:
         self._finish()
         raise error
 
-    def _next_message(self, deadline: float, phase: str, seconds: float, fresh: bool = False) -> list[Any]:
+    def _next_message(self, deadline: float, phase: str, seconds: float, fresh: bool = False) -> Message:
         """The next message from the child, under ``deadline`` (and a cancel's grace); see Reader.next."""
         try:
             return self._reader.next(deadline, fresh)

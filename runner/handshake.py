@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.constants import NOTIFICATION, OPTIONAL_METHODS, PROTOCOL_VERSION, REPORT_MAGIC, SANDBOX_ERROR_MARKER, SANDBOX_EXIT
+from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, REPORT_MAGIC, SANDBOX_ERROR_MARKER, SANDBOX_EXIT
 from runner.errors import PluginCrashed, PluginLoadError, PluginSandboxError, PluginStartError, PluginVersionError
 from runner.process import describe_exit
+from runner.protocol import Message, notification_params
 from runner.stderr import last_line
 
 __all__ = ["MAX_REPORT", "check_hello", "parse_report", "start_failure"]
@@ -75,13 +76,13 @@ def start_failure(name: str, crash: PluginCrashed, reported: bool = False) -> Pl
     return PluginStartError(name, f"{how} before its hello{last_line(tail)}", exit_code=crash.exit_code, stderr_tail=tail)
 
 
-def check_hello(name: str, message: list[Any], stderr_tail: tuple[str, ...]) -> dict[str, Any]:
+def check_hello(name: str, message: Message, stderr_tail: tuple[str, ...]) -> dict[str, Any]:
     """Return the hello in ``message``, or raise the PluginStartError that says what is wrong.
 
     A PluginLoadError means the child reported its own failure and exits by itself;
     any other error means the child cannot be trusted to.
     """
-    hello = message[2] if message[0] == NOTIFICATION and message[1] == "hello" else None
+    hello = notification_params(message, "hello")
     if not isinstance(hello, dict):
         raise PluginStartError(name, "did not start with a hello message")
     version = hello.get("protocol")

@@ -14,7 +14,10 @@ Messages are msgpack arrays written back to back on a byte stream (no extra fram
     response      [1, msgid, error, result]      error is nil or an error map
     notification  [2, method, params]
 
-An error map is ``{"kind", "type", "message", "traceback"}`` with string values.
+An error map is ``{"kind", "type", "message", "traceback"}`` with string values. No
+other module reads a message by position or builds one: they read decoded messages with
+the accessors here (:func:`reply_to`, :func:`request_of`, ...) and write with an
+:class:`Encoder`.
 """
 
 from __future__ import annotations
@@ -29,25 +32,11 @@ from runner.budget import MAX_DEPTH, MAX_OBJECTS, BudgetExceeded, flat_reply
 from runner.constants import ERROR_KINDS, MAX_SOURCE, METHODS, NOTIFICATION, PROTOCOL_VERSION, REQUEST, RESPONSE, SOURCE_LENGTH_BYTES
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE",
-    "ERROR_KINDS",
-    "MAX_DEPTH",
-    "MAX_MSGID",
-    "MAX_OBJECTS",
-    "MAX_SOURCE",
-    "METHODS",
-    "NOTIFICATION",
-    "PROTOCOL_VERSION",
-    "REQUEST",
-    "RESPONSE",
-    "Decoder",
-    "Encoder",
-    "ProtocolViolation",
-    "check_response",
-    "error_map",
-    "scan",
-    "source_frame",
-]
+    "DEFAULT_MAX_MESSAGE", "ERROR_KINDS", "MAX_DEPTH", "MAX_MSGID", "MAX_OBJECTS", "MAX_SOURCE", "METHODS", "NOTIFICATION",
+    "NO_REPLY", "PROTOCOL_VERSION", "REQUEST", "RESPONSE", "Decoder", "Encoder", "Message", "ProtocolViolation", "WrongReply",
+    "check_response", "chunk_of", "error_map", "is_notification", "notification_params", "reply_to", "request_of",
+    "response_id", "scan", "source_frame",
+]  # fmt: skip
 
 #: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -63,23 +52,79 @@ class ProtocolViolation(ValueError):
     """Raised when bytes or a decoded message do not follow the protocol."""
 
 
+class WrongReply(ProtocolViolation):
+    """Raised when a well-formed message is not the one expected; its text is the whole complaint.
+
+    Another request's id, a request from the child, a malformed chunk: nothing is wrong
+    with the bytes, so the complaint is not "broke the protocol" but what was wrong.
+    """
+
+
+# -- the message layout: plain functions over msgpack's own list (no view object is built:
+# that would cost more than the rest of a call's Python), cheap enough for the per-call paths.
+
+#: A decoded message whose shape was checked (a list laid out as in the module docstring).
+Message = list[Any]
+
+
+#: What :func:`reply_to` returns for any message but the error-free response it looks for.
+NO_REPLY: Any = object()
+
+
+def request_of(message: Message) -> tuple[int, str, Any] | None:
+    """``(msgid, method, params)`` of a request; None for a response or a notification."""
+    return (message[1], message[2], message[3]) if message[0] == REQUEST else None
+
+
+def reply_to(message: Message, msgid: int) -> Any:
+    """The result of ``message`` if it is the error-free response to ``msgid``, else NO_REPLY."""
+    if message[1] == msgid and message[0] == RESPONSE and message[2] is None:
+        return message[3]
+    return NO_REPLY
+
+
+def response_id(message: Message) -> int | None:
+    """The request id a response answers; None for a request or a notification."""
+    return message[1] if message[0] == RESPONSE else None
+
+
+def is_notification(message: Message) -> bool:
+    return message[0] == NOTIFICATION  # type: ignore[no-any-return]
+
+
+def notification_params(message: Message, method: str) -> Any:
+    """The params of a ``method`` notification; None for any other message."""
+    return message[2] if message[0] == NOTIFICATION and message[1] == method else None
+
+
+def chunk_of(message: Message, msgid: int) -> str | None:
+    """The text of a ``chunk`` notification for request ``msgid``; None for any other message.
+
+    Raises WrongReply for a chunk whose params are not ``[msgid, text]``.
+    """
+    if message[0] != NOTIFICATION or message[1] != "chunk":
+        return None
+    params = message[2]
+    if type(params) is list and len(params) == 2 and type(params[0]) is int and params[0] == msgid and type(params[1]) is str:
+        return params[1]
+    raise WrongReply(f"sent a malformed chunk for request {msgid}")
+
+
 class Encoder:
     """Packs messages to bytes; not thread-safe (callers hold their write lock)."""
 
     def __init__(self) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, datetime=False)
-        #: Pack a message the caller built; the Packer's own method, so a hot path pays no
-        #: Python call around it (the methods below cost ~0.3 us more each here).
-        self.pack = self._packer.pack
+        #: Pack any value (the Packer's own method): for tests and tools that build raw messages.
+        self.pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
 
     def request(self, msgid: int, method: str, params: Any) -> bytes:
-        return self._packer.pack([REQUEST, msgid, method, params])
+        return self.pack([REQUEST, msgid, method, params])
 
     def response(self, msgid: int, error: dict[str, str] | None, result: Any) -> bytes:
-        return self._packer.pack([RESPONSE, msgid, error, result])
+        return self.pack([RESPONSE, msgid, error, result])
 
     def notification(self, method: str, params: Any) -> bytes:
-        return self._packer.pack([NOTIFICATION, method, params])
+        return self.pack([NOTIFICATION, method, params])
 
 
 def scan(data: bytes | bytearray | memoryview, start: int, max_message: int, resume: list[Any] | None = None) -> int | None:
@@ -117,7 +162,7 @@ class Decoder:
         self._start = 0  # stream offset where the message being received began
         self._partial = False  # it holds the start of a message: the next read must go there too
 
-    def single(self, data: bytes | memoryview) -> list[Any] | None:
+    def single(self, data: bytes | memoryview) -> Message | None:
         """The message ``data`` (one read) holds when it is exactly one whole message, else None.
 
         The fast path: when nothing is buffered and ``data`` holds exactly one whole
@@ -155,7 +200,7 @@ class Decoder:
                 return message
         return _check_shape(message)
 
-    def feed(self, data: bytes | memoryview) -> Iterator[list[Any]]:
+    def feed(self, data: bytes | memoryview) -> Iterator[Message]:
         """Yield every complete message in the stream so far, each checked for shape."""
         if self.hostile:
             yield from self._feed_scanned(data)
@@ -183,7 +228,7 @@ class Decoder:
                 raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
             raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {exc})") from None
 
-    def _feed_scanned(self, data: bytes | memoryview) -> Iterator[list[Any]]:
+    def _feed_scanned(self, data: bytes | memoryview) -> Iterator[Message]:
         """feed() for a hostile peer: nothing is decoded unless it is known to fit the budget.
 
         The buffer is decoded in windows of MAX_OBJECTS bytes by msgpack's own unpacker (a
@@ -220,7 +265,7 @@ class Decoder:
         self._partial = bool(pending)
         yield from messages
 
-    def _flat_run(self, pending: bytearray, pos: int, messages: list[list[Any]]) -> int:
+    def _flat_run(self, pending: bytearray, pos: int, messages: list[Message]) -> int:
         """Decode the run of whole flat messages at ``pending[pos:]``; the bytes they took.
 
         msgpack's own unpacker reads a window of MAX_OBJECTS bytes at C speed: a window
@@ -273,7 +318,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:120] if text else ""
 
 
-def _check_shape(message: Any) -> list[Any]:
+def _check_shape(message: Any) -> Message:
     # Fast path for the common well-formed shapes; anything else takes the full check below.
     if type(message) is list:
         if len(message) == 4:
@@ -289,7 +334,7 @@ def _check_shape(message: Any) -> list[Any]:
     return _check_shape_fully(message)
 
 
-def _check_shape_fully(message: Any) -> list[Any]:
+def _check_shape_fully(message: Any) -> Message:
     if not isinstance(message, list) or not message:
         raise ProtocolViolation(f"expected a message array, got {_describe(message)}")
     kind = message[0]
@@ -321,12 +366,12 @@ def _is_error(value: Any) -> bool:
     )
 
 
-def check_response(message: list[Any], expected_id: int) -> tuple[dict[str, str] | None, Any]:
-    """Return ``(error, result)`` of a response to ``expected_id`` or raise ProtocolViolation."""
+def check_response(message: Message, expected_id: int) -> tuple[dict[str, str] | None, Any]:
+    """Return ``(error, result)`` of a response to ``expected_id`` or raise WrongReply."""
     if message[0] != RESPONSE:
-        raise ProtocolViolation(f"expected a response, got {_describe(message)}")
+        raise WrongReply(f"expected a response, got {_describe(message)}")
     if message[1] != expected_id:
-        raise ProtocolViolation(f"response to unknown request id {message[1]} (expected {expected_id})")
+        raise WrongReply(f"response to unknown request id {message[1]} (expected {expected_id})")
     return message[2], message[3]
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from llm_utils import LLMClient
 from runner.child import loader
-from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, READ_SIZE, RESPONSE, SPIN_SECONDS
-from runner.protocol import DEFAULT_MAX_MESSAGE, Decoder, Encoder, ProtocolViolation, error_map
+from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, READ_SIZE, SPIN_SECONDS
+from runner.protocol import DEFAULT_MAX_MESSAGE, Decoder, Encoder, ProtocolViolation, error_map, request_of
 
 __all__ = ["Server", "SpinGovernor", "serve"]
 
@@ -76,7 +76,7 @@ class Server:
         self.plugin = plugin
         self.max_message = max_message
         self._encoder = Encoder()
-        self._pack = self._encoder.pack  # for the count_tokens reply, packed inline
+        self._response = self._encoder.response  # for the count_tokens reply, bound once
         self._write_lock = threading.Lock()
         self._active: dict[int, threading.Event] = {}
         self._running = True
@@ -130,16 +130,23 @@ class Server:
                 arrived(clock() - replied)
             if not data:
                 return 0  # the host closed our input: it is gone or done with us
-            # The usual read: one whole count_tokens request. Answered here without the
-            # decoder's list or dispatch (~0.6 us a request); everything else, and any
-            # doubt, goes through feed() and dispatch() below, which check it all.
+            # The usual read: one whole request, and usually count_tokens: answered here
+            # without the decoder's generator or dispatch (~0.6 us a request); everything
+            # else, and any doubt, goes through feed() and dispatch(), which check it all.
             message = single(data)
-            if message is not None and message[0] == 0 and message[2] == "count_tokens" and type(message[3]) is dict:
-                count(message[1], message[3])
+            if message is not None:
+                request = request_of(message)  # the host sends requests only: anything else is ignored
+                if request is not None:
+                    msgid, method, params = request
+                    if method == "count_tokens" and type(params) is dict:
+                        count(msgid, params)
+                    else:
+                        dispatch(msgid, method, params)
                 continue
-            for each in (message,) if message is not None else feed(data):
-                if each[0] == 0 and self._running:  # nothing after a shutdown is served
-                    dispatch(each[1], each[2], each[3])
+            for each in feed(data):
+                request = request_of(each)
+                if request is not None and self._running:  # nothing after a shutdown is served
+                    dispatch(*request)
         return 0
 
     def dispatch(self, msgid: int, method: str, params: Any) -> None:
@@ -203,7 +210,7 @@ class Server:
             self.respond(msgid, _error_of(exc))
             return
         with self._write_lock:  # the Packer is shared with the generation thread
-            data = self._pack([RESPONSE, msgid, None, count])
+            data = self._response(msgid, None, count)
             written = os.write(self.write_fd, data)
             if written < len(data):
                 self._write_rest(data, written)
