@@ -37,7 +37,8 @@ if TYPE_CHECKING:
         PluginVersionError,
     )
     from runner.process import harden_host, resident_bytes
-    from runner.supervisor import STATES, RestartPolicy
+    from runner.restarts import RestartPolicy
+    from runner.states import STATES
 
 _HOMES = {
     "calls": ("CancelToken", "Stream"),
@@ -53,7 +54,8 @@ _HOMES = {
         "PluginUnavailable", "PluginVersionError",
     ),
     "process": ("harden_host", "resident_bytes"),
-    "supervisor": ("STATES", "RestartPolicy"),
+    "restarts": ("RestartPolicy",),
+    "states": ("STATES",),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -40,7 +40,7 @@ from runner.errors import (
 )
 from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
 from runner.process import resident_bytes
-from runner.supervisor import RestartPolicy, Supervisor
+from runner.restarts import RestartGate, RestartPolicy
 from runner.turn import Turn
 
 __all__ = ["Plugin", "PluginStats", "Readiness"]
@@ -92,8 +92,9 @@ class Plugin(LLMClient):
         return self._life.config
 
     @property
-    def supervisor(self) -> Supervisor:
-        return self._life.supervisor
+    def restart_gate(self) -> RestartGate:
+        """The restart policy's state for this plugin: failures, back-off, quarantine."""
+        return self._life.restart_gate
 
     @property
     def _conn(self) -> Connection | None:
@@ -101,11 +102,11 @@ class Plugin(LLMClient):
 
     @property
     def state(self) -> str:
-        """One of ``runner.supervisor.STATES`` (all but ``disabled``, which is the app's)."""
+        """One of ``runner.STATES`` (all but ``disabled``, which is the app's)."""
         life = self._life
         if life.closed:
             return "stopped"
-        if life.supervisor.is_quarantined(time.monotonic()):
+        if life.restart_gate.is_quarantined(time.monotonic()):
             return "quarantined"
         if life.starting:
             return "starting"
@@ -113,7 +114,7 @@ class Plugin(LLMClient):
             return "busy" if self._busy else "ready"
         if life.load_error is not None:
             return "failed"
-        return "restarting" if self.supervisor.failures else "stopped"
+        return "restarting" if life.restart_gate.failures else "stopped"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -224,9 +225,9 @@ class Plugin(LLMClient):
                 problem = check(result)
                 if problem:
                     self._distrust(problem)
-            supervisor = self.supervisor
-            if supervisor.half_open or supervisor.failures:  # else succeeded() has nothing to forget
-                supervisor.succeeded(time.monotonic())
+            gate = self._life.restart_gate
+            if gate.half_open or gate.failures:  # else succeeded() has nothing to forget
+                gate.succeeded(time.monotonic())
             return result
         finally:
             if taken:
@@ -255,7 +256,7 @@ class Plugin(LLMClient):
             finally:
                 self._busy -= 1
                 self._streaming = None
-            self.supervisor.succeeded(time.monotonic())
+            self._life.restart_gate.succeeded(time.monotonic())
         finally:
             if taken:
                 self._turn.give()
@@ -307,8 +308,9 @@ class Plugin(LLMClient):
             return  # the plugin's own error, a cancel, or a deliberate stop: nothing to restart for
         conn.kill()  # whatever state it is in, the next call gets a fresh process
         self._emit("crashed" if not isinstance(exc, PluginTimeout) else "deadline", {"error": str(exc), **exit_details(exc)})
-        if not self._life.closed and self.supervisor.failed(time.monotonic()):
-            self._emit("quarantined", {"failures": self.supervisor.consecutive, "cooldown": self.supervisor.policy.cooldown})
+        gate = self._life.restart_gate
+        if not self._life.closed and gate.failed(time.monotonic()):
+            self._emit("quarantined", {"failures": gate.consecutive, "cooldown": gate.policy.cooldown})
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:
         if self._on_event is not None:

@@ -1,8 +1,8 @@
-"""A plugin's process lifecycle: start under its supervisor, stop, close; the live Connection.
+"""A plugin's process lifecycle: start through its restart gate, stop, close; the live Connection.
 
 One :class:`Lifecycle` per :class:`~runner.client.Plugin`. It decides each start's
 configuration afresh (the code and grants may have changed), remembers code that cannot
-load, asks the supervisor whether to back off or refuse (quarantine), spawns and
+load, asks the restart gate whether to back off or refuse (quarantine), spawns and
 handshakes, and stops the process politely or by force. A stop or close from another
 thread, at any moment of a start, wins: no process it missed lives on.
 """
@@ -31,7 +31,7 @@ from runner.errors import (
     PluginUnavailable,
     PluginVersionError,
 )  # fmt: skip
-from runner.supervisor import RestartPolicy, Supervisor
+from runner.restarts import RestartGate, RestartPolicy
 from runner.turn import Turn
 
 __all__ = ["EventListener", "Lifecycle", "PluginStats", "exit_details"]
@@ -79,7 +79,7 @@ class Lifecycle:
         # A decision made just now serves the first start; every later start decides again.
         self._decided: PluginConfig | None = None if isinstance(config, PluginConfig) else self.config
         self.name = self.config.name
-        self.supervisor = Supervisor(policy)
+        self.restart_gate = RestartGate(policy)
         self.stats = stats
         self._emit = emit
         self._turn = turn
@@ -140,11 +140,11 @@ class Lifecycle:
             decided = self._decide()
             if hashlib.sha256(decided[1]).hexdigest() == self._load_error_code:
                 raise self.load_error  # the code is unchanged: starting it again would fail the same way
-        decision = self.supervisor.decide(time.monotonic())
+        decision = self.restart_gate.decide(time.monotonic())
         if decision.quarantined:
             raise PluginUnavailable(
                 self.name,
-                f"is quarantined after {self.supervisor.consecutive} failures; it may start again in "
+                f"is quarantined after {self.restart_gate.consecutive} failures; it may start again in "
                 f"{math.ceil(decision.wait)}s (last error: {self.stats.last_error or 'unknown'})",
                 reason="quarantined",
             )
@@ -211,7 +211,7 @@ class Lifecycle:
         began = time.monotonic()
         self.stats.starts += 1
         self.starting = True
-        self._emit("restarting" if self.supervisor.failures else "starting", {})
+        self._emit("restarting" if self.restart_gate.failures else "starting", {})
         stops = self._stops
         code = b""
         key = 0
@@ -230,8 +230,8 @@ class Lifecycle:
             self._emit("start_failed", {"error": str(exc), **exit_details(exc)})
             if isinstance(exc, _CANNOT_LOAD):
                 self.load_error, self._load_error_code = exc, hashlib.sha256(code).hexdigest()
-            elif self.supervisor.failed(time.monotonic()):
-                self._emit("quarantined", {"failures": self.supervisor.consecutive})
+            elif self.restart_gate.failed(time.monotonic()):
+                self._emit("quarantined", {"failures": self.restart_gate.consecutive})
             raise
         finally:
             self.starting = False
@@ -243,7 +243,7 @@ class Lifecycle:
         if self.closed or self._stops != stops or (cancel is not None and cancel.cancelled):
             conn.kill()  # stopped during the handshake: stop() may have seen neither
             raise self.ended_start(cancel)
-        self.supervisor.started(time.monotonic())
+        self.restart_gate.started(time.monotonic())
         self.stats.startup_seconds = time.monotonic() - began
         self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})
         return conn

@@ -1054,7 +1054,7 @@ def test_e_after_a_bad_result_the_process_is_killed_and_the_call_is_a_failure(
     call = (lambda: plugin.count_tokens("x")) if method == "count_tokens" else (lambda: plugin.generate_response("", "x"))
     assert _result(call) == ("PluginProtocolError", message)
     assert not plugin.running
-    assert plugin.stats.errors == 1 and plugin.supervisor.consecutive == 1
+    assert plugin.stats.errors == 1 and plugin.restart_gate.consecutive == 1
 
 
 def test_e_the_final_result_of_a_stream_is_not_checked(raw_plugin: Callable[..., Plugin]) -> None:
@@ -1071,19 +1071,19 @@ _EXIT_IN_CALL = "def handle(m): sys.exit(3)"
 
 def _half_open_probe(plugin: Plugin) -> None:
     """Put the plugin where its next start is the probe after a quarantine (no cool-down to wait out)."""
-    supervisor = plugin.supervisor
-    supervisor.quarantined_until, supervisor.half_open, supervisor.failures = None, True, []
+    gate = plugin.restart_gate
+    gate.quarantined_until, gate.half_open, gate.failures = None, True, []
 
 
 def test_e_a_crash_in_the_probe_after_a_quarantine_quarantines_again(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(_EXIT_IN_CALL)
     _half_open_probe(plugin)
     assert _result(lambda: plugin.count_tokens("x"))[0] == "PluginCrashed"
-    assert plugin.supervisor.quarantined_until is not None  # the comparison the next test makes
+    assert plugin.restart_gate.quarantined_until is not None  # the comparison the next test makes
 
 
 def test_e_a_bad_result_in_the_probe_after_a_quarantine_quarantines_again(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(_FORGED_COUNT)
     _half_open_probe(plugin)
     assert _result(lambda: plugin.count_tokens("x")) == ("PluginProtocolError", "answered count_tokens with int")
-    assert plugin.supervisor.quarantined_until is not None
+    assert plugin.restart_gate.quarantined_until is not None

@@ -155,7 +155,7 @@ def test_crashing_every_call_is_quarantined_then_recovers_after_cooldown(sup: Pl
     with pytest.raises(PluginCrashed):
         client.generate_response("", "probe")
     assert client.state == "quarantined"
-    assert client.supervisor.quarantines == 2
+    assert client.restart_gate.quarantines == 2
 
     # Fixed: after the next cool-down the probe succeeds and the plugin is ready again.
     (scratch(sup, "sup_flaky") / "crash").unlink()
@@ -193,7 +193,7 @@ def test_crashing_once_recovers_on_the_next_call_and_counts_the_restart(sup: Plu
     assert list(client.stream_response("", "again")) == ["flaky: ", "again"]
     assert client.state == "ready"
     assert client.pid != first_pid
-    assert client.stats.starts == 2 and client.supervisor.restarts == 1 and client.supervisor.quarantines == 0
+    assert client.stats.starts == 2 and client.restart_gate.restarts == 1 and client.restart_gate.quarantines == 0
 
     report = sup.health(["sup_flaky"])[0]
     assert report["healthy"] and report["state"] == "ready"
@@ -331,7 +331,7 @@ def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup: 
     assert client.running and client.pid == pid and client.state == "ready"
     assert client.generate_response("", "next") == "slow"
     assert client.pid == pid and client.stats.starts == 1 and client.stats.errors == 0
-    assert client.supervisor.consecutive == 0
+    assert client.restart_gate.consecutive == 0
     assert "restarting" not in events_of(sup, "slow_stream")
 
 
@@ -534,7 +534,7 @@ def test_stop_while_a_plugin_is_starting_is_not_a_failure(sup: PluginManager, ho
     assert isinstance(worker.error, PluginUnavailable) and worker.error.reason == "stopped", worker.error
     assert plugin_processes(str(home)) == []
     # A deliberate stop is no crash: no failure counted, no back-off, the next call just starts it.
-    assert client.state == "stopped" and client.supervisor.consecutive == 0 and client.stats.errors == 0
+    assert client.state == "stopped" and client.restart_gate.consecutive == 0 and client.stats.errors == 0
     assert client.generate_response("", "again") == "slow_boot: again"
     assert client.state == "ready"
 
