@@ -44,7 +44,7 @@ from runner.cleantext import clean_text
 from runner.constants import LOG_HOST, LOG_PREFIX, LOG_TIME_FORMAT
 from runner.constants import READ_SIZE as _READ
 
-__all__ = ["StderrCapture", "last_line"]
+__all__ = ["StderrCapture"]
 
 _MAX_LINE = 4096
 _TAIL_LINES = 40
@@ -66,12 +66,6 @@ _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 def _prefix(who: str) -> str:
     return LOG_PREFIX.format(stamp=time.strftime(LOG_TIME_FORMAT), who=who)
-
-
-def last_line(tail: tuple[str, ...]) -> str:
-    """' (stderr: LAST LINE)' for an error message, or '' when the tail is empty."""
-    lines = [line for line in tail if line.strip()]
-    return f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
 
 
 def _size(n: float) -> str:

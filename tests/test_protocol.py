@@ -986,7 +986,7 @@ def test_d_a_second_response_to_an_answered_id_kills_the_next_call(raw_plugin: C
 def test_d_the_host_numbers_its_requests_and_wraps_to_zero(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin("def handle(m): w(pack([1, m[1], None, m[1] % 1000]))")
     plugin.start()
-    plugin._conn._next_id = MAX_MSGID - 1  # type: ignore[union-attr]  # skip four billion requests
+    plugin._conn._channel.last_id = MAX_MSGID - 1  # type: ignore[union-attr]  # skip four billion requests
     assert [plugin.count_tokens("x") for _ in range(3)] == [MAX_MSGID % 1000, 0, 1]
 
 
@@ -1011,18 +1011,18 @@ def _cancel_right_after_each_request(plugin: Plugin) -> Iterator[None]:
     plugin.start()
     conn = plugin._conn
     assert conn is not None
-    write = conn._request
+    write = conn._channel.request
 
-    def request_then_cancel(method: str, params: dict[str, Any]) -> int:
-        msgid = write(method, params)
+    def request_then_cancel(method: str, params: dict[str, Any], seconds: float) -> int:
+        msgid = write(method, params, seconds)
         threading.Thread(target=conn.cancel, args=(msgid,)).start()
         return msgid
 
-    conn._request = request_then_cancel  # type: ignore[method-assign]
+    conn._channel.request = request_then_cancel  # type: ignore[method-assign]
     try:
         yield
     finally:
-        conn._request = write  # type: ignore[method-assign]
+        conn._channel.request = write  # type: ignore[method-assign]
 
 
 def test_d_a_request_from_the_child_is_a_violation_even_with_an_ignored_id(raw_plugin: Callable[..., Plugin]) -> None:

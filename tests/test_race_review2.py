@@ -19,6 +19,7 @@ import pytest
 
 from app import PluginManager
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginUnavailable, RestartPolicy
+from runner import channel as channel_mod
 from runner import connection as connection_mod
 from runner.turn import Turn
 from tests.test_race_review import POLICY, _manager, mgr  # noqa: F401, F811 - the first review's harness (mgr is a fixture)
@@ -640,13 +641,13 @@ def test_a_cancel_as_the_start_finishes_never_reaches_the_plugin(home: Path, mon
     """
     token = CancelToken()
     sent: list[str] = []
-    real_request = connection_mod.Connection._request
+    real_request = channel_mod.Channel.request
 
-    def request(self: Any, method: str, params: dict[str, Any]) -> int:
+    def request(self: Any, method: str, params: dict[str, Any], seconds: float) -> int:
         sent.append(method)
-        return real_request(self, method, params)
+        return real_request(self, method, params, seconds)
 
-    monkeypatch.setattr(connection_mod.Connection, "_request", request)
+    monkeypatch.setattr(channel_mod.Channel, "request", request)
     manager = _manager(home)
     try:
         real_record = manager.events.record

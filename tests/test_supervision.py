@@ -344,17 +344,17 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(sup: 
     would be a protocol error and cost the process). The pause below only widens that
     window so the race happens every time.
     """
-    from runner.connection import Connection
+    from runner.channel import Channel
 
-    original = Connection._send
+    original = Channel.send
 
-    def preempted_send(self: Connection, method: str, params: dict[str, Any], *args: Any, **kwargs: Any) -> int:
+    def preempted_send(self: Channel, method: str, params: dict[str, Any], *args: Any, **kwargs: Any) -> int:
         msgid = original(self, method, params, *args, **kwargs)
         if method == "cancel":
             time.sleep(0.3)  # widen the race window; not a wait for state
         return msgid
 
-    monkeypatch.setattr(Connection, "_send", preempted_send)
+    monkeypatch.setattr(Channel, "send", preempted_send)
     client = sup.client("slow_stream")
     client.start()
     pid = client.pid
