@@ -41,11 +41,13 @@ from runner.errors import (
 from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
 from runner.process import resident_bytes
 from runner.restarts import RestartGate, RestartPolicy
+from runner.states import LifeStage, state_of
 from runner.turn import Turn
 
 __all__ = ["Plugin", "PluginStats", "Readiness"]
 
 _KEEPS_PROCESS = (PluginRaised, PluginResultError, PluginCancelled)  # failures that leave the child healthy
+_RUNNING = LifeStage.RUNNING
 
 
 @dataclass(frozen=True)
@@ -102,19 +104,8 @@ class Plugin(LLMClient):
 
     @property
     def state(self) -> str:
-        """One of ``runner.STATES`` (all but ``disabled``, which is the app's)."""
-        life = self._life
-        if life.closed:
-            return "stopped"
-        if life.restart_gate.is_quarantined(time.monotonic()):
-            return "quarantined"
-        if life.starting:
-            return "starting"
-        if life.running:
-            return "busy" if self._busy else "ready"
-        if life.load_error is not None:
-            return "failed"
-        return "restarting" if life.restart_gate.failures else "stopped"
+        """One of ``runner.STATES`` (all but ``disabled``, which is the app's), read from the lifecycle's stage."""
+        return state_of(self._life.stage, self._busy > 0, self._life.restart_gate)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -206,8 +197,11 @@ class Plugin(LLMClient):
         try:
             deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
             taken = True
-            conn = self._life.conn
-            if conn is None or not conn.usable or self._life.closed or cancel is not None:  # the usual live process skips the checks
+            life = self._life
+            conn: Connection
+            if life.stage is _RUNNING and cancel is None:  # the usual live process: no check to make
+                conn = life.conn  # type: ignore[assignment]  # RUNNING: set and usable
+            else:
                 conn, deadline = self._ready(deadline, seconds, phase, cancel)
             self.stats.calls += 1
             self._busy += 1
@@ -279,8 +273,10 @@ class Plugin(LLMClient):
         """
         if cancel is not None and cancel.cancelled:  # before any start: a cancelled call reaches nothing
             raise PluginCancelled(self.name, "was cancelled before it started")
-        conn = self._life.conn
-        if conn is None or not conn.usable or self._life.closed:
+        life = self._life
+        if life.stage is _RUNNING:
+            conn: Connection = life.conn  # type: ignore[assignment]  # RUNNING: set and usable
+        else:
             if deadline is None:
                 deadline = time.monotonic() + seconds
             starts = self.stats.starts
