@@ -20,12 +20,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.calls import CancelToken, Stream
-from runner.cleantext import clean_text
 from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.egress import EgressUse
@@ -39,6 +37,7 @@ from runner.errors import (
     PluginUnavailable,
 )
 from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
+from runner.methods import Readiness, check_problem, count_problem, generation, one_line, plain_messages, readiness_of, text_problem
 from runner.process import resident_bytes
 from runner.restarts import RestartGate, RestartPolicy
 from runner.states import LifeStage, state_of
@@ -48,21 +47,6 @@ __all__ = ["Plugin", "PluginStats", "Readiness"]
 
 _KEEPS_PROCESS = (PluginRaised, PluginResultError, PluginCancelled)  # failures that leave the child healthy
 _RUNNING = LifeStage.RUNNING
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """What the plugin's ``check()`` said: whether it can answer now, or why not; how it counts."""
-
-    ready: bool
-    reason: str = ""  # one line, cleaned; empty when ready
-    counting: str = ""  # the plugin's token_counting(): "exact: ...", "estimate: ..." or "" (unstated)
-    context_window: int | None = None
-
-    @property
-    def estimate(self) -> bool:
-        """True when the plugin says its token counts are an estimate."""
-        return self.counting.lower().startswith("estimate")
 
 
 class Plugin(LLMClient):
@@ -340,13 +324,11 @@ class Plugin(LLMClient):
 
         Also learns how it counts tokens and its context window, as it knows them now.
         """
-        result = self._call("check", {}, self.config.deadlines.check, "check", _check_problem)
-        reason, counting, window = result["ready"], result["counting"], result["context_window"]
+        readiness = readiness_of(self._call("check", {}, self.config.deadlines.check, "check", check_problem))
         conn = self._conn
-        if window is not None and conn is not None:
-            conn.hello["context_window"] = window  # this process's own word, learned after its hello
-        one_line = lambda text: " ".join(clean_text(text).split())  # noqa: E731
-        return Readiness(reason is None, one_line(reason or ""), one_line(counting), window)
+        if readiness.context_window is not None and conn is not None:
+            conn.hello["context_window"] = readiness.context_window  # this process's own word, learned after its hello
+        return readiness
 
     def check(self) -> str | None:
         """``LLMClient.check``: the plugin's reason it cannot answer now, or None (see :meth:`readiness`)."""
@@ -355,16 +337,16 @@ class Plugin(LLMClient):
 
     def token_counting(self) -> str:
         """``LLMClient.token_counting``, asked of the plugin; its ``check()`` is not run for this."""
-        result = self._call("check", {"ready": False}, self.config.deadlines.check, "check", _check_problem)
-        return " ".join(clean_text(result["counting"]).split())
+        result = self._call("check", {"ready": False}, self.config.deadlines.check, "check", check_problem)
+        return one_line(result["counting"])
 
     def count_tokens(self, text: str) -> int:
-        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)  # type: ignore[no-any-return]
+        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", count_problem)  # type: ignore[no-any-return]
 
     def generate_response(
         self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> str:  # fmt: skip
-        params = _generation(system, max_tokens, temperature, user_message=user_message)
+        params = generation(system, max_tokens, temperature, user_message=user_message)
         return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
     def generate_chat(
@@ -376,14 +358,14 @@ class Plugin(LLMClient):
         *,
         cancel: CancelToken | None = None,
     ) -> str:
-        params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
+        params = generation(system, max_tokens, temperature, messages=plain_messages(messages))
         return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)  # type: ignore[no-any-return]
 
     def stream_response(
         self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> Stream:  # fmt: skip
         """The reply as a :class:`Stream` of text; ``stream.cancel()`` ends it from any thread."""
-        return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message), cancel)
+        return self._stream("stream", generation(system, max_tokens, temperature, user_message=user_message), cancel)
 
     def stream_chat(
         self,
@@ -394,7 +376,7 @@ class Plugin(LLMClient):
         *,
         cancel: CancelToken | None = None,
     ) -> Stream:
-        return self._stream("stream", _generation(system, max_tokens, temperature, messages=_plain_messages(messages)), cancel)
+        return self._stream("stream", generation(system, max_tokens, temperature, messages=plain_messages(messages)), cancel)
 
     def _distrust(self, what: str) -> None:
         """The child's own runtime validates results, so a bad one means a forged reply."""
@@ -405,34 +387,4 @@ class Plugin(LLMClient):
         raise error
 
     def _text_problem(self, result: Any) -> str:
-        if type(result) is not str:
-            return f"answered a generation with {type(result).__name__}"
-        if len(result) > self.config.max_reply:
-            return f"sent a reply longer than its limit of {self.config.max_reply:,} characters (max_reply)"
-        return ""
-
-
-def _check_problem(result: Any) -> str:
-    if type(result) is not dict or set(result) != {"ready", "counting", "context_window"}:
-        return "answered check with something other than its map"
-    reason, counting, window = result["ready"], result["counting"], result["context_window"]
-    if not (reason is None or (type(reason) is str and len(reason) <= 500)) or not (type(counting) is str and len(counting) <= 500):
-        return "answered check with a bad reason or counting text"
-    if not (window is None or (type(window) is int and 0 < window <= 100_000_000)):
-        return "answered check with a bad context window"
-    return ""
-
-
-def _count_problem(result: Any) -> str:
-    return "" if type(result) is int and result >= 0 else f"answered count_tokens with {type(result).__name__}"
-
-
-def _generation(system: str, max_tokens: int, temperature: float | None, **prompt: Any) -> dict[str, Any]:
-    """Generation params; a temperature of None is left out: the plugin's own default applies."""
-    if temperature is None:
-        return {"system": system, "max_tokens": int(max_tokens), **prompt}
-    return {"system": system, "max_tokens": int(max_tokens), "temperature": float(temperature), **prompt}
-
-
-def _plain_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+        return text_problem(result, self.config.max_reply)

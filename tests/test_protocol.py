@@ -44,10 +44,11 @@ from llm_utils import LLMClient
 from runner.child import entry as child
 from runner.child import loader
 from runner.child.server import Server, _hello
-from runner.client import Plugin, _generation
+from runner.client import Plugin
 from runner.config import Deadlines, PluginConfig, SandboxPolicy
 from runner.errors import PluginStartError
 from runner.handshake import MAX_REPORT, parse_report
+from runner.methods import generation
 from runner.protocol import (
     DEFAULT_MAX_MESSAGE,
     ERROR_KINDS,
@@ -183,7 +184,7 @@ def test_example_decodes_back(example: Example, hostile: bool) -> None:
 def test_generation_examples_have_the_params_in_the_order_the_host_sends_them(example: Example) -> None:
     params = example.value[3]
     prompt = {key: params[key] for key in ("user_message", "messages") if key in params}
-    sent = _generation(params["system"], params["max_tokens"], params["temperature"], **prompt)
+    sent = generation(params["system"], params["max_tokens"], params["temperature"], **prompt)
     assert list(sent.items()) == list(params.items())
     assert type(params["max_tokens"]) is int and type(params["temperature"]) is float
 
