@@ -26,7 +26,7 @@ from runner.channel import Channel, Shut, Stalled, close_quietly
 from runner.config import PluginConfig
 from runner.constants import REPORT_LENGTH_BYTES
 from runner.egress import EgressUse
-from runner.errors import PluginCancelled, PluginLoadError, PluginProtocolError, PluginStartError
+from runner.errors import PluginCancelled, PluginError, PluginLoadError, PluginProtocolError, PluginStartError
 from runner.failures import CAUGHT, Step, remote_error, translate
 from runner.handshake import MAX_REPORT, check_hello, parse_report
 from runner.launch import Emit, launch
@@ -306,10 +306,7 @@ class Connection:
                             received += len(text)
                             if received > cap:
                                 finished = True
-                                self.kill()
-                                raise PluginProtocolError(
-                                    self.name, f"sent a reply longer than its limit of {cap:,} characters (max_reply)"
-                                )
+                                raise self._too_long(cap)
                             wait_at, phase, seconds = time.monotonic() + d.idle, "idle", d.idle
                             yield text
                         continue
@@ -362,6 +359,10 @@ class Connection:
         except BaseException:
             self.kill()  # a second Ctrl-C while draining: the stream is in doubt, so start afresh
             raise
+
+    def _too_long(self, cap: int) -> PluginError:
+        self.kill()  # the rest of the reply is still coming: the stream is in doubt
+        return PluginProtocolError(self.name, f"sent a reply longer than its limit of {cap:,} characters (max_reply)")
 
     def _result(self, message: Message, msgid: int) -> Any:
         """The result of a response to ``msgid``; the child's own error raised; WrongReply for any other message."""
