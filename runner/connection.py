@@ -144,11 +144,13 @@ class Connection:
         return code
 
     def kill(self, *, stopped: bool = True) -> None:
-        """The poison path: kill the process group (and cage) at once, then :meth:`_finish`.
+        """The poison path, the one way a connection ends by force; safe to call twice and from any thread.
 
-        ``stopped``: the host ends it on purpose (a stop, or a failure already decided), so
-        an EOF read after this is "stopped", not a crash; False when it failed by itself.
-        Safe to call twice and from any thread.
+        The connection stops being usable and its owner is told (once), the process group
+        (and cage) is killed, and :meth:`_finish` marks it dead, closes the channel and frees
+        the fds once no thread reads them. ``stopped``: the host ends it on purpose (a stop,
+        or a failure already decided), so an EOF read after this is "stopped", not a crash;
+        False when it failed by itself.
         """
         if stopped:
             self._stop_begins()
