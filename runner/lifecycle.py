@@ -292,7 +292,7 @@ def _precompile_child() -> None:
     """
     import compileall
 
-    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=0)
+    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=1)  # runner/child and runner/sandbox too
     compileall.compile_file(ROOT / "llm_utils.py", quiet=2)
 
 
