@@ -4,9 +4,8 @@ This is the only module that knows msgpack. Both sides use it: the host to talk 
 plugin child, the child (after its sandbox is on) to answer. ``docs/protocol.md`` is
 the normative description; this module is its implementation.
 
-Before any message, the host sends the plugin's code: an 8-byte big-endian length, then
-that many bytes (:func:`source_frame`). The child reads it with the standard library
-alone, after its sandbox is on and before any plugin code runs.
+Before any message, the host sends the plugin's code (:func:`source_frame`: an 8-byte
+big-endian length, then the bytes); the child reads it with the standard library alone.
 
 Messages are msgpack arrays written back to back on a byte stream (no extra framing)::
 
@@ -14,10 +13,9 @@ Messages are msgpack arrays written back to back on a byte stream (no extra fram
     response      [1, msgid, error, result]      error is nil or an error map
     notification  [2, method, params]
 
-An error map is ``{"kind", "type", "message", "traceback"}`` with string values. No
-other module reads a message by position or builds one: they read decoded messages with
-the accessors here (:func:`reply_to`, :func:`request_of`, ...) and write with an
-:class:`Encoder`.
+An error map is ``{"kind", "type", "message", "traceback"}`` with string values. No other
+module reads a message by position or builds one: they use the accessors here
+(:func:`reply_to`, :func:`request_of`, :meth:`Decoder.single_request`, ...) and an :class:`Encoder`.
 """
 
 from __future__ import annotations
@@ -53,19 +51,13 @@ class ProtocolViolation(ValueError):
 
 
 class WrongReply(ProtocolViolation):
-    """Raised when a well-formed message is not the one expected; its text is the whole complaint.
-
-    Another request's id, a request from the child, a malformed chunk: nothing is wrong
-    with the bytes, so the complaint is not "broke the protocol" but what was wrong.
-    """
+    """Raised when a well-formed message is not the one expected (another id, a request, a bad chunk)."""
 
 
-# -- the message layout: plain functions over msgpack's own list (no view object is built:
-# that would cost more than the rest of a call's Python), cheap enough for the per-call paths.
+# -- the message layout: plain functions over msgpack's own list (a view object would cost more than a call's Python)
 
 #: A decoded message whose shape was checked (a list laid out as in the module docstring).
 Message = list[Any]
-
 
 #: What :func:`reply_to` returns for any message but the error-free response it looks for.
 NO_REPLY: Any = object()
@@ -98,10 +90,7 @@ def notification_params(message: Message, method: str) -> Any:
 
 
 def chunk_of(message: Message, msgid: int) -> str | None:
-    """The text of a ``chunk`` notification for request ``msgid``; None for any other message.
-
-    Raises WrongReply for a chunk whose params are not ``[msgid, text]``.
-    """
+    """The text of a ``chunk`` notification for ``msgid``; None for any other message; WrongReply if not ``[msgid, text]``."""
     if message[0] != NOTIFICATION or message[1] != "chunk":
         return None
     params = message[2]
@@ -165,12 +154,10 @@ class Decoder:
     def single(self, data: bytes | memoryview) -> Message | None:
         """The message ``data`` (one read) holds when it is exactly one whole message, else None.
 
-        The fast path: when nothing is buffered and ``data`` holds exactly one whole
-        message no larger than the cap, one ``unpackb`` call decodes it as it was read
-        (no copy into the streaming buffer, no generator). On None
-        (several messages, a partial one, bad bytes) the caller passes the same ``data``
-        to :meth:`feed`, whose streaming unpacker enforces the same caps and raises for bad
-        bytes. A message of the wrong shape raises ProtocolViolation here as there.
+        The fast path: one ``unpackb`` call decodes it as it was read (no copy into the
+        streaming buffer, no generator). On None (several messages, a partial one, bad bytes)
+        the caller passes the same ``data`` to :meth:`feed`, which enforces the same caps and
+        raises for bad bytes. A message of the wrong shape raises ProtocolViolation here as there.
         """
         if self._partial or len(data) > self.max_message:
             return None
@@ -199,6 +186,28 @@ class Decoder:
             ):
                 return message
         return _check_shape(message)
+
+    def single_request(self, data: bytes | memoryview) -> tuple[int, str, Any] | None:
+        """:meth:`single` for the child (its trusted host sends requests only): ``(msgid, method, params)``.
+
+        None when ``data`` is not exactly one whole request (then feed() reads the same bytes).
+        single()'s trusted path, copied: the child's per-request path costs no Python call more.
+        """
+        if self.hostile:
+            message = self.single(data)
+            return None if message is None else request_of(message)
+        if self._partial or len(data) > self.max_message:
+            return None
+        try:
+            message = _unpackb(data)
+        except Exception:  # ExtraData, incomplete input or bad bytes: feed() decides
+            return None
+        if type(message) is list and len(message) == 4 and type(message[0]) is int and message[0] == REQUEST:
+            msgid, method = message[1], message[2]
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str:
+                return msgid, method, message[3]
+        _check_shape(message)  # a malformed message raises here as in single()
+        return None
 
     def feed(self, data: bytes | memoryview) -> Iterator[Message]:
         """Yield every complete message in the stream so far, each checked for shape."""
@@ -231,9 +240,8 @@ class Decoder:
     def _feed_scanned(self, data: bytes | memoryview) -> Iterator[Message]:
         """feed() for a hostile peer: nothing is decoded unless it is known to fit the budget.
 
-        The buffer is decoded in windows of MAX_OBJECTS bytes by msgpack's own unpacker (a
-        window cannot hold more objects than bytes, so that is safe and runs at C speed for
-        a burst of small messages); a message longer than a window is scanned whole first.
+        Runs of flat messages are decoded at C speed (:meth:`_flat_run`); a message longer
+        than a window of MAX_OBJECTS bytes is scanned whole first.
         """
         pending = self._pending
         pending += data
@@ -268,10 +276,8 @@ class Decoder:
     def _flat_run(self, pending: bytearray, pos: int, messages: list[Message]) -> int:
         """Decode the run of whole flat messages at ``pending[pos:]``; the bytes they took.
 
-        msgpack's own unpacker reads a window of MAX_OBJECTS bytes at C speed: a window
-        cannot hold more objects than bytes, so that much is safe to decode whatever it
-        holds. Only the flat shapes it finds are taken; the first other message ends the
-        run and goes to the scan, so it is judged exactly as it would be alone.
+        A window of MAX_OBJECTS bytes cannot hold more objects than bytes, so it is safe to
+        decode whatever it holds; the first message not flat ends the run and goes to the scan.
         """
         unpacker = msgpack.Unpacker(
             raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
@@ -319,8 +325,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_shape(message: Any) -> Message:
-    # Fast path for the common well-formed shapes; anything else takes the full check below.
-    if type(message) is list:
+    if type(message) is list:  # the common well-formed shapes first; anything else takes the full check
         if len(message) == 4:
             msgid = message[1]
             kind = message[0]
@@ -357,13 +362,10 @@ def _is_msgid(value: Any) -> bool:
 
 
 def _is_error(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("type"), str)
-        and isinstance(value.get("message"), str)
-        and isinstance(value.get("traceback", ""), str)
-        and isinstance(value.get("kind", "plugin"), str)  # unknown kinds are read as "plugin"
-    )
+    return (  # unknown kinds are read as "plugin"
+        isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("message"), str)
+        and isinstance(value.get("traceback", ""), str) and isinstance(value.get("kind", "plugin"), str)
+    )  # fmt: skip
 
 
 def check_response(message: Message, expected_id: int) -> tuple[dict[str, str] | None, Any]:
