@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.calls import CancelToken, Stream
     from runner.cleantext import StreamCleaner, clean_text
-    from runner.client import Plugin, PluginStats, Readiness
+    from runner.client import Plugin, PluginStats
     from runner.config import DEFAULT_MAX_REPLY, Deadlines, Limits, PluginConfig, SandboxPolicy
     from runner.constants import LOG_HOST, LOG_PREFIX, LOG_TIME_FORMAT, MAX_SOURCE, PROFILES, PROTOCOL_VERSION, STDOUT_TAG
     from runner.egress import EgressUse
@@ -36,12 +36,14 @@ if TYPE_CHECKING:
         PluginUnavailable,
         PluginVersionError,
     )
+    from runner.methods import Readiness
     from runner.process import harden_host, resident_bytes
-    from runner.supervisor import STATES, RestartPolicy
+    from runner.restarts import RestartPolicy
+    from runner.states import STATES
 
 _HOMES = {
     "calls": ("CancelToken", "Stream"),
-    "client": ("Plugin", "PluginStats", "Readiness"),
+    "client": ("Plugin", "PluginStats"),
     "cleantext": ("StreamCleaner", "clean_text"),
     "config": ("DEFAULT_MAX_REPLY", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"),
     "constants": ("LOG_HOST", "LOG_PREFIX", "LOG_TIME_FORMAT", "MAX_SOURCE", "PROFILES", "PROTOCOL_VERSION", "STDOUT_TAG"),
@@ -52,8 +54,10 @@ _HOMES = {
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginTimeout",
         "PluginUnavailable", "PluginVersionError",
     ),
+    "methods": ("Readiness",),
     "process": ("harden_host", "resident_bytes"),
-    "supervisor": ("STATES", "RestartPolicy"),
+    "restarts": ("RestartPolicy",),
+    "states": ("STATES",),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -65,7 +65,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["MAX_MARKS", "StreamCleaner", "clean_text"]
+__all__ = ["MAX_MARKS", "StreamCleaner", "clean_lines", "clean_text"]
 
 #: Combining marks kept on one base character; the rest of a run is removed.
 MAX_MARKS = 4
@@ -232,6 +232,11 @@ def clean_text(text: str, *, keep_newlines: bool = True) -> str:
     if not text.isascii() or _ASCII_CONTROL.search(text):
         text = _context(_characters(text))
     return text if keep_newlines else text.replace("\n", " ")
+
+
+def clean_lines(lines: Iterable[str]) -> tuple[str, ...]:
+    """Lines a plugin wrote (a stderr tail), each cleaned on its own as one line: a separator in one becomes a space."""
+    return tuple(clean_text(line, keep_newlines=False) for line in lines)
 
 
 # -- streams -------------------------------------------------------------------------------------

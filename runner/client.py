@@ -20,12 +20,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.calls import CancelToken, Stream
-from runner.cleantext import clean_text
 from runner.config import PluginConfig
 from runner.connection import Connection
 from runner.egress import EgressUse
@@ -39,28 +37,16 @@ from runner.errors import (
     PluginUnavailable,
 )
 from runner.lifecycle import EventListener, Lifecycle, PluginStats, exit_details
+from runner.methods import Readiness, check_problem, count_problem, generation, one_line, plain_messages, readiness_of, text_problem
 from runner.process import resident_bytes
-from runner.supervisor import RestartPolicy, Supervisor
+from runner.restarts import RestartGate, RestartPolicy
+from runner.states import LifeStage, state_of
 from runner.turn import Turn
 
 __all__ = ["Plugin", "PluginStats", "Readiness"]
 
 _KEEPS_PROCESS = (PluginRaised, PluginResultError, PluginCancelled)  # failures that leave the child healthy
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """What the plugin's ``check()`` said: whether it can answer now, or why not; how it counts."""
-
-    ready: bool
-    reason: str = ""  # one line, cleaned; empty when ready
-    counting: str = ""  # the plugin's token_counting(): "exact: ...", "estimate: ..." or "" (unstated)
-    context_window: int | None = None
-
-    @property
-    def estimate(self) -> bool:
-        """True when the plugin says its token counts are an estimate."""
-        return self.counting.lower().startswith("estimate")
+_RUNNING = LifeStage.RUNNING
 
 
 class Plugin(LLMClient):
@@ -92,8 +78,9 @@ class Plugin(LLMClient):
         return self._life.config
 
     @property
-    def supervisor(self) -> Supervisor:
-        return self._life.supervisor
+    def restart_gate(self) -> RestartGate:
+        """The restart policy's state for this plugin: failures, back-off, quarantine."""
+        return self._life.restart_gate
 
     @property
     def _conn(self) -> Connection | None:
@@ -101,19 +88,8 @@ class Plugin(LLMClient):
 
     @property
     def state(self) -> str:
-        """One of ``runner.supervisor.STATES`` (all but ``disabled``, which is the app's)."""
-        life = self._life
-        if life.closed:
-            return "stopped"
-        if life.supervisor.is_quarantined(time.monotonic()):
-            return "quarantined"
-        if life.starting:
-            return "starting"
-        if life.running:
-            return "busy" if self._busy else "ready"
-        if life.load_error is not None:
-            return "failed"
-        return "restarting" if self.supervisor.failures else "stopped"
+        """One of ``runner.STATES`` (all but ``disabled``, which is the app's), read from the lifecycle's stage."""
+        return state_of(self._life.stage, self._busy > 0, self._life.restart_gate)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -205,8 +181,11 @@ class Plugin(LLMClient):
         try:
             deadline = None if self._turn.take_now() else self._wait_turn(seconds, phase, cancel)
             taken = True
-            conn = self._life.conn
-            if conn is None or not conn.usable or self._life.closed or cancel is not None:  # the usual live process skips the checks
+            life = self._life
+            conn: Connection
+            if life.stage is _RUNNING and cancel is None:  # the usual live process: no check to make
+                conn = life.conn  # type: ignore[assignment]  # RUNNING: set and usable
+            else:
                 conn, deadline = self._ready(deadline, seconds, phase, cancel)
             self.stats.calls += 1
             self._busy += 1
@@ -224,9 +203,9 @@ class Plugin(LLMClient):
                 problem = check(result)
                 if problem:
                     self._distrust(problem)
-            supervisor = self.supervisor
-            if supervisor.half_open or supervisor.failures:  # else succeeded() has nothing to forget
-                supervisor.succeeded(time.monotonic())
+            gate = self._life.restart_gate
+            if gate.half_open or gate.failures:  # else succeeded() has nothing to forget
+                gate.succeeded(time.monotonic())
             return result
         finally:
             if taken:
@@ -255,7 +234,7 @@ class Plugin(LLMClient):
             finally:
                 self._busy -= 1
                 self._streaming = None
-            self.supervisor.succeeded(time.monotonic())
+            self._life.restart_gate.succeeded(time.monotonic())
         finally:
             if taken:
                 self._turn.give()
@@ -278,8 +257,10 @@ class Plugin(LLMClient):
         """
         if cancel is not None and cancel.cancelled:  # before any start: a cancelled call reaches nothing
             raise PluginCancelled(self.name, "was cancelled before it started")
-        conn = self._life.conn
-        if conn is None or not conn.usable or self._life.closed:
+        life = self._life
+        if life.stage is _RUNNING:
+            conn: Connection = life.conn  # type: ignore[assignment]  # RUNNING: set and usable
+        else:
             if deadline is None:
                 deadline = time.monotonic() + seconds
             starts = self.stats.starts
@@ -307,8 +288,9 @@ class Plugin(LLMClient):
             return  # the plugin's own error, a cancel, or a deliberate stop: nothing to restart for
         conn.kill()  # whatever state it is in, the next call gets a fresh process
         self._emit("crashed" if not isinstance(exc, PluginTimeout) else "deadline", {"error": str(exc), **exit_details(exc)})
-        if not self._life.closed and self.supervisor.failed(time.monotonic()):
-            self._emit("quarantined", {"failures": self.supervisor.consecutive, "cooldown": self.supervisor.policy.cooldown})
+        gate = self._life.restart_gate
+        if not self._life.closed and gate.failed(time.monotonic()):
+            self._emit("quarantined", {"failures": gate.consecutive, "cooldown": gate.policy.cooldown})
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:
         if self._on_event is not None:
@@ -342,13 +324,11 @@ class Plugin(LLMClient):
 
         Also learns how it counts tokens and its context window, as it knows them now.
         """
-        result = self._call("check", {}, self.config.deadlines.check, "check", _check_problem)
-        reason, counting, window = result["ready"], result["counting"], result["context_window"]
+        readiness = readiness_of(self._call("check", {}, self.config.deadlines.check, "check", check_problem))
         conn = self._conn
-        if window is not None and conn is not None:
-            conn.hello["context_window"] = window  # this process's own word, learned after its hello
-        one_line = lambda text: " ".join(clean_text(text).split())  # noqa: E731
-        return Readiness(reason is None, one_line(reason or ""), one_line(counting), window)
+        if readiness.context_window is not None and conn is not None:
+            conn.hello["context_window"] = readiness.context_window  # this process's own word, learned after its hello
+        return readiness
 
     def check(self) -> str | None:
         """``LLMClient.check``: the plugin's reason it cannot answer now, or None (see :meth:`readiness`)."""
@@ -357,16 +337,16 @@ class Plugin(LLMClient):
 
     def token_counting(self) -> str:
         """``LLMClient.token_counting``, asked of the plugin; its ``check()`` is not run for this."""
-        result = self._call("check", {"ready": False}, self.config.deadlines.check, "check", _check_problem)
-        return " ".join(clean_text(result["counting"]).split())
+        result = self._call("check", {"ready": False}, self.config.deadlines.check, "check", check_problem)
+        return one_line(result["counting"])
 
     def count_tokens(self, text: str) -> int:
-        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", _count_problem)
+        return self._call("count_tokens", {"text": text}, self.config.deadlines.count_tokens, "count_tokens", count_problem)
 
     def generate_response(
         self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> str:  # fmt: skip
-        params = _generation(system, max_tokens, temperature, user_message=user_message)
+        params = generation(system, max_tokens, temperature, user_message=user_message)
         return self._call("generate", params, self.config.deadlines.total, "total", self._text_problem, cancel)
 
     def generate_chat(
@@ -378,14 +358,14 @@ class Plugin(LLMClient):
         *,
         cancel: CancelToken | None = None,
     ) -> str:
-        params = _generation(system, max_tokens, temperature, messages=_plain_messages(messages))
+        params = generation(system, max_tokens, temperature, messages=plain_messages(messages))
         return self._call("chat", params, self.config.deadlines.total, "total", self._text_problem, cancel)
 
     def stream_response(
         self, system: str, user_message: str, max_tokens: int = 4096, temperature: float | None = 0.8, *, cancel: CancelToken | None = None,
     ) -> Stream:  # fmt: skip
         """The reply as a :class:`Stream` of text; ``stream.cancel()`` ends it from any thread."""
-        return self._stream("stream", _generation(system, max_tokens, temperature, user_message=user_message), cancel)
+        return self._stream("stream", generation(system, max_tokens, temperature, user_message=user_message), cancel)
 
     def stream_chat(
         self,
@@ -396,7 +376,7 @@ class Plugin(LLMClient):
         *,
         cancel: CancelToken | None = None,
     ) -> Stream:
-        return self._stream("stream", _generation(system, max_tokens, temperature, messages=_plain_messages(messages)), cancel)
+        return self._stream("stream", generation(system, max_tokens, temperature, messages=plain_messages(messages)), cancel)
 
     def _distrust(self, what: str) -> None:
         """The child's own runtime validates results, so a bad one means a forged reply."""
@@ -407,34 +387,4 @@ class Plugin(LLMClient):
         raise error
 
     def _text_problem(self, result: Any) -> str:
-        if type(result) is not str:
-            return f"answered a generation with {type(result).__name__}"
-        if len(result) > self.config.max_reply:
-            return f"sent a reply longer than its limit of {self.config.max_reply:,} characters (max_reply)"
-        return ""
-
-
-def _check_problem(result: Any) -> str:
-    if type(result) is not dict or set(result) != {"ready", "counting", "context_window"}:
-        return "answered check with something other than its map"
-    reason, counting, window = result["ready"], result["counting"], result["context_window"]
-    if not (reason is None or (type(reason) is str and len(reason) <= 500)) or not (type(counting) is str and len(counting) <= 500):
-        return "answered check with a bad reason or counting text"
-    if not (window is None or (type(window) is int and 0 < window <= 100_000_000)):
-        return "answered check with a bad context window"
-    return ""
-
-
-def _count_problem(result: Any) -> str:
-    return "" if type(result) is int and result >= 0 else f"answered count_tokens with {type(result).__name__}"
-
-
-def _generation(system: str, max_tokens: int, temperature: float | None, **prompt: Any) -> dict[str, Any]:
-    """Generation params; a temperature of None is left out: the plugin's own default applies."""
-    if temperature is None:
-        return {"system": system, "max_tokens": int(max_tokens), **prompt}
-    return {"system": system, "max_tokens": int(max_tokens), "temperature": float(temperature), **prompt}
-
-
-def _plain_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+        return text_problem(result, self.config.max_reply)

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.endpoints import Endpoint, Proxies, Proxy, host_key, is_literal, is_local_name, spell
+from runner.dialing import direct, through_proxy
+from runner.endpoints import Endpoint, Proxies, host_key, is_literal, is_local_name, spell
 from runner.netwire import MAX_REQUEST, check_request, decode, encode
 
 __all__ = ["Egress", "EgressPolicy", "EgressUse"]
@@ -41,7 +42,6 @@ _RECENT = 5
 _SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 test addresses, for proxied names
 #: What a refusal of a host that is no host at all is recorded as: never a grant to propose.
 INVALID_HOST = "an invalid host name"
-_PROXY_REPLY = 16 * 1024
 #: Pacing, in tokens: each request costs one, a refused or failed one ten more; tokens
 #: refill at _RATE a second up to _BURST. Answers are serial, so successful connects are
 #: bounded by their target's round trip anyway; a flood of refusals (cheap to ask, each a
@@ -281,11 +281,11 @@ class Egress:
         if proxied or proxy is not None:
             if proxy is None:  # a proxied name on a port no proxy serves
                 raise OSError(errno.EHOSTUNREACH, "No route to host")
-            conn = _through_proxy(proxy, name if proxied else key, port, timeout)
+            conn = through_proxy(proxy, name if proxied else key, port, timeout)
         else:
             if (":" in key) != (family == socket.AF_INET6):
                 raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
-            conn = _direct(family, key, port, timeout)
+            conn = direct(family, key, port, timeout)
         conn.settimeout(None)
         self._note_connected(spell(name, port))
         return conn
@@ -370,39 +370,3 @@ def _port_number(port: int | str) -> int:
         return socket.getservbyname(port, "tcp")
     except (OSError, ValueError):  # ValueError: a NUL in the name
         raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype") from None
-
-
-def _direct(family: int, address: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to an IP literal (no lookup: the address is already checked)."""
-    conn = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        conn.settimeout(timeout)
-        conn.connect((address, port))
-        return conn
-    except BaseException:
-        conn.close()
-        raise
-
-
-def _through_proxy(proxy: Proxy, host: str, port: int, timeout: float) -> socket.socket:
-    """A connection to ``host:port`` tunnelled through ``proxy`` with HTTP CONNECT."""
-    conn = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
-    try:
-        target = spell(host, port)
-        auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
-        conn.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode("ascii"))
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            chunk = conn.recv(4096)
-            if not chunk or len(reply) > _PROXY_REPLY:
-                raise OSError(errno.ECONNRESET, f"the proxy {proxy} closed the tunnel to {target}")
-            reply += chunk
-        head, _, rest = reply.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = status.split(" ", 2)
-        if len(parts) < 2 or parts[1] != "200" or rest:
-            raise OSError(errno.ECONNREFUSED, f"the proxy {proxy} refused a tunnel to {target}: {status[:120]}")
-        return conn
-    except BaseException:
-        conn.close()
-        raise

@@ -38,6 +38,7 @@ __all__ = [
     "PluginTimeout",
     "PluginUnavailable",
     "PluginVersionError",
+    "stderr_suffix",
 ]
 
 
@@ -181,3 +182,9 @@ class PluginUnavailable(PluginError):
     def __init__(self, plugin: str, message: str, *, reason: str = "") -> None:
         self.reason = reason
         super().__init__(plugin, message)
+
+
+def stderr_suffix(tail: tuple[str, ...]) -> str:
+    """' (stderr: LAST LINE)' for an error message, or '' when the tail is empty."""
+    lines = [line for line in tail if line.strip()]
+    return f" (stderr: {lines[-1].strip()[:200]})" if lines else ""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.constants import NOTIFICATION, OPTIONAL_METHODS, PROTOCOL_VERSION, REPORT_MAGIC, SANDBOX_ERROR_MARKER, SANDBOX_EXIT
-from runner.errors import PluginCrashed, PluginLoadError, PluginSandboxError, PluginStartError, PluginVersionError
+from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, REPORT_MAGIC, SANDBOX_ERROR_MARKER, SANDBOX_EXIT
+from runner.errors import PluginLoadError, PluginSandboxError, PluginStartError, PluginVersionError, stderr_suffix
 from runner.process import describe_exit
-from runner.stderr import last_line
+from runner.protocol import Message, notification_params
 
 __all__ = ["MAX_REPORT", "check_hello", "parse_report", "start_failure"]
 
@@ -59,29 +59,28 @@ def parse_report(name: str, body: bytes, profile: str) -> dict[str, Any]:
     return report
 
 
-def start_failure(name: str, crash: PluginCrashed, reported: bool = False) -> PluginStartError:
-    """The error for a child that exited before its hello.
+def start_failure(name: str, exit_code: int | None, sig: int | None, tail: tuple[str, ...], reported: bool = False) -> PluginStartError:
+    """The error for a child that exited (with ``exit_code``, or killed by ``sig``) before its hello.
 
     Status 78 means "the sandbox could not be applied" only when no sandbox report came
     first: after the report, plugin code may have run, and it may exit with any status.
     """
-    tail = crash.stderr_tail
-    if crash.exit_code == SANDBOX_EXIT and not reported:
+    if exit_code == SANDBOX_EXIT and not reported:
         reason = next((line.split(":", 1)[1].strip() for line in reversed(tail) if line.startswith(SANDBOX_ERROR_MARKER)), "unknown reason")
         return PluginSandboxError(
             name, f"refused to start: sandbox could not be applied: {reason}", exit_code=SANDBOX_EXIT, stderr_tail=tail
         )
-    how = describe_exit(crash.exit_code, crash.signal)
-    return PluginStartError(name, f"{how} before its hello{last_line(tail)}", exit_code=crash.exit_code, stderr_tail=tail)
+    how = describe_exit(exit_code, sig)
+    return PluginStartError(name, f"{how} before its hello{stderr_suffix(tail)}", exit_code=exit_code, stderr_tail=tail)
 
 
-def check_hello(name: str, message: list[Any], stderr_tail: tuple[str, ...]) -> dict[str, Any]:
+def check_hello(name: str, message: Message, stderr_tail: tuple[str, ...]) -> dict[str, Any]:
     """Return the hello in ``message``, or raise the PluginStartError that says what is wrong.
 
     A PluginLoadError means the child reported its own failure and exits by itself;
     any other error means the child cannot be trusted to.
     """
-    hello = message[2] if message[0] == NOTIFICATION and message[1] == "hello" else None
+    hello = notification_params(message, "hello")
     if not isinstance(hello, dict):
         raise PluginStartError(name, "did not start with a hello message")
     version = hello.get("protocol")

@@ -1,10 +1,15 @@
-"""A plugin's process lifecycle: start under its supervisor, stop, close; the live Connection.
+"""A plugin's process lifecycle: start through its restart gate, stop, close; the live Connection.
 
 One :class:`Lifecycle` per :class:`~runner.client.Plugin`. It decides each start's
 configuration afresh (the code and grants may have changed), remembers code that cannot
-load, asks the supervisor whether to back off or refuse (quarantine), spawns and
+load, asks the restart gate whether to back off or refuse (quarantine), spawns and
 handshakes, and stops the process politely or by force. A stop or close from another
 thread, at any moment of a start, wins: no process it missed lives on.
+
+Its :class:`~runner.states.LifeStage` is the handle's one state, moved only here: IDLE,
+STARTING, RUNNING (while the live connection is usable: a connection that ends, from any
+thread, tells its owner, which moves back to IDLE), BROKEN (the code cannot load) and
+CLOSED, which nothing leaves.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from runner.errors import (
     PluginUnavailable,
     PluginVersionError,
 )  # fmt: skip
-from runner.supervisor import RestartPolicy, Supervisor
+from runner.restarts import RestartGate, RestartPolicy
+from runner.states import LifeStage
 from runner.turn import Turn
 
 __all__ = ["EventListener", "Lifecycle", "PluginStats", "exit_details"]
@@ -79,24 +85,50 @@ class Lifecycle:
         # A decision made just now serves the first start; every later start decides again.
         self._decided: PluginConfig | None = None if isinstance(config, PluginConfig) else self.config
         self.name = self.config.name
-        self.supervisor = Supervisor(policy)
+        self.restart_gate = RestartGate(policy)
         self.stats = stats
         self._emit = emit
         self._turn = turn
         self.conn: Connection | None = None
         self._pending: Connection | None = None  # a process still in its handshake
         self._stops = 0  # stop() calls so far: a start that sees this change gives up
-        self.closed = False
+        self.stage = LifeStage.IDLE  # the one state: see the module docstring
+        self._moving = threading.Lock()  # a move and the facts it depends on, against close() and a connection's end
         self.closed_why = ""
-        self.starting = False
         self.load_error: PluginError | None = None
         self._load_error_code: str | None = None  # SHA-256 of the code that failed to load
         self._sleepers: set[threading.Event] = set()  # back-offs in progress, woken by close()
 
     @property
     def running(self) -> bool:
-        conn = self.conn
-        return conn is not None and conn.usable
+        """A live process takes calls: the stage is RUNNING, so ``conn`` is set and usable."""
+        return self.stage is LifeStage.RUNNING
+
+    @property
+    def closed(self) -> bool:
+        return self.stage is LifeStage.CLOSED
+
+    def _move(self, to: LifeStage) -> None:
+        """Move to ``to``, unless closed (CLOSED is final)."""
+        with self._moving:
+            if self.stage is not LifeStage.CLOSED:
+                self.stage = to
+
+    def _settle(self) -> None:
+        """A start ended without a process: BROKEN if the code cannot load, else IDLE."""
+        self._move(LifeStage.BROKEN if self.load_error is not None else LifeStage.IDLE)
+
+    def _arrive(self, conn: Connection) -> None:
+        """A start handed over its connection: RUNNING, unless it ended already (then IDLE)."""
+        with self._moving:
+            if self.stage is LifeStage.STARTING:
+                self.stage = LifeStage.RUNNING if conn.usable else LifeStage.IDLE
+
+    def _ended(self, conn: Connection) -> None:
+        """A connection stopped being usable (told from any thread): if it was the live one, there is no process now."""
+        with self._moving:
+            if conn is self.conn and self.stage is LifeStage.RUNNING:
+                self.stage = LifeStage.IDLE
 
     def stop(self) -> None:
         """Stop the process politely (then by force); safe to call twice and from any thread."""
@@ -118,7 +150,7 @@ class Lifecycle:
 
     def close(self, why: str) -> None:
         self.closed_why = why
-        self.closed = True
+        self._move(LifeStage.CLOSED)
         for wake in list(self._sleepers):
             wake.set()  # a restart's back-off ends at once
         self._turn.shut()  # queued calls end at once, "closed"
@@ -133,18 +165,18 @@ class Lifecycle:
         """
         if self.closed:
             raise PluginUnavailable(self.name, f"is stopped: {self.closed_why}", reason="closed")
-        if self.conn is not None and self.conn.usable:
-            return self.conn
+        if self.stage is LifeStage.RUNNING:
+            return self.conn  # type: ignore[return-value]
         decided = None
         if self.load_error is not None:
             decided = self._decide()
             if hashlib.sha256(decided[1]).hexdigest() == self._load_error_code:
                 raise self.load_error  # the code is unchanged: starting it again would fail the same way
-        decision = self.supervisor.decide(time.monotonic())
+        decision = self.restart_gate.decide(time.monotonic())
         if decision.quarantined:
             raise PluginUnavailable(
                 self.name,
-                f"is quarantined after {self.supervisor.consecutive} failures; it may start again in "
+                f"is quarantined after {self.restart_gate.consecutive} failures; it may start again in "
                 f"{math.ceil(decision.wait)}s (last error: {self.stats.last_error or 'unknown'})",
                 reason="quarantined",
             )
@@ -210,19 +242,23 @@ class Lifecycle:
         _precompile_child()
         began = time.monotonic()
         self.stats.starts += 1
-        self.starting = True
-        self._emit("restarting" if self.supervisor.failures else "starting", {})
+        self._move(LifeStage.STARTING)
+        self._emit("restarting" if self.restart_gate.failures else "starting", {})
         stops = self._stops
         code = b""
         key = 0
+        handed = False
         try:
             self.config, code = decided or self._decide()
-            conn = self._pending = Connection(self.config, ROOT, self._emit)
+            conn = self._pending = Connection(self.config, ROOT, self._emit, self._ended)
             if cancel is not None:
                 key = cancel._watch(conn.kill)  # the call that started it no longer wants it
             if self.closed or self._stops != stops:
                 conn.kill()  # stopped while spawning: stop() may have looked before _pending was set
             conn.handshake(code)
+            self.load_error = None
+            self.conn, self._pending, handed = conn, None, True
+            self._arrive(conn)
         except PluginError as exc:
             if isinstance(exc, PluginUnavailable) and exc.reason == "stopped":
                 raise self.ended_start(cancel) from None  # stopped, closed or cancelled while starting: not a failure
@@ -230,20 +266,18 @@ class Lifecycle:
             self._emit("start_failed", {"error": str(exc), **exit_details(exc)})
             if isinstance(exc, _CANNOT_LOAD):
                 self.load_error, self._load_error_code = exc, hashlib.sha256(code).hexdigest()
-            elif self.supervisor.failed(time.monotonic()):
-                self._emit("quarantined", {"failures": self.supervisor.consecutive})
+            elif self.restart_gate.failed(time.monotonic()):
+                self._emit("quarantined", {"failures": self.restart_gate.consecutive})
             raise
         finally:
-            self.starting = False
+            if not handed:
+                self._settle()
             if key:
                 cancel._unwatch(key)  # type: ignore[union-attr]
-        self.load_error = None
-        self.conn = conn
-        self._pending = None
         if self.closed or self._stops != stops or (cancel is not None and cancel.cancelled):
             conn.kill()  # stopped during the handshake: stop() may have seen neither
             raise self.ended_start(cancel)
-        self.supervisor.started(time.monotonic())
+        self.restart_gate.started(time.monotonic())
         self.stats.startup_seconds = time.monotonic() - began
         self._emit("started", {"pid": conn.pid, "seconds": round(self.stats.startup_seconds, 4)})
         return conn
@@ -258,7 +292,7 @@ def _precompile_child() -> None:
     """
     import compileall
 
-    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=0)
+    compileall.compile_dir(ROOT / "runner", quiet=2, maxlevels=1)  # runner/child and runner/sandbox too
     compileall.compile_file(ROOT / "llm_utils.py", quiet=2)
 
 

@@ -4,9 +4,8 @@ This is the only module that knows msgpack. Both sides use it: the host to talk 
 plugin child, the child (after its sandbox is on) to answer. ``docs/protocol.md`` is
 the normative description; this module is its implementation.
 
-Before any message, the host sends the plugin's code: an 8-byte big-endian length, then
-that many bytes (:func:`source_frame`). The child reads it with the standard library
-alone, after its sandbox is on and before any plugin code runs.
+Before any message, the host sends the plugin's code (:func:`source_frame`: an 8-byte
+big-endian length, then the bytes); the child reads it with the standard library alone.
 
 Messages are msgpack arrays written back to back on a byte stream (no extra framing)::
 
@@ -14,7 +13,9 @@ Messages are msgpack arrays written back to back on a byte stream (no extra fram
     response      [1, msgid, error, result]      error is nil or an error map
     notification  [2, method, params]
 
-An error map is ``{"kind", "type", "message", "traceback"}`` with string values.
+An error map is ``{"kind", "type", "message", "traceback"}`` with string values. No other
+module reads a message by position or builds one: they use the accessors here
+(:func:`reply_to`, :func:`request_of`, :meth:`Decoder.single_request`, ...) and an :class:`Encoder`.
 """
 
 from __future__ import annotations
@@ -29,25 +30,11 @@ from runner.budget import MAX_DEPTH, MAX_OBJECTS, BudgetExceeded, flat_reply
 from runner.constants import ERROR_KINDS, MAX_SOURCE, METHODS, NOTIFICATION, PROTOCOL_VERSION, REQUEST, RESPONSE, SOURCE_LENGTH_BYTES
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE",
-    "ERROR_KINDS",
-    "MAX_DEPTH",
-    "MAX_MSGID",
-    "MAX_OBJECTS",
-    "MAX_SOURCE",
-    "METHODS",
-    "NOTIFICATION",
-    "PROTOCOL_VERSION",
-    "REQUEST",
-    "RESPONSE",
-    "Decoder",
-    "Encoder",
-    "ProtocolViolation",
-    "check_response",
-    "error_map",
-    "scan",
-    "source_frame",
-]
+    "DEFAULT_MAX_MESSAGE", "ERROR_KINDS", "MAX_DEPTH", "MAX_MSGID", "MAX_OBJECTS", "MAX_SOURCE", "METHODS", "NOTIFICATION",
+    "NO_REPLY", "PROTOCOL_VERSION", "REQUEST", "RESPONSE", "Decoder", "Encoder", "Message", "ProtocolViolation", "WrongReply",
+    "check_response", "chunk_of", "error_map", "is_notification", "notification_params", "reply_to", "request_of",
+    "response_id", "scan", "source_frame",
+]  # fmt: skip
 
 #: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -63,23 +50,70 @@ class ProtocolViolation(ValueError):
     """Raised when bytes or a decoded message do not follow the protocol."""
 
 
+class WrongReply(ProtocolViolation):
+    """Raised when a well-formed message is not the one expected (another id, a request, a bad chunk)."""
+
+
+# -- the message layout: plain functions over msgpack's own list (a view object would cost more than a call's Python)
+
+#: A decoded message whose shape was checked (a list laid out as in the module docstring).
+Message = list[Any]
+
+#: What :func:`reply_to` returns for any message but the error-free response it looks for.
+NO_REPLY: Any = object()
+
+
+def request_of(message: Message) -> tuple[int, str, Any] | None:
+    """``(msgid, method, params)`` of a request; None for a response or a notification."""
+    return (message[1], message[2], message[3]) if message[0] == REQUEST else None
+
+
+def reply_to(message: Message, msgid: int) -> Any:
+    """The result of ``message`` if it is the error-free response to ``msgid``, else NO_REPLY."""
+    if message[1] == msgid and message[0] == RESPONSE and message[2] is None:
+        return message[3]
+    return NO_REPLY
+
+
+def response_id(message: Message) -> int | None:
+    """The request id a response answers; None for a request or a notification."""
+    return message[1] if message[0] == RESPONSE else None
+
+
+def is_notification(message: Message) -> bool:
+    return bool(message[0] == NOTIFICATION)
+
+
+def notification_params(message: Message, method: str) -> Any:
+    """The params of a ``method`` notification; None for any other message."""
+    return message[2] if message[0] == NOTIFICATION and message[1] == method else None
+
+
+def chunk_of(message: Message, msgid: int) -> str | None:
+    """The text of a ``chunk`` notification for ``msgid``; None for any other message; WrongReply if not ``[msgid, text]``."""
+    if message[0] != NOTIFICATION or message[1] != "chunk":
+        return None
+    params = message[2]
+    if type(params) is list and len(params) == 2 and type(params[0]) is int and params[0] == msgid and type(params[1]) is str:
+        return params[1]
+    raise WrongReply(f"sent a malformed chunk for request {msgid}")
+
+
 class Encoder:
     """Packs messages to bytes; not thread-safe (callers hold their write lock)."""
 
     def __init__(self) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, datetime=False)
-        #: Pack a message the caller built; the Packer's own method, so a hot path pays no
-        #: Python call around it (the methods below cost ~0.3 us more each here).
-        self.pack = self._packer.pack
+        #: Pack any value (the Packer's own method): for tests and tools that build raw messages.
+        self.pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
 
     def request(self, msgid: int, method: str, params: Any) -> bytes:
-        return self._packer.pack([REQUEST, msgid, method, params])
+        return self.pack([REQUEST, msgid, method, params])
 
     def response(self, msgid: int, error: dict[str, str] | None, result: Any) -> bytes:
-        return self._packer.pack([RESPONSE, msgid, error, result])
+        return self.pack([RESPONSE, msgid, error, result])
 
     def notification(self, method: str, params: Any) -> bytes:
-        return self._packer.pack([NOTIFICATION, method, params])
+        return self.pack([NOTIFICATION, method, params])
 
 
 def scan(data: bytes | bytearray | memoryview, start: int, max_message: int, resume: list[Any] | None = None) -> int | None:
@@ -117,15 +151,13 @@ class Decoder:
         self._start = 0  # stream offset where the message being received began
         self._partial = False  # it holds the start of a message: the next read must go there too
 
-    def single(self, data: bytes | memoryview) -> list[Any] | None:
+    def single(self, data: bytes | memoryview) -> Message | None:
         """The message ``data`` (one read) holds when it is exactly one whole message, else None.
 
-        The fast path: when nothing is buffered and ``data`` holds exactly one whole
-        message no larger than the cap, one ``unpackb`` call decodes it as it was read
-        (no copy into the streaming buffer, no generator). On None
-        (several messages, a partial one, bad bytes) the caller passes the same ``data``
-        to :meth:`feed`, whose streaming unpacker enforces the same caps and raises for bad
-        bytes. A message of the wrong shape raises ProtocolViolation here as there.
+        The fast path: one ``unpackb`` call decodes it as it was read (no copy into the
+        streaming buffer, no generator). On None (several messages, a partial one, bad bytes)
+        the caller passes the same ``data`` to :meth:`feed`, which enforces the same caps and
+        raises for bad bytes. A message of the wrong shape raises ProtocolViolation here as there.
         """
         if self._partial or len(data) > self.max_message:
             return None
@@ -155,7 +187,29 @@ class Decoder:
                 return message
         return _check_shape(message)
 
-    def feed(self, data: bytes | memoryview) -> Iterator[list[Any]]:
+    def single_request(self, data: bytes | memoryview) -> tuple[int, str, Any] | None:
+        """:meth:`single` for the child (its trusted host sends requests only): ``(msgid, method, params)``.
+
+        None when ``data`` is not exactly one whole request (then feed() reads the same bytes).
+        single()'s trusted path, copied: the child's per-request path costs no Python call more.
+        """
+        if self.hostile:
+            message = self.single(data)
+            return None if message is None else request_of(message)
+        if self._partial or len(data) > self.max_message:
+            return None
+        try:
+            message = _unpackb(data)
+        except Exception:  # ExtraData, incomplete input or bad bytes: feed() decides
+            return None
+        if type(message) is list and len(message) == 4 and type(message[0]) is int and message[0] == REQUEST:
+            msgid, method = message[1], message[2]
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str:
+                return msgid, method, message[3]
+        _check_shape(message)  # a malformed message raises here as in single()
+        return None
+
+    def feed(self, data: bytes | memoryview) -> Iterator[Message]:
         """Yield every complete message in the stream so far, each checked for shape."""
         if self.hostile:
             yield from self._feed_scanned(data)
@@ -183,12 +237,11 @@ class Decoder:
                 raise ProtocolViolation(f"message larger than the {self.max_message}-byte cap") from None
             raise ProtocolViolation(f"undecodable bytes ({type(exc).__name__}: {exc})") from None
 
-    def _feed_scanned(self, data: bytes | memoryview) -> Iterator[list[Any]]:
+    def _feed_scanned(self, data: bytes | memoryview) -> Iterator[Message]:
         """feed() for a hostile peer: nothing is decoded unless it is known to fit the budget.
 
-        The buffer is decoded in windows of MAX_OBJECTS bytes by msgpack's own unpacker (a
-        window cannot hold more objects than bytes, so that is safe and runs at C speed for
-        a burst of small messages); a message longer than a window is scanned whole first.
+        Runs of flat messages are decoded at C speed (:meth:`_flat_run`); a message longer
+        than a window of MAX_OBJECTS bytes is scanned whole first.
         """
         pending = self._pending
         pending += data
@@ -220,13 +273,11 @@ class Decoder:
         self._partial = bool(pending)
         yield from messages
 
-    def _flat_run(self, pending: bytearray, pos: int, messages: list[list[Any]]) -> int:
+    def _flat_run(self, pending: bytearray, pos: int, messages: list[Message]) -> int:
         """Decode the run of whole flat messages at ``pending[pos:]``; the bytes they took.
 
-        msgpack's own unpacker reads a window of MAX_OBJECTS bytes at C speed: a window
-        cannot hold more objects than bytes, so that much is safe to decode whatever it
-        holds. Only the flat shapes it finds are taken; the first other message ends the
-        run and goes to the scan, so it is judged exactly as it would be alone.
+        A window of MAX_OBJECTS bytes cannot hold more objects than bytes, so it is safe to
+        decode whatever it holds; the first message not flat ends the run and goes to the scan.
         """
         unpacker = msgpack.Unpacker(
             raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
@@ -273,9 +324,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:120] if text else ""
 
 
-def _check_shape(message: Any) -> list[Any]:
-    # Fast path for the common well-formed shapes; anything else takes the full check below.
-    if type(message) is list:
+def _check_shape(message: Any) -> Message:
+    if type(message) is list:  # the common well-formed shapes first; anything else takes the full check
         if len(message) == 4:
             msgid = message[1]
             kind = message[0]
@@ -289,7 +339,7 @@ def _check_shape(message: Any) -> list[Any]:
     return _check_shape_fully(message)
 
 
-def _check_shape_fully(message: Any) -> list[Any]:
+def _check_shape_fully(message: Any) -> Message:
     if not isinstance(message, list) or not message:
         raise ProtocolViolation(f"expected a message array, got {_describe(message)}")
     kind = message[0]
@@ -312,21 +362,18 @@ def _is_msgid(value: Any) -> bool:
 
 
 def _is_error(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("type"), str)
-        and isinstance(value.get("message"), str)
-        and isinstance(value.get("traceback", ""), str)
-        and isinstance(value.get("kind", "plugin"), str)  # unknown kinds are read as "plugin"
-    )
+    return (  # unknown kinds are read as "plugin"
+        isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("message"), str)
+        and isinstance(value.get("traceback", ""), str) and isinstance(value.get("kind", "plugin"), str)
+    )  # fmt: skip
 
 
-def check_response(message: list[Any], expected_id: int) -> tuple[dict[str, str] | None, Any]:
-    """Return ``(error, result)`` of a response to ``expected_id`` or raise ProtocolViolation."""
+def check_response(message: Message, expected_id: int) -> tuple[dict[str, str] | None, Any]:
+    """Return ``(error, result)`` of a response to ``expected_id`` or raise WrongReply."""
     if message[0] != RESPONSE:
-        raise ProtocolViolation(f"expected a response, got {_describe(message)}")
+        raise WrongReply(f"expected a response, got {_describe(message)}")
     if message[1] != expected_id:
-        raise ProtocolViolation(f"response to unknown request id {message[1]} (expected {expected_id})")
+        raise WrongReply(f"response to unknown request id {message[1]} (expected {expected_id})")
     return message[2], message[3]
 
 

@@ -1,7 +1,9 @@
-"""Capture of a plugin's stderr: cleaned, labelled, kept as a bounded tail and logged to a file.
+"""Capture of a plugin's stderr: drained under a budget, kept as a bounded tail, logged to a file.
 
-Plugin output is hostile input: control characters and ANSI escape sequences are
-removed before anything is stored, so printing a tail can never drive the terminal.
+Plugin output is hostile input. The capture keeps it raw but bounded (lines of at most
+4096 bytes, the newest 40 in the tail); it is made safe for a terminal where it is read,
+with the one sanitiser (runner/cleantext.py): :meth:`StderrCapture.tail` cleans what it
+returns, and the log file (runner/logfile.py) cleans each line it writes.
 
 It is hostile in volume too, so the reader drains the pipe under a budget: a token
 bucket, 64 KiB/s sustained and a burst of 256 KiB by default. Past it the reader stops
@@ -10,11 +12,10 @@ blocks, so the back pressure falls on the plugin, whose thread then sleeps in wr
 and not on the host's CPU. What is read is not thrown away; the log says, in a summary
 line, how long reading was paused (and how much was dropped, see below).
 
-The budget counts what the host spends: a line costs its bytes plus 32 (about the stamp
-and name it gets in the log), so a flood of empty lines costs no less than one of long
-lines; and reads are at least 10 ms apart, so a plugin writing a byte at a time is read
-in blocks, not a byte at a time. Lines are split and cleaned a block at a time, and a
-block is logged with one write.
+The budget counts what the host spends (runner/linecost.py): a line costs its bytes
+plus 32, so a flood of empty lines costs no less than one of long lines; and reads are
+at least 10 ms apart, so a plugin writing a byte at a time is read in blocks, not a byte
+at a time. Lines are split a block at a time, and a block is logged with one write.
 
 While reading is paused the tail is as current as what has been read: a pipe's worth
 (64 KiB) behind the plugin at most. When the last writer is gone (the plugin exited,
@@ -40,20 +41,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from runner.cleantext import clean_text
-from runner.constants import LOG_HOST, LOG_PREFIX, LOG_TIME_FORMAT
+from runner import linecost
+from runner.cleantext import clean_lines
+from runner.constants import LOG_HOST
 from runner.constants import READ_SIZE as _READ
+from runner.linecost import LINE_COST, whole_line
+from runner.logfile import LogFile, stamp
 
-__all__ = ["StderrCapture", "last_line"]
+__all__ = ["BURST", "RATE", "StderrCapture"]
 
-_MAX_LINE = 4096
 _TAIL_LINES = 40
-_MAX_LOG = 1 << 20  # a plugin's log file is rotated to NAME.log.1 past this size
 
 #: The default budget: bytes per second sustained, and the burst read at once after a quiet spell.
 RATE = 64 * 1024
 BURST = 256 * 1024
-_LINE_COST = 32  # what a line costs beyond its bytes: about the stamp and name it gets in the log
 _GAP = 0.01  # under a budget, the least time between two reads: at most 100 reads a second
 _MIN_BURST = 4096  # a burst covers at least one line of the longest
 _SLICE = 0.25  # the longest a paused reader sleeps before it looks again (a closed stream, the clock)
@@ -64,65 +65,11 @@ _DRAIN_MAX = 4 << 20  # reading a pipe nobody writes to at once stops here (a pi
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-def _prefix(who: str) -> str:
-    return LOG_PREFIX.format(stamp=time.strftime(LOG_TIME_FORMAT), who=who)
-
-
-def last_line(tail: tuple[str, ...]) -> str:
-    """' (stderr: LAST LINE)' for an error message, or '' when the tail is empty."""
-    lines = [line for line in tail if line.strip()]
-    return f" (stderr: {lines[-1].strip()[:200]})" if lines else ""
-
-
 def _size(n: float) -> str:
     for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{n:.0f} B"
-
-
-def _whole_line(buf: bytes) -> bool:
-    """Whether ``buf`` holds a line to take: a whole one, or 4096 bytes of a longer one."""
-    return len(buf) >= _MAX_LINE or b"\n" in buf
-
-
-def _cost(buf: bytes, start: int, end: int) -> int:
-    return end - start + _LINE_COST * buf.count(b"\n", start, end)
-
-
-def _cut(buf: bytes, allowance: float) -> int:
-    """Where to cut ``buf`` to take the whole lines ``allowance`` covers; at least one line."""
-    end = buf.rfind(b"\n") + 1
-    if not end:
-        return len(buf) - len(buf) % _MAX_LINE  # no line ends: whole 4096-byte pieces of a long one
-    if _cost(buf, 0, end) <= allowance:
-        return end
-    lo, hi = 0, end  # the cost of buf[:i] grows with i: find the last i it fits in
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _cost(buf, 0, mid) <= allowance:
-            lo = mid
-        else:
-            hi = mid - 1
-    return buf.rfind(b"\n", 0, lo) + 1 or min(buf.find(b"\n") + 1, _MAX_LINE)
-
-
-def _cut_from_end(buf: bytes, allowance: float) -> int:
-    """Where the newest lines of ``buf`` that ``allowance`` covers begin (0: all of it); the last line always."""
-    if _cost(buf, 0, len(buf)) <= allowance:
-        return 0
-    lo, hi = 0, len(buf)  # the cost of buf[i:] shrinks as i grows: find the first i it fits from
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _cost(buf, mid, len(buf)) <= allowance:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo and buf[lo - 1 : lo] != b"\n":  # not at a line's start: from the next line on
-        lo = buf.find(b"\n", lo) + 1 or len(buf)
-    if lo >= len(buf):  # the last line alone is over: keep it all the same
-        lo = buf.rfind(b"\n", 0, len(buf) - 1) + 1
-    return lo
 
 
 class StderrCapture:
@@ -140,12 +87,12 @@ class StderrCapture:
             raise ValueError(f"burst must be at least {_MIN_BURST} bytes, not {burst!r}")
         self.name = name
         self._stream = stream
-        self._log_path = log_path
+        self._log = LogFile(log_path)  # opened by the reader thread
         self._rate = math.inf if rate is None else float(rate)
         self._burst = float(burst)
         # a paused reader resumes once it may read this much: at most 4 wake-ups a second
         self._resume = min(self._burst, max(float(_MIN_BURST), self._rate * _SLICE))
-        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)  # raw lines, bounded
         self._changed = threading.Condition(threading.Lock())  # guards the tail and the counters
         self._read = self._lines = self._dropped = 0
         self._paused_seconds = self._cpu = 0.0
@@ -153,8 +100,6 @@ class StderrCapture:
         self._reported_paused = 0.0  # paused seconds the log has told of
         self._reported_at = -math.inf
         self._last_read = -math.inf
-        self._log: IO[bytes] | None = None
-        self._log_size = 0
         # The reader reads its own duplicate of the pipe's fd: the host may close its stream
         # at any time (it does after a kill) without the fd number being reused under a read.
         try:
@@ -179,8 +124,10 @@ class StderrCapture:
     # -- for the host -----------------------------------------------------------------------
 
     def tail(self, lines: int = 5) -> tuple[str, ...]:
+        """The newest ``lines`` lines, made safe to show (each cleaned on its own)."""
         with self._changed:
-            return tuple(self._tail)[-lines:]
+            raw = tuple(self._tail)[-lines:]
+        return clean_lines(raw)
 
     def join(self, timeout: float) -> None:
         """Wait for EOF (every writer gone) up to ``timeout`` seconds."""
@@ -216,18 +163,26 @@ class StderrCapture:
 
     # -- the reader thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _claim(self) -> tuple[Callable[[int], bytes], Any] | None:
+        """The reader thread takes the pipe: how to read it and a poller for its writers' end; None if abandoned."""
         with self._changed:
             if self._abandoned:
-                return  # the constructor was interrupted and closed the fd itself
+                return None  # the constructor was interrupted and closed the fd itself
             self._claimed = True
-        self._log = self._open_log()
+        self._log.open()
         fd = self._fd
         read = (lambda n: os.read(fd, n)) if fd is not None else getattr(self._stream, "read1", None) or self._stream.read
         poller = None
         if fd is not None:
             poller = select.poll()
             poller.register(fd, 0)  # no events asked for: poll() reports only that the writers are gone
+        return read, poller
+
+    def _run(self) -> None:
+        claimed = self._claim()
+        if claimed is None:
+            return
+        read, poller = claimed
         limited = self._rate != math.inf
         last_words = max(self._burst, _LAST_WORDS)
         tokens, last = self._burst, time.monotonic()
@@ -244,7 +199,7 @@ class StderrCapture:
                             return  # the host closed its stream while we waited
                         if not gone:
                             continue
-                    elif not _whole_line(buf):
+                    elif not whole_line(buf):
                         gone = self._rest(poller)
                 if gone:  # no writer left: the pipe cannot grow, so read the rest at once
                     if self._drain(buf, read, last_words):
@@ -252,7 +207,7 @@ class StderrCapture:
                         return
                     buf, tokens = b"", min(tokens, 0.0)  # a writer after all: back under the budget, spent
                     continue
-                if not _whole_line(buf):
+                if not whole_line(buf):
                     try:
                         data = read(min(_READ, int(tokens)) if limited else _READ)
                     except BlockingIOError:
@@ -268,11 +223,11 @@ class StderrCapture:
                     with self._changed:
                         self._read += len(data)
                     buf += data
-                    if not _whole_line(buf):
+                    if not whole_line(buf):
                         continue
-                cut = _cut(buf, tokens if limited else math.inf)
+                cut = linecost.cut(buf, tokens if limited else math.inf)
                 lines = self._take(buf[:cut])
-                tokens -= cut + _LINE_COST * lines
+                tokens -= cut + LINE_COST * lines
                 buf = buf[cut:]
         except (OSError, ValueError):
             return  # the pipe failed under us
@@ -356,7 +311,7 @@ class StderrCapture:
                 self._read += len(data)
             chunks.append(data)
         data = b"".join(chunks)
-        start = _cut_from_end(data, allowance)
+        start = linecost.cut_from_end(data, allowance)
         if start:
             with self._changed:
                 self._dropped += start
@@ -374,24 +329,17 @@ class StderrCapture:
         self._take(data[end + 1 :], log=False)
 
     def _take(self, chunk: bytes, *, log: bool = True) -> int:
-        """Clean the lines of ``chunk`` (whole lines, or a last one), keep the tail, log them; how many."""
+        """Keep the lines of ``chunk`` (whole lines, or a last one) in the tail and log them; how many."""
         if not chunk:
             return 0
-        pieces = chunk.split(b"\n")
-        if chunk.endswith(b"\n"):
-            pieces.pop()
-        if max(map(len, pieces)) > _MAX_LINE:  # lines over 4096 bytes become several
-            pieces = [p[i : i + _MAX_LINE] for p in pieces for i in range(0, len(p) or 1, _MAX_LINE)]
-        # Each line on its own, with the one sanitiser (runner/cleantext.py): U+2028 and its
-        # like become spaces within the line, and the log's lines stay the plugin's lines.
-        lines = [clean_text(piece.decode("utf-8", "replace"), keep_newlines=False) for piece in pieces]
+        lines = linecost.split(chunk)
         with self._changed:
             self._tail.extend(lines[-_TAIL_LINES:])
             self._lines += len(lines)
             self._cpu = time.thread_time()
             self._changed.notify_all()
         if log:
-            self._write_log(lines)
+            self._log.write_lines(self.name, lines)
         return len(lines)
 
     def _finish(self, left: int) -> None:
@@ -401,12 +349,7 @@ class StderrCapture:
         with self._changed:
             self._dropped += left
         self._report(time.monotonic(), final=True)
-        if self._log is not None:
-            try:
-                self._log.close()
-            except OSError:
-                pass
-            self._log = None
+        self._log.close()
         with self._changed:
             self._cpu = time.thread_time()
             self._done = True
@@ -422,57 +365,12 @@ class StderrCapture:
         if paused < _REPORT_PAUSE and not (final and dropped):
             return
         self._reported_paused, self._reported_at = total, now
-        stamp = f"{_prefix(LOG_HOST)}{self.name}: stderr"
+        head = f"{stamp(LOG_HOST)}{self.name}: stderr"
         lost = f"{_size(dropped)} dropped" if dropped else "nothing dropped"
         if self._rate == math.inf:  # no budget, so no pauses: only what the host closed the stream on
-            self._write_raw(f"{stamp}: {lost}\n")
+            self._log.write(f"{head}: {lost}\n")
             return
         in_all = f" ({total:.1f} s in all)" if total - paused >= 0.05 else ""
-        self._write_raw(
-            f"{stamp} over budget ({_size(self._rate)}/s, burst {_size(self._burst)}): reading paused {paused:.1f} s{in_all}; {lost}\n"
+        self._log.write(
+            f"{head} over budget ({_size(self._rate)}/s, burst {_size(self._burst)}): reading paused {paused:.1f} s{in_all}; {lost}\n"
         )
-
-    def _write_log(self, lines: list[str]) -> None:
-        if self._log is not None:
-            prefix = _prefix(self.name)
-            self._write_raw(prefix + ("\n" + prefix).join(lines) + "\n")
-
-    def _write_raw(self, text: str) -> None:
-        """Append whole lines to the log in one write, rotating it past 1 MiB as line by line would."""
-        if self._log is None:
-            return
-        data = text.encode("utf-8", "replace")
-        try:
-            at = 0
-            while self._log_size + len(data) - at > _MAX_LOG:
-                # the line that takes the file past the limit is its last
-                cut = data.find(b"\n", at + max(0, _MAX_LOG - self._log_size)) + 1 or len(data)
-                self._log.write(data[at:cut])
-                self._log.close()
-                at = cut
-                self._log = self._open_log()
-                if self._log is None:
-                    return
-            if at < len(data):
-                self._log.write(data[at:] if at else data)
-                self._log_size += len(data) - at
-            self._log.flush()
-        except OSError:  # the disk is full, say: stop logging, but go on draining the pipe
-            try:
-                self._log.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
-            self._log = None
-
-    def _open_log(self) -> IO[bytes] | None:
-        if self._log_path is None:
-            return None
-        try:
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            if self._log_path.exists() and self._log_path.stat().st_size > _MAX_LOG:
-                self._log_path.replace(self._log_path.with_name(self._log_path.name + ".1"))
-            log = open(self._log_path, "ab")
-            self._log_size = log.seek(0, os.SEEK_END)
-            return log
-        except OSError:
-            return None

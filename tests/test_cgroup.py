@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from runner import cgroup as cg
+from runner import cgroupfs
 from runner.cgroup import Cage, CageError, CageLimits, open_cage, systemd_scope_argv
 
 pytestmark = pytest.mark.timeout(60)
@@ -342,8 +343,8 @@ def test_no_cgroup_gives_a_one_line_reason() -> None:
 @pytest.fixture
 def v2_dir() -> Iterator[str]:
     """A fresh child of the host's v2 cgroup, removed afterwards; skip if none can be made."""
-    path = cg._cgroups().get("")
-    parents = [cg._host_dir(m[0], m[1], path) for m in cg._mounts() if m[2] == "cgroup2" and path]
+    path = cgroupfs.cgroups_of().get("")
+    parents = [cgroupfs.host_dir(m[0], m[1], path) for m in cgroupfs.mounts() if m[2] == "cgroup2" and path]
     if not any(parents):
         pytest.skip("no cgroup v2 hierarchy is mounted")
     d = os.path.join(next(p for p in parents if p), f"sandchat-{os.getpid()}-v2test-0")

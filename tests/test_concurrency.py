@@ -153,7 +153,7 @@ def test_a_cancel_of_a_finished_call_touches_no_other(sup_plugins: DirectPlugins
     assert client.generate_response("", "x", cancel=token) == "slow"
     conn = client._conn
     assert conn is not None
-    finished = conn._next_id  # the id the finished call had
+    finished = conn._channel.last_id  # the id the finished call had
     received: list[str] = []
     for chunk in client.stream_response("", "go"):
         received.append(chunk)

@@ -42,9 +42,10 @@ from llm_utils import LLMClient
 from runner.child import entry as child
 from runner.child import loader
 from runner.child.server import Server, _hello
-from runner.client import Plugin, _generation
+from runner.client import Plugin
 from runner.errors import PluginStartError
 from runner.handshake import MAX_REPORT, parse_report
+from runner.methods import generation
 from runner.protocol import (
     DEFAULT_MAX_MESSAGE,
     ERROR_KINDS,
@@ -180,7 +181,7 @@ def test_example_decodes_back(example: Example, hostile: bool) -> None:
 def test_generation_examples_have_the_params_in_the_order_the_host_sends_them(example: Example) -> None:
     params = example.value[3]
     prompt = {key: params[key] for key in ("user_message", "messages") if key in params}
-    sent = _generation(params["system"], params["max_tokens"], params["temperature"], **prompt)
+    sent = generation(params["system"], params["max_tokens"], params["temperature"], **prompt)
     assert list(sent.items()) == list(params.items())
     assert type(params["max_tokens"]) is int and type(params["temperature"]) is float
 
@@ -934,7 +935,7 @@ def test_d_a_second_response_to_an_answered_id_kills_the_next_call(raw_plugin: C
 def test_d_the_host_numbers_its_requests_and_wraps_to_zero(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin("def handle(m): w(pack([1, m[1], None, m[1] % 1000]))")
     plugin.start()
-    plugin._conn._next_id = MAX_MSGID - 1  # type: ignore[union-attr]  # skip four billion requests
+    plugin._conn._channel.last_id = MAX_MSGID - 1  # type: ignore[union-attr]  # skip four billion requests
     assert [plugin.count_tokens("x") for _ in range(3)] == [MAX_MSGID % 1000, 0, 1]
 
 
@@ -959,18 +960,18 @@ def _cancel_right_after_each_request(plugin: Plugin) -> Iterator[None]:
     plugin.start()
     conn = plugin._conn
     assert conn is not None
-    write = conn._request
+    write = conn._channel.request
 
-    def request_then_cancel(method: str, params: dict[str, Any]) -> int:
-        msgid = write(method, params)
+    def request_then_cancel(method: str, params: dict[str, Any], seconds: float) -> int:
+        msgid = write(method, params, seconds)
         threading.Thread(target=conn.cancel, args=(msgid,)).start()
         return msgid
 
-    conn._request = request_then_cancel  # type: ignore[method-assign]
+    conn._channel.request = request_then_cancel  # type: ignore[method-assign]
     try:
         yield
     finally:
-        conn._request = write  # type: ignore[method-assign]
+        conn._channel.request = write  # type: ignore[method-assign]
 
 
 def test_d_a_request_from_the_child_is_a_violation_even_with_an_ignored_id(raw_plugin: Callable[..., Plugin]) -> None:
@@ -1002,7 +1003,7 @@ def test_e_after_a_bad_result_the_process_is_killed_and_the_call_is_a_failure(
     call = (lambda: plugin.count_tokens("x")) if method == "count_tokens" else (lambda: plugin.generate_response("", "x"))
     assert _result(call) == ("PluginProtocolError", message)
     assert not plugin.running
-    assert plugin.stats.errors == 1 and plugin.supervisor.consecutive == 1
+    assert plugin.stats.errors == 1 and plugin.restart_gate.consecutive == 1
 
 
 def test_e_the_final_result_of_a_stream_is_not_checked(raw_plugin: Callable[..., Plugin]) -> None:
@@ -1019,19 +1020,19 @@ _EXIT_IN_CALL = "def handle(m): sys.exit(3)"
 
 def _half_open_probe(plugin: Plugin) -> None:
     """Put the plugin where its next start is the probe after a quarantine (no cool-down to wait out)."""
-    supervisor = plugin.supervisor
-    supervisor.quarantined_until, supervisor.half_open, supervisor.failures = None, True, []
+    gate = plugin.restart_gate
+    gate.quarantined_until, gate.half_open, gate.failures = None, True, []
 
 
 def test_e_a_crash_in_the_probe_after_a_quarantine_quarantines_again(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(_EXIT_IN_CALL)
     _half_open_probe(plugin)
     assert _result(lambda: plugin.count_tokens("x"))[0] == "PluginCrashed"
-    assert plugin.supervisor.quarantined_until is not None  # the comparison the next test makes
+    assert plugin.restart_gate.quarantined_until is not None  # the comparison the next test makes
 
 
 def test_e_a_bad_result_in_the_probe_after_a_quarantine_quarantines_again(raw_plugin: Callable[..., Plugin]) -> None:
     plugin = raw_plugin(_FORGED_COUNT)
     _half_open_probe(plugin)
     assert _result(lambda: plugin.count_tokens("x")) == ("PluginProtocolError", "answered count_tokens with int")
-    assert plugin.supervisor.quarantined_until is not None
+    assert plugin.restart_gate.quarantined_until is not None

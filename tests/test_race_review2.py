@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from runner import CancelToken, Deadlines, PluginCancelled, PluginError, PluginUnavailable, RestartPolicy
+from runner import channel as channel_mod
 from runner import connection as connection_mod
 from runner.turn import Turn
 from tests.helpers import MARGIN, DirectPlugins, Worker, join_through_ctrl_c, wait_until
@@ -634,13 +635,13 @@ def test_a_cancel_as_the_start_finishes_never_reaches_the_plugin(home: Path, mon
     """
     token = CancelToken()
     sent: list[str] = []
-    real_request = connection_mod.Connection._request
+    real_request = channel_mod.Channel.request
 
-    def request(self: Any, method: str, params: dict[str, Any]) -> int:
+    def request(self: Any, method: str, params: dict[str, Any], seconds: float) -> int:
         sent.append(method)
-        return real_request(self, method, params)
+        return real_request(self, method, params, seconds)
 
-    monkeypatch.setattr(connection_mod.Connection, "_request", request)
+    monkeypatch.setattr(channel_mod.Channel, "request", request)
     manager = _manager(home)
     try:
         real_record = manager.events.record

@@ -126,7 +126,7 @@ def test_crashing_every_call_is_quarantined_then_recovers_after_cooldown(sup: Pl
     with pytest.raises(PluginCrashed):
         client.generate_response("", "probe")
     assert client.state == "quarantined"
-    assert client.supervisor.quarantines == 2
+    assert client.restart_gate.quarantines == 2
 
     # Fixed: after the next cool-down the probe succeeds and the plugin is ready again.
     (scratch(sup, "sup_flaky") / "crash").unlink()
@@ -164,7 +164,7 @@ def test_crashing_once_recovers_on_the_next_call_and_counts_the_restart(sup: Plu
     assert list(client.stream_response("", "again")) == ["flaky: ", "again"]
     assert client.state == "ready"
     assert client.pid != first_pid
-    assert client.stats.starts == 2 and client.supervisor.restarts == 1 and client.supervisor.quarantines == 0
+    assert client.stats.starts == 2 and client.restart_gate.restarts == 1 and client.restart_gate.quarantines == 0
 
     report = probe_all(sup, ["sup_flaky"])[0]
     assert report["healthy"] and report["state"] == "ready"
@@ -302,7 +302,7 @@ def test_cancel_from_another_thread_stops_the_stream_and_keeps_the_process(sup_p
     assert client.running and client.pid == pid and client.state == "ready"
     assert client.generate_response("", "next") == "slow"
     assert client.pid == pid and client.stats.starts == 1 and client.stats.errors == 0
-    assert client.supervisor.consecutive == 0
+    assert client.restart_gate.consecutive == 0
     assert "restarting" not in events_of(sup_plugins, "slow_stream")
 
 
@@ -317,17 +317,17 @@ def test_cancel_reply_read_before_it_is_registered_is_not_a_protocol_error(
     would be a protocol error and cost the process). The pause below only widens that
     window so the race happens every time.
     """
-    from runner.connection import Connection
+    from runner.channel import Channel
 
-    original = Connection._send
+    original = Channel.send
 
-    def preempted_send(self: Connection, method: str, params: dict[str, Any], *args: Any, **kwargs: Any) -> int:
+    def preempted_send(self: Channel, method: str, params: dict[str, Any], *args: Any, **kwargs: Any) -> int:
         msgid = original(self, method, params, *args, **kwargs)
         if method == "cancel":
             time.sleep(0.3)  # widen the race window; not a wait for state
         return msgid
 
-    monkeypatch.setattr(Connection, "_send", preempted_send)
+    monkeypatch.setattr(Channel, "send", preempted_send)
     client = sup_plugins.handle("slow_stream")
     client.start()
     pid = client.pid
@@ -507,7 +507,7 @@ def test_stop_while_a_plugin_is_starting_is_not_a_failure(sup_plugins: DirectPlu
     assert isinstance(worker.error, PluginUnavailable) and worker.error.reason == "stopped", worker.error
     assert plugin_processes(str(home)) == []
     # A deliberate stop is no crash: no failure counted, no back-off, the next call just starts it.
-    assert client.state == "stopped" and client.supervisor.consecutive == 0 and client.stats.errors == 0
+    assert client.state == "stopped" and client.restart_gate.consecutive == 0 and client.stats.errors == 0
     assert client.generate_response("", "again") == "slow_boot: again"
     assert client.state == "ready"
 

@@ -1,4 +1,4 @@
-"""The restart policy on its own: runner.supervisor.Supervisor driven by a fake clock.
+"""The restart policy on its own: runner.restarts.RestartGate driven by a fake clock.
 
 No processes and no threads: every test feeds events with explicit times and checks
 the decisions, so back-off, the quarantine window, the half-open probe and the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from runner import STATES, RestartPolicy
-from runner.supervisor import Decision, Supervisor
+from runner.restarts import Decision, RestartGate
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -33,7 +33,7 @@ class Clock:
         return self.now
 
 
-def crash(sup: Supervisor, clock: Clock) -> bool:
+def crash(sup: RestartGate, clock: Clock) -> bool:
     """A process started now and died at once; returns whether that opened the quarantine."""
     sup.started(clock())
     return sup.failed(clock())
@@ -54,7 +54,7 @@ def test_backoff_grows_exponentially_and_caps() -> None:
 def test_decide_waits_the_backoff_after_each_consecutive_failure() -> None:
     clock = Clock()
     policy = RestartPolicy(backoff_initial=0.5, backoff_factor=2.0, backoff_max=3.0, max_failures=100, window=1000.0)
-    sup = Supervisor(policy)
+    sup = RestartGate(policy)
     assert sup.decide(clock()) == Decision(True)  # never failed: start at once
     waits = []
     for _ in range(6):
@@ -69,7 +69,7 @@ def test_decide_waits_the_backoff_after_each_consecutive_failure() -> None:
 
 def test_decide_wait_counts_down_from_the_failure() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     crash(sup, clock)
     crash(sup, clock)  # two failures: back-off 1.0 s from the last one
     clock.advance(0.25)
@@ -83,7 +83,7 @@ def test_default_policy_is_valid_and_sane() -> None:
     assert policy.backoff(1) == policy.backoff_initial
     assert policy.backoff(100) == policy.backoff_max
     assert policy.max_failures >= 2 and policy.cooldown > 0 and policy.stable_after > 0
-    assert Supervisor().policy == policy
+    assert RestartGate().policy == policy
 
 
 # -- quarantine --------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_default_policy_is_valid_and_sane() -> None:
 
 def test_quarantine_after_max_failures_within_the_window() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     assert not crash(sup, clock)
     clock.advance(1)
     assert not crash(sup, clock)
@@ -103,7 +103,7 @@ def test_quarantine_after_max_failures_within_the_window() -> None:
 
 def test_failures_outside_the_window_do_not_count() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     crash(sup, clock)
     clock.advance(6)
     crash(sup, clock)
@@ -122,7 +122,7 @@ def test_failures_outside_the_window_do_not_count() -> None:
 
 def test_a_failure_exactly_at_the_window_edge_still_counts() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     crash(sup, clock)
     clock.advance(5)
     crash(sup, clock)
@@ -132,7 +132,7 @@ def test_a_failure_exactly_at_the_window_edge_still_counts() -> None:
 
 def test_decide_during_quarantine_says_quarantined_with_the_remaining_wait() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     for _ in range(3):
         crash(sup, clock)
     decision = sup.decide(clock())
@@ -149,7 +149,7 @@ def test_decide_during_quarantine_says_quarantined_with_the_remaining_wait() -> 
 
 def test_half_open_after_cooldown_one_failure_requarantines() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     for _ in range(3):
         crash(sup, clock)
     clock.advance(POLICY.cooldown)
@@ -166,7 +166,7 @@ def test_half_open_after_cooldown_one_failure_requarantines() -> None:
 def test_half_open_probe_that_fails_long_after_the_window_still_requarantines() -> None:
     clock = Clock()
     policy = RestartPolicy(max_failures=3, window=1.0, cooldown=50.0, backoff_initial=0.1)
-    sup = Supervisor(policy)
+    sup = RestartGate(policy)
     for _ in range(3):
         crash(sup, clock)
     clock.advance(policy.cooldown)
@@ -178,7 +178,7 @@ def test_half_open_probe_that_fails_long_after_the_window_still_requarantines() 
 def test_half_open_success_closes_the_circuit(window: float) -> None:
     clock = Clock()
     policy = RestartPolicy(backoff_initial=0.5, backoff_max=3.0, max_failures=3, window=window, cooldown=20.0, stable_after=5.0)
-    sup = Supervisor(policy)
+    sup = RestartGate(policy)
     for _ in range(3):
         crash(sup, clock)
     clock.advance(policy.cooldown)  # with the larger window the old failures are still in it
@@ -205,7 +205,7 @@ def test_half_open_success_closes_the_circuit(window: float) -> None:
 
 def test_counter_resets_only_after_stable_after() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     crash(sup, clock)
     crash(sup, clock)
     sup.started(clock())
@@ -220,7 +220,7 @@ def test_counter_resets_only_after_stable_after() -> None:
 
 def test_quick_successes_between_crashes_do_not_hide_a_flapping_plugin() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     opened = []
     for _ in range(3):
         sup.started(clock())
@@ -234,7 +234,7 @@ def test_quick_successes_between_crashes_do_not_hide_a_flapping_plugin() -> None
 
 def test_stable_reset_measures_from_the_latest_start() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     crash(sup, clock)
     clock.advance(POLICY.stable_after * 2)  # long idle while stopped: not a stable process
     sup.started(clock())
@@ -248,7 +248,7 @@ def test_stable_reset_measures_from_the_latest_start() -> None:
 
 def test_restarts_count_only_starts_after_a_failure() -> None:
     clock = Clock()
-    sup = Supervisor(POLICY)
+    sup = RestartGate(POLICY)
     sup.started(clock())
     assert sup.restarts == 0
     sup.failed(clock())

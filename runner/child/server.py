@@ -18,8 +18,8 @@ from typing import Any
 
 from llm_utils import LLMClient
 from runner.child import loader
-from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, READ_SIZE, RESPONSE, SPIN_SECONDS
-from runner.protocol import DEFAULT_MAX_MESSAGE, Decoder, Encoder, ProtocolViolation, error_map
+from runner.constants import OPTIONAL_METHODS, PROTOCOL_VERSION, READ_SIZE, SPIN_SECONDS
+from runner.protocol import DEFAULT_MAX_MESSAGE, Decoder, Encoder, ProtocolViolation, error_map, request_of
 
 __all__ = ["Server", "SpinGovernor", "serve"]
 
@@ -76,7 +76,6 @@ class Server:
         self.plugin = plugin
         self.max_message = max_message
         self._encoder = Encoder()
-        self._pack = self._encoder.pack  # for the count_tokens reply, packed inline
         self._write_lock = threading.Lock()
         self._active: dict[int, threading.Event] = {}
         self._running = True
@@ -109,20 +108,15 @@ class Server:
 
     def run(self) -> int:
         decoder = Decoder(self.max_message)
-        read, fd, single, feed, dispatch, count = os.read, self.read_fd, decoder.single, decoder.feed, self.dispatch, self._count_now
-        # Between requests, poll without sleeping for a moment first (see constants.SPIN_SECONDS),
-        # while requests come back to back (SpinGovernor): a request that follows at once
-        # then costs no cross-CPU wake-up. Never while a generation runs (its thread needs
-        # the GIL), nor when this process has one CPU (the host could not run meanwhile).
-        governor = SpinGovernor(SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
+        read, fd, single, feed, dispatch = os.read, self.read_fd, decoder.single_request, decoder.feed, self.dispatch
+        lock, response, write, out = self._write_lock, self._encoder.response, os.write, self.write_fd
+        governor, poll = _governor(fd)
         spin, spun, arrived, clock = governor.window, governor.spun, governor.arrived, time.monotonic
-        readable = select.poll()
-        readable.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while self._running:
             if not spin:
                 data = read(fd, READ_SIZE)
             elif governor.spinning and not self._active:
-                spun(_spin_until_readable(readable.poll, spin))
+                spun(_spin_until_readable(poll, spin))
                 data = read(fd, READ_SIZE)
             else:
                 replied = clock()
@@ -130,22 +124,41 @@ class Server:
                 arrived(clock() - replied)
             if not data:
                 return 0  # the host closed our input: it is gone or done with us
-            # The usual read: one whole count_tokens request. Answered here without the
-            # decoder's list or dispatch (~0.6 us a request); everything else, and any
-            # doubt, goes through feed() and dispatch() below, which check it all.
-            message = single(data)
-            if message is not None and message[0] == 0 and message[2] == "count_tokens" and type(message[3]) is dict:
-                count(message[1], message[3])
+            # The usual read: one whole request (the host sends requests only), and usually
+            # count_tokens, answered right here with no Python call of its own: this is the hot
+            # path of figure 1, and each call costs ~0.1 us (more on a CPU whose caches the host
+            # just had). Anything else, and any doubt, goes through feed() and dispatch().
+            request = single(data)
+            if request is not None:
+                msgid, method, params = request
+                if method == "count_tokens" and type(params) is dict:
+                    text = params.get("text")  # _count_tokens() and respond(), inlined: the same checks and errors
+                    try:
+                        if type(text) is not str:
+                            text = _param(params, "text", str)  # raises the BadRequest (or accepts a str subclass)
+                        count = self.plugin.count_tokens(text)  # type: ignore[union-attr]
+                        if type(count) is not int or count < 0:
+                            raise _bad_count(count)
+                    except BaseException as exc:
+                        self.respond(msgid, _error_of(exc))
+                        continue
+                    with lock:  # the Packer is shared with the generation thread
+                        reply = response(msgid, None, count)
+                        written = write(out, reply)
+                        if written < len(reply):
+                            self._write_rest(reply, written)
+                else:
+                    dispatch(msgid, method, params)
                 continue
-            for each in (message,) if message is not None else feed(data):
-                if each[0] == 0 and self._running:  # nothing after a shutdown is served
-                    dispatch(each[1], each[2], each[3])
+            for each in feed(data):
+                request = request_of(each)
+                if request is not None and self._running:  # nothing after a shutdown is served
+                    dispatch(*request)
         return 0
 
     def dispatch(self, msgid: int, method: str, params: Any) -> None:
-        if method == "count_tokens" and type(params) is dict:  # the hot path, tested first
-            self._count_now(msgid, params)
-        elif not isinstance(params, dict):
+        """Answer a request that is not a count_tokens of one whole read (run() answers those itself)."""
+        if not isinstance(params, dict):
             self.respond(msgid, error_map("request", "BadRequest", f"params of {method} must be a map"))
         elif method in _GENERATION:
             self._start_generation(msgid, method, params)
@@ -185,28 +198,6 @@ class Server:
             # the reply, and must not find this one still marked running ("busy").
             self._active.pop(msgid, None)
         self.respond(msgid, error, result)
-
-    def _count_now(self, msgid: int, params: dict[str, Any]) -> None:
-        """count_tokens on the read loop: like ``_call`` without the generation bookkeeping.
-
-        ``_count_tokens`` and ``respond`` inlined: this is the hot path of figure 1, and each
-        Python call costs ~0.1 us here. The errors are the same (``_param``, ``_bad_count``).
-        """
-        text = params.get("text")
-        try:
-            if type(text) is not str:
-                text = _param(params, "text", str)  # raises the BadRequest (or accepts a str subclass)
-            count = self.plugin.count_tokens(text)  # type: ignore[union-attr]
-            if type(count) is not int or count < 0:
-                raise _bad_count(count)
-        except BaseException as exc:
-            self.respond(msgid, _error_of(exc))
-            return
-        with self._write_lock:  # the Packer is shared with the generation thread
-            data = self._pack([RESPONSE, msgid, None, count])
-            written = os.write(self.write_fd, data)
-            if written < len(data):
-                self._write_rest(data, written)
 
     def _count_tokens(self, msgid: int, params: dict[str, Any]) -> int:
         text = _param(params, "text", str)
@@ -290,6 +281,20 @@ def _origin(cls: type, method: str) -> str:
     if method == "stream_response" and getattr(cls, "stream_response", None) is LLMClient.stream_response:
         method = "generate_response"
     return method
+
+
+def _governor(fd: int) -> tuple[SpinGovernor, Callable[[int], list[Any]]]:
+    """The spin governor for the serve loop, and a poll of ``fd`` to spin on.
+
+    Between requests, the loop polls without sleeping for a moment first (see
+    constants.SPIN_SECONDS), while requests come back to back (SpinGovernor): a request that
+    follows at once then costs no cross-CPU wake-up. Never while a generation runs (its thread
+    needs the GIL), nor when this process has one CPU (the host could not run meanwhile).
+    """
+    governor = SpinGovernor(SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
+    readable = select.poll()
+    readable.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return governor, readable.poll
 
 
 def _spin_until_readable(poll: Callable[[int], list[Any]], seconds: float) -> bool:

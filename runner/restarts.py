@@ -1,19 +1,19 @@
-"""Restart policy and plugin states: back-off after crashes, quarantine, recovery.
+"""Restarts: the policy for a crashed plugin, and the gate that applies it to each start.
 
-:class:`RestartPolicy` is the settings; :class:`Supervisor` is a small pure state
-machine over them, fed with events and the current time (no threads, no processes),
-so it is tested on its own. The words of :data:`STATES` are used everywhere a
-plugin's state is shown.
+:class:`RestartPolicy` is the settings: back-off after a crash, how many failures in a
+window open the circuit (quarantine), how long the cool-down lasts, and when a process
+has been up long enough that its past failures are forgotten. :class:`RestartGate` is a
+small pure state machine over them, fed events and the current time (no threads, no
+processes, no clock of its own), so it is tested on its own: closed (starts pass, after
+their back-off), open (quarantined until the cool-down ends), half-open (the one start
+after a cool-down; its first failure opens the circuit again, its first success closes it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["STATES", "Decision", "RestartPolicy", "Supervisor"]
-
-#: One vocabulary for a plugin's state, in the CLI, health reports and the selector.
-STATES = ("stopped", "starting", "ready", "busy", "restarting", "quarantined", "failed", "disabled")
+__all__ = ["Decision", "RestartGate", "RestartPolicy"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Decision:
     quarantined: bool = False
 
 
-class Supervisor:
-    """Counts failures of one plugin and decides about its next start."""
+class RestartGate:
+    """Counts the failures of one plugin and decides about its next start."""
 
     def __init__(self, policy: RestartPolicy | None = None) -> None:
         self.policy = policy or RestartPolicy()
