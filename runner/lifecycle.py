@@ -242,9 +242,9 @@ class Lifecycle:
         _precompile_child()
         began = time.monotonic()
         self.stats.starts += 1
+        stops = self._stops  # before the stage says "starting": a stop that sees it must end this start
         self._move(LifeStage.STARTING)
         self._emit("restarting" if self.restart_gate.failures else "starting", {})
-        stops = self._stops
         code = b""
         key = 0
         handed = False
