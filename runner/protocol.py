@@ -81,7 +81,7 @@ def response_id(message: Message) -> int | None:
 
 
 def is_notification(message: Message) -> bool:
-    return bool(message[0] == NOTIFICATION)
+    return message[0] == NOTIFICATION
 
 
 def notification_params(message: Message, method: str) -> Any:
