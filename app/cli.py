@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
         checker.add_argument("file", metavar="FILE")
         checker.add_argument("--timeout", type=_positive_float, metavar="S", help="deadline for each call (default 20)")
     psub.choices["install"].add_argument("--force", action="store_true", help="install even if conformance checks fail")
+    deps = psub.add_parser("deps", help="install a plugin's declared dependencies into its own environment (asks first)")
+    deps.add_argument("name", nargs="?", metavar="NAME")
+    deps.add_argument("--prune", action="store_true", help="remove the environments no plugin uses")
+    for parser_ in (deps, psub.choices["install"]):
+        parser_.add_argument("--allow-build", action="store_true",
+                             help="allow building from source (runs the package's code outside the sandbox)")  # fmt: skip
+        parser_.add_argument("--yes", action="store_true", help="install the dependencies without asking")
     remove = psub.add_parser("remove", help="delete a plugin from the user plugin folder and revoke its grant")
     remove.add_argument("name", metavar="NAME")
 

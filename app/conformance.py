@@ -127,10 +127,15 @@ def check_file(
     environ: Mapping[str, str] | None = None,
     deadlines: runner.Deadlines = DEADLINES,
     on_result: Callable[[Result], None] | None = None,
+    envs_dir: Path | None = None,
 ) -> Report:
     """Check the plugin file at ``path`` (or ``source``, its bytes, if given: what is
     checked is then exactly what an installer copies). ``on_result`` is called with each
-    row as soon as it is known (``plugins check`` prints them as they come)."""
+    row as soon as it is known (``plugins check`` prints them as they come).
+
+    ``envs_dir``: the user's dependency environments (``Paths.envs``), which a plugin that
+    declares dependencies needs to load; without it, such a plugin's are reported missing.
+    """
     path = Path(path)
     report = Report(path, on_result=on_result)
     if source is None:
@@ -150,7 +155,11 @@ def check_file(
                 allow_unsandboxed=allow_unsandboxed,
                 environ={k: v for k, v in (environ or {}).items() if k in HOST_ENV_PASSTHROUGH},
             )
-            _dynamic(report, folder, settings, deadlines)
+            envs = Path(envs_dir) if envs_dir is not None else settings.paths.envs
+            if _dependencies(report, envs):
+                _dynamic(report, folder, settings, deadlines, envs)
+            else:
+                report.add("runs in the sandbox", SKIP, "it cannot load until its dependencies are installed")
         else:
             report.add("runs in the sandbox", SKIP, "fix the problems above first")
     return report
@@ -191,6 +200,22 @@ def _static(report: Report, folder: Path, source: bytes) -> bool:
     return report.static_ok
 
 
+def _dependencies(report: Report, envs: Path) -> bool:
+    """The ``dependencies`` row, for a plugin that declares any: installed (checked file by file) or not."""
+    meta = report.metadata
+    if meta is None or not (meta.dependencies or meta.requires_python):
+        return True
+    from app.envs import EnvStore
+
+    status = EnvStore(envs).status(meta.declared, verify=True)
+    if not status.ok:
+        report.add("dependencies", FAIL, status.message(report.name) or "")
+        return False
+    where = f"installed in {status.env.path}" if status.env is not None else "none to install"
+    report.add("dependencies", PASS, f"{', '.join(meta.dependencies) or 'requires-python ' + meta.requires_python}: {where}")
+    return True
+
+
 # -- in the sandbox --------------------------------------------------------------------------
 
 
@@ -222,11 +247,11 @@ class _Run:
         return None
 
 
-def _dynamic(report: Report, folder: Path, settings: Settings, deadlines: runner.Deadlines) -> None:
+def _dynamic(report: Report, folder: Path, settings: Settings, deadlines: runner.Deadlines, envs: Path) -> None:
     from app.manager import PluginManager
 
     policy = runner.RestartPolicy(backoff_initial=0.05, backoff_max=0.5, max_failures=1000)
-    with PluginManager([folder], settings=settings, shipped_dir=None, deadlines=deadlines, restart_policy=policy) as manager:
+    with PluginManager([folder], settings=settings, shipped_dir=None, deadlines=deadlines, restart_policy=policy, envs_dir=envs) as manager:
         _calls(report, manager, deadlines)
     _output(report, settings)  # after close: the log is complete once the process is gone
 
@@ -238,7 +263,7 @@ def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) 
     except runner.PluginError as exc:
         detail = str(exc)
         if isinstance(exc, runner.PluginLoadError) and exc.remote_type == "ModuleNotFoundError":
-            detail += " (is that library installed in the Python environment sandchat runs from?)"
+            detail += _not_found_advice(report)
         report.add("loads in the sandbox", FAIL, detail)
         report.add("calls", SKIP, "the plugin did not load")
         return
@@ -259,6 +284,17 @@ def _calls(report: Report, manager: PluginManager, deadlines: runner.Deadlines) 
     else:
         d = deadlines
         report.add("answers within deadlines", PASS, f"start {d.start:g}s, count_tokens {d.count_tokens:g}s, generation {d.total:g}s")
+
+
+def _not_found_advice(report: Report) -> str:
+    """What to do about an import the child could not satisfy: declare the library, or fix the declaration."""
+    meta = report.metadata or Metadata()
+    if meta.dependencies:
+        return f" (its declared dependencies, {', '.join(meta.dependencies)}, do not provide that module: fix the dependencies list)"
+    return (
+        ' (declare the library it comes from in the metadata block, e.g. dependencies = ["some-library>=1.0"], '
+        f"then install it: sandchat plugins deps {report.name})"
+    )
 
 
 def _count_tokens(run: _Run) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from app.render import Output
@@ -44,6 +45,16 @@ class Context:
         if notice:
             self.output.notice(notice)
         return name
+
+    @staticmethod
+    def confirm(question: str) -> bool:
+        """Ask a yes/no question on the terminal; no terminal means no (scripts must say --yes)."""
+        if sys.stdin is None or not sys.stdin.isatty():
+            return False  # never grant or install silently
+        try:
+            return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
 
     def close(self) -> None:
         if self._manager is not None:

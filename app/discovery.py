@@ -9,7 +9,12 @@ is TOML in comment lines, read as text::
     # network = ["api.example.com:443"]
     # env = ["EXAMPLE_API_KEY"]
     # files = ["example_plugin.toml"]
+    # dependencies = ["example-sdk>=1.2"]
+    # requires-python = ">=3.11"
     # ///
+
+``dependencies`` (PEP 508) are installed by ``sandchat plugins deps NAME`` into an
+environment of the plugin's own (``app.envs``); discovery only validates and normalizes them.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.files import file_stamp
+
+if TYPE_CHECKING:
+    from app.deps import Declared
 
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
@@ -44,8 +53,19 @@ class Metadata:
     network: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     files: tuple[str, ...] = ()  # companion files it reads, relative to its folder
+    dependencies: tuple[str, ...] = ()  # PEP 508 requirements, normalized and sorted (app.deps)
+    requires_python: str = ""
 
     def __post_init__(self) -> None:
+        if self.dependencies or self.requires_python:
+            from app.deps import DependencyError, parse_declared  # packaging is paid for only by plugins that declare
+
+            try:
+                declared = parse_declared(list(self.dependencies), self.requires_python or None)
+            except DependencyError as exc:
+                raise MetadataError(str(exc)) from None
+            object.__setattr__(self, "dependencies", declared.requirements)
+            object.__setattr__(self, "requires_python", declared.requires_python)
         if self.network:
             from runner import EndpointError, parse_endpoint  # ipaddress is paid for only by plugins that ask
 
@@ -60,6 +80,13 @@ class Metadata:
             parts = name.split("/")
             if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
                 raise MetadataError(f"files entry {name!r} must be a path inside the plugin's folder (no '..', not absolute)")
+
+    @property
+    def declared(self) -> Declared:
+        """The declared requirements as ``app.deps`` works with them (empty when none are declared)."""
+        from app.deps import Declared
+
+        return Declared(self.dependencies, self.requires_python)
 
 
 @dataclass(frozen=True)
@@ -125,7 +152,7 @@ def parse_metadata(text: str) -> Metadata:
         data = tomllib.loads(body)
     except tomllib.TOMLDecodeError as exc:
         raise MetadataError(f"metadata block is not valid TOML: {exc}") from None
-    unknown = set(data) - {"description", "network", "env", "files"}
+    unknown = set(data) - {"description", "network", "env", "files", "dependencies", "requires-python"}
     if unknown:
         raise MetadataError(f"unknown metadata keys: {', '.join(sorted(unknown))}")
     description = data.get("description", "")
@@ -135,7 +162,16 @@ def parse_metadata(text: str) -> Metadata:
     for key, value in lists.items():
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise MetadataError(f"{key} must be a list of strings")
-    return Metadata(description=description, **{key: tuple(value) for key, value in lists.items()})
+    requires_python = data.get("requires-python", "")
+    if not isinstance(requires_python, str):
+        raise MetadataError("requires-python must be a string")
+    dependencies = data.get("dependencies", [])
+    if not isinstance(dependencies, list) or not all(isinstance(item, str) for item in dependencies):
+        raise MetadataError("dependencies must be a list of strings")
+    if "requires-python" in data and not requires_python.strip():
+        raise MetadataError("requires-python must not be empty (leave it out instead)")
+    return Metadata(description=description, **{key: tuple(value) for key, value in lists.items()},
+                    dependencies=tuple(dependencies), requires_python=requires_python)  # fmt: skip
 
 
 def metadata_of(code: bytes) -> Metadata:

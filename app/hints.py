@@ -52,9 +52,12 @@ class Hint:
 def hint_for(manager: PluginManager, name: str, error: Exception | None) -> Hint | None:
     """The fix for plugin ``name``'s ``error``, or None when no permission or setting explains it."""
     import runner
+    from app.policy import MissingDependencies
 
     if isinstance(error, runner.PluginSandboxError) and "Landlock" in str(error):
         return Hint("no-landlock", _NO_LANDLOCK)
+    if isinstance(error, MissingDependencies):
+        return None  # its own line names what is missing and the command that installs it; a grant would not help
     try:
         plugin_file = manager.plugin_file(name)
     except runner.PluginError:

@@ -28,6 +28,7 @@ from app.switches import SwitchStore
 
 if TYPE_CHECKING:
     import runner
+    from app.envs import EnvStore
     from app.healthlog import HealthLog
 
 # The runner (and through it subprocess, msgpack, concurrent.futures), the launch policy and
@@ -65,6 +66,7 @@ class PluginManager:
         deadlines: runner.Deadlines | None = None,
         restart_policy: runner.RestartPolicy | None = None,
         timeout: float | None = None,
+        envs_dir: Path | None = None,
     ) -> None:
         """Plugins from the shipped folder, the user's folder and ``plugin_dirs``.
 
@@ -78,6 +80,9 @@ class PluginManager:
 
         ``timeout`` (seconds, the CLI's ``--timeout``) caps every generation deadline of
         every plugin this manager starts.
+
+        ``envs_dir``: where plugins' dependency environments are (default: the data
+        directory's ``envs/``; ``plugins check`` runs a temporary home over the real ones).
         """
         if settings is None:
             if home is None:
@@ -95,6 +100,8 @@ class PluginManager:
         self.keys = KeyStore(self.paths.keys_file)
         self.switches = SwitchStore(self.paths.switches_file)
         self._events: HealthLog | None = None
+        self._envs_dir = envs_dir if envs_dir is not None else self.paths.envs
+        self._envs: EnvStore | None = None
         self._discovery: Discovery | None = None
         self._handles: dict[str, runner.Plugin] = {}
         self._lock = threading.Lock()
@@ -132,6 +139,15 @@ class PluginManager:
 
             self._events = HealthLog(self.paths.health_db)
         return self._events
+
+    @property
+    def envs(self) -> EnvStore:
+        """The plugins' dependency environments (``app.envs``; packaging is imported on first use)."""
+        if self._envs is None:
+            from app.envs import EnvStore
+
+            self._envs = EnvStore(self._envs_dir)
+        return self._envs
 
     def __enter__(self) -> PluginManager:
         return self
@@ -216,7 +232,7 @@ class PluginManager:
         """The runner configuration for plugin ``name``'s next start (``app.policy`` decides it)."""
         from app.policy import launch_config
 
-        return launch_config(self.plugin_file(name), self.settings, self.grants, self.keys, self.deadlines, self.timeout)
+        return launch_config(self.plugin_file(name), self.settings, self.grants, self.keys, self.deadlines, self.timeout, self.envs)
 
     # -- handles -------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ read for this start, the access they are granted (``app.access``) and the settin
 * **Read**: the system's libraries and the Python running sandchat (:data:`SYSTEM_READ`,
   the interpreter's prefixes and site-packages), the child's runtime (``llm_utils.py``
   and ``runner/``), and the companion files its metadata declares (``app.companions``).
+  A plugin that declares ``dependencies`` reads, instead of sandchat's environment, the
+  interpreter's own tree, sandchat's msgpack and its own environment (``app.envs``), and
+  imports from that environment and the standard library only.
   The ``network`` profile adds certificates and service names (:data:`NETWORK_READ`).
 * **Write**: its own scratch folder (its ``HOME`` and ``TMPDIR``) and ``/dev/null``.
 * **Reach**: nothing in the ``untrusted`` profile; in ``network``, exactly the granted
@@ -26,7 +29,7 @@ import site
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import runner
 from app.access import Access, access_of
@@ -37,7 +40,12 @@ from app.keys import KeyStore
 from app.refusals import BadSetting
 from app.settings import HOST_ENV_PASSTHROUGH, Settings
 
-__all__ = ["NETWORK_ENV", "NETWORK_READ", "SYSTEM_READ", "deadlines_for", "launch_config", "read_code", "runner_root"]
+if TYPE_CHECKING:
+    from app.envs import ChildPaths, EnvStore
+
+__all__ = [
+    "NETWORK_ENV", "NETWORK_READ", "SYSTEM_READ", "MissingDependencies", "deadlines_for", "launch_config", "read_code", "runner_root",
+]  # fmt: skip
 
 SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
 # Certificates, and the service and protocol names some clients look up. Not the resolver's
@@ -55,11 +63,17 @@ def launch_config(
     keys: KeyStore,
     deadlines: runner.Deadlines,
     timeout: float | None = None,
+    envs: EnvStore | None = None,
 ) -> runner.PluginConfig:
-    """The runner configuration for one start of ``plugin_file``, decided from the file as it is now."""
+    """The runner configuration for one start of ``plugin_file``, decided from the file as it is now.
+
+    ``envs``: where the environments of plugins that declare dependencies are (the data
+    directory's ``envs/`` when not given).
+    """
     name = plugin_file.name
     code, meta = read_code(plugin_file)
     access = access_of(plugin_file, grants, code, meta)  # decided from the very bytes the child will run
+    isolated = _environment(name, meta, envs, settings) if meta.dependencies or meta.requires_python else None
     try:
         companions = companion_paths(plugin_file.path, meta.files, settings.paths)
     except CompanionError as exc:
@@ -68,7 +82,8 @@ def launch_config(
     env = {key: settings.environ[key] for key in HOST_ENV_PASSTHROUGH if key in settings.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(HOME=str(scratch), TMPDIR=str(scratch))
-    read = [*SYSTEM_READ, *_python_paths(), str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), *companions]
+    python = list(isolated.read_paths) if isolated is not None else _python_paths()
+    read = [*SYSTEM_READ, *python, str(runner_root() / "llm_utils.py"), str(runner_root() / "runner"), *companions]
     if access.profile == "network":
         env.update({k: v for k, v in settings.environ.items() if k in NETWORK_ENV})
         read += [*NETWORK_READ, *(v for k, v in env.items() if k.startswith("SSL_CERT"))]
@@ -84,7 +99,41 @@ def launch_config(
         name=name, path=plugin_file.path, scratch_dir=scratch, env=env, sandbox=sandbox,
         deadlines=deadlines_for(name, deadlines, options, timeout), log_path=settings.paths.plugin_logs / f"{name}.log",
         source=code, max_reply=_max_reply(name, options),
+        env_paths=isolated.env_paths if isolated else (), runner_lib_dirs=isolated.host_dirs if isolated else (),
     )  # fmt: skip
+
+
+class MissingDependencies(runner.PluginLoadError):
+    """Raised when a plugin's declared dependencies (or its requires-python) are not satisfied here."""
+
+    def __init__(self, plugin: str, message: str, missing: tuple[str, ...], command: str | None) -> None:
+        self.missing = missing  # the declared requirements not installed, as declared
+        self.command = command  # what installs them; None when no install can help (requires-python)
+        super().__init__(plugin, message)
+
+
+def _environment(name: str, meta: Metadata, envs: EnvStore | None, settings: Settings) -> ChildPaths | None:
+    """The child's paths for a plugin that declares dependencies; raises MissingDependencies.
+
+    Checked at every start, by one manifest read: installing with ``plugins deps`` changes no
+    plugin file, so the failure must not outlive the cause (the runner latches load errors by
+    the code's hash; this one is raised before any code is read by the child, and again at
+    each call until it is fixed).
+    """
+    from app.envs import EnvStore, child_paths
+
+    store = envs if envs is not None else EnvStore(settings.paths.envs)
+    status = store.status(meta.declared)
+    reason = status.reason(name)
+    if reason is not None:
+        command = None if status.python else f"sandchat plugins deps {name}"
+        raise MissingDependencies(name, reason, status.missing, command)
+    if status.env is None:
+        return None  # requires-python alone: nothing to install, sandchat's path as before
+    try:
+        return child_paths(status.env)
+    except ValueError as exc:  # DependencyError: sandchat's own msgpack is not where a child can find it
+        raise runner.PluginStartError(name, f"cannot use its environment: {exc}") from None
 
 
 def read_code(plugin_file: PluginFile) -> tuple[bytes, Metadata]:

@@ -74,6 +74,11 @@ class Paths:
         return self.config_dir / "disabled.json"
 
     @property
+    def envs(self) -> Path:
+        """Plugins' own dependency environments (``app.envs``)."""
+        return self.data_dir / "envs"
+
+    @property
     def health_db(self) -> Path:
         return self.data_dir / "health.db"
 

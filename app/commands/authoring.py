@@ -17,7 +17,7 @@ from pathlib import Path
 import runner
 from app.conformance import DEADLINES, Report, Result, check_file
 from app.context import Context
-from app.discovery import Metadata, MetadataError, file_problem, plugin_name
+from app.discovery import Metadata, MetadataError, file_problem, metadata_of, plugin_name
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.hints import requests
 from app.render import Output, terminal_width
@@ -204,7 +204,7 @@ def _run_checks(args: argparse.Namespace, context: Context, path: Path, source: 
     rows = _Rows(context.output, terminal_width() if context.output.interactive else None)
     rows.start(path)
     report = check_file(path, source=source, allow_unsandboxed=settings.allow_unsandboxed, environ=settings.environ,
-                        deadlines=_deadlines(args), on_result=rows)  # fmt: skip
+                        deadlines=_deadlines(args), on_result=rows, envs_dir=settings.paths.envs)  # fmt: skip
     context.output.write(report.summary() + "\n")
     return report
 
@@ -245,7 +245,12 @@ def install(args: argparse.Namespace, context: Context) -> int:
     if target.exists():
         out.error(f"not installed: {target} already exists; remove it first: sandchat plugins remove {name}")
         return EXIT_USAGE
+    status = _install_dependencies(args, context, name, path, source, target)
+    if status != EXIT_OK:
+        return status
     report = _run_checks(args, context, path, source)
+    if not report.ok and (not report.static_ok or not args.force):
+        _prune(context)  # the environment installed for it, unless another plugin uses it: a "not installed" leaves nothing
     if not report.static_ok:
         out.error(f"not installed: {path.name} has problems that stop it from loading (see above); nothing was granted")
         return EXIT_PLUGIN
@@ -270,6 +275,39 @@ def install(args: argparse.Namespace, context: Context) -> int:
     else:
         out.write("it requests no permissions and runs in the untrusted profile\n")
     return EXIT_OK
+
+
+def _install_dependencies(args: argparse.Namespace, context: Context, name: str, path: Path, source: bytes, target: Path) -> int:
+    """Before the checks (which load the plugin): its declared dependencies, installed with the user's yes."""
+    try:
+        meta = metadata_of(source)
+    except MetadataError:
+        return EXIT_OK  # the checks report it, and nothing is installed
+    if not (meta.dependencies or meta.requires_python):
+        return EXIT_OK
+    from app.commands.deps import ensure
+
+    status = ensure(context, name, path, meta, allow_build=args.allow_build, yes=args.yes, user_path=target)
+    if status != EXIT_OK:
+        context.output.error(f"not installed: {path.name} cannot load without its dependencies; nothing was copied or granted")
+    return status
+
+
+def _prune(context: Context) -> list[str]:
+    """Remove the dependency environments no plugin uses now, saying which; never fails the command."""
+    from app.commands.deps import prune
+
+    if not context.settings.paths.envs.is_dir():
+        return []  # no plugin ever had dependencies installed
+    try:
+        context.manager.refresh()
+        removed = prune(context.manager)
+    except OSError as exc:
+        context.output.notice(f"could not remove unused dependency environments: {exc.strerror or exc}")
+        return []
+    for key in removed:
+        context.output.write(f"removed the dependency environment no plugin uses any more: {context.manager.envs.path(key)}\n")
+    return removed
 
 
 # -- remove ----------------------------------------------------------------------------------
@@ -304,6 +342,7 @@ def remove(args: argparse.Namespace, context: Context) -> int:
         return EXIT_PLUGIN
     revoked = context.manager.grants.revoke(name)
     out.write(f"removed plugin {name!r} from {folder}" + ("; revoked its grant" if revoked else "") + f"; the file is kept at {kept}\n")
+    _prune(context)
     return EXIT_OK
 
 

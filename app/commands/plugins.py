@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from typing import Any
 
@@ -28,6 +27,10 @@ def run(args: argparse.Namespace, context: Context) -> int:
     }  # fmt: skip
     if args.plugins_command in actions:
         return actions[args.plugins_command](args, context)
+    if args.plugins_command == "deps":
+        from app.commands.deps import deps  # packaging and pip: only for this action
+
+        return deps(args, context)
     from app.commands import authoring  # imports the runner: only for the authoring actions
 
     authoring_actions = {"new": authoring.new, "check": authoring.check, "install": authoring.install, "remove": authoring.remove}
@@ -46,6 +49,9 @@ def _listing(context: Context, plugin_file: PluginFile) -> dict[str, Any]:
     manager = context.manager
     access = access_of(plugin_file, manager.grants)
     state = manager.state(plugin_file.name)
+    dependencies, problem = _dependencies(context, plugin_file)
+    if problem and state in ("stopped", "failed"):
+        state = "needs deps"
     return {
         "name": plugin_file.name,
         "state": state,
@@ -57,8 +63,23 @@ def _listing(context: Context, plugin_file: PluginFile) -> dict[str, Any]:
         "source": plugin_file.source,
         "path": str(plugin_file.path),
         "description": plugin_file.metadata.description,
-        "problem": plugin_file.metadata_error or (for_lapsed(access.lapsed).text if access.lapsed else None),
+        "problem": plugin_file.metadata_error or problem or (for_lapsed(access.lapsed).text if access.lapsed else None),
+        "dependencies": dependencies,
     }
+
+
+def _dependencies(context: Context, plugin_file: PluginFile) -> tuple[dict[str, Any] | None, str | None]:
+    """What the plugin declares and whether it is installed (one manifest read; pip never runs), and why it cannot load."""
+    meta = plugin_file.metadata
+    if not (meta.dependencies or meta.requires_python):
+        return None, None
+    status = context.manager.envs.status(meta.declared)
+    listing = {
+        "declared": list(meta.dependencies), "requires_python": meta.requires_python or None,
+        "env": status.key if meta.dependencies else None, "installed": status.env is not None or not meta.dependencies,
+        "missing": list(status.missing),
+    }  # fmt: skip
+    return listing, status.message(plugin_file.name)
 
 
 def list_plugins(args: argparse.Namespace, context: Context) -> int:
@@ -236,21 +257,12 @@ def grant(args: argparse.Namespace, context: Context) -> int:
         new = [item for item in added if item not in before]
         shown = ", ".join([*before, *new]) or "none"
         out.write(f"  {label.strip() + ':':<8} {shown}" + (f"  (adds {', '.join(new)})" if new and before else "") + "\n")
-    if not args.yes and not _confirm(f"grant these to {plugin_file.name!r}?"):
+    if not args.yes and not context.confirm(f"grant these to {plugin_file.name!r}?"):
         context.output.error(f"plugin {plugin_file.name!r}: nothing granted")
         return EXIT_PLUGIN
     grant_more(plugin_file, manager.grants, wanted.network, wanted.env)
     out.write(f"granted; bound to this version of {plugin_file.path.name}: any change to the file revokes it\n")
     return EXIT_OK
-
-
-def _confirm(question: str) -> bool:
-    if sys.stdin is None or not sys.stdin.isatty():
-        return False  # never grant silently: scripts must say --yes
-    try:
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
 
 
 def revoke(args: argparse.Namespace, context: Context) -> int:
