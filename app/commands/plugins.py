@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import textwrap
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.discovery import Metadata, MetadataError, PluginFile
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.hints import for_lapsed
 from app.render import fit, table, terminal_width
+from runner import clean_text
 
 __all__ = ["last_24h", "run"]
 
@@ -112,9 +114,17 @@ def list_plugins(args: argparse.Namespace, context: Context) -> int:
     context.output.write(table(lines, headers, width=width) + "\n")
     for row in rows:
         if row["problem"]:
-            context.output.write(fit(f"  ! {row['name']}: {row['problem']}", width) + "\n")
+            context.output.write(_problem_line(f"  ! {row['name']}: {row['problem']}", width if context.output.interactive else None))
     context.output.write(_footer(discovery, args.all, width))
     return EXIT_OK
+
+
+def _problem_line(text: str, width: int | None) -> str:
+    """A plugin's problem, whole: it ends in the command that fixes it. Wrapped on a terminal; one line into a pipe, for grep."""
+    text = clean_text(text, keep_newlines=False)
+    if width is None:
+        return text + "\n"
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="      ", break_on_hyphens=False, break_long_words=False)) + "\n"
 
 
 def _footer(discovery: Any, show_all: bool, width: int) -> str:
