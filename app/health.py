@@ -15,11 +15,13 @@ README documents them.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import runner
 from app.access import access_of
+from app.policy import MissingDependencies
 from app.refusals import Disabled
 from app.render import fit, table, terminal_width
 from runner import clean_text
@@ -91,8 +93,10 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
         report.update(profile=access.profile, network=list(access.network), env=list(access.env))
         handle = manager.handle(name)
     except runner.PluginError as exc:
-        report.update(state="disabled" if isinstance(exc, Disabled) else "failed", last_error=str(exc))
+        state = "disabled" if isinstance(exc, Disabled) else "needs deps" if isinstance(exc, MissingDependencies) else "failed"
+        report.update(state=state, last_error=str(exc))
         return
+    failure: runner.PluginError | None = None
     try:
         handle.start()  # start-up is reported on its own; the ping measures a warm round trip
         report["ping_ms"] = round(handle.ping() * 1000, 3)
@@ -104,7 +108,8 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
         report["last_error"] = str(exc)
         if report["healthy"]:  # alive, but its check() failed: that is a reason too
             report.update(ready=False, not_ready=str(exc))
-    report["state"] = handle.state
+        failure = exc
+    report["state"] = "needs deps" if isinstance(failure, MissingDependencies) else handle.state  # as plugins list says it
     _fill_runtime(report, handle)
 
 
@@ -158,6 +163,12 @@ def _fill_runtime(report: dict[str, Any], handle: runner.Plugin) -> None:
 # -- the table ------------------------------------------------------------------------------
 
 
+def _whole(text: str, width: int) -> list[str]:
+    """``text`` cleaned and wrapped to ``width``, continuation lines indented: nothing cut off."""
+    text = clean_text(text, keep_newlines=False)
+    return textwrap.wrap(text, width, subsequent_indent="      ", break_on_hyphens=False, break_long_words=False) or [""]
+
+
 def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None = None) -> str:
     """The health table and each plugin's detail lines, fitted to ``width`` (default: the terminal's)."""
     if as_json:
@@ -177,7 +188,7 @@ def health_text(reports: list[dict[str, Any]], as_json: bool, width: int | None 
             lines.append(fit(f"  {r['name']}: not ready: {_unprefixed(r['not_ready'], prefix)}", cut))
         if r["last_error"]:
             error = r["last_error"][len(prefix) :] if r["last_error"].startswith(prefix) else r["last_error"]
-            lines.append(fit(f"  {r['name']}: {error}", cut))
+            lines.extend(_whole(f"  {r['name']}: {error}", cut))  # whole: it may end in the command that fixes it
         missing = [m for m in r["missing_layers"] if not m.startswith("bubblewrap")]  # optional: JSON only
         if r["class"]:
             doc = clean_text(r["doc"] or "").strip().split("\n", 1)[0]  # cleaned first: U+2028 ends a line too

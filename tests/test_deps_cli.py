@@ -100,6 +100,9 @@ def test_from_missing_to_working_each_plugin_with_its_own_version(tmp_path: Path
     assert "needs deps" in table  # and the reason whole, into a pipe: it ends in the command that fixes it
     assert "  ! a: plugin 'a' needs tinylib==1.0, which is not installed: run: sandchat plugins deps a\n" in table
 
+    [health] = json.loads(run("plugins", "health", "a", "--json").stdout)
+    assert health["state"] == "needs deps" and health["healthy"] is False and "plugins deps a" in health["last_error"]
+
     checked = run("plugins", "check", str(folder / "a_plugin.py"))
     assert checked.returncode != 0
     assert any(line.startswith("dependencies") and "FAIL" in line and "plugins deps a" in line for line in checked.stdout.splitlines())
@@ -131,6 +134,8 @@ def test_from_missing_to_working_each_plugin_with_its_own_version(tmp_path: Path
     assert again.returncode == 0 and "installed in" in again.stdout  # already there: no pip, no question
     rows = {r["name"]: r for r in json.loads(run("plugins", "list", "--json").stdout)["plugins"]}
     assert rows["a"]["state"] == "stopped" and rows["a"]["dependencies"]["installed"] is True and rows["a"]["problem"] is None
+    [health] = json.loads(run("plugins", "health", "a", "--json").stdout)
+    assert health["state"] == "ready" and health["healthy"] is True
     assert "dependencies" in run("plugins", "check", str(folder / "a_plugin.py")).stdout
 
 
