@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", metavar="NAME")
     new.add_argument("--network", action="append", metavar="HOST:PORT", help="request this endpoint (repeatable)")
     new.add_argument("--env", action="append", metavar="VAR", help="request this environment variable (repeatable)")
+    new.add_argument("--dependency", action="append", metavar="REQ", help="declare this library, as pip takes it: 'name>=1.2' (repeatable)")
     new.add_argument("--dir", metavar="DIR", help="write it into DIR instead")
     for action, text in (("check", "check a plugin file: static checks, then a conformance run in its sandbox"),
                          ("install", "check a plugin file and copy it into the user plugin folder (grants nothing)")):  # fmt: skip

@@ -252,3 +252,21 @@ class Client:
     answer = run("prompt", "-p", "yourlib", "hello")
     assert (answer.returncode, answer.stdout, answer.stderr) == (0, "your_llm_library 1.2 answers: hello\n", "")
     assert "all checks passed" in run("plugins", "check", str(folder / "yourlib_plugin.py")).stdout
+
+
+def test_plugins_new_declares_dependencies_and_the_stub_passes_check_once_they_are_installed(
+    tmp_path: Path, pip_env: dict[str, str]
+) -> None:
+    home = tmp_path / "home"
+    made = sandchat(home, "plugins", "new", "mine", "--dependency", 'TinyLib==1.0; python_version >= "3"', **pip_env)
+    assert made.returncode == 0, made.stderr
+    assert 'install what it declares (tinylib==1.0; python_version >= "3"):  sandchat plugins deps mine' in made.stdout
+    path = home / "plugins" / "mine_plugin.py"
+    assert '# dependencies = ["tinylib==1.0; python_version >= \\"3\\""]' in path.read_text()  # valid TOML: quotes escaped
+    before = sandchat(home, "plugins", "check", str(path), **pip_env)
+    assert before.returncode == 1 and "it cannot load until its dependencies are installed" in before.stdout
+    assert sandchat(home, "plugins", "deps", "mine", "--yes", **pip_env).returncode == 0
+    after = sandchat(home, "plugins", "check", str(path), **pip_env)
+    assert after.returncode == 0 and "all checks passed" in after.stdout
+    refused = sandchat(home, "plugins", "new", "bad", "--dependency", "x >>= 1", **pip_env)
+    assert refused.returncode == 2 and _lines(refused.stderr)[0].startswith("sandchat: dependencies entry 'x >>= 1' is not a PEP 508")

@@ -8,6 +8,7 @@ files alone, so a broken plugin can be removed in safe mode (``--no-plugins``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import textwrap
@@ -46,7 +47,8 @@ def new(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     try:
         meta = Metadata(description=f"{name}: a deterministic stub that replies with your message reversed (edit me).",
-                        network=tuple(args.network or ()), env=tuple(args.env or ()))  # fmt: skip
+                        network=tuple(args.network or ()), env=tuple(args.env or ()),
+                        dependencies=tuple(args.dependency or ()))  # fmt: skip
     except MetadataError as exc:
         out.error(str(exc))
         return EXIT_USAGE
@@ -65,6 +67,8 @@ def new(args: argparse.Namespace, context: Context) -> int:
         out.error(f"cannot write {path}: {exc.strerror or exc}")
         return EXIT_USAGE
     out.write(f"created {path}\n")
+    if meta.dependencies:  # first: neither the check nor a prompt can load it before
+        out.write(f"  install what it declares ({', '.join(meta.dependencies)}):  sandchat plugins deps {name}\n")
     out.write(f"  check it:  sandchat plugins check {path}\n")
     if folder.resolve() == context.settings.paths.user_plugins.resolve():
         out.write(f"  try it:    sandchat prompt -p {name} hello\n")
@@ -89,7 +93,7 @@ def _class_name(name: str) -> str:
 
 
 def _toml_list(items: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+    return "[" + ", ".join(json.dumps(item) for item in items) + "]"  # a JSON string is a TOML basic string (markers carry quotes)
 
 
 def template(name: str, meta: Metadata) -> str:
@@ -97,6 +101,7 @@ def template(name: str, meta: Metadata) -> str:
     block = ["# /// plugin", f'# description = "{meta.description}"']
     block += [f"# network = {_toml_list(meta.network)}"] if meta.network else []
     block += [f"# env = {_toml_list(meta.env)}"] if meta.env else []
+    block += [f"# dependencies = {_toml_list(meta.dependencies)}"] if meta.dependencies else []
     block += ["# ///"]
     if meta.env:
         settings = "Settings (environment variables; the plugin sees them only once granted):\n\n" + "\n".join(
