@@ -1,0 +1,87 @@
+"""Agent wire format: length-prefixed, bounded JSON frames, and the hello that opens a connection.
+
+A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON, one object.
+JSON, not msgpack: ``runner.protocol`` alone knows msgpack, and the agent's traffic (a
+launch decision, a request, reply chunks) is small text. Frames are bounded so a broken or
+hostile peer cannot make the other side allocate without limit.
+
+The first frame each way is a hello naming the sandchat version and the agent protocol;
+any difference is a ``VersionMismatch`` and the client runs the plugin itself.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+from app.agent.errors import VersionMismatch, WireError
+
+PROTOCOL = 1
+MAX_FRAME = 8 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    """One frame: the header and the JSON body; raises ``WireError`` if it would exceed ``MAX_FRAME``."""
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(body) > MAX_FRAME:
+        raise WireError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A frame's body as a JSON object; raises ``WireError`` on anything else."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise WireError(f"frame is not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise WireError(f"frame is a {type(document).__name__}, not an object")
+    return document
+
+
+def send(sock: socket.socket, document: dict[str, Any]) -> None:
+    """Write one frame; a closed or broken peer is a ``WireError``."""
+    try:
+        sock.sendall(encode(document))
+    except OSError as error:
+        raise WireError(f"cannot send: {error}") from error
+
+
+def receive(sock: socket.socket) -> dict[str, Any]:
+    """Read one frame (under the socket's own timeout); end of stream or a bad length is a ``WireError``."""
+    (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size))
+    if length > MAX_FRAME:
+        raise WireError(f"frame of {length} bytes exceeds {MAX_FRAME}")
+    return decode(_exactly(sock, length))
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    parts: list[bytes] = []
+    wanted = count
+    while wanted:
+        try:
+            part = sock.recv(min(wanted, 1 << 16))
+        except OSError as error:  # socket.timeout included
+            raise WireError(f"cannot receive: {error}") from error
+        if not part:
+            raise WireError("the peer closed the connection mid-frame" if parts else "the peer closed the connection")
+        parts.append(part)
+        wanted -= len(part)
+    return b"".join(parts)
+
+
+def hello(version: str) -> dict[str, Any]:
+    """The first frame either side sends."""
+    return {"type": "hello", "version": version, "protocol": PROTOCOL}
+
+
+def check_hello(document: dict[str, Any], version: str) -> None:
+    """Raise ``VersionMismatch`` unless ``document`` is a hello of this version and protocol."""
+    if document.get("type") != "hello":
+        raise VersionMismatch(f"expected a hello, got {document.get('type')!r}")
+    theirs = (document.get("version"), document.get("protocol"))
+    if theirs != (version, PROTOCOL):
+        raise VersionMismatch(f"agent speaks sandchat {theirs[0]} protocol {theirs[1]}, this is {version} protocol {PROTOCOL}")
