@@ -1,0 +1,37 @@
+"""Agent peer check: the uid of the process at the other end of a unix socket (SO_PEERCRED).
+
+The agent refuses every connection whose peer is not its own uid. The directory's mode
+already keeps others out; this is the second wall, checked on every accept, because the
+agent holds plugin processes that were given keys.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from app.agent.errors import AgentError
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class ForeignPeer(AgentError):
+    """A connection from another uid (or one whose credentials cannot be read)."""
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The connected peer's uid, as the kernel recorded it at connect time."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError as error:
+        raise ForeignPeer(f"cannot read the peer's credentials: {error.strerror}") from error
+    _pid, uid, _gid = _UCRED.unpack(raw)
+    return uid
+
+
+def require_same_user(sock: socket.socket) -> None:
+    """Raise ``ForeignPeer`` unless the peer runs as this process's uid."""
+    uid = peer_uid(sock)
+    if uid != os.getuid():
+        raise ForeignPeer(f"refused a connection from uid {uid}")
