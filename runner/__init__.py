@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         PluginVersionError,
     )
     from runner.methods import Readiness
-    from runner.process import harden_host, resident_bytes
+    from runner.process import harden_host, resident_bytes, spawn_detached
     from runner.restarts import RestartPolicy
     from runner.states import STATES
 
@@ -55,7 +55,7 @@ _HOMES = {
         "PluginUnavailable", "PluginVersionError",
     ),
     "methods": ("Readiness",),
-    "process": ("harden_host", "resident_bytes"),
+    "process": ("harden_host", "resident_bytes", "spawn_detached"),
     "restarts": ("RestartPolicy",),
     "states": ("STATES",),
 }  # fmt: skip
@@ -104,6 +104,7 @@ __all__ = [
     "parse_endpoint",
     "proxies_from",
     "resident_bytes",
+    "spawn_detached",
 ]
 
 

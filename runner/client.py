@@ -17,6 +17,7 @@ a :class:`~runner.calls.CancelToken` (``cancel=``), or call a stream's ``cancel(
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 
 from llm_utils import DEFAULT_CONTEXT_WINDOW, LLMClient, Message
 from runner.calls import CancelToken, Stream
-from runner.config import PluginConfig
+from runner.config import Deadlines, PluginConfig
 from runner.connection import Connection
 from runner.egress import EgressUse
 from runner.errors import (
@@ -76,6 +77,17 @@ class Plugin(LLMClient):
     def config(self) -> PluginConfig:
         """The configuration of the current (or last) process."""
         return self._life.config
+
+    def set_deadlines(self, deadlines: Deadlines) -> None:
+        """Bound the next calls by ``deadlines``; the process keeps running (they are no start decision).
+
+        For a caller that serialises its own calls on this handle (the sandchat agent,
+        which serves each command's ``--timeout``): a call already running may see either.
+        """
+        self._life.config = dataclasses.replace(self._life.config, deadlines=deadlines)
+        conn = self._life.conn
+        if conn is not None:
+            conn.config = dataclasses.replace(conn.config, deadlines=deadlines)
 
     @property
     def restart_gate(self) -> RestartGate:

@@ -19,7 +19,9 @@ from typing import Any
 
 from runner.cgroup import Cage, CageError, CageLimits, open_cage
 
-__all__ = ["cage_for", "describe_exit", "harden_host", "kill", "resident_bytes", "session_members", "spawn", "stop", "sweep"]
+__all__ = [
+    "cage_for", "describe_exit", "harden_host", "kill", "resident_bytes", "session_members", "spawn", "spawn_detached", "stop", "sweep",
+]  # fmt: skip
 
 _POLL = 0.005
 
@@ -110,6 +112,24 @@ def spawn(
             kill(proc, cage)
             raise OSError(str(exc)) from None
     return proc
+
+
+def spawn_detached(argv: list[str], env: Mapping[str, str], cwd: str, log_path: str | None = None) -> int:
+    """Start ``argv`` in a session of its own that outlives the caller; return its pid, never wait.
+
+    For a long-lived helper (the sandchat agent), not a plugin: no pipes to the caller (a
+    caller whose output is a pipe must not keep its reader waiting for this process), no
+    PDEATHSIG; standard input is /dev/null, standard output and error go to ``log_path``
+    (appended, 0600) or /dev/null.
+    """
+    out = os.open(log_path or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=dict(env), cwd=cwd, close_fds=True, start_new_session=True
+        )
+    finally:
+        os.close(out)
+    return proc.pid
 
 
 def _popen(argv: list[str], env: Mapping[str, str], cwd: str, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:

@@ -101,3 +101,52 @@ def test_another_uid_is_refused() -> None:
                 client.wait(timeout=10)  # the connection closed above ends its recv
     finally:
         shutil.rmtree(base)
+
+
+def test_a_whole_config_crosses_json_and_comes_back_equal(tmp_path: Path) -> None:
+    import json
+
+    proxies = runner.proxies_from({"https_proxy": "http://user:pw@proxy.example:8080", "no_proxy": "internal.example"})
+    config = _config(
+        tmp_path,
+        sandbox=runner.SandboxPolicy(profile="network", endpoints=("*.anthropic.com:443",), proxies=proxies),
+        deadlines=runner.Deadlines(total=7.5),
+        log_path=tmp_path / "log",
+        source=b"\x00\xff binary\n",
+        env={"__type__": "not a tag", "__map__": "nor this"},
+    )
+    back = decision.from_plain(json.loads(json.dumps(decision.to_plain(config))))
+    assert back == config
+    assert decision.digest(back) == decision.digest(config)
+    assert back.deadlines.total == 7.5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"__type__": "Popen", "args": ["sh"]}, {"__type__": "Deadlines"}, [1], {"__type__": "PluginConfig", "name": "x"}],
+    ids=["foreign-class", "not-a-config", "not-an-object", "missing-fields"],
+)
+def test_from_plain_builds_nothing_but_a_launch_decision(data: object) -> None:
+    with pytest.raises(ValueError):
+        decision.from_plain(data)
+
+
+def test_errors_cross_as_data_and_come_back_as_the_same_class() -> None:
+    import json
+
+    from app.agent.errordata import error_data, error_from
+
+    sent = [
+        runner.PluginTimeout("echo", "timed out after 5s (the total deadline)", phase="total", seconds=5.0),
+        runner.PluginRaised("echo", "raised ValueError: no", remote_type="ValueError", remote_traceback="Traceback ...", refused="a:1"),
+        runner.PluginUnavailable("echo", "is quarantined", reason="quarantined"),
+        runner.PluginCrashed("echo", "crashed: killed by SIGKILL", signal=9, stderr_tail=("last words",)),
+        runner.PluginStartTimeout("echo", "did not say hello", seconds=20.0),
+        runner.PluginCancelled("echo", chars=12),
+    ]
+    for exc in sent:
+        back = error_from(json.loads(json.dumps(error_data(exc))), "other")
+        assert type(back) is type(exc)
+        assert str(back) == str(exc)
+        assert {k: v for k, v in vars(back).items()} == {k: v for k, v in vars(exc).items()}
+    assert type(error_from({"type": "SystemExit", "message": "x"}, "echo")) is runner.PluginError

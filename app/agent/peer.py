@@ -30,6 +30,16 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
+def peer_pid(sock: socket.socket) -> int:
+    """The connected peer's pid (for a client: the process that listens), as the kernel recorded it."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError as error:
+        raise ForeignPeer(f"cannot read the peer's credentials: {error.strerror}") from error
+    pid, _uid, _gid = _UCRED.unpack(raw)
+    return pid
+
+
 def require_same_user(sock: socket.socket) -> None:
     """Raise ``ForeignPeer`` unless the peer runs as this process's uid."""
     uid = peer_uid(sock)
