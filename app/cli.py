@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
+from app.version import version
 
 if TYPE_CHECKING:
     from app.context import Context
@@ -102,23 +103,6 @@ def _temperature(text: str) -> float:
     if not 0 <= value <= 2:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
     return value
-
-
-def version() -> str:
-    """The installed package's version; the source tree's pyproject.toml when not installed."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("sandchat")
-    except metadata.PackageNotFoundError:
-        import tomllib
-        from pathlib import Path
-
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        try:
-            return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
-        except (OSError, KeyError, tomllib.TOMLDecodeError):
-            return "unknown"
 
 
 class _Version(argparse.Action):
@@ -218,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     kremove.add_argument("name", metavar="NAME")
     ksub.add_parser("list", help="list stored key names (never values)")
     ksub.add_parser("path", help="print the keys file's path")
+
+    agent = sub.add_parser("agent", help="the background agent that keeps plugins warm between commands")
+    asub = agent.add_subparsers(dest="agent_command", metavar="ACTION", parser_class=_Parser, required=True)
+    status = asub.add_parser("status", help="show the agent and its warm plugins")
+    status.add_argument("--json", action="store_true")
+    asub.add_parser("stop", help="stop the agent and its plugins")
+    serve = asub.add_parser("serve")  # no help: started by prompt and tokens, not by people
+    serve.add_argument("--dir", required=True)
+    serve.add_argument("--idle", type=_positive_float, required=True)
+    serve.add_argument("--warm")
     _accept_global_options(parser)
     return parser
 
@@ -231,7 +225,8 @@ def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> N
                 _accept_global_options(child, depth + 1)
 
 
-_COMMANDS = ("prompt", "chat", "logs", "tokens", "plugins", "keys")
+_COMMANDS = ("prompt", "chat", "logs", "tokens", "plugins", "keys", "agent")
+AGENT_IDLE = 600.0  # seconds: how long the agent keeps plugins warm after the last command (SANDCHAT_AGENT_IDLE)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -282,7 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.settings import SettingsError, load
 
     args = parse_args(argv)
+    if args.command == "agent" and args.agent_command == "serve":  # the agent itself: no settings, its requests carry them
+        from app.commands.agent import serve
+
+        return serve(args)
     output = Output.for_process(os.environ)
+    agent_idle = _agent_idle(os.environ.get("SANDCHAT_AGENT_IDLE"))
+    if agent_idle is None:
+        output.error("SANDCHAT_AGENT_IDLE must be a number of seconds (0 turns the agent off)")
+        return EXIT_USAGE
     environ: Mapping[str, str] = os.environ
     if getattr(args, "seed", None) is not None:  # plugins see it as SANDCHAT_SEED, like the variable
         environ = {**os.environ, "SANDCHAT_SEED": str(args.seed)}
@@ -292,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.error(str(exc))
         return EXIT_USAGE
     _install_signal_handlers()
-    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir], timeout=_reply_timeout(args))
+    context = Context(settings, output, [os.path.abspath(d) for d in args.plugins_dir], timeout=_reply_timeout(args), agent_idle=agent_idle)
     try:
         return _dispatch(args, context)
     except SettingsError as exc:
@@ -311,6 +314,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PLUGIN
     finally:
         context.close()
+
+
+def _agent_idle(text: str | None) -> float | None:
+    """SANDCHAT_AGENT_IDLE in seconds (unset: the default; 0: no agent), or None when it is not a number."""
+    if text is None or not text.strip():
+        return AGENT_IDLE
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def _reply_timeout(args: argparse.Namespace) -> float | None:
@@ -344,6 +358,10 @@ def _dispatch(args: argparse.Namespace, context: Context) -> int:
         from app.commands import plugins
 
         return plugins.run(args, context)
+    if args.command == "agent":
+        from app.commands import agent
+
+        return agent.run(args, context)
     from app.commands import keys
 
     return keys.run(args, context)

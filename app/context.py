@@ -17,11 +17,14 @@ __all__ = ["Context"]
 class Context:
     """Built once by ``cli.main``; the manager (and the runner) are imported only if used."""
 
-    def __init__(self, settings: Settings, output: Output, plugin_dirs: list[str], *, timeout: float | None = None) -> None:
+    def __init__(
+        self, settings: Settings, output: Output, plugin_dirs: list[str], *, timeout: float | None = None, agent_idle: float = 0.0
+    ) -> None:
         self.settings = settings
         self.output = output
         self.plugin_dirs = plugin_dirs
         self.timeout = timeout  # the generation commands' --timeout: the manager caps every reply with it
+        self.agent_idle = agent_idle  # seconds the agent lives idle (SANDCHAT_AGENT_IDLE); 0: prompt and tokens never use one
         self._manager: PluginManager | None = None
 
     @property

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         PluginVersionError,
     )
     from runner.methods import Readiness
-    from runner.process import harden_host, resident_bytes, spawn_detached
+    from runner.process import harden_host, resident_bytes, spawn_detached, stop_detached
     from runner.restarts import RestartPolicy
     from runner.states import STATES
 
@@ -55,7 +55,7 @@ _HOMES = {
         "PluginUnavailable", "PluginVersionError",
     ),
     "methods": ("Readiness",),
-    "process": ("harden_host", "resident_bytes", "spawn_detached"),
+    "process": ("harden_host", "resident_bytes", "spawn_detached", "stop_detached"),
     "restarts": ("RestartPolicy",),
     "states": ("STATES",),
 }  # fmt: skip
@@ -105,6 +105,7 @@ __all__ = [
     "proxies_from",
     "resident_bytes",
     "spawn_detached",
+    "stop_detached",
 ]
 
 

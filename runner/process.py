@@ -20,7 +20,8 @@ from typing import Any
 from runner.cgroup import Cage, CageError, CageLimits, open_cage
 
 __all__ = [
-    "cage_for", "describe_exit", "harden_host", "kill", "resident_bytes", "session_members", "spawn", "spawn_detached", "stop", "sweep",
+    "cage_for", "describe_exit", "harden_host", "kill", "resident_bytes", "session_members",
+    "spawn", "spawn_detached", "stop", "stop_detached", "sweep",
 ]  # fmt: skip
 
 _POLL = 0.005
@@ -130,6 +131,39 @@ def spawn_detached(argv: list[str], env: Mapping[str, str], cwd: str, log_path: 
     finally:
         os.close(out)
     return proc.pid
+
+
+def stop_detached(pid: int, grace: float) -> str:
+    """End a process started by ``spawn_detached`` (not our child): wait ``grace`` for it to exit
+    on its own, then SIGTERM and wait ``grace``, then SIGKILL and wait ``grace``. Returns "exited", "terminated",
+    "killed", or "alive" if even SIGKILL did not end it in time.
+
+    Waits on a pidfd, so a pid reused after the exit is never signalled.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return "exited"
+    try:
+        for sig, outcome in ((None, "exited"), (signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
+            if sig is not None:
+                try:
+                    signal.pidfd_send_signal(fd, sig)
+                except ProcessLookupError:
+                    return outcome
+            if _pidfd_exited(fd, grace):
+                return outcome
+        return "alive"
+    finally:
+        os.close(fd)
+
+
+def _pidfd_exited(fd: int, seconds: float) -> bool:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 def _popen(argv: list[str], env: Mapping[str, str], cwd: str, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:

@@ -40,8 +40,12 @@ SANDCHAT = (sys.executable, "-m", "app")
 
 
 def cli_env(home: Path | str, **env: str) -> dict[str, str]:
-    """The whole environment the tests give sandchat: ``PATH``, ``SANDCHAT_HOME=home`` and ``env``."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), **env}
+    """The whole environment the tests give sandchat: ``PATH``, ``SANDCHAT_HOME=home`` and ``env``.
+
+    The agent is off (``SANDCHAT_AGENT_IDLE=0``) unless ``env`` turns it on: a test that starts
+    one must stop it (tests/test_agent_*.py do, in their fixtures), and no other test should.
+    """
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SANDCHAT_HOME": str(home), "SANDCHAT_AGENT_IDLE": "0", **env}
 
 
 def sandchat(

@@ -22,6 +22,8 @@ from typing import Literal
 
 import runner
 from app.chatlog import Exchange
+from app.commands import warm
+from app.commands.warm import Handle
 from app.context import Context
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
 from app.hints import hint_for
@@ -46,7 +48,7 @@ def _read_text(args: argparse.Namespace, context: Context, *, allow_empty: bool 
     return text
 
 
-def _too_big(text: str, handle: runner.Plugin, context: Context) -> bool:
+def _too_big(text: str, handle: Handle, context: Context) -> bool:
     """A prompt that cannot fit one message to the plugin: said before anything is sent."""
     size, limit = len(text.encode("utf-8", "surrogatepass")), handle.config.max_message - 64 * 1024  # room for the rest of the request
     if size <= limit:
@@ -83,7 +85,7 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     shown: list[str] = []  # the cleaned answer, as printed: what the log keeps
     began, error, cancelled, handle = time.monotonic(), None, False, None
     try:
-        handle = context.manager.handle(name)
+        handle = warm.handle(context, name)
         if earlier:
             chunks = _chunks(handle, conversation, args, context)
         elif not _too_big(system + text, handle, context):
@@ -109,6 +111,8 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
     finally:
         if handle is not None:  # a prompt that reached a plugin (not a misspelt name)
             _log(context, conversation.id, name, system, text, "".join(shown), time.monotonic() - began, error, cancelled)
+            if not cancelled:
+                warm.finish(context, handle)
 
 
 class _Earlier:
@@ -140,7 +144,7 @@ def _earlier(args: argparse.Namespace, context: Context) -> _Earlier | None | Li
     return _Earlier(log.conversation(found))
 
 
-def _chunks(handle: runner.Plugin, conversation: Conversation, args: argparse.Namespace, context: Context) -> Iterator[str] | None:
+def _chunks(handle: Handle, conversation: Conversation, args: argparse.Namespace, context: Context) -> Iterator[str] | None:
     """The reply to a continued conversation: its history, trimmed to the plugin's window as the chat trims it."""
     from app.tokencache import TokenCounter
 
@@ -160,7 +164,7 @@ def _chunks(handle: runner.Plugin, conversation: Conversation, args: argparse.Na
     return handle.stream_chat(conversation.system, messages, args.max_tokens, args.temperature)
 
 
-def _say_if_cut_at_the_limit(handle: runner.Plugin, answer: str, max_tokens: int, context: Context) -> None:
+def _say_if_cut_at_the_limit(handle: Handle, answer: str, max_tokens: int, context: Context) -> None:
     """A notice when the answer used all of --max-tokens: it most likely stopped there, unfinished."""
     if len(answer.encode("utf-8", "surrogatepass")) < max_tokens:
         return  # every token is at least a byte: this answer cannot have reached the limit
@@ -212,18 +216,21 @@ def tokens(args: argparse.Namespace, context: Context) -> int:
     if text is None:
         return EXIT_USAGE
     name = context.plugin_name(args.plugin)
+    handle: Handle | None = None
     try:
-        handle = context.manager.handle(name)
+        handle = warm.handle(context, name)
         if _too_big(text, handle, context):
             return EXIT_USAGE
         count = handle.count_tokens(text)
     except runner.PluginError as exc:
+        warm.finish(context, handle)
         return _failure(exc, context)
     context.output.write(f"{count}\n")
     try:
         counting = handle.token_counting()
     except runner.PluginError as exc:
         counting = f"estimate? the plugin could not say how it counts ({exc})"
+    warm.finish(context, handle)
     if counting.lower().startswith("estimate"):  # said where a person reads it; stdout stays the number
         context.output.notice(f"plugin {name!r}: the count is an {counting}")
     return EXIT_OK

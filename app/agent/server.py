@@ -1,0 +1,233 @@
+"""Agent server: the per-user process that holds warm plugin processes and serves commands over a unix socket.
+
+``sandchat agent serve`` runs :class:`Agent`. It takes ``agent.lock`` (flock) for its whole
+life, so two starters never both listen: the second exits at once. Under the lock a stale
+socket (of an agent that died) is removed and a new one bound, mode 0600 in the 0700
+directory. Each connection is checked (peer uid, then hellos of the same version and
+protocol) and carries one request (see ``app.agent.client``); each runs on a thread.
+
+One :class:`~app.agent.slots.Slot` per plugin name holds its ``runner.Plugin`` and the
+digest of the launch decision it was started with; ``app.agent.slots`` serves the calls.
+No request for ``idle`` seconds (and none running): every plugin is closed, the socket
+removed, and the process exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import runner
+from app.agent import decision, wire
+from app.agent.errordata import error_data
+from app.agent.errors import AgentError, VersionMismatch
+from app.agent.paths import AgentPaths, ensure_private
+from app.agent.peer import ForeignPeer, require_same_user
+from app.agent.slots import Slots
+
+#: How long a connected client may take to say hello and send its request.
+REQUEST_SECONDS = 5.0
+
+
+class AlreadyRunning(AgentError):
+    """Another agent holds the lock of this directory."""
+
+
+class Agent:
+    """One user's agent: the listening socket, the warm plugins, the idle clock."""
+
+    def __init__(self, paths: AgentPaths, version: str, idle: float) -> None:
+        self.paths = paths
+        self.version = version
+        self.idle = idle
+        self.slots = Slots()
+        self.began = time.monotonic()
+        self._lock_fd: int | None = None
+        self._listener: socket.socket | None = None
+        self._busy = 0
+        self._last = time.monotonic()  # the end of the last request (or the start)
+        self._changed = threading.Condition()
+        self._stopping = False
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Hold the lock and the socket for the duration; remove the socket (then unlock) on the way out."""
+        ensure_private(self.paths)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"another agent holds {self.paths.lock}") from None
+        self._lock_fd = fd
+        try:
+            self._bind()
+            yield
+        finally:
+            self._unbind()
+            self._lock_fd = None
+            os.close(fd)  # releases the flock: the next starter may bind
+
+    def _bind(self) -> None:
+        try:
+            os.unlink(self.paths.socket)  # under the lock: whatever is there is a dead agent's
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # born 0600: no moment where the socket is open to others
+        try:
+            listener.bind(os.fspath(self.paths.socket))
+        finally:
+            os.umask(old)
+        listener.listen(16)
+        self._listener = listener
+
+    def _unbind(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        try:
+            os.unlink(self.paths.socket)
+        except FileNotFoundError:
+            pass
+        listener.close()
+
+    def serve(self) -> None:
+        """Accept connections until stopped or idle, then close every plugin."""
+        listener = self._listener
+        assert listener is not None, "serve() runs inside listening()"
+        try:
+            while not self._idle_over():
+                listener.settimeout(self._until_idle())
+                try:
+                    sock, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break  # shut down by stop()
+                with self._changed:
+                    self._busy += 1
+                threading.Thread(target=self._connection, args=(sock,), name="agent-connection", daemon=True).start()
+        finally:
+            self.slots.close()
+
+    def _until_idle(self) -> float:
+        with self._changed:
+            return max(0.05, self.idle - (time.monotonic() - self._last)) if not self._busy else min(self.idle, 1.0)
+
+    def _idle_over(self) -> bool:
+        with self._changed:
+            return self._stopping or (not self._busy and time.monotonic() - self._last >= self.idle)
+
+    def stop(self) -> None:
+        """End ``serve``: the listener is shut, so its ``accept`` returns at once."""
+        with self._changed:
+            self._stopping = True
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def warm(self, request: dict[str, Any]) -> None:
+        """Start a plugin for a launch decision handed over at spawn (by the command that ran it itself)."""
+        with self._changed:
+            self._busy += 1
+        try:
+            self.slots.call(request, lambda _frame: None, None)
+        except (AgentError, ValueError, runner.PluginError) as exc:
+            print(f"agent: could not warm {request.get('name')!r}: {exc}", flush=True)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._changed:
+            self._busy -= 1
+            self._last = time.monotonic()
+
+    def _connection(self, sock: socket.socket) -> None:
+        try:
+            with sock:
+                request = self._greet(sock)
+                if request is not None:
+                    self._answer(sock, request)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes this call's cancel watcher: close() alone would not
+                except OSError:
+                    pass
+        finally:
+            self._done()
+
+    def _greet(self, sock: socket.socket) -> dict[str, Any] | None:
+        """The peer's one request, once it proved to be this user and this version; None otherwise."""
+        try:
+            require_same_user(sock)
+            sock.settimeout(REQUEST_SECONDS)
+            theirs = wire.receive(sock)
+            wire.send(sock, wire.hello(self.version))  # ours either way: a client of another version learns why
+            wire.check_hello(theirs, self.version)
+            request = wire.receive(sock)
+            sock.settimeout(None)  # the call's own deadlines bound it from here
+            return request
+        except (ForeignPeer, VersionMismatch) as exc:
+            print(f"agent: refused a connection: {exc}", flush=True)
+            return None
+        except AgentError:
+            return None  # a peer that left before its request (``agent stop`` reading the pid): nothing to say
+
+    def _answer(self, sock: socket.socket, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        try:
+            if op == "status":
+                wire.send(sock, {"type": "status", **self.status()})
+            elif op == "stop":
+                wire.send(sock, {"type": "done", "pid": os.getpid()})
+                self.stop()
+            else:
+                self.slots.call(request, lambda frame: wire.send(sock, frame), sock)
+        except runner.PluginError as exc:
+            _send_quietly(sock, {"type": "error", "error": error_data(exc)})
+        except (ValueError, TypeError) as exc:  # a request this agent cannot read: the client's bug, said once
+            _send_quietly(sock, {"type": "error", "error": error_data(runner.PluginProtocolError(str(request.get("name")), str(exc)))})
+        except AgentError:
+            pass  # the client went away: its call was cancelled
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "version": self.version, "uptime": round(time.monotonic() - self.began, 3),
+                "idle": self.idle, "plugins": self.slots.status()}  # fmt: skip
+
+
+def _send_quietly(sock: socket.socket, frame: dict[str, Any]) -> None:
+    try:
+        wire.send(sock, frame)
+    except AgentError:
+        pass
+
+
+def read_warm_file(path: Path) -> dict[str, Any] | None:
+    """The launch decision a starter left for the agent (then deleted: it holds keys), or None."""
+    try:
+        with open(path, "rb") as f:
+            body = f.read(wire.MAX_FRAME + 1)
+    except OSError:
+        return None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    try:
+        request = wire.decode(body)
+        decision.from_plain(request.get("config"))  # checked here, so a bad file is one line in the log
+        return request
+    except (AgentError, ValueError) as exc:
+        print(f"agent: ignored the warm-up file {path}: {exc}", flush=True)
+        return None

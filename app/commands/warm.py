@@ -1,0 +1,75 @@
+"""Warm handles: the agent's ``RemotePlugin`` for ``prompt`` and ``tokens`` when it answers, else the direct handle.
+
+The launch decision is the caller's, made now (``manager.handle`` decides it, refusals
+included, before anything is sent), so the agent reuses a warm process only for exactly it.
+With the agent off (``SANDCHAT_AGENT_IDLE=0``), absent, of another version or not answering
+within 0.2 s, the command runs the plugin itself, as before; when it did start a plugin,
+:func:`finish` starts the agent in the background with that decision, so the next command
+finds the plugin warm.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import runner
+from app.agent import decision, wire
+from app.agent.client import AgentClient, RemotePlugin
+from app.agent.errors import AgentError
+from app.agent.paths import AgentPaths, choose, ensure_private
+from app.context import Context
+from app.version import version
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+__all__ = ["Handle", "agent_paths", "finish", "handle"]
+
+Handle = runner.Plugin | RemotePlugin
+APP_ROOT = Path(__file__).resolve().parent.parent.parent  # holds the app package: `python -m app` from here
+
+
+def agent_paths(settings: Settings) -> AgentPaths:
+    return choose(settings.environ.get("XDG_RUNTIME_DIR"), settings.paths.data_dir)
+
+
+def handle(context: Context, name: str) -> Handle:
+    """The handle this command uses for plugin ``name``: the agent's when it answers now."""
+    direct = context.manager.handle(name)
+    if not context.agent_idle:
+        return direct
+    client = AgentClient(agent_paths(context.settings), version())
+    return client.plugin(direct, os.fspath(context.settings.paths.health_db)) or direct
+
+
+def finish(context: Context, used: Handle | None) -> None:
+    """After the command: if it started a plugin itself, start the agent with that decision (never fails)."""
+    direct = used.direct if isinstance(used, RemotePlugin) else used
+    if not context.agent_idle or direct is None or direct.stats.starts == 0:
+        return
+    try:
+        paths = ensure_private(agent_paths(context.settings))
+        warm = _warm_file(paths, direct.config, os.fspath(context.settings.paths.health_db))
+        argv = [sys.executable, "-m", "app", "agent", "serve", "--dir", os.fspath(paths.directory), "--idle", f"{context.agent_idle:g}"]
+        env = {key: value for key, value in context.settings.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
+        runner.spawn_detached(argv + (["--warm", warm] if warm else []), env, os.fspath(APP_ROOT), os.fspath(paths.log))
+    except (AgentError, OSError):
+        pass  # the next command runs the plugin itself again: nothing is lost but time
+
+
+def _warm_file(paths: AgentPaths, config: runner.PluginConfig, events: str) -> str | None:
+    """The decision for the new agent to start, in a 0600 file of the private directory (it holds keys)."""
+    request = {"op": "start", "name": config.name, "config": decision.to_plain(config), "events": events, "args": {}}
+    try:
+        body = wire.encode(request)[4:]
+    except AgentError:
+        return None  # too large for the agent's frames: it will run the plugin for no one
+    path = paths.directory / f"warm-{secrets.token_hex(8)}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+    return os.fspath(path)
