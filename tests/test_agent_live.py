@@ -1,0 +1,246 @@
+"""The agent with real processes: warm reuse, restarts on a changed decision, two clients, failures, idle, stop."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.agent import wire
+from app.agent.paths import AgentPaths, ensure_private
+from tests.agentkit import (
+    PACED,
+    cleanup,
+    client,
+    first_bytes,
+    our_zombies,
+    paced_answer,
+    popen,
+    reap,
+    run,
+    status,
+    wait_warm,
+    warm,
+)
+from tests.helpers import TEST_PLUGINS, gone, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "home"
+    path.mkdir()
+    zombies = our_zombies()
+    yield path
+    cleanup(path, zombies)
+
+
+@pytest.fixture
+def paced(tmp_path: Path) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "paced_plugin.py").write_text(PACED)
+    return folder
+
+
+def test_the_second_command_finds_the_plugin_warm_and_the_third_reuses_it(home: Path) -> None:
+    first = run(home, "prompt", "-p", "echo", "hello")
+    assert (first.returncode, first.stdout) == (0, "echo: hello\n"), first.stderr
+    started = wait_warm(home, "echo")  # started in the background with the first command's decision
+    for words in ("again", "and again"):
+        result = run(home, "prompt", "-p", "echo", words)
+        assert (result.returncode, result.stdout, result.stderr) == (0, f"echo: {words}\n", "")
+    counted = run(home, "tokens", "-p", "echo", "one two three")
+    assert (counted.returncode, counted.stdout) == (0, "3\n")
+    after = warm(home, "echo")
+    assert after is not None and after["pid"] == started["pid"] and after["starts"] == 1
+    assert after["calls"] >= started["calls"] + 4  # two streams, a count and how it counts
+
+
+def test_a_changed_decision_restarts_the_plugin_and_the_same_one_reuses_it(home: Path, paced: Path) -> None:
+    ask = ("prompt", "--plugins-dir", str(paced), "-p", "paced", "w")
+    assert run(home, *ask).stdout == paced_answer("w")
+    pids = [wait_warm(home, "paced")["pid"]]
+
+    def answered_by(**env: str) -> int:
+        result = run(home, *ask, **env)
+        assert (result.returncode, result.stdout) == (0, paced_answer("w")), result.stderr
+        entry = warm(home, "paced")
+        assert entry is not None
+        return int(entry["pid"])
+
+    (paced / "paced_plugin.py").write_text(PACED + "# the file changed\n")
+    pids.append(answered_by())
+    granted = run(home, "plugins", "grant", "paced", "--env", "PACED_VAR", "--yes", "--plugins-dir", str(paced))
+    assert granted.returncode == 0, granted.stderr
+    pids.append(answered_by(PACED_VAR="one"))  # a grant and a key: the environment differs
+    pids.append(answered_by(PACED_VAR="two"))  # another value of the key
+    (home / "config.toml").write_text("[plugins.paced]\nmax_reply = 100000\n")
+    pids.append(answered_by(PACED_VAR="two"))  # a setting
+    assert len(set(pids)) == len(pids), pids
+    (home / "config.toml").write_text("[plugins.paced]\nmax_reply = 100000\ntotal = 30\n")
+    assert answered_by(PACED_VAR="two") == pids[-1]  # a deadline is per call: no restart
+    assert answered_by(PACED_VAR="two", SANDCHAT_AGENT_IDLE="600") == pids[-1]
+
+
+def test_two_clients_at_once_get_their_whole_answers_unmixed(home: Path, paced: Path) -> None:
+    run(home, "prompt", "--plugins-dir", str(paced), "-p", "paced", "x")
+    pid = wait_warm(home, "paced")["pid"]
+    procs = {word: popen(home, "prompt", "--plugins-dir", str(paced), "-p", "paced", word) for word in ("a", "b")}
+    for word, proc in procs.items():
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.decode(), err.decode()) == (0, paced_answer(word), "")
+    entry = warm(home, "paced")
+    assert entry is not None and entry["pid"] == pid
+
+
+def test_an_agent_killed_mid_reply_is_one_line_and_the_next_command_works(home: Path) -> None:
+    run(home, "prompt", "-p", "echo", "start the agent")
+    agent = wait_warm(home, "echo") and status(home)
+    assert agent is not None
+    proc = popen(home, "prompt", "--plugins-dir", str(TEST_PLUGINS), "-p", "slow_stream", "go")
+    assert first_bytes(proc).startswith(b"0 ")
+    os.kill(agent["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 1
+    assert lines[0].startswith("sandchat: plugin 'slow_stream' crashed: the sandchat agent running it ended mid-call"), lines
+    assert lines[1:] == ["sandchat: the answer above is incomplete"]
+    reap(agent["pid"])
+    after = run(home, "prompt", "-p", "echo", "still here")  # a stale socket now: it runs the plugin itself
+    assert (after.returncode, after.stdout) == (0, "echo: still here\n"), after.stderr
+
+
+def test_ctrl_c_cancels_the_reply_in_the_agent_and_keeps_the_plugin_warm(home: Path) -> None:
+    plugins = ("--plugins-dir", str(TEST_PLUGINS))
+    run(home, "tokens", *plugins, "-p", "slow_stream", "x")
+    pid = wait_warm(home, "slow_stream")["pid"]
+    proc = popen(home, "prompt", *plugins, "-p", "slow_stream", "go")
+    first_bytes(proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.decode().splitlines()[-1] == "sandchat: interrupted"
+    entry = wait_until(lambda: (e := warm(home, "slow_stream")) and e["state"] == "ready" and e, 20, "the cancel to end the call")
+    assert entry["pid"] == pid
+
+
+@pytest.mark.parametrize(
+    ("plugin", "args"),
+    [("raises", ()), ("slow_stream", ("--timeout", "1")), ("nosuch", ())],
+    ids=["plugin-raised", "deadline", "unknown-plugin"],
+)
+def test_errors_and_deadlines_read_the_same_through_the_agent(home: Path, plugin: str, args: tuple[str, ...]) -> None:
+    ask = ("prompt", "--plugins-dir", str(TEST_PLUGINS), *args, "-p", plugin, "hi")
+    direct = run(home, *ask, SANDCHAT_AGENT_IDLE="0")
+    run(home, "prompt", "-p", "echo", "start the agent")
+    wait_warm(home, "echo")
+    through = run(home, *ask)
+    served = status(home)
+    assert served is not None and (plugin in {p["name"] for p in served["plugins"]}) == (plugin != "nosuch")  # it ran in the agent
+    assert (through.returncode, through.stdout, through.stderr) == (direct.returncode, direct.stdout, direct.stderr)
+    assert direct.returncode in (1, 2) and direct.stderr
+
+
+def test_a_stale_socket_is_passed_over_and_replaced(home: Path) -> None:
+    paths = ensure_private(AgentPaths(home / "agent"))
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(paths.socket))  # bound, never listening, then closed: what a killed agent leaves
+    result = run(home, "prompt", "-p", "echo", "hi")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "echo: hi\n", "")
+    wait_warm(home, "echo")  # a new agent took the lock, removed the stale file, and listens
+
+
+class _FakeAgent:
+    """Holds the lock and the socket like an agent, but says hello as another version, or never answers."""
+
+    def __init__(self, home: Path, mode: str) -> None:
+        self.paths = ensure_private(AgentPaths(home / "agent"))
+        self.mode = mode
+        self.frames: list[dict[str, object]] = []
+        self._lock = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(self.paths.socket))
+        self._listener.listen(8)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            with sock:
+                sock.settimeout(5)
+                try:
+                    self.frames.append(wire.receive(sock))
+                    if self.mode == "other-version":
+                        wire.send(sock, {"type": "hello", "version": "0.0.1-other", "protocol": wire.PROTOCOL})
+                        self.frames.append(wire.receive(sock))  # nothing more comes: the client falls back
+                    else:
+                        self.frames.append(wire.receive(sock))  # silent: the client gives up after 0.2 s
+                except Exception as exc:  # noqa: BLE001 - recorded for the test
+                    self.frames.append({"ended": type(exc).__name__})
+
+    def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(10)
+        os.unlink(self.paths.socket)
+        os.close(self._lock)
+
+
+@pytest.mark.parametrize("mode", ["other-version", "silent"])
+def test_an_agent_of_another_version_or_one_that_hangs_is_passed_over(home: Path, mode: str) -> None:
+    fake = _FakeAgent(home, mode)
+    try:
+        result = run(home, "prompt", "-p", "echo", "hi")
+        counted = run(home, "tokens", "-p", "echo", "a b")
+    finally:
+        fake.close()
+    assert (result.returncode, result.stdout, result.stderr) == (0, "echo: hi\n", "")
+    assert (counted.returncode, counted.stdout) == (0, "2\n")
+    hellos = [frame for frame in fake.frames if frame.get("type") == "hello"]
+    assert len(hellos) == 2 and not any("op" in frame for frame in fake.frames)
+
+
+def test_the_agent_exits_when_idle_and_leaves_nothing(home: Path) -> None:
+    run(home, "prompt", "-p", "echo", "hi", SANDCHAT_AGENT_IDLE="1")
+    pid = wait_until(lambda: client(home).pid(), 30, "the agent to listen")
+    reap(pid, 30)
+    assert not (home / "agent" / "agent.sock").exists()
+
+
+def test_agent_stop_ends_the_agent_and_its_plugins_and_twice_is_fine(home: Path) -> None:
+    run(home, "prompt", "-p", "echo", "hi")
+    plugin = wait_warm(home, "echo")["pid"]
+    agent = client(home).pid()
+    assert agent is not None
+    stopped = run(home, "agent", "stop")
+    assert (stopped.returncode, stopped.stderr) == (0, f"sandchat: stopped the agent (pid {agent})\n")
+    reap(agent)
+    wait_until(lambda: gone(plugin), 20, "the agent's plugin to end")
+    assert not (home / "agent" / "agent.sock").exists()
+    again = run(home, "agent", "stop")
+    assert (again.returncode, again.stderr) == (0, "sandchat: no agent is running\n")
+    shown = run(home, "agent", "status")
+    assert shown.stdout.startswith("agent: not running")
+
+
+def test_idle_zero_turns_the_agent_off(home: Path) -> None:
+    result = run(home, "prompt", "-p", "echo", "hi", SANDCHAT_AGENT_IDLE="0")
+    assert (result.returncode, result.stdout) == (0, "echo: hi\n")
+    assert not (home / "agent").exists()
+
+
+def test_a_bad_idle_value_is_a_usage_error(home: Path) -> None:
+    result = run(home, "prompt", "-p", "echo", "hi", SANDCHAT_AGENT_IDLE="soon")
+    assert result.returncode == 2 and "SANDCHAT_AGENT_IDLE" in result.stderr
