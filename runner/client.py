@@ -79,11 +79,8 @@ class Plugin(LLMClient):
         return self._life.config
 
     def set_deadlines(self, deadlines: Deadlines) -> None:
-        """Bound the next calls by ``deadlines``; the process keeps running (they are no start decision).
-
-        For a caller that serialises its own calls on this handle (the sandchat agent,
-        which serves each command's ``--timeout``): a call already running may see either.
-        """
+        """Bound the next calls by ``deadlines``, the process kept (no start decision); for a caller that
+        serialises its calls itself (the sandchat agent serves each command's own): a running call may see either."""
         self._life.config = dataclasses.replace(self._life.config, deadlines=deadlines)
         conn = self._life.conn
         if conn is not None:

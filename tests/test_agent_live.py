@@ -244,3 +244,24 @@ def test_idle_zero_turns_the_agent_off(home: Path) -> None:
 def test_a_bad_idle_value_is_a_usage_error(home: Path) -> None:
     result = run(home, "prompt", "-p", "echo", "hi", SANDCHAT_AGENT_IDLE="soon")
     assert result.returncode == 2 and "SANDCHAT_AGENT_IDLE" in result.stderr
+
+
+def test_two_agents_started_at_once_leave_one_listening(home: Path) -> None:
+    import subprocess
+
+    from tests.helpers import SANDCHAT, cli_env
+
+    directory = ensure_private(AgentPaths(home / "agent")).directory
+    argv = [*SANDCHAT, "agent", "serve", "--dir", str(directory), "--idle", "60"]
+    starters = [subprocess.Popen(argv, env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        loser = next(iter(wait_until(lambda: [p for p in starters if p.poll() is not None], 30, "the second starter to give up")))
+        assert loser.returncode == 0 and loser.stderr is not None and loser.stderr.read() == b""
+        winner = next(p for p in starters if p is not loser)
+        assert wait_until(lambda: status(home), 30, "the winner to answer")["pid"] == winner.pid
+    finally:
+        run(home, "agent", "stop")
+        for proc in starters:
+            proc.wait(timeout=30)
+            if proc.stderr is not None:
+                proc.stderr.close()
