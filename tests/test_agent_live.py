@@ -265,3 +265,20 @@ def test_two_agents_started_at_once_leave_one_listening(home: Path) -> None:
             proc.wait(timeout=30)
             if proc.stderr is not None:
                 proc.stderr.close()
+
+
+def test_a_prompt_the_agent_cannot_carry_runs_on_the_direct_handle(home: Path) -> None:
+    import subprocess
+
+    from tests.helpers import SANDCHAT, cli_env
+
+    run(home, "prompt", "-p", "echo", "start the agent")
+    pid = wait_warm(home, "echo")["pid"]
+    # Bytes that are not UTF-8 on standard input reach the prompt as lone surrogates: no JSON frame carries them.
+    result = subprocess.run([*SANDCHAT, "prompt", "-p", "echo"], input=b"caf\xe9", capture_output=True,
+                            env=cli_env(home, SANDCHAT_AGENT_IDLE="600"), timeout=50)  # fmt: skip
+    direct = subprocess.run([*SANDCHAT, "prompt", "-p", "echo"], input=b"caf\xe9", capture_output=True,
+                            env=cli_env(home), timeout=50)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (direct.returncode, direct.stdout, direct.stderr)
+    entry = warm(home, "echo")
+    assert entry is not None and entry["pid"] == pid

@@ -111,3 +111,8 @@ def test_the_hello_matches_only_the_same_version_and_protocol() -> None:
 
 def test_every_agent_error_has_one_root() -> None:
     assert all(issubclass(kind, AgentError) for kind in (UnsafeDirectory, WireError, VersionMismatch))
+
+
+def test_text_that_is_not_utf8_is_a_wire_error_not_a_crash() -> None:
+    with pytest.raises(WireError, match="not UTF-8"):
+        wire.encode({"text": "bad \udcff byte"})

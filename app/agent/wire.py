@@ -25,7 +25,10 @@ _HEADER = struct.Struct(">I")
 
 def encode(document: dict[str, Any]) -> bytes:
     """One frame: the header and the JSON body; raises ``WireError`` if it would exceed ``MAX_FRAME``."""
-    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (bytes that were not UTF-8 on standard input)
+        raise WireError(f"frame is not UTF-8 text: {error.reason}") from None
     if len(body) > MAX_FRAME:
         raise WireError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
     return _HEADER.pack(len(body)) + body

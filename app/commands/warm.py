@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Handle", "agent_paths", "finish", "handle"]
 
 Handle = runner.Plugin | RemotePlugin
+#: What the agent itself is given of the caller's environment (each plugin's is in its decision):
+#: XDG_RUNTIME_DIR because the runner finds the user's systemd manager (a plugin's cgroup) through it.
+_AGENT_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "XDG_RUNTIME_DIR")
 APP_ROOT = Path(__file__).resolve().parent.parent.parent  # holds the app package: `python -m app` from here
 
 
@@ -48,14 +51,14 @@ def handle(context: Context, name: str) -> Handle:
 
 def finish(context: Context, used: Handle | None) -> None:
     """After the command: if it started a plugin itself, start the agent with that decision (never fails)."""
-    direct = used.direct if isinstance(used, RemotePlugin) else used
-    if not context.agent_idle or direct is None or direct.stats.starts == 0:
-        return
+    if not context.agent_idle or not isinstance(used, runner.Plugin) or used.stats.starts == 0:
+        return  # off, no plugin reached, an agent answered (a call it could not carry ran directly), or nothing started
+    direct = used
     try:
         paths = ensure_private(agent_paths(context.settings))
         warm = _warm_file(paths, direct.config, os.fspath(context.settings.paths.health_db))
         argv = [sys.executable, "-m", "app", "agent", "serve", "--dir", os.fspath(paths.directory), "--idle", f"{context.agent_idle:g}"]
-        env = {key: value for key, value in context.settings.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
+        env = {key: value for key, value in context.settings.environ.items() if key in _AGENT_ENV}
         runner.spawn_detached(argv + (["--warm", warm] if warm else []), env, os.fspath(APP_ROOT), os.fspath(paths.log))
     except (AgentError, OSError):
         pass  # the next command runs the plugin itself again: nothing is lost but time
