@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from app.agent import wire
+from app.agent.client import AgentClient
 from app.agent.paths import AgentPaths, ensure_private
+from app.version import version
 from tests.agentkit import (
     PACED,
     cleanup,
@@ -28,7 +34,7 @@ from tests.agentkit import (
     wait_warm,
     warm,
 )
-from tests.helpers import TEST_PLUGINS, gone, wait_until
+from tests.helpers import SANDCHAT, TEST_PLUGINS, cli_env, gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -247,10 +253,6 @@ def test_a_bad_idle_value_is_a_usage_error(home: Path) -> None:
 
 
 def test_two_agents_started_at_once_leave_one_listening(home: Path) -> None:
-    import subprocess
-
-    from tests.helpers import SANDCHAT, cli_env
-
     directory = ensure_private(AgentPaths(home / "agent")).directory
     argv = [*SANDCHAT, "agent", "serve", "--dir", str(directory), "--idle", "60"]
     starters = [subprocess.Popen(argv, env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
@@ -268,10 +270,6 @@ def test_two_agents_started_at_once_leave_one_listening(home: Path) -> None:
 
 
 def test_a_prompt_the_agent_cannot_carry_runs_on_the_direct_handle(home: Path) -> None:
-    import subprocess
-
-    from tests.helpers import SANDCHAT, cli_env
-
     run(home, "prompt", "-p", "echo", "start the agent")
     pid = wait_warm(home, "echo")["pid"]
     # Bytes that are not UTF-8 on standard input reach the prompt as lone surrogates: no JSON frame carries them.
@@ -282,3 +280,34 @@ def test_a_prompt_the_agent_cannot_carry_runs_on_the_direct_handle(home: Path) -
     assert (result.returncode, result.stdout, result.stderr) == (direct.returncode, direct.stdout, direct.stderr)
     entry = warm(home, "echo")
     assert entry is not None and entry["pid"] == pid
+
+
+def test_a_connection_from_another_uid_is_refused_by_the_agent_itself(tmp_path: Path) -> None:
+    """The second wall: even with the directory opened up by hand, another uid gets no hello."""
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a client as user nobody")
+    base = Path(tempfile.mkdtemp(prefix="sandchat-agent-", dir="/tmp"))  # pytest's tmp is 0700 root
+    home, zombies = base / "home", our_zombies()
+    try:
+        directory = ensure_private(AgentPaths(base / "agent")).directory
+        with open(directory / "agent.log", "ab") as log:  # the agent's own lines, as spawn_detached would put them
+            agent = subprocess.Popen([*SANDCHAT, "agent", "serve", "--dir", str(directory), "--idle", "60"], env=cli_env(home),
+                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        reach = AgentClient(AgentPaths(directory), version())
+        wait_until(lambda: reach.ask({"op": "status"}), 30, "the agent to answer")
+        os.chmod(base, 0o755)
+        os.chmod(directory, 0o711)  # what the agent never does: only so nobody can reach the socket at all
+        os.chmod(directory / "agent.sock", 0o777)
+        probe = (f"import socket, struct; s = socket.socket(socket.AF_UNIX); s.connect({str(directory / 'agent.sock')!r}); "
+                 "b = b'{\"type\":\"hello\",\"version\":\"x\",\"protocol\":1}'; s.sendall(struct.pack('>I', len(b)) + b); "
+                 "\ntry:\n    print(repr(s.recv(100)))\nexcept ConnectionResetError:\n    print(repr(b''))")  # fmt: skip
+        nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I", "-S", "-c", probe],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert nobody.stdout.strip() == "b''", nobody.stderr  # closed without a word
+        assert "refused a connection from uid 65534" in (directory / "agent.log").read_text()
+        os.chmod(directory, 0o700)
+        reach.ask({"op": "stop"})
+        agent.wait(timeout=30)
+    finally:
+        cleanup(home, zombies)
+        shutil.rmtree(base, ignore_errors=True)
