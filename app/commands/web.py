@@ -66,6 +66,7 @@ def web(args: argparse.Namespace, context: Context) -> int:
     chat = WebChat(context.manager, WebConfig(name, args.max_tokens, args.temperature))
     chat.core.conversation.system = args.system or ""
     chat.core.warm(name)
+    chat.survey()
     chat.core.watch_liveness()
     chat.core.watch_plugins()
     url = f"http://{shown}:{port}/?token={gate.token}"
@@ -75,7 +76,9 @@ def web(args: argparse.Namespace, context: Context) -> int:
         import webbrowser
 
         webbrowser.open(url)
-    server = uvicorn.Server(uvicorn.Config(build_app(chat, gate), log_level="warning", access_log=False, lifespan="off"))
+    # a reply still streaming when the user presses Ctrl-C gets 3 s to end, not forever
+    config = uvicorn.Config(build_app(chat, gate), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     finally:

@@ -161,7 +161,11 @@ def build_app(chat: WebChat, gate: GateConfig) -> Gate:
     async def unexpected(request: Request, exc: Exception) -> Response:
         return PlainTextResponse(f"sandchat: unexpected {type(exc).__name__}; the server goes on\n", status_code=500)
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # the browser asks for one; the page has none
+
     routes = [Route(path, page, methods=["GET"]) for path in _FILES] + [
+        Route("/favicon.ico", no_icon, methods=["GET"]),
         Route("/api/plugins", plugins, methods=["GET"]),
         Route("/api/state", state, methods=["GET"]),
         Route("/api/conversations", conversations, methods=["GET"]),

@@ -232,8 +232,45 @@ class WebChat:
             shown.append(entry)
         return shown
 
+    def survey(self) -> None:
+        """Start each plugin once, one at a time, on a background thread, so the list can say which are ready and why not.
+
+        What a start finds (ready, not ready and why, a load error, a quarantine) is kept as
+        the terminal menu keeps it; a plugin the chat is not using is stopped again at once.
+        """
+
+        def each() -> None:
+            manager = self.core.manager
+            for name in manager.names():
+                if name == self.core.plugin_name or manager.is_disabled(name):
+                    continue
+                try:
+                    handle = manager.handle(name)
+                except runner.PluginError:
+                    continue
+                try:
+                    handle.start()
+                    self.core.readiness[name] = handle.readiness()
+                except runner.PluginError:
+                    pass  # its state and last error say why
+                finally:
+                    if name != self.core.plugin_name and handle.state in ("ready", "starting"):
+                        handle.stop()
+
+        threading.Thread(target=each, name="web-survey", daemon=True).start()
+
     def plugins(self) -> list[dict[str, str]]:
-        return [{"name": r.name, "state": r.state, "why": r.why, "description": r.description} for r in self.core.rows()]
+        """Each plugin as the page lists it: ``state`` and ``why`` read "ready", "not ready: why", "failed: why"..."""
+        listed = []
+        for row in self.core.rows():
+            state, why = row.state, row.why
+            known = self.core.readiness.get(row.name)
+            if why.startswith(", not ready: "):
+                state, why = "not ready", ": " + why.removeprefix(", not ready: ")
+            elif state == "stopped" and known is not None and known.ready:
+                state = "ready"  # checked when the page opened, then stopped until it is chosen
+            listed.append({"name": row.name, "state": state, "why": why, "description": row.description})
+        return listed
 
     def close(self) -> None:
         self.stop()

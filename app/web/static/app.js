@@ -303,6 +303,10 @@ async function start() {
   showConversation(current.messages);
   await Promise.all([loadPlugins(), loadConversations()]);
   loadTokens();
+  // The states change as plugins start, fail or recover: the list follows, unless the user is choosing in it.
+  setInterval(() => {
+    if (!state.busy && document.activeElement !== $("plugin")) loadPlugins();
+  }, 2000);
   document.body.dataset.ready = "1"; // a readiness signal: the page has its plugins, conversation and history
 }
 
