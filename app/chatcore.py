@@ -28,7 +28,7 @@ from app.transcript import Reply, Sources, markdown
 if TYPE_CHECKING:
     from app.manager import Changes, PluginManager
 
-__all__ = ["ChatCore", "FrontEnd", "GrantOffer", "Outcome", "PluginRow", "describe"]
+__all__ = ["ChatCore", "FrontEnd", "GrantOffer", "Outcome", "PluginRow", "Wording", "describe"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,16 @@ class GrantOffer:
     @property
     def what(self) -> str:
         return ", ".join(self.network + self.env)
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a front end says "send it again" and "choose another plugin", in the lines the core writes."""
+
+    resend: str = "press ↑ to resend"
+    switch: str = "/plugin to switch"
+    larger: str = "/plugin to a larger model"
+    resend_after_grant: str = "press ↑ and Enter to resend"
 
 
 @dataclass(frozen=True)
@@ -103,9 +113,19 @@ def describe(changes: Changes) -> str:
 class ChatCore:
     """One chat: the conversation, the current plugin, the log; what it shows goes to ``front``."""
 
-    def __init__(self, manager: PluginManager, front: FrontEnd, plugin_name: str, *, max_tokens: int, temperature: float | None) -> None:
+    def __init__(
+        self,
+        manager: PluginManager,
+        front: FrontEnd,
+        plugin_name: str,
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        wording: Wording = Wording(),
+    ) -> None:
         self.manager = manager
         self.front = front
+        self.wording = wording
         self.plugin_name = plugin_name  # the current plugin: the one that answers the next message
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -286,7 +306,7 @@ class ChatCore:
             messages, self.last_budget = self.conversation.fit(self.counter(handle), handle.context_window, self.max_tokens)
         except TooLong as exc:
             self.conversation.pop_unanswered()
-            self.failure(f"plugin {name!r}: {exc}; shorten it or /plugin to a larger model")
+            self.failure(f"plugin {name!r}: {exc}; shorten it or {self.wording.larger}")
             return
         except runner.PluginError as exc:
             self.conversation.pop_unanswered()
@@ -365,7 +385,7 @@ class ChatCore:
         from app.pluginlog import log_traceback
 
         log_traceback(self.manager.paths.plugin_logs, exc)  # file and line for `plugins logs NAME`; here, one line
-        self.failure(f"{exc} — your conversation is kept; press ↑ to resend, or /plugin to switch")
+        self.failure(f"{exc} — your conversation is kept; {self.wording.resend}, or {self.wording.switch}")
         fix = hint_for(self.manager, exc.plugin, exc)
         if fix is None or not isinstance(exc, (runner.PluginRaised, runner.PluginStartError)):
             return
@@ -377,4 +397,4 @@ class ChatCore:
         if self.front.offer_grant(offer):
             grant_more(plugin_file, self.manager.grants, fix.network, fix.env)  # adds: what works (its own or shipped) stays
             self.manager.forget(plugin_file.name)
-            self.front.notice(f"Granted {plugin_file.name!r} {offer.what}; press ↑ and Enter to resend.")
+            self.front.notice(f"Granted {plugin_file.name!r} {offer.what}; {self.wording.resend_after_grant}.")

@@ -68,6 +68,7 @@ class WebServer:
                                         env=cli_env(home, **(env or {})))  # fmt: skip
         self.home = home
         self.errors = ""  # its stderr, once stopped
+        self._seen = b""  # its stdout not yet read as lines
         self.url = self._printed_url(timeout)
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname or "", parts.port or 0
@@ -75,23 +76,29 @@ class WebServer:
         self.token = parts.query.removeprefix("token=")
         self.cookie = f"sandchat_{self.port}={self.token}"
 
-    def _printed_url(self, timeout: float) -> str:
-        """The address from the line ``sandchat web: URL``, waited for on the process's stdout."""
+    def _printed_line(self, deadline: float) -> str:
+        """The next line the process prints on stdout, waited for until ``deadline``."""
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        seen = b""
-        while b"\n" not in seen:
+        while b"\n" not in self._seen:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, left))
             if not ready:
                 self.stop()
-                raise AssertionError(f"sandchat web printed no address in {timeout} s; stderr: {self.stderr()}")
+                raise AssertionError(f"sandchat web printed no more lines in time; stdout so far {self._seen!r}; stderr: {self.stderr()}")
             piece = os.read(self.process.stdout.fileno(), 4096)
             if not piece:
-                raise AssertionError(f"sandchat web ended before printing its address; stderr: {self.stderr()}")
-            seen += piece
-        line = seen.split(b"\n", 1)[0].decode()
+                raise AssertionError(f"sandchat web ended early; stdout {self._seen!r}; stderr: {self.stderr()}")
+            self._seen += piece
+        line, self._seen = self._seen.split(b"\n", 1)
+        return line.decode()
+
+    def _printed_url(self, timeout: float) -> str:
+        """The address from the line ``sandchat web: URL``; then, so no test sees plugins still starting, the survey's line."""
+        deadline = time.monotonic() + timeout
+        line = self._printed_line(deadline)
         assert line.startswith("sandchat web: http://127.0.0.1:"), line
+        checked = self._printed_line(deadline)
+        assert checked.startswith("sandchat web: ") and "checked" in checked, checked
         return line.removeprefix("sandchat web: ")
 
     def request(

@@ -65,13 +65,17 @@ def web(args: argparse.Namespace, context: Context) -> int:
     name = context.plugin_name(getattr(args, "plugin", None))
     chat = WebChat(context.manager, WebConfig(name, args.max_tokens, args.temperature))
     chat.core.conversation.system = args.system or ""
-    chat.core.warm(name)
-    chat.survey()
     chat.core.watch_liveness()
     chat.core.watch_plugins()
     url = f"http://{shown}:{port}/?token={gate.token}"
     context.output.write(f"sandchat web: {url}\n")
     context.output.stdout.flush()
+
+    def checked(count: int) -> None:  # on the survey's thread: one line, then the terminal is quiet
+        context.output.write(f"sandchat web: {count} plugin{'s' if count != 1 else ''} checked; the page lists their states\n")
+        context.output.stdout.flush()
+
+    chat.survey(checked)  # after the address: the page is usable at once, the states fill in
     if not args.no_browser and _has_browser(context.settings.environ):
         import webbrowser
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import runner
-from app.chatcore import ChatCore, GrantOffer, Outcome
+from app.chatcore import ChatCore, GrantOffer, Outcome, Wording
 from app.web.markup import to_html
 
 if TYPE_CHECKING:
@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 __all__ = ["Busy", "WebChat", "WebChatError", "WebConfig"]
 
 Event = dict[str, Any]
+#: The page's words for the core's advice: there is no ↑ key or /plugin command in it.
+PAGE_WORDS = Wording(
+    resend="send it again",
+    switch="choose another LLM Plugin",
+    larger="choose an LLM Plugin with a larger window",
+    resend_after_grant="send your message again",
+)
 GRANT_WAIT = 300.0  # seconds a grant offer waits for the page's answer; then it is a no
 
 
@@ -97,7 +104,9 @@ class WebChat:
 
     def __init__(self, manager: PluginManager, config: WebConfig) -> None:
         self.page = _Page(self)
-        self.core = ChatCore(manager, self.page, config.plugin, max_tokens=config.max_tokens, temperature=config.temperature)
+        self.core = ChatCore(
+            manager, self.page, config.plugin, max_tokens=config.max_tokens, temperature=config.temperature, wording=PAGE_WORDS
+        )
         self._busy = threading.Lock()
         self._cancel: runner.CancelToken | None = None
         self._pending: dict[str, _Pending] = {}
@@ -232,30 +241,35 @@ class WebChat:
             shown.append(entry)
         return shown
 
-    def survey(self) -> None:
-        """Start each plugin once, one at a time, on a background thread, so the list can say which are ready and why not.
+    def survey(self, done: Callable[[int], None] = lambda checked: None) -> None:
+        """Start the chat's plugin, then each other plugin once, one at a time, on a background thread.
 
-        What a start finds (ready, not ready and why, a load error, a quarantine) is kept as
-        the terminal menu keeps it; a plugin the chat is not using is stopped again at once.
+        The list can then say which are ready and why not: what a start finds (ready, not
+        ready and why, a load error, a quarantine) is kept as the terminal menu keeps it. The
+        chat's own plugin stays up, so the first answer does not pay for its start; the others
+        are stopped again at once. ``done`` is told how many were checked, when all were.
         """
 
         def each() -> None:
             manager = self.core.manager
-            for name in manager.names():
-                if name == self.core.plugin_name or manager.is_disabled(name):
-                    continue
+            current = self.core.plugin_name
+            names = [current, *(name for name in manager.names() if name != current and not manager.is_disabled(name))]
+            checked = 0
+            for name in names:
                 try:
                     handle = manager.handle(name)
                 except runner.PluginError:
                     continue
+                checked += 1
                 try:
                     handle.start()
                     self.core.readiness[name] = handle.readiness()
                 except runner.PluginError:
-                    pass  # its state and last error say why
+                    pass  # its state and last error say why; the chat reports it when asked
                 finally:
                     if name != self.core.plugin_name and handle.state in ("ready", "starting"):
                         handle.stop()
+            done(checked)
 
         threading.Thread(target=each, name="web-survey", daemon=True).start()
 
