@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from app.chatlog import ChatLog
-from tests.helpers import ROOT
 from tests.webkit import WebServer, chromium, have_chromium, have_web_extra
 
 pytestmark = [
@@ -253,7 +252,8 @@ def test_granting_from_the_page_shows_exactly_what_is_granted(browser: Any, web:
     assert "127.0.0.1:9" in json.dumps(grants)
 
 
-def test_a_screenshot_of_a_real_session_for_the_readme(browser: Any, web: WebServer) -> None:
+def test_a_screenshot_of_a_real_session_for_the_readme(browser: Any, web: WebServer, tmp_path: Path) -> None:
+    """The README's docs/web.png is a copy of this screenshot (the test never writes into the tree)."""
     page = opened(browser, web)
     page.get_by_label("LLM Plugin").locator("option", has_text="broken — failed").wait_for(state="attached", timeout=WAIT)
     page.fill("#system", "Answer briefly.")
@@ -268,6 +268,6 @@ def test_a_screenshot_of_a_real_session_for_the_readme(browser: Any, web: WebSer
     page.click("#health-button")
     page.locator("#health", has_text="NAME").wait_for(timeout=WAIT)
     page.locator("#tokens", has_text="context window").wait_for(timeout=WAIT)
-    shot = ROOT / "docs" / "web.png"
+    shot = tmp_path / "web.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000

@@ -134,4 +134,5 @@ def test_ctrl_c_stops_the_server_and_its_plugins(tmp_path: Path) -> None:
     status, _, body = web.post("/api/chat", {"text": "hello"})
     assert status == 200 and b"recall saw hello" in body
     assert web.stop() == 130
-    assert web.errors.strip().splitlines()[-1] == "sandchat: interrupted", web.errors
+    errors = web.stderr()
+    assert errors.strip().splitlines()[-1] == "sandchat: interrupted", errors

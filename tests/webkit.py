@@ -64,10 +64,12 @@ class WebServer:
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(CONFIG)
         command = [*SANDCHAT, "web", "--no-browser", "--port", "0", "--plugins-dir", str(WEB_PLUGINS), *args]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        env=cli_env(home, **(env or {})))  # fmt: skip
+        # stderr goes to a file, not a pipe: a pipe nobody reads would block a server that logs much
+        self.stderr_file = home / "web.stderr"
+        with self.stderr_file.open("wb") as errors:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                            env=cli_env(home, **(env or {})))  # fmt: skip
         self.home = home
-        self.errors = ""  # its stderr, once stopped
         self._seen = b""  # its stdout not yet read as lines
         self.url = self._printed_url(timeout)
         parts = urlsplit(self.url)
@@ -124,10 +126,8 @@ class WebServer:
         return self.request("POST", path, headers=sent, body=json.dumps(data).encode())
 
     def stderr(self) -> str:
-        """What it wrote on stderr, once it has ended (it is read only then: a live server's would block)."""
-        if self.process.poll() is None or self.process.stderr is None or self.process.stderr.closed:
-            return self.errors
-        return self.process.stderr.read().decode(errors="replace")
+        """What it has written on stderr so far."""
+        return self.stderr_file.read_bytes().decode(errors="replace")
 
     def stop(self) -> int:
         """Ctrl-C, as a user would; its exit status."""
@@ -138,11 +138,8 @@ class WebServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        if self.process.stderr is not None and not self.process.stderr.closed:
-            self.errors = self.process.stderr.read().decode(errors="replace")
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
     def __enter__(self) -> WebServer:

@@ -44,7 +44,7 @@ def web(args: argparse.Namespace, context: Context) -> int:
     try:
         import uvicorn
 
-        from app.web.security import GateConfig, new_token
+        from app.web.security import MAX_HEADER_BYTES, GateConfig, new_token
         from app.web.server import build_app
         from app.web.webchat import WebChat, WebConfig
     except ImportError as exc:
@@ -81,7 +81,14 @@ def web(args: argparse.Namespace, context: Context) -> int:
 
         webbrowser.open(url)
     # a reply still streaming when the user presses Ctrl-C gets 3 s to end, not forever
-    config = uvicorn.Config(build_app(chat, gate), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        build_app(chat, gate),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=3,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

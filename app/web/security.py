@@ -16,7 +16,10 @@ An ASGI middleware, so nothing of the application runs for a refused request:
   (scripts and styles from this origin only, no inline code, no ``eval``, nothing remote),
   ``nosniff``, no referrer, no framing, no caching.
 
-A refusal is one line of text with status 403 (413 for a body over the limit).
+* **Size.** A request's headers are bounded (at most 100 of them, 32 KiB in all: 431) and
+  so is its body (1 MiB: 413), whatever it claims.
+
+A refusal is one line of text with status 403 (or 413, 431 for sizes).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["CSP", "MAX_BODY", "Gate", "GateConfig", "new_token"]
+__all__ = ["CSP", "MAX_BODY", "MAX_HEADERS", "MAX_HEADER_BYTES", "Gate", "GateConfig", "new_token"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,6 +44,8 @@ CSP = (
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 MAX_BODY = 1 << 20  # 1 MiB: a message, a system prompt; nothing the page sends is larger
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 32 << 10  # a browser's own are under 2 KiB; the rest is room for localhost cookies of other tools
 _HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -131,6 +136,9 @@ class Gate:
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """Why this request is refused (status, one line), or None to let it in."""
+        headers = scope.get("headers", ())
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            return 431, f"refused: request headers over {MAX_HEADERS} or {MAX_HEADER_BYTES // 1024} KiB (large cookies for this host?)"
         host = _header(scope, b"host")
         if host is None or host not in self.config.authorities:
             return 403, "refused: this server answers only to its own address (Host)"

@@ -18,20 +18,24 @@ does is at most a ``failure`` line in the reply, never an error of the server.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.web.security import MAX_BODY, Gate, GateConfig
 from app.web.webchat import Busy, WebChat
+from runner import clean_text
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BadRequest", "build_app"]
 
@@ -67,6 +71,10 @@ async def _body(request: Request) -> dict[str, Any]:
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadRequest("the request body must be a JSON object")
+    try:  # JSON may spell a lone surrogate (\\ud800), which no UTF-8 text, log or page can hold
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("the request body holds text that is not valid Unicode (a lone surrogate)") from None
     return value
 
 
@@ -180,7 +188,39 @@ def build_app(chat: WebChat, gate: GateConfig) -> Gate:
         Route("/api/grant", grant, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={BadRequest: refused, Busy: refused, Exception: unexpected})
-    return Gate(app, gate)
+    return Gate(_Contained(app), gate)
+
+
+class _Contained:
+    """Under the gate: an exception costs its request one line, never a traceback per request.
+
+    A client that leaves mid-body is ordinary (a closed tab) and says nothing; anything
+    else is one line on stderr. Starlette has answered 500 by then, or this layer does.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            return
+        except Exception as exc:
+            what = clean_text(
+                f"{scope.get('method', '')} {scope.get('path', '')}: unexpected {type(exc).__name__}: {exc}", keep_newlines=False
+            )
+            print(f"sandchat web: {what[:300]}; the server goes on", file=sys.stderr, flush=True)
+            if not started:
+                await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": b"sandchat: unexpected error; the server goes on\n"})
 
 
 def _health(chat: WebChat) -> dict[str, Any]:
