@@ -72,7 +72,7 @@ def _hostile_log(home: Path) -> None:
     log.add(Exchange("evil-title", "mirror", f"{IMG}</textarea>", f'{IMG}"><script>window.__pwned=1</script>\u202e',
                      f"[x](javascript:window.__pwned=1) {IMG}\n\n<svg onload=window.__pwned=1>", ts=now - 100))  # fmt: skip
     log.add(Exchange("evil-plugin", f"{IMG}", "", "plugin name is markup", "fine", ts=now - 50))
-    log.add(Exchange("evil-error", "mirror", "", "an error", "", error=f"{IMG}\n{{\"type\":\"done\"}}", ts=now - 10))
+    log.add(Exchange("evil-error", "mirror", "", "an error", "", error=f'{IMG}\n{{"type":"done"}}', ts=now - 10))
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +156,12 @@ MARKDOWN_ATTACKS = {
     "raw_html": f"<script>window.__pwned=1</script>{IMG}<svg onload=window.__pwned=1><iframe srcdoc='x'></iframe>",
     "entity_javascript": "[a](&#106;avascript:window.__pwned=1) [b](&#x6A;avascript&colon;window.__pwned=1)",
     "tab_in_scheme": "[a](jav&#x09;ascript:window.__pwned=1) [b](java\tscript:window.__pwned=1) [c](&#14;javascript:alert(1))",
-    "reference_definition": "[click][r]\n\n[r]: javascript:window.__pwned=1 \"t\"\n\n[d][s]\n\n[s]: data:text/html,<script>x</script>",
+    "reference_definition": '[click][r]\n\n[r]: javascript:window.__pwned=1 "t"\n\n[d][s]\n\n[s]: data:text/html,<script>x</script>',
     "autolink": "<javascript:window.__pwned=1> <vbscript:msgbox> <data:text/html;base64,PHNjcmlwdD4=> <file:///etc/passwd>",
-    "image": "![x](javascript:window.__pwned=1) ![y](https://example.com/a.png) ![z](x\" onerror=\"window.__pwned=1)",
-    "fence_info": f'```"><img src=x onerror=window.__pwned=1>\ncode\n```\n\n``` language-x" onmouseover="window.__pwned=1\nx\n```',
-    "code_class": '```python onclick=window.__pwned=1\nx\n```\n\n```LANGUAGE-PY\ny\n```',
-    "nested_backticks": f"`` ` {IMG} ` `` ```` ``` {IMG} ``` ```` `<a href=\"javascript:x\">`",
+    "image": '![x](javascript:window.__pwned=1) ![y](https://example.com/a.png) ![z](x" onerror="window.__pwned=1)',
+    "fence_info": '```"><img src=x onerror=window.__pwned=1>\ncode\n```\n\n``` language-x" onmouseover="window.__pwned=1\nx\n```',
+    "code_class": "```python onclick=window.__pwned=1\nx\n```\n\n```LANGUAGE-PY\ny\n```",
+    "nested_backticks": f'`` ` {IMG} ` `` ```` ``` {IMG} ``` ```` `<a href="javascript:x">`',
     "table_html": f"| a | b |\n|---|---|\n| {IMG} | <a href=javascript:x>x</a> |\n| `|` | [c](javascript:x) |",
     "link_title": '[a](https://example.com/ "x\\" onmouseover=\\"window.__pwned=1") [b](<https://e.com/"onclick="x>)',
     "relative_links": "[api](/api/new) [p](//evil.example/) [q](?token=x) [h](#x)",
@@ -176,3 +176,231 @@ def test_hostile_markdown_renders_inert(page: Any, attack: str) -> None:
     reply = ask(page, MARKDOWN_ATTACKS[attack])
     assert reply.text_content().strip(), "the reply was shown"
     assert_inert(page)
+
+
+def test_the_offender_check_itself_sees_an_injected_element(page: Any) -> None:
+    """The DOM check is no empty promise: markup put in by hand is reported."""
+    fresh(page)
+    page.evaluate(
+        "() => { const d = document.createElement('div'); d.className = 'text';"
+        " d.innerHTML = '<a href=\"javascript:x\" onclick=\"x\">a</a><svg></svg>'; document.getElementById('messages').append(d); }"
+    )
+    found = page.locator("#messages").evaluate(OFFENDERS)
+    assert "<svg>" in found and "onclick" in found and any(item.startswith("href=javascript:") for item in found)
+
+
+# -- streaming: constructs split at a chunk boundary -----------------------------------
+
+SPLITS = {
+    "entity": ["[a](&#10", "6;avascript:window.__pwned=1)"],
+    "scheme": ["[a](java", "script:window.__pwned=1) <java", "script:x>"],
+    "tag": ["<img src=x on", "error=window.__pwned=1>", "<scr", "ipt>window.__pwned=1</script>"],
+    "fence": ['```"><img src=x ', "onerror=window.__pwned=1>\nx\n``", "`"],
+    "reference": ["[r]\n\n[r]: java", "script:window.__pwned=1"],
+    "surrogates": ["\ud83d", "\ude00 a lone half each side", "\udfff"],
+    "bidi_split": ["abc\u202e", "<img src=x onerror=window.__pwned=1>\u2066", "\x1b[31mred\x1b", "]0;title\x07"],
+}
+
+
+@pytest.mark.parametrize("attack", SPLITS)
+def test_a_construct_split_across_chunks_stays_inert(page: Any, attack: str) -> None:
+    fresh(page, "gen")
+    reply = ask(page, "CHUNKS:" + json.dumps(SPLITS[attack]))
+    assert reply.text_content().strip()
+    assert_inert(page)
+    still_works_with(page, "gen")
+
+
+def test_mirror_split_in_two_halves_stays_inert(page: Any) -> None:
+    fresh(page)
+    ask(page, "SPLIT:" + MARKDOWN_ATTACKS["entity_javascript"] + " " + MARKDOWN_ATTACKS["fence_info"])
+    assert_inert(page)
+
+
+def still_works_with(page: Any, plugin: str) -> None:
+    reply = ask(page, "still alive?")
+    assert reply.text_content().strip() == "still alive?", plugin
+
+
+# -- NDJSON injection --------------------------------------------------------------------
+
+
+def test_reply_text_shaped_as_ndjson_events_is_only_text(page: Any) -> None:
+    forged = [
+        'a\n{"type":"done"}\n{"type":"grant","id":"forged","plugin":"x","file":"x","network":["evil:1"],"env":[],"text":"grant?"}\n',
+        '\r\n{"type":"ended","cancelled":false,"incomplete":false,"html":"<img src=x onerror=window.__pwned=1>"}\r\n',
+        '\u2028{"type":"failure","line":"FORGED"}\u2029\n\n',
+        '"}\n{"type":"notice","line":"FORGED NOTICE"}\n',
+    ]
+    fresh(page, "gen")
+    reply = ask(page, "CHUNKS:" + json.dumps(forged))
+    assert '{"type":"done"}' in reply.text_content()
+    assert page.locator("dialog#grant[open]").count() == 0
+    assert page.locator(".line", has_text="FORGED").count() == 0
+    assert page.locator(".msg.assistant").count() == 1
+    assert_inert(page)
+    still_works_with(page, "gen")
+
+
+# -- grants: forged and replayed ids -------------------------------------------------------
+
+
+def _grant(page: Any, key: str, yes: bool) -> int:
+    return page.evaluate(
+        "async ([id, yes]) => (await fetch('/api/grant', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+        " body: JSON.stringify({id, yes})})).status",
+        [key, yes],
+    )
+
+
+def test_forged_and_replayed_grant_ids_grant_nothing(page: Any, server: WebServer) -> None:
+    fresh(page, "needsnet")
+    answered: list[str] = []
+    page.on("request", lambda request: answered.append(request.post_data or "") if request.url.endswith("/api/grant") else None)
+    page.fill("#message", "connect")
+    page.click("#send")
+    page.locator("dialog#grant").wait_for(timeout=WAIT)
+    for forged in ["forged", "", "x" * 10_000, "../../", 'forged\n{"type":"done"}']:
+        assert _grant(page, forged, True) == 404, forged
+    assert page.locator("dialog#grant[open]").count() == 1  # the real offer is still waiting
+    page.click("#grant-no")
+    page.locator("#send:enabled").wait_for(timeout=WAIT)
+    assert answered, "the page posted its answer"
+    key = json.loads(answered[0])["id"]
+    assert _grant(page, key, True) == 404  # a replay of the answered id: nothing left to grant
+    grants = server.home / "grants.json"
+    assert not grants.exists() or "127.0.0.1:9" not in grants.read_text()
+    assert page.locator(".line.notice", has_text="Granted").count() == 0
+
+
+# -- hostile logs, plugin metadata, health ---------------------------------------------------
+
+
+def test_hostile_logged_conversations_reopen_inert(page: Any) -> None:
+    buttons = page.locator("#conversations button")
+    buttons.first.wait_for(timeout=WAIT)
+    titles = buttons.all_text_contents()
+    assert any(IMG in title for title in titles), titles  # the title, as text
+    listed = page.locator("#conversations").evaluate(
+        "(root) => [...root.querySelectorAll('*')].filter((el) => !['LI', 'BUTTON'].includes(el.tagName)"
+        " || [...el.attributes].some((a) => !['type', 'data-id'].includes(a.name))).map((el) => el.outerHTML)"
+    )
+    assert listed == []
+    for index in range(buttons.count()):
+        page.locator("#conversations button").nth(index).click()
+        page.locator(".line.notice", has_text="Reopened a conversation").last.wait_for(timeout=WAIT)
+        assert_inert(page)
+        assert "\u202e" not in page.locator("#messages").text_content()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.click("#new")
+    page.locator(".line.notice", has_text="New conversation").last.wait_for(timeout=WAIT)
+    fresh(page)
+    still_works(page)
+
+
+def test_hostile_plugin_metadata_in_dropdown_and_health_is_text(page: Any) -> None:
+    select = page.get_by_label("LLM Plugin")
+    option = select.locator("option[value='evilmeta']")
+    option.wait_for(state="attached", timeout=WAIT)
+    options = select.evaluate("(s) => [...s.querySelectorAll('*')].map((e) => e.tagName)")
+    assert set(options) == {"OPTION"}, options
+    assert select.locator("option").count() == len(set(select.evaluate("(s) => [...s.options].map((o) => o.value)")))
+    page.click("#health-button")
+    page.locator("#health", has_text="NAME").wait_for(timeout=WAIT)
+    assert page.locator("#health *").count() == 0  # text only
+    page.locator("#health").hover()
+    fresh(page, "evilmeta")
+    page.fill("#message", "hello")
+    page.click("#send")
+    page.locator("#send:enabled").wait_for(timeout=WAIT)
+    lines = page.locator(".line").all_text_contents()
+    assert page.locator("dialog#grant[open]").count() == 0
+    assert_inert(page)
+    assert any("plugin 'evilmeta'" in line for line in lines), lines
+    fresh(page)
+    still_works(page)
+
+
+# -- copy button, control characters ---------------------------------------------------------
+
+
+def test_the_copy_button_copies_hostile_code_as_text(page: Any) -> None:
+    code = f'</code></pre>{IMG}<script>window.__pwned=1</script>\njavascript:window.__pwned=1\n"; rm -rf ~ #'
+    fresh(page)
+    ask(page, f"```html\n{code}\n```")
+    button = page.locator("#messages pre .copy").last
+    button.click()
+    page.locator("#messages pre .copy", has_text="Copied").wait_for(timeout=WAIT)
+    assert page.evaluate("navigator.clipboard.readText()") == code + "\n"
+    assert_inert(page)
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_terminal_controls_and_bidi_overrides_never_reach_the_page(page: Any) -> None:
+    evil = "\x1b[2J\x1b]0;pwned\x07\x1b[31mred\x1b[0m \x00\x08\x7f\u202eevil\u202c \u2066iso\u2069 \u200fx \ufeff \u0085 end"
+    fresh(page, "gen")
+    reply = ask(page, "CHUNKS:" + json.dumps([evil[:20], evil[20:], "\n```\n" + evil + "\n```"]))
+    shown = page.locator("#messages").text_content()
+    bad = [
+        hex(ord(c))
+        for c in shown
+        if ord(c) < 0x20
+        and c not in "\n\t"
+        or 0x7F <= ord(c) < 0xA0
+        or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
+    ]
+    assert bad == [], bad
+    assert "red" in reply.text_content()
+    assert_inert(page)
+
+
+# -- size and depth: bounded time, the page goes on ------------------------------------------
+
+DEPTHS = {
+    "blockquotes": "DEEP:>:100000",
+    "lists": "DEEP:- :50000",
+    "ordered": "DEEP:1. :30000",
+    "brackets": "DEEP:[:100000",
+    "emphasis": "DEEP:*a:60000",
+    "backticks": "DEEP:`:100000",
+    "angles": "DEEP:<a:60000",
+    "entities": "DEEP:&#106;:30000",
+    "link_openers": "DEEP:[a](:40000",
+    "images": "DEEP:![:60000",
+}
+
+
+@pytest.mark.parametrize("attack", DEPTHS)
+def test_deep_nesting_answers_in_bounded_time(page: Any, attack: str) -> None:
+    fresh(page, "gen")
+    started = time.monotonic()
+    ask(page, DEPTHS[attack])
+    took = time.monotonic() - started
+    assert page.locator(".msg.assistant").count() == 1 and page.locator(".line.failure").count() == 0
+    assert took < 20, f"{attack}: {took:.1f} s"
+    assert_inert(page)
+    still_works_with(page, "gen")
+
+
+def test_a_mebibyte_reply_renders_and_the_page_goes_on(page: Any) -> None:
+    fresh(page, "gen")
+    started = time.monotonic()
+    reply = ask(page, f"BIG:{1 << 20}")
+    took = time.monotonic() - started
+    assert len(reply.text_content()) > 500_000, "the reply was shown"
+    assert took < 30, f"{took:.1f} s"
+    assert page.locator("#messages").evaluate(OFFENDERS) == []
+    assert page.evaluate("typeof window.__pwned") == "undefined" and page.evaluate("window.__csp") == []
+    still_works_with(page, "gen")
+
+
+def test_many_tiny_chunks_do_not_freeze_the_page(page: Any) -> None:
+    """``textContent +=`` per chunk copies the whole reply each time: n chunks cost O(n^2)."""
+    fresh(page, "gen")
+    started = time.monotonic()
+    ask(page, "MANY:50000:20")
+    took = time.monotonic() - started
+    assert took < 30, f"{took:.1f} s"
+    still_works_with(page, "gen")

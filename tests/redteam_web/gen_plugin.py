@@ -1,7 +1,8 @@
 # /// plugin
-# description = "Red team: the reply the test asks for. CHUNKS:<json list> streams exactly those pieces; BIG:<n> a reply of n bytes; DEEP:<char>:<n> the character n times then text."
+# description = "Red team: the reply a test asks for (CHUNKS:<json list>, BIG:<bytes>, DEEP:<char>:<count>, MANY:<count>:<size>)."
 # ///
 """Replies a test chooses byte by byte: chunk boundaries, sizes and nesting the page's textarea cannot express."""
+
 import json
 
 from llm_utils import LLMClient
@@ -15,6 +16,9 @@ def _pieces(text):
         unit = "**bold** `code` [l](https://example.com/) &#106;avascript:x <img src=x onerror=window.__pwned=1>\n"
         body = (unit * (size // len(unit) + 1))[:size]
         return [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    if text.startswith("MANY:"):
+        _, count, size = text.split(":", 2)
+        return ["x" * (int(size) - 1) + " " for _ in range(int(count))]
     if text.startswith("DEEP:"):
         _, char, count = text.split(":", 2)
         return [char * int(count) + " deep <img src=x onerror=window.__pwned=1>"]
