@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from app.chatlog import ChatLog, Exchange
-from tests.helpers import TESTS
+from tests.helpers import TESTS, plugin_processes
 from tests.webkit import WebServer, chromium, have_chromium, have_web_extra
 
 pytestmark = [
@@ -75,12 +75,20 @@ def _hostile_log(home: Path) -> None:
     log.add(Exchange("evil-error", "mirror", "", "an error", "", error=f'{IMG}\n{{"type":"done"}}', ts=now - 10))
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """The server (and the plugins it runs) lives for the module, so the check is at its end (``server``), not per test."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     home = tmp_path_factory.mktemp("redpage") / "home"
     _hostile_log(home)
     with WebServer(home, "-p", "mirror", "--plugins-dir", str(REDTEAM_PLUGINS)) as running:
         yield running
+    left = plugin_processes(str(home))
+    assert not left, f"processes left behind: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +131,24 @@ def ask(page: Any, text: str) -> Any:
     return page.locator(".msg.assistant .text").last
 
 
+#: Every event a hover, focus or click would fire, on every element of the conversation (fast, and hidden ones too).
+POKE = """
+(root) => {
+  for (const el of root.querySelectorAll('.text *')) {
+    for (const kind of ['mouseover', 'mouseenter', 'mousemove', 'mousedown', 'mouseup', 'pointerover', 'focus', 'focusin'])
+      el.dispatchEvent(new MouseEvent(kind, { bubbles: true }));
+    if (el.tagName === 'A' && !el.hasAttribute('href')) el.click();
+  }
+}
+"""
+
+
 def poke(page: Any) -> None:
-    """Hover and click whatever the conversation holds (links without a safe href only)."""
-    for element in page.locator("#messages .text *").all()[:200]:
-        try:
-            element.hover(timeout=2000)
-        except Exception:  # noqa: BLE001 - an element out of view or detached is no attack
-            pass
-    for link in page.locator("#messages a").all()[:50]:
-        if link.get_attribute("href") is None:
-            link.click(timeout=2000)
+    """Hover and click what the conversation holds: synthetic events on all, a real mouse on the first few."""
+    page.locator("#messages").evaluate(POKE)
+    for link in page.locator("#messages .text a").all()[:8]:
+        if link.is_visible():
+            link.hover(timeout=5000)
 
 
 def assert_inert(page: Any, root: str = "#messages") -> None:
@@ -205,8 +221,11 @@ SPLITS = {
 @pytest.mark.parametrize("attack", SPLITS)
 def test_a_construct_split_across_chunks_stays_inert(page: Any, attack: str) -> None:
     fresh(page, "gen")
-    reply = ask(page, "CHUNKS:" + json.dumps(SPLITS[attack]))
-    assert reply.text_content().strip()
+    ask(page, "CHUNKS:" + json.dumps(SPLITS[attack]))
+    if attack == "surrogates":  # the plugin's own side cannot encode a lone surrogate: one failure line
+        assert "plugin 'gen'" in page.locator(".line.failure").last.text_content()
+    else:
+        assert page.locator(".msg.assistant .text").last.text_content().strip()
     assert_inert(page)
     still_works_with(page, "gen")
 
@@ -396,11 +415,17 @@ def test_a_mebibyte_reply_renders_and_the_page_goes_on(page: Any) -> None:
     still_works_with(page, "gen")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE: a 100 KB reply streamed as 5000 chunks (token by token) freezes the page for ~40 s: per chunk "
+    "app.js appends to textContent and forces a layout (scrollDown), O(n^2); the server sends it all in under 2 s",
+)
 def test_many_tiny_chunks_do_not_freeze_the_page(page: Any) -> None:
-    """``textContent +=`` per chunk copies the whole reply each time: n chunks cost O(n^2)."""
     fresh(page, "gen")
     started = time.monotonic()
-    ask(page, "MANY:50000:20")
+    page.fill("#message", "MANY:5000:20")
+    page.click("#send")
+    page.locator(".msg.user").first.wait_for(timeout=WAIT)
+    page.locator("#send:enabled").wait_for(timeout=90_000)
     took = time.monotonic() - started
-    assert took < 30, f"{took:.1f} s"
-    still_works_with(page, "gen")
+    assert took < 10, f"5000 chunks of 20 bytes took {took:.1f} s in the page"
