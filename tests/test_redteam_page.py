@@ -118,7 +118,11 @@ def fresh(page: Any, plugin: str = "mirror") -> None:
         page.get_by_label("LLM Plugin").select_option(plugin)
         page.locator(".line.notice", has_text=f"Now chatting with {plugin!r}").wait_for(timeout=WAIT)
     page.click("#new")
-    page.locator(".line.notice", has_text="New conversation").wait_for(timeout=WAIT)
+    page.wait_for_function(  # the page replaced the conversation with this one line
+        "() => { const m = document.getElementById('messages');"
+        " return m.children.length === 1 && m.firstElementChild.textContent.includes('New conversation'); }",
+        timeout=WAIT,
+    )
 
 
 def ask(page: Any, text: str) -> Any:
