@@ -419,11 +419,6 @@ def test_a_mebibyte_reply_renders_and_the_page_goes_on(page: Any) -> None:
     still_works_with(page, "gen")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: a 100 KB reply streamed as 5000 chunks (token by token) freezes the page for ~40 s: per chunk "
-    "app.js appends to textContent and forces a layout (scrollDown), O(n^2); the server sends it all in under 2 s",
-)
 def test_many_tiny_chunks_do_not_freeze_the_page(page: Any) -> None:
     fresh(page, "gen")
     started = time.monotonic()

@@ -198,9 +198,7 @@ class _Evil(BaseHTTPRequestHandler):
 
 
 def test_requests_without_the_token_or_from_another_site_or_name_are_refused(tmp_path: Path, web: WebServer) -> None:
-    with chromium(
-        tmp_path / "rebind",
-    ) as browser:
+    with chromium(tmp_path / "rebind") as browser:
         page = browser.new_page()
         response = page.goto(f"http://127.0.0.1:{web.port}/")  # no token: nothing but one line
         assert response.status == 403 and "token" in page.locator("body").text_content()
@@ -220,21 +218,10 @@ def test_requests_without_the_token_or_from_another_site_or_name_are_refused(tmp
         assert json.loads(web.request("GET", "/api/state")[2])["system"] == ""  # the cross-site write changed nothing
 
     # A DNS-rebinding page: its own name resolves to 127.0.0.1, so the browser sends Host: evil.test:PORT.
-    args = ["--host-resolver-rules=MAP evil.test 127.0.0.1"]
-    from playwright.sync_api import sync_playwright
-
-    from tests.webkit import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as driver:
-        rebinding = driver.chromium.launch_persistent_context(
-            str(tmp_path / "rebinding"), executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *args]
-        )
-        try:
-            page = rebinding.new_page()
-            response = page.goto(f"http://evil.test:{web.port}/?token={web.token}")  # even with the token
-            assert response.status == 403 and "Host" in page.locator("body").text_content()
-        finally:
-            rebinding.close()
+    with chromium(tmp_path / "rebinding", "--host-resolver-rules=MAP evil.test 127.0.0.1") as rebinding:
+        page = rebinding.new_page()
+        response = page.goto(f"http://evil.test:{web.port}/?token={web.token}")  # even with the token
+        assert response.status == 403 and "Host" in page.locator("body").text_content()
 
 
 def test_granting_from_the_page_shows_exactly_what_is_granted(browser: Any, web: WebServer) -> None:

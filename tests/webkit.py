@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.helpers import SANDCHAT, TESTS, cli_env
+from tests.helpers import SANDCHAT, TESTS, cli_env, processes, wait_until
 
 __all__ = ["CHROMIUM", "WEB_PLUGINS", "WebServer", "chromium", "have_chromium", "have_web_extra"]
 
@@ -150,15 +150,46 @@ class WebServer:
 
 
 @contextmanager
-def chromium(profile: Path) -> Iterator[Any]:
-    """A Playwright browser: Debian's Chromium, headless, a fresh user-data-dir at ``profile``."""
+def chromium(profile: Path, *args: str) -> Iterator[Any]:
+    """A Playwright browser: Debian's Chromium, headless, a fresh user-data-dir at ``profile``, ``args`` added."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
         context = driver.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 800}
+            str(profile), executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *args], viewport={"width": 1280, "height": 800}
         )
         try:
             yield context
         finally:
             context.close()
+            _reap_browser_orphans()
+
+
+def _reap_browser_orphans(timeout: float = 20) -> None:
+    """Wait for Chromium's helpers (crashpad, zygotes) to end, and reap those that became ours.
+
+    They outlive the browser's main process for a moment; when an earlier test in this
+    process made it a child subreaper (as a PluginManager does), they re-parent to this
+    process, and an unreaped one is a leftover the leak check rightly blames.
+    """
+    me = os.getpid()
+
+    def none_left() -> bool:
+        left = False
+        for pid, fields, _ in processes():
+            if int(fields[1]) != me or not _comm(pid).startswith("chrom"):
+                continue
+            if fields[0] == b"Z":
+                os.waitpid(pid, os.WNOHANG)
+            else:
+                left = True
+        return not left
+
+    wait_until(none_left, timeout, "Chromium's helper processes to end")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

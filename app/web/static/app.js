@@ -179,10 +179,11 @@ function handle(event, reply) {
     case "waiting": $("status").textContent = event.label; break;
     case "chunk":
       $("status").textContent = "";
-      reply.body.textContent += event.text;
-      scrollDown();
+      reply.pending.push(event.text);
+      if (!reply.frame) reply.frame = requestAnimationFrame(() => flush(reply));
       break;
     case "ended":
+      flush(reply);
       reply.ended = true;
       reply.body.parentElement.classList.remove("streaming");
       if (event.html.trim()) showReply(reply.body, event.html);
@@ -196,10 +197,21 @@ function handle(event, reply) {
   }
 }
 
+// A reply may come as thousands of tiny chunks: they are shown once per frame, as one
+// new text node, so the work stays linear in the reply's length (not one relayout each).
+function flush(reply) {
+  if (reply.frame) cancelAnimationFrame(reply.frame);
+  reply.frame = 0;
+  if (!reply.pending.length) return;
+  reply.body.append(reply.pending.join(""));
+  reply.pending = [];
+  scrollDown();
+}
+
 async function send(text) {
   setBusy(true);
   addMessage("user", "you").textContent = text;
-  const reply = { body: addMessage("assistant", state.current), ended: false };
+  const reply = { body: addMessage("assistant", state.current), ended: false, pending: [], frame: 0 };
   reply.body.parentElement.classList.add("streaming");
   try {
     const response = await post("/api/chat", { text });
@@ -214,17 +226,14 @@ async function send(text) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffered += decoder.decode(value, { stream: true });
-      let newline;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const text_ = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        if (text_.trim()) handle(JSON.parse(text_), reply);
-      }
+      const lines = (buffered + decoder.decode(value, { stream: true })).split("\n");
+      buffered = lines.pop();  // the part after the last newline: a line still coming
+      for (const line of lines) if (line.trim()) handle(JSON.parse(line), reply);
     }
   } catch (error) {
     addLine("failure", `the connection to sandchat broke: ${error.message || error}`);
   } finally {
+    flush(reply);
     if (!reply.ended && !reply.body.textContent) reply.body.parentElement.remove();
     $("status").textContent = "";
     setBusy(false);
