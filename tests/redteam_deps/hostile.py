@@ -1,0 +1,69 @@
+"""Hostile wheels, sdists and plugin bodies for tests/test_redteam_deps.py (built here, nothing downloaded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.deps.builders import build_sdist, build_wheel, module_files
+
+PLUGIN = """\
+# /// plugin
+# description = "red team probe"
+# dependencies = [{deps}]
+# ///
+import json
+import os
+
+from llm_utils import LLMClient
+
+ACTIONS = {actions}
+
+
+def _do(kind, arg):
+    try:
+        if kind == "read":
+            with open(arg, "rb") as f:
+                f.read(1)
+            return "read"
+        if kind == "list":
+            os.listdir(arg)
+            return "listed"
+        if kind == "write":
+            with open(arg, "w") as f:
+                f.write("poisoned = True\\n")
+            return "written"
+        if kind == "import":
+            __import__(arg)
+            return "imported"
+    except BaseException as exc:
+        return type(exc).__name__
+    return "?"
+
+
+class Probe(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        return json.dumps({{k + " " + a: _do(k, a) for k, a in ACTIONS}})
+
+    def count_tokens(self, text):
+        return len(text.split())
+"""
+
+
+def plugin(folder: Path, name: str, deps: list[str], actions: list[tuple[str, str]] = ()) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_plugin.py"
+    path.write_text(PLUGIN.format(deps=", ".join(json.dumps(d) for d in deps), actions=repr(list(actions))))
+    return path
+
+
+def transitive_sdist(house: Path, elsewhere: Path, marker: Path) -> None:
+    """carrier (a wheel on the index) requires ``evilsd @ file:///.../evilsd-1.0.tar.gz`` (an sdist whose build writes marker)."""
+    sd = build_sdist(elsewhere, "evilsd", "1.0", module_files("evilsd", "1.0"), marker)
+    build_wheel(house, "carrier", "1.0", module_files("carrier", "1.0"), requires=[f"evilsd @ {sd.as_uri()}"])
+
+
+def transitive_file_wheel(house: Path, elsewhere: Path) -> None:
+    """carrier2 requires ``secretw @ file:///...whl``: a user's file no plugin may name directly."""
+    w = build_wheel(elsewhere, "secretw", "1.0", module_files("secretw", "1.0"))
+    build_wheel(house, "carrier2", "1.0", module_files("carrier2", "1.0"), requires=[f"secretw @ {w.as_uri()}"])
