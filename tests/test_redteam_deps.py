@@ -192,3 +192,128 @@ def test_escapes_in_a_requirement_marker_never_reach_the_terminal(tmp_path: Path
         out = sandchat_bytes(home, "--plugins-dir", str(folder), *args, **pip_env)
         for stream in (out.stdout, out.stderr):
             assert b"\x1b" not in stream and b"\x07" not in stream and b"\r" not in stream, (args, stream[-300:])
+
+
+# --- batch 2 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: the plan (before the question) builds a transitive file: sdist; answering no is too late")
+def test_no_answer_runs_no_code_even_with_a_transitive_sdist(tmp_path: Path, house: Path, pip_env: dict[str, str]) -> None:
+    home, folder, marker = tmp_path / "home", tmp_path / "plugins", tmp_path / "built-marker"
+    hostile.transitive_sdist(house, tmp_path / "elsewhere", marker)
+    hostile.plugin(folder, "carrier", ["carrier"])
+    asked = sandchat(home, "--plugins-dir", str(folder), "plugins", "deps", "carrier", **pip_env)  # no terminal: a "no"
+    assert asked.returncode != 0
+    assert not marker.exists(), "built on the host before the user was asked"
+
+
+def test_traversing_and_absolute_wheel_entries_stay_inside_the_env(store, house, environ, tmp_path) -> None:
+    from tests.deps.builders import wheel_bytes
+
+    outside = tmp_path / "outside"
+    entries = {
+        "trav/__init__.py": "",
+        "../../../../escape1.txt": "x",
+        str(outside / "abs.txt"): "x",
+        "trav-1.0.data/data/../../../escape2.txt": "x",
+        "trav-1.0.data/scripts/../../../../escape3.txt": "x",
+        "trav-1.0.data/purelib/../../../../escape4.txt": "x",
+        "trav-1.0.data/headers/../../../../escape5.txt": "x",
+    }
+    (house / "trav-1.0-py3-none-any.whl").write_bytes(wheel_bytes("trav", "1.0", entries))
+    before = {p for p in tmp_path.rglob("*")}
+    try:
+        env = _install(store, house, environ, ["trav"])
+    except InstallError:
+        env = None
+    new = {p for p in tmp_path.rglob("*")} - before
+    lib = env.lib if env else store.root
+    escaped = [p for p in new if "escape" in p.name or p.name == "abs.txt"]
+    assert all(p.is_relative_to(store.root) for p in escaped) and not outside.exists(), escaped
+    if env:
+        assert all(p.is_relative_to(lib) for p in escaped), escaped
+
+
+def test_shadowing_names_and_pth_in_an_env_run_nowhere(tmp_path: Path, house: Path, pip_env: dict[str, str]) -> None:
+    home, folder, markers = tmp_path / "home", tmp_path / "plugins", tmp_path / "markers"
+    markers.mkdir()
+    hostile.shadowing_wheel(house, markers)
+    folder.mkdir()
+    (folder / "shadow_plugin.py").write_text(hostile.SHADOW_PLUGIN)
+    run = lambda *a: sandchat(home, "--plugins-dir", str(folder), *a, **pip_env)  # noqa: E731
+    done = run("plugins", "deps", "shadow", "--yes")
+    assert done.returncode == 0, done.stderr
+    for args in (("plugins", "list"), ("plugins", "check", str(folder / "shadow_plugin.py")), ("plugins", "deps", "shadow")):
+        run(*args)
+    answer = run("prompt", "-p", "shadow", "hi")
+    assert answer.returncode == 0, answer.stderr
+    reply = json.loads(answer.stdout)
+    assert sorted(os.listdir(markers)) == [], "host ran env code"
+    # json is the plugin's own `import json` finding the env's json.py first: its own choice, not counted
+    assert [name for name in reply["ran"] if name != "json"] == [], reply
+    env_lib = str(home / "envs")
+    assert not reply["llm_utils"].startswith(env_lib), reply
+    assert not any(p.startswith(env_lib) for p in reply["runner"] or []), reply
+
+
+def test_prune_and_remove_never_delete_through_a_symlink(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    home, folder = tmp_path / "home", tmp_path / "plugins"
+    precious = tmp_path / "precious"
+    (precious / "lib").mkdir(parents=True)
+    (precious / "lib" / "keep.txt").write_text("mine")
+    (precious / "keep.txt").write_text("mine")
+    hostile.plugin(folder, "victim", ["tinylib==1.0"])
+    run = lambda *a: sandchat(home, "--plugins-dir", str(folder), *a, **pip_env)  # noqa: E731
+    assert run("plugins", "deps", "victim", "--yes").returncode == 0
+    envs = home / "envs"
+    [real] = [p for p in envs.iterdir() if not p.name.startswith(".")]
+    (real / "lib" / "link").symlink_to(precious)  # a symlink inside an environment
+    (envs / ("f" * 24)).symlink_to(precious)  # an "environment" that is a symlink to a user folder
+    stale = envs / ".tmp-ffff-1"
+    stale.symlink_to(precious)
+    os.utime(precious, (1, 1))  # the stale check stats through the link
+    fake = json.loads((real / "manifest.json").read_text())
+    (precious / "manifest.json").write_text(json.dumps({**fake, "key": "e" * 24, "plugins": []}))
+    (envs / ("e" * 24)).symlink_to(precious)
+    run("plugins", "deps", "--prune")
+    (folder / "victim_plugin.py").unlink()
+    run("plugins", "deps", "--prune")
+    assert (precious / "keep.txt").read_text() == "mine" and (precious / "lib" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: the plan shows compressed sizes: '1 file, 50 KiB' unpacks to 50 MiB, no limit")
+def test_the_size_shown_before_the_question_is_what_lands_on_disk(store, house, environ) -> None:
+    from tests.deps.builders import wheel_bytes
+
+    data = wheel_bytes("bomb", "1.0", {"bomb/__init__.py": "", "bomb/zeros.bin": b"\0" * (50 << 20)})
+    (house / "bomb-1.0-py3-none-any.whl").write_bytes(hostile.deflated(data))
+    with plan(parse_declared(["bomb"]), store, index=_index(house), environ=environ) as p:
+        shown = p.total_size
+        env = install(p, store, index=_index(house), environ=environ)
+    assert env.manifest["installed_bytes"] <= 4 * shown, (shown, env.manifest["installed_bytes"])
+
+
+@pytest.mark.parametrize("field", ["name", "version"])
+def test_escapes_in_a_wheels_metadata_never_reach_the_terminal(tmp_path: Path, house: Path, pip_env: dict[str, str], field) -> None:
+    from tests.deps import builders
+
+    home, folder = tmp_path / "home", tmp_path / "plugins"
+    evil = "\x1b]52;c;ZXZpbA==\x07\x1b[2J\r"
+    name, version = ("esclib" + evil, "1.0") if field == "name" else ("esclib", "1.0" + evil)
+    data = builders.wheel_bytes("esclib", "1.0", {"esclib/__init__.py": ""})
+    import io
+    import zipfile
+
+    src, buf = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            body = src.read(info)
+            if info.filename.endswith("METADATA"):
+                body = builders._metadata(name, version, ()).encode() + b"Summary: " + evil.encode() + b"\n"
+            out.writestr(info, body)
+    (house / "esclib-1.0-py3-none-any.whl").write_bytes(buf.getvalue())
+    hostile.plugin(folder, "esc", ["esclib"])
+    for args in (("plugins", "deps", "esc", "--yes"), ("plugins", "list"), ("plugins", "check", str(folder / "esc_plugin.py"))):
+        out = sandchat_bytes(home, "--plugins-dir", str(folder), *args, **pip_env)
+        for stream in (out.stdout, out.stderr):
+            assert b"\x1b" not in stream and b"\x07" not in stream and b"\r" not in stream, (args, stream[-300:])

@@ -67,3 +67,61 @@ def transitive_file_wheel(house: Path, elsewhere: Path) -> None:
     """carrier2 requires ``secretw @ file:///...whl``: a user's file no plugin may name directly."""
     w = build_wheel(elsewhere, "secretw", "1.0", module_files("secretw", "1.0"))
     build_wheel(house, "carrier2", "1.0", module_files("carrier2", "1.0"), requires=[f"secretw @ {w.as_uri()}"])
+
+
+RAN = "import builtins; builtins.__dict__.setdefault('__rt_ran__', []).append({name!r})\n"
+
+SHADOWS = ("sitecustomize", "usercustomize", "llm_utils", "msgpack", "encodings", "runner", "app", "site", "codecs")
+
+
+def shadowing_wheel(house: Path, marker_dir: Path) -> None:
+    """shadow 1.0: top-level modules named like the host's and the stdlib's, a .pth; each, if run, leaves a trace.
+
+    On the host a trace is a marker file; in the sandbox (no write) it is ``builtins.__rt_ran__``.
+    """
+    files: dict[str, str] = {}
+    for name in SHADOWS:
+        code = RAN.format(name=name) + f"open({str(marker_dir / name)!r}, 'w').close()\n"
+        target = f"{name}/__init__.py" if name in ("encodings", "runner", "app", "msgpack") else f"{name}.py"
+        files[target] = "try:\n" + "".join("    " + line + "\n" for line in code.splitlines()) + "except OSError:\n    pass\n"
+    files["runner/child/__init__.py"] = files["runner/__init__.py"]
+    files["shadow/__init__.py"] = "__version__ = '1.0'\n"
+    files["zz-shadow.pth"] = "import builtins; " + RAN.format(name="pth").strip() + f"; open({str(marker_dir / 'pth')!r}, 'w')\n"
+    build_wheel(house, "shadow", "1.0", files)
+
+
+SHADOW_PLUGIN = """\
+# /// plugin
+# description = "reports what of its environment ran before it"
+# dependencies = ["shadow"]
+# ///
+import builtins
+import json
+import sys
+
+import llm_utils
+from llm_utils import LLMClient
+
+
+class Probe(LLMClient):
+    def generate_response(self, system, user_message, max_tokens=4096, temperature=0.8):
+        import json as j2
+        return json.dumps({"ran": getattr(builtins, "__rt_ran__", []), "llm_utils": llm_utils.__file__,
+                           "json": j2.__file__, "runner": getattr(sys.modules.get("runner"), "__path__", None) and list(sys.modules["runner"].__path__)})
+
+    def count_tokens(self, text):
+        return len(text.split())
+"""
+
+
+def deflated(data: bytes) -> bytes:
+    """The same wheel, every member compressed (tests.deps.builders stores them)."""
+    import io
+    import zipfile
+
+    src, buf = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            info.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(info, src.read(info))
+    return buf.getvalue()
