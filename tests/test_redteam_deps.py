@@ -317,3 +317,55 @@ def test_escapes_in_a_wheels_metadata_never_reach_the_terminal(tmp_path: Path, h
         out = sandchat_bytes(home, "--plugins-dir", str(folder), *args, **pip_env)
         for stream in (out.stdout, out.stderr):
             assert b"\x1b" not in stream and b"\x07" not in stream and b"\r" not in stream, (args, stream[-300:])
+
+
+# --- batch 3 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: Requires-Dist 'x @ file:///user/project' builds a user's source folder at plan")
+def test_transitive_reference_to_a_local_folder_builds_nothing(store, house, environ, tmp_path) -> None:
+    marker = tmp_path / "built-marker"
+    hostile.transitive_directory(house, tmp_path / "project", marker)
+    try:
+        with plan(parse_declared(["carrier3"]), store, index=_index(house), environ=environ):
+            pass
+    except InstallError:
+        pass
+    assert not marker.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: an extra's Requires-Dist 'x @ file:///x.tar.gz ; extra==...' builds an sdist at plan")
+def test_an_extra_with_a_transitive_sdist_builds_nothing(store, house, environ, tmp_path) -> None:
+    marker = tmp_path / "built-marker"
+    hostile.extra_sdist(house, tmp_path / "elsewhere", marker)
+    try:
+        with plan(parse_declared(["nice[fast]"]), store, index=_index(house), environ=environ):
+            pass
+    except InstallError:
+        pass
+    assert not marker.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: plugins install FILE (no terminal, so a no) builds a transitive sdist before asking")
+def test_plugins_install_of_a_downloaded_file_runs_no_code_before_asking(tmp_path: Path, house: Path, pip_env: dict[str, str]) -> None:
+    home, marker = tmp_path / "home", tmp_path / "built-marker"
+    hostile.transitive_sdist(house, tmp_path / "elsewhere", marker)
+    source = hostile.plugin(tmp_path / "download", "carrier", ["carrier"])
+    refused = sandchat(home, "plugins", "install", str(source), **pip_env)
+    assert refused.returncode != 0 and not (home / "plugins" / "carrier_plugin.py").exists()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry", ["evil.tar.gz", "evil-1.0.tar.gz", "evil.zip", "evil-1.0-py3-none-any.whl"])
+def test_a_name_that_looks_like_a_file_in_the_users_cwd_is_not_used(tmp_path: Path, house: Path, pip_env, entry) -> None:
+    from tests.deps.builders import build_sdist
+
+    home, folder, cwd, marker = tmp_path / "home", tmp_path / "plugins", tmp_path / "Downloads", tmp_path / "built-marker"
+    made = build_sdist(cwd, "evil", "1.0", module_files("evil", "1.0"), marker)
+    build_wheel(cwd, "evil", "1.0", module_files("evil", "1.0"))
+    for alias in ("evil.tar.gz", "evil.zip"):
+        (cwd / alias).write_bytes(made.read_bytes())
+    hostile.plugin(folder, "cwd", [entry])
+    out = sandchat(home, "--plugins-dir", str(folder), "plugins", "deps", "cwd", "--yes", cwd=cwd, **pip_env)
+    assert not marker.exists()
+    assert out.returncode != 0 or not list((home / "envs").glob("*/lib/evil")), out.stdout + out.stderr

@@ -125,3 +125,20 @@ def deflated(data: bytes) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             out.writestr(info, src.read(info))
     return buf.getvalue()
+
+
+def transitive_directory(house: Path, project: Path, marker: Path) -> None:
+    """carrier3 requires ``proj @ file:///.../project`` (a user's source folder, whose build writes marker)."""
+    import tarfile
+
+    sd = build_sdist(project.parent / "sd", "proj", "1.0", module_files("proj", "1.0"), marker)
+    with tarfile.open(sd) as archive:
+        archive.extractall(project.parent / "sd")
+    (project.parent / "sd" / "proj-1.0").rename(project)
+    build_wheel(house, "carrier3", "1.0", module_files("carrier3", "1.0"), requires=[f"proj @ {project.as_uri()}"])
+
+
+def extra_sdist(house: Path, elsewhere: Path, marker: Path) -> None:
+    """nice 1.0 looks clean; its extra [fast] requires an sdist by file: URL."""
+    sd = build_sdist(elsewhere, "fastsd", "1.0", module_files("fastsd", "1.0"), marker)
+    build_wheel(house, "nice", "1.0", module_files("nice", "1.0"), requires=[f'fastsd @ {sd.as_uri()} ; extra == "fast"\nProvides-Extra: fast'])
