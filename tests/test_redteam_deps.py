@@ -369,3 +369,54 @@ def test_a_name_that_looks_like_a_file_in_the_users_cwd_is_not_used(tmp_path: Pa
     out = sandchat(home, "--plugins-dir", str(folder), "plugins", "deps", "cwd", "--yes", cwd=cwd, **pip_env)
     assert not marker.exists()
     assert out.returncode != 0 or not list((home / "envs").glob("*/lib/evil")), out.stdout + out.stderr
+
+
+# --- batch 4 -----------------------------------------------------------------------------------
+
+
+def test_a_plugin_cannot_read_its_envs_manifest_or_list_the_store(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    """The manifest lists every plugin file sharing the environment; the store lists every other environment."""
+    home, folder = tmp_path / "home", tmp_path / "plugins"
+    run = lambda *a: sandchat(home, "--plugins-dir", str(folder), *a, **pip_env)  # noqa: E731
+    hostile.plugin(folder, "victim", ["tinylib==1.0"])
+    assert run("plugins", "deps", "victim", "--yes").returncode == 0
+    [env] = [p for p in (home / "envs").iterdir() if not p.name.startswith(".")]
+    actions = [
+        ("read", str(env / "manifest.json")),
+        ("list", str(env)),
+        ("list", str(home / "envs")),
+        ("read", str(home / "envs" / ".lock")),
+    ]
+    hostile.plugin(folder, "attacker", ["tinylib==1.0"], actions)
+    done = run("prompt", "-p", "attacker", "go")
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout).values()) <= {"PermissionError", "FileNotFoundError"}, done.stdout
+
+
+def test_a_plugin_without_dependencies_cannot_reach_the_environments(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    home, folder = tmp_path / "home", tmp_path / "plugins"
+    run = lambda *a: sandchat(home, "--plugins-dir", str(folder), *a, **pip_env)  # noqa: E731
+    hostile.plugin(folder, "victim", ["tinylib==1.0"])
+    assert run("plugins", "deps", "victim", "--yes").returncode == 0
+    [env] = [p for p in (home / "envs").iterdir() if not p.name.startswith(".")]
+    actions = [("read", str(env / "lib" / "tinylib" / "__init__.py")), ("list", str(env / "lib")), ("read", str(env / "manifest.json"))]
+    path = hostile.plugin(folder, "plain", [], actions)
+    path.write_text(path.read_text().replace("# dependencies = []\n", ""))
+    done = run("prompt", "-p", "plain", "go")
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout).values()) <= {"PermissionError", "FileNotFoundError"}, done.stdout
+
+
+@pytest.mark.xfail(
+    strict=True, reason="HOLE: prune deletes any folder in envs/ with no manifest (not made by sandchat), e.g. via a symlinked envs/"
+)
+def test_prune_deletes_only_environments_sandchat_made(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    disk = tmp_path / "bigdisk"
+    (disk / "photos").mkdir(parents=True)
+    (disk / "photos" / "cat.jpg").write_text("meow")
+    (home / "envs").symlink_to(disk)  # the user keeps the environments on another disk
+    pruned = sandchat(home, "plugins", "deps", "--prune", **pip_env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert (disk / "photos" / "cat.jpg").exists(), pruned.stdout
