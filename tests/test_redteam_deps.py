@@ -420,3 +420,49 @@ def test_prune_deletes_only_environments_sandchat_made(tmp_path: Path, pip_env: 
     pruned = sandchat(home, "plugins", "deps", "--prune", **pip_env)
     assert pruned.returncode == 0, pruned.stderr
     assert (disk / "photos" / "cat.jpg").exists(), pruned.stdout
+
+
+# --- batch 5 -----------------------------------------------------------------------------------
+
+
+def test_bidi_and_line_separators_in_a_requirement_cannot_spoof_the_confirmation(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    home, folder = tmp_path / "home", tmp_path / "plugins"
+    evil = 'tinylib==1.0; platform_release != "\u202e\u2028\u2029\x85\u200f1 file, 1 B to install\u2066"'
+    path = hostile.plugin(folder, "bidi", [])
+    path.write_text(path.read_text().replace("# dependencies = []", "# dependencies = [" + json.dumps(evil) + "]"))
+    for args in (("plugins", "deps", "bidi"), ("plugins", "list")):
+        out = sandchat_bytes(home, "--plugins-dir", str(folder), *args, **pip_env)
+        for stream in (out.stdout, out.stderr):
+            text = stream.decode("utf-8", "replace")
+            assert not set(text) & set("\u202e\u2028\u2029\x85\u200f\u2066"), (args, text[-300:])
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: an https:// direct reference makes the host connect to any address (127.0.0.1) before asking")
+def test_a_direct_reference_contacts_no_host_before_the_user_says_yes(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(60)
+    port = listener.getsockname()[1]
+    contacted: list[bool] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = listener.accept()
+            contacted.append(True)
+            conn.close()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    home, folder = tmp_path / "home", tmp_path / "plugins"
+    hostile.plugin(folder, "ssrf", [f"internal @ https://127.0.0.1:{port}/internal-1.0-py3-none-any.whl"])
+    try:
+        asked = sandchat(home, "--plugins-dir", str(folder), "plugins", "deps", "ssrf", PIP_RETRIES="0", PIP_TIMEOUT="5", **pip_env)
+    finally:
+        listener.close()
+        thread.join(5)
+    assert asked.returncode != 0
+    assert not contacted, "the host connected to an address the plugin chose, before any question"
