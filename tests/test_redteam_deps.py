@@ -466,3 +466,18 @@ def test_a_direct_reference_contacts_no_host_before_the_user_says_yes(tmp_path: 
         thread.join(5)
     assert asked.returncode != 0
     assert not contacted, "the host connected to an address the plugin chose, before any question"
+
+
+@pytest.mark.xfail(strict=True, reason="HOLE: a staged file whose name is no wheel/sdist name (evil.tar.gz) is left out of the plan shown")
+def test_the_plan_shows_every_file_pip_fetched(store, house, environ, tmp_path) -> None:
+    marker = tmp_path / "built-marker"
+    elsewhere = tmp_path / "elsewhere"
+    hostile.transitive_sdist(house, elsewhere, marker)
+    unversioned = elsewhere / "evilsd.tar.gz"  # no version in the name: packaging cannot parse it
+    (elsewhere / "evilsd-1.0.tar.gz").rename(unversioned)
+    build_wheel(house, "carrier", "1.0", module_files("carrier", "1.0"), requires=[f"evilsd @ {unversioned.as_uri()}"])
+    with plan(parse_declared(["carrier"]), store, index=_index(house), environ=environ) as p:
+        staged = sorted(f.name for f in p.stage.iterdir())
+        shown = sorted(i.filename for i in p.items)
+        lines = p.lines()
+    assert staged == shown, (staged, lines)

@@ -122,8 +122,9 @@ def deflated(data: bytes) -> bytes:
     src, buf = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
     with zipfile.ZipFile(buf, "w") as out:
         for info in src.infolist():
-            info.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(info, src.read(info))
+            fresh = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            fresh.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(fresh, src.read(info))
     return buf.getvalue()
 
 
