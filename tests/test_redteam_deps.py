@@ -58,7 +58,6 @@ def _install(store, house, environ, deps, **kw):
 # --- 1. install runs code ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: Requires-Dist 'x @ file:///x.tar.gz' in a wheel builds an sdist at plan, no --allow-build")
 def test_transitive_direct_reference_to_an_sdist_builds_nothing(store, house, environ, tmp_path) -> None:
     marker = tmp_path / "built-marker"
     hostile.transitive_sdist(house, tmp_path / "elsewhere", marker)
@@ -197,7 +196,6 @@ def test_escapes_in_a_requirement_marker_never_reach_the_terminal(tmp_path: Path
 # --- batch 2 -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: the plan (before the question) builds a transitive file: sdist; answering no is too late")
 def test_no_answer_runs_no_code_even_with_a_transitive_sdist(tmp_path: Path, house: Path, pip_env: dict[str, str]) -> None:
     home, folder, marker = tmp_path / "home", tmp_path / "plugins", tmp_path / "built-marker"
     hostile.transitive_sdist(house, tmp_path / "elsewhere", marker)
@@ -322,7 +320,6 @@ def test_escapes_in_a_wheels_metadata_never_reach_the_terminal(tmp_path: Path, h
 # --- batch 3 -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: Requires-Dist 'x @ file:///user/project' builds a user's source folder at plan")
 def test_transitive_reference_to_a_local_folder_builds_nothing(store, house, environ, tmp_path) -> None:
     marker = tmp_path / "built-marker"
     hostile.transitive_directory(house, tmp_path / "project", marker)
@@ -334,7 +331,6 @@ def test_transitive_reference_to_a_local_folder_builds_nothing(store, house, env
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: an extra's Requires-Dist 'x @ file:///x.tar.gz ; extra==...' builds an sdist at plan")
 def test_an_extra_with_a_transitive_sdist_builds_nothing(store, house, environ, tmp_path) -> None:
     marker = tmp_path / "built-marker"
     hostile.extra_sdist(house, tmp_path / "elsewhere", marker)
@@ -346,7 +342,6 @@ def test_an_extra_with_a_transitive_sdist_builds_nothing(store, house, environ, 
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: plugins install FILE (no terminal, so a no) builds a transitive sdist before asking")
 def test_plugins_install_of_a_downloaded_file_runs_no_code_before_asking(tmp_path: Path, house: Path, pip_env: dict[str, str]) -> None:
     home, marker = tmp_path / "home", tmp_path / "built-marker"
     hostile.transitive_sdist(house, tmp_path / "elsewhere", marker)

@@ -231,7 +231,36 @@ def install(network: bool) -> int:
     applies the filter to all threads atomically, or fails if one cannot be
     synchronised.  Raises OSError on failure.
     """
-    prog = build(network, os.getpid())
+    return _load(build(network, os.getpid()))
+
+
+def build_no_exec() -> list[Insn]:
+    """A filter that refuses execve and execveat (EPERM) and allows everything else.
+
+    For a trusted program fed untrusted data (pip resolving a plugin's dependencies): it
+    may not start another program, so no package's build code can run through it.
+    """
+    kernel.require_supported_arch()
+    numbers = kernel.SYSCALLS
+    prog = [
+        _stmt(_LD_W_ABS, _OFF_ARCH),
+        _jump(_JEQ_K, kernel.AUDIT_ARCH, 1, 0),
+        _stmt(_RET_K, RET_KILL_PROCESS),
+        _stmt(_LD_W_ABS, _OFF_NR),
+    ]
+    if kernel.MACHINE == "x86_64":
+        prog += [_jump(_JGE_K, _X32_SYSCALL_BIT, 0, 1), _stmt(_RET_K, RET_KILL_PROCESS)]
+    for name in ("execve", "execveat"):
+        prog += [_jump(_JEQ_K, numbers[name], 0, 1), _stmt(_RET_K, _EPERM)]
+    return [*prog, _stmt(_RET_K, RET_ALLOW)]
+
+
+def install_no_exec() -> int:
+    """Install :func:`build_no_exec` on every thread of this process; return its length. Raises OSError."""
+    return _load(build_no_exec())
+
+
+def _load(prog: list[Insn]) -> int:
     raw = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
