@@ -183,13 +183,8 @@ def _search(numbers: list[int]) -> list[Insn]:
     return [_jump(_JGE_K, numbers[mid], 0, 1), _stmt(_JA, len(low)), *low, *high]
 
 
-def build(network: bool, pid: int) -> list[Insn]:
-    """Return the filter as (code, jt, jf, k) instructions for this architecture.
-
-    ``pid`` is the process the filter is for: kill() and tgkill() may target it alone.
-    """
-    kernel.require_supported_arch()
-    numbers = kernel.SYSCALLS
+def _prologue() -> list[Insn]:
+    """Kill a foreign ABI (another audit arch, x32 numbers); leave the call's number loaded."""
     prog = [
         _stmt(_LD_W_ABS, _OFF_ARCH),
         _jump(_JEQ_K, kernel.AUDIT_ARCH, 1, 0),
@@ -199,6 +194,17 @@ def build(network: bool, pid: int) -> list[Insn]:
     if kernel.MACHINE == "x86_64":
         # x32 syscalls share the x86_64 audit arch but use other numbers.
         prog += [_jump(_JGE_K, _X32_SYSCALL_BIT, 0, 1), _stmt(_RET_K, RET_KILL_PROCESS)]
+    return prog
+
+
+def build(network: bool, pid: int) -> list[Insn]:
+    """Return the filter as (code, jt, jf, k) instructions for this architecture.
+
+    ``pid`` is the process the filter is for: kill() and tgkill() may target it alone.
+    """
+    kernel.require_supported_arch()
+    numbers = kernel.SYSCALLS
+    prog = _prologue()
     for name, block in _rules(network, pid).items():  # checked before the search: ioctl, fcntl first
         if name in numbers:
             assert block[-1][0] == _RET_K and len(block) < 256
@@ -242,14 +248,7 @@ def build_no_exec() -> list[Insn]:
     """
     kernel.require_supported_arch()
     numbers = kernel.SYSCALLS
-    prog = [
-        _stmt(_LD_W_ABS, _OFF_ARCH),
-        _jump(_JEQ_K, kernel.AUDIT_ARCH, 1, 0),
-        _stmt(_RET_K, RET_KILL_PROCESS),
-        _stmt(_LD_W_ABS, _OFF_NR),
-    ]
-    if kernel.MACHINE == "x86_64":
-        prog += [_jump(_JGE_K, _X32_SYSCALL_BIT, 0, 1), _stmt(_RET_K, RET_KILL_PROCESS)]
+    prog = _prologue()
     for name in ("execve", "execveat"):
         prog += [_jump(_JEQ_K, numbers[name], 0, 1), _stmt(_RET_K, _EPERM)]
     return [*prog, _stmt(_RET_K, RET_ALLOW)]
