@@ -35,7 +35,7 @@ from runner import clean_text
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["BadRequest", "build_app"]
 
@@ -194,33 +194,23 @@ def build_app(chat: WebChat, gate: GateConfig) -> Gate:
 class _Contained:
     """Under the gate: an exception costs its request one line, never a traceback per request.
 
-    A client that leaves mid-body is ordinary (a closed tab) and says nothing; anything
-    else is one line on stderr. Starlette has answered 500 by then, or this layer does.
+    Starlette has answered it (``unexpected``: a 500 line) before the exception reaches
+    here. A client that leaves mid-body is ordinary (a closed tab) and says nothing;
+    anything else is one line on stderr.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, receive, tracked)
+            await self.app(scope, receive, send)
         except ClientDisconnect:
             return
         except Exception as exc:
-            what = clean_text(
-                f"{scope.get('method', '')} {scope.get('path', '')}: unexpected {type(exc).__name__}: {exc}", keep_newlines=False
-            )
+            where = f"{scope.get('method', '')} {scope.get('path', '')}"
+            what = clean_text(f"{where}: unexpected {type(exc).__name__}: {exc}", keep_newlines=False)
             print(f"sandchat web: {what[:300]}; the server goes on", file=sys.stderr, flush=True)
-            if not started:
-                await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-                await send({"type": "http.response.body", "body": b"sandchat: unexpected error; the server goes on\n"})
 
 
 def _health(chat: WebChat) -> dict[str, Any]:
