@@ -23,7 +23,7 @@ Imports go one way, down this list; a module imports only from the layers below 
 
 1. ``cli`` (and ``__main__``): parsing, dispatch
 2. ``commands.*``, ``context``: one module per command group
-3. ``chat``, ``repl``, ``slash``, ``health``, ``conformance``, ``hints``, ``choice``, and
+3. ``chat`` (over ``chatcore``), ``repl``, ``slash``, ``health``, ``conformance``, ``hints``, ``choice``, and
    their helpers ``history``, ``transcript``, ``tokencache``, ``stream``, ``interrupt``, ``pluginlog``
 4. ``manager``: the registry of plugins and their handles
 5. ``policy``, ``access``, ``refusals``, ``discovery``, ``companions``: the decisions

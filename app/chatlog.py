@@ -20,7 +20,7 @@ from typing import Any
 
 from app.sqlitefile import SqliteFile
 
-__all__ = ["AmbiguousConversation", "ChatLog", "Exchange", "has_fts5"]
+__all__ = ["AmbiguousConversation", "ChatLog", "Exchange", "Summary", "has_fts5"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
@@ -98,6 +98,16 @@ class Exchange:
     @property
     def estimated(self) -> bool:
         return self.counting.lower().startswith("estimate")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One logged conversation, for a list to reopen it from."""
+
+    conversation: str
+    first_prompt: str
+    exchanges: int
+    last_ts: float
 
 
 class ChatLog:
@@ -184,6 +194,18 @@ class ChatLog:
         with self._file.connect() as db:
             row = db.execute("SELECT conversation FROM exchanges ORDER BY id DESC LIMIT 1").fetchone()
         return row[0] if row else None
+
+    def conversations(self, limit: int = 50) -> list[Summary]:
+        """The newest ``limit`` conversations, newest first: id, first prompt, exchange count, last time."""
+        if not self.path.exists():
+            return []
+        with self._file.connect() as db:
+            rows = db.execute(
+                "SELECT conversation, (SELECT prompt FROM exchanges f WHERE f.conversation = e.conversation ORDER BY id LIMIT 1), "
+                "COUNT(*), MAX(ts) FROM exchanges e GROUP BY conversation ORDER BY MAX(id) DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Summary(conversation, first, count, last) for conversation, first, count, last in rows]
 
     def conversation(self, conversation: str) -> list[Exchange]:
         """Every exchange of ``conversation``, oldest first."""

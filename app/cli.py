@@ -71,6 +71,13 @@ def _count(text: str) -> int:
     return _whole(text, 0, "a whole number (0 for all)")
 
 
+def _port(text: str) -> int:
+    value = _whole(text, 0, "a port number from 0 to 65535")
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value}")
+    return value
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -130,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="chat in the terminal (the default command)")
     _generation_options(chat)
     chat.add_argument("-c", "--continue", dest="resume", action="store_true", help="resume the last conversation")
+
+    web = sub.add_parser("web", help="chat in a browser: a page on 127.0.0.1 behind a per-run token")
+    _generation_options(web)
+    web.add_argument("--port", type=_port, default=0, metavar="N", help="port to serve on (default: any free one)")
+    web.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to serve on (default 127.0.0.1; others are warned about)")
+    web.add_argument("--no-browser", action="store_true", help="print the address only; do not open a browser")
 
     logs = sub.add_parser("logs", help="show logged exchanges, oldest of the newest N first; 'logs path' prints the file")
     logs.add_argument("action", nargs="?", choices=("list", "path"), default="list", help="list (default), or path: print logs.db's path")
@@ -225,7 +238,7 @@ def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> N
                 _accept_global_options(child, depth + 1)
 
 
-_COMMANDS = ("prompt", "chat", "logs", "tokens", "plugins", "keys", "agent")
+_COMMANDS = ("prompt", "chat", "web", "logs", "tokens", "plugins", "keys", "agent")
 AGENT_IDLE = 600.0  # seconds: how long the agent keeps plugins warm after the last command (SANDCHAT_AGENT_IDLE)
 
 
@@ -329,7 +342,7 @@ def _agent_idle(text: str | None) -> float | None:
 
 def _reply_timeout(args: argparse.Namespace) -> float | None:
     """``--timeout`` of ``prompt`` and ``chat``, which caps each reply (``plugins check --timeout`` is the checks' own)."""
-    return getattr(args, "timeout", None) if args.command in (None, "chat", "prompt") else None
+    return getattr(args, "timeout", None) if args.command in (None, "chat", "prompt", "web") else None
 
 
 def _from_runner(exc: Exception) -> bool:
@@ -354,6 +367,10 @@ def _dispatch(args: argparse.Namespace, context: Context) -> int:
         from app.commands import oneshot
 
         return oneshot.prompt(args, context) if args.command == "prompt" else oneshot.tokens(args, context)
+    if args.command == "web":
+        from app.commands import web
+
+        return web.web(args, context)
     if args.command == "plugins":
         from app.commands import plugins
 

@@ -59,6 +59,11 @@ class Context:
         except EOFError:
             return False
 
+    @staticmethod
+    def unasked() -> str:
+        """Why a refusal happened without a question, for its line: no terminal, so no one was asked."""
+        return "" if sys.stdin is not None and sys.stdin.isatty() else " (no terminal to ask on: add --yes to confirm)"
+
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()

@@ -149,8 +149,19 @@ def pip_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _pip(args: Sequence[str], cwd: Path, environ: Mapping[str, str] | None, timeout: float, python: str) -> subprocess.CompletedProcess:
-    argv = [python, "-P", "-m", "pip", *args]
+# pip, unable to start another program: a build backend, a setup.py, a VCS client all need
+# execve, so no package's code can run through a resolve or an install that was not --allow-build.
+_NO_EXEC_PIP = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from runner.sandbox.seccomp import install_no_exec; "
+    "install_no_exec(); del sys.path[0]; import runpy; sys.argv[0] = 'pip'; runpy.run_module('pip', run_name='__main__', alter_sys=True)"
+)
+_ROOT = str(Path(__file__).resolve().parent.parent)  # where runner/ is, for the line above
+
+
+def _pip(
+    args: Sequence[str], cwd: Path, environ: Mapping[str, str] | None, timeout: float, python: str, *, may_exec: bool = False
+) -> subprocess.CompletedProcess:
+    argv = [python, "-P", "-m", "pip", *args] if may_exec else [python, "-P", "-c", _NO_EXEC_PIP, _ROOT, *args]
     try:
         return subprocess.run(
             argv, cwd=cwd, env=pip_environ(environ), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
@@ -214,11 +225,11 @@ def plan(
     args = ["download", "--progress-bar", "off", "--dest", str(stage), *binary, *index.argv(), "--", *declared.requirements]
     started = time.monotonic()
     try:
-        result = _pip(args, stage, environ, timeout, python)
+        result = _pip(args, stage, environ, timeout, python, may_exec=allow_build)
         if result.returncode != 0:
             reason = _pip_error(result)
             if not allow_build and "No matching distribution" in reason:  # which projects did pip see only as source?
-                again = _pip(["download", "-vv", *args[1:]], stage, environ, timeout, python)
+                again = _pip(["download", "-vv", *args[1:]], stage, environ, timeout, python)  # may_exec=False: no build
                 sources = sorted(set(_NO_SOURCES.findall(again.stdout + again.stderr)))
                 if sources:
                     reason = (
@@ -289,7 +300,7 @@ def _pip_install(plan: Plan, lib: Path, index: IndexOptions, environ: Mapping[st
         args += ["--prefer-binary", *index.argv()]
     else:
         args += ["--no-index", "--only-binary=:all:", "--require-hashes"]
-    result = _pip([*args, "-r", str(pins)], plan.stage, environ, timeout, python)
+    result = _pip([*args, "-r", str(pins)], plan.stage, environ, timeout, python, may_exec=bool(plan.builds))
     if result.returncode != 0:
         raise InstallError(f"cannot install {', '.join(plan.declared.requirements)}: {_pip_error(result)}")
 

@@ -26,7 +26,6 @@ from prompt_toolkit.shortcuts import choice
 from app.interrupt import prepare
 from app.slash import COMMANDS, run_command
 from app.stream import held_input, quiet_input
-from runner import clean_text
 
 if TYPE_CHECKING:
     from app.chat import ChatSession
@@ -195,34 +194,22 @@ MENU_KEYS = "↑/↓ move · Enter choose · Esc cancel"
 
 def plugin_menu(session: ChatSession) -> list[tuple[str, str]]:
     """The menu's rows, ``(name, label)``: name, state and why, description, in aligned columns."""
-    manager = session.manager
-    rows = []
-    for name in manager.names():
-        state = manager.state(name)
-        rows.append((name, f"{state}{_why(session, name, state)}", manager.discovery.plugins[name].metadata.description))
+    rows = [(row.name, f"{row.state}{_short(row.why)}", row.description) for row in session.rows()]
     name_width = max((len(name) for name, _, _ in rows), default=0)
     state_width = max((len(state) for _, state, _ in rows), default=0)
     options = []
     for name, state, description in rows:
-        label = f"{name:<{name_width}}  {state:<{state_width}}  {clean_text(description, keep_newlines=False)[:40]}"
+        label = f"{name:<{name_width}}  {state:<{state_width}}  {description[:40]}"
         options.append((name, label.rstrip()))  # prompt_toolkit draws it: not through Output
     return options
 
 
-def _why(session: ChatSession, name: str, state: str) -> str:
-    """Why a plugin cannot answer, in words: its last error without the "plugin 'x'" prefix."""
-    plugin_file = session.manager.discovery.plugins[name]
-    handle = session.manager.handles().get(name)
-    if state == "disabled":
-        return ""
-    if plugin_file.metadata_error:
-        return ": " + _cut(clean_text(plugin_file.metadata_error, keep_newlines=False), 50)
-    if state in ("failed", "quarantined", "restarting") and handle is not None and handle.stats.last_error:
-        return ": " + _cut(handle.stats.last_error.removeprefix(f"plugin {name!r} "), 50)
-    known = session.readiness.get(name)
-    if known is not None and not known.ready:
-        return ", not ready: " + _cut(clean_text(known.reason, keep_newlines=False), 40)
-    return ""
+def _short(why: str) -> str:
+    """The core's why, cut to fit a menu row: a not-ready reason to 40 columns, an error to 50."""
+    for lead, width in ((", not ready: ", 40), (": ", 50)):
+        if why.startswith(lead):
+            return lead + _cut(why[len(lead) :], width)
+    return why
 
 
 def _cut(text: str, width: int) -> str:

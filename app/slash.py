@@ -142,41 +142,12 @@ def _system(session: ChatSession, ui: UI, argument: str) -> bool:
 def _tokens(session: ChatSession, ui: UI, argument: str) -> bool:
     from app.interrupt import interruptible
 
-    text, failed = interruptible(lambda: _token_report(session), name="tokens")  # Ctrl-C: the start goes on, as a warm-up
+    text, failed = interruptible(session.token_report, name="tokens")  # Ctrl-C: the start goes on, as a warm-up
     if failed:
         session.output.error(text)
     else:
         session.output.write(text + "\n")
     return True
-
-
-def _token_report(session: ChatSession) -> tuple[str, bool]:
-    """What /tokens says, and whether it is an error; it writes nothing (see interruptible)."""
-    import runner
-    from app.history import TooLong
-
-    try:
-        handle = session.manager.handle(session.plugin_name)
-        handle.start()  # the window is the running plugin's word, not the default
-        _, budget = session.conversation.fit(session.counter(handle), handle.context_window, session.max_tokens)
-    except TooLong as exc:  # the newest message is a long reply: the next send keeps the new message, not it
-        return (
-            f"context window {handle.context_window} tokens ({session.plugin_name}): the newest message alone needs "
-            f"{exc.needed} of the {exc.available} left after the reply budget, so your next message goes without "
-            f"the earlier history (it is trimmed, not lost: /save keeps it)"
-        ), False
-    except (runner.PluginError, ValueError) as exc:
-        return str(exc), True
-    try:
-        counting = handle.token_counting()
-    except runner.PluginError:
-        counting = "estimate? the plugin could not say how it counts"
-    label = f"; counts are an {counting}" if counting.lower().startswith("estimate") else ""
-    return (
-        f"context window {budget.window} tokens ({session.plugin_name}): system {budget.system}, "
-        f"history {budget.history} ({budget.kept} messages kept, {budget.dropped} trimmed), "
-        f"reply budget {budget.reply}, free {budget.free}{label}"
-    ), False
 
 
 @_command("/reload", "rescan the plugin folders now (they are also watched)")

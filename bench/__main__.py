@@ -28,8 +28,8 @@ from bench.common import PYTHON, ROOT, Row, Settings, apply_placement
 
 #: figure -> module; modules measure several figures at once.
 MODULES = {"1": "calls", "3": "calls", "2": "payload", "4": "startup", "5": "startup", "6": "tokencount", "7": "cli", "8": "peers",
-           "9": "stderrflood", "10": "roundrobin", "11": "roundrobin", "12": "egress"}  # fmt: skip
-ORDER = ["calls", "payload", "startup", "tokencount", "cli", "peers", "stderrflood", "roundrobin", "egress"]
+           "9": "stderrflood", "10": "roundrobin", "11": "roundrobin", "12": "egress", "13": "web"}  # fmt: skip
+ORDER = ["calls", "payload", "startup", "tokencount", "cli", "peers", "stderrflood", "roundrobin", "egress", "web"]
 PLACEMENTS = {"one": "one CPU (taskset -c 0)", "free": "free placement"}
 
 

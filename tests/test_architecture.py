@@ -231,7 +231,7 @@ def package_init_problems(name: str, source: str | None = None) -> list[str]:
 APP_LAYERS: tuple[tuple[str, ...], ...] = (
     ("app.__main__", "app.cli"),
     ("app.commands", "app.context"),  # a command's per-invocation context (settings, output, the manager) is theirs
-    ("app.chat", "app.repl", "app.slash", "app.health", "app.conformance"),
+    ("app.chat", "app.chatcore", "app.repl", "app.slash", "app.health", "app.conformance", "app.web"),
     ("app.manager",),
 )
 #: Below the manager: the stores and the small modules everything may use (settings, files,
@@ -327,7 +327,7 @@ def test_every_module_imports(name: str) -> None:
 
 def test_the_modules_are_all_found() -> None:
     assert {"app.cli", "app.commands.plugins", "runner.client", "runner.child.entry", "runner.sandbox.seccomp", "llm_utils"} <= set(MODULES)
-    assert {"app", "app.agent", "app.commands", "runner", "runner.child", "runner.sandbox"} == set(PACKAGE_INITS)
+    assert {"app", "app.agent", "app.commands", "app.web", "runner", "runner.child", "runner.sandbox"} == set(PACKAGE_INITS)
 
 
 def test_no_import_cycle() -> None:

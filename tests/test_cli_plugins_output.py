@@ -161,6 +161,6 @@ def test_plugins_check_prints_each_row_as_it_finishes_within_the_terminal(home: 
 def test_grant_without_yes_and_without_a_terminal_grants_nothing_in_one_line(home: Path) -> None:
     result = sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "plugins", "grant", "envdump", "--env", "EXAMPLE_TOKEN")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr == "sandchat: plugin 'envdump': nothing granted\n"
+    assert result.stderr == "sandchat: plugin 'envdump': nothing granted (no terminal to ask on: add --yes to confirm)\n"
     listed = json.loads(sandchat(home, "--plugins-dir", str(TEST_PLUGINS), "plugins", "list", "--json").stdout)["plugins"]
     assert next(p for p in listed if p["name"] == "envdump")["env"] == []

@@ -1,6 +1,6 @@
 """The CLI's commands, one module per command group, each imported only when run.
 
-``chat`` (the chat and ``logs``), ``oneshot`` (``prompt``, ``tokens``), ``plugins``
+``chat`` (the chat and ``logs``), ``web`` (the chat in a browser), ``oneshot`` (``prompt``, ``tokens``), ``plugins``
 (``plugins list|health|logs|enable|disable|grant|revoke``), ``authoring`` (``plugins
 new|check|install|remove``), ``keys`` and ``agent`` (``agent status|stop``, and the agent
 itself); ``warm`` chooses the agent's handle or the direct one for ``prompt`` and ``tokens``.

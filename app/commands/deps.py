@@ -85,7 +85,7 @@ def ensure(context: Context, name: str, path: Path, meta: Metadata, *, allow_bui
             out.write(f"to install into {store.path(planned.key)} (readable only by {name!r} and plugins declaring the same):\n")
             out.write("".join(f"  {line}\n" for line in planned.lines()))
             if not yes and not context.confirm(f"install these for {name!r}?"):
-                out.error(f"plugin {name!r}: nothing installed")
+                out.error(f"plugin {name!r}: nothing installed{context.unasked()}")
                 return EXIT_PLUGIN
             env = install(planned, store, environ=context.settings.environ, replace=status.env is not None, plugin=user)
     except DependencyError as exc:  # InstallError too: one line, what failed and what to do

@@ -268,7 +268,7 @@ def grant(args: argparse.Namespace, context: Context) -> int:
         shown = ", ".join([*before, *new]) or "none"
         out.write(f"  {label.strip() + ':':<8} {shown}" + (f"  (adds {', '.join(new)})" if new and before else "") + "\n")
     if not args.yes and not context.confirm(f"grant these to {plugin_file.name!r}?"):
-        context.output.error(f"plugin {plugin_file.name!r}: nothing granted")
+        context.output.error(f"plugin {plugin_file.name!r}: nothing granted{context.unasked()}")
         return EXIT_PLUGIN
     grant_more(plugin_file, manager.grants, wanted.network, wanted.env)
     out.write(f"granted; bound to this version of {plugin_file.path.name}: any change to the file revokes it\n")

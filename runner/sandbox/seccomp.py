@@ -183,13 +183,8 @@ def _search(numbers: list[int]) -> list[Insn]:
     return [_jump(_JGE_K, numbers[mid], 0, 1), _stmt(_JA, len(low)), *low, *high]
 
 
-def build(network: bool, pid: int) -> list[Insn]:
-    """Return the filter as (code, jt, jf, k) instructions for this architecture.
-
-    ``pid`` is the process the filter is for: kill() and tgkill() may target it alone.
-    """
-    kernel.require_supported_arch()
-    numbers = kernel.SYSCALLS
+def _prologue() -> list[Insn]:
+    """Kill a foreign ABI (another audit arch, x32 numbers); leave the call's number loaded."""
     prog = [
         _stmt(_LD_W_ABS, _OFF_ARCH),
         _jump(_JEQ_K, kernel.AUDIT_ARCH, 1, 0),
@@ -199,6 +194,17 @@ def build(network: bool, pid: int) -> list[Insn]:
     if kernel.MACHINE == "x86_64":
         # x32 syscalls share the x86_64 audit arch but use other numbers.
         prog += [_jump(_JGE_K, _X32_SYSCALL_BIT, 0, 1), _stmt(_RET_K, RET_KILL_PROCESS)]
+    return prog
+
+
+def build(network: bool, pid: int) -> list[Insn]:
+    """Return the filter as (code, jt, jf, k) instructions for this architecture.
+
+    ``pid`` is the process the filter is for: kill() and tgkill() may target it alone.
+    """
+    kernel.require_supported_arch()
+    numbers = kernel.SYSCALLS
+    prog = _prologue()
     for name, block in _rules(network, pid).items():  # checked before the search: ioctl, fcntl first
         if name in numbers:
             assert block[-1][0] == _RET_K and len(block) < 256
@@ -231,7 +237,29 @@ def install(network: bool) -> int:
     applies the filter to all threads atomically, or fails if one cannot be
     synchronised.  Raises OSError on failure.
     """
-    prog = build(network, os.getpid())
+    return _load(build(network, os.getpid()))
+
+
+def build_no_exec() -> list[Insn]:
+    """A filter that refuses execve and execveat (EPERM) and allows everything else.
+
+    For a trusted program fed untrusted data (pip resolving a plugin's dependencies): it
+    may not start another program, so no package's build code can run through it.
+    """
+    kernel.require_supported_arch()
+    numbers = kernel.SYSCALLS
+    prog = _prologue()
+    for name in ("execve", "execveat"):
+        prog += [_jump(_JEQ_K, numbers[name], 0, 1), _stmt(_RET_K, _EPERM)]
+    return [*prog, _stmt(_RET_K, RET_ALLOW)]
+
+
+def install_no_exec() -> int:
+    """Install :func:`build_no_exec` on every thread of this process; return its length. Raises OSError."""
+    return _load(build_no_exec())
+
+
+def _load(prog: list[Insn]) -> int:
     raw = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
