@@ -16,7 +16,7 @@ from typing import Any
 
 from app.agent.client import AgentClient
 from app.agent.paths import AgentPaths
-from app.version import version
+from app.version import build
 from tests.helpers import SANDCHAT, cli_env, gone, live_plugin_processes, parent_of, processes, sandchat, wait_until
 
 ON = {"SANDCHAT_AGENT_IDLE": "600"}
@@ -59,7 +59,7 @@ def popen(home: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
 
 
 def client(home: Path) -> AgentClient:
-    return AgentClient(AgentPaths(home / "agent"), version())
+    return AgentClient(AgentPaths(home / "agent"), build())
 
 
 def status(home: Path) -> dict[str, Any] | None:

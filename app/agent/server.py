@@ -3,7 +3,7 @@
 ``sandchat agent serve`` runs :class:`Agent`. It takes ``agent.lock`` (flock) for its whole
 life, so two starters never both listen: the second exits at once. Under the lock a stale
 socket (of an agent that died) is removed and a new one bound, mode 0600 in the 0700
-directory. Each connection is checked (peer uid, then hellos of the same version and
+directory. Each connection is checked (peer uid, then hellos of the same build and
 protocol) and carries one request (see ``app.agent.client``); each runs on a thread.
 
 One :class:`~app.agent.slots.Slot` per plugin name holds its ``runner.Plugin`` and the
@@ -31,9 +31,12 @@ from app.agent.errors import AgentError, VersionMismatch
 from app.agent.paths import AgentPaths, ensure_private
 from app.agent.peer import ForeignPeer, require_same_user
 from app.agent.slots import Slots
+from app.version import build
 
 #: How long a connected client may take to say hello and send its request.
 REQUEST_SECONDS = 5.0
+#: How long a new agent waits for the lock of one that is leaving (it closes its plugins first).
+HANDOVER_SECONDS = 15.0
 
 
 class AlreadyRunning(AgentError):
@@ -43,9 +46,9 @@ class AlreadyRunning(AgentError):
 class Agent:
     """One user's agent: the listening socket, the warm plugins, the idle clock."""
 
-    def __init__(self, paths: AgentPaths, version: str, idle: float) -> None:
+    def __init__(self, paths: AgentPaths, build: str, idle: float) -> None:
         self.paths = paths
-        self.version = version
+        self.build = build
         self.idle = idle
         self.slots = Slots()
         self.began = time.monotonic()
@@ -62,10 +65,10 @@ class Agent:
         ensure_private(self.paths)
         fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self._lock(fd)
+        except BaseException:
             os.close(fd)
-            raise AlreadyRunning(f"another agent holds {self.paths.lock}") from None
+            raise
         self._lock_fd = fd
         try:
             self._bind()
@@ -74,6 +77,28 @@ class Agent:
             self._unbind()
             self._lock_fd = None
             os.close(fd)  # releases the flock: the next starter may bind
+
+    def _lock(self, fd: int) -> None:
+        """Take the lock; if an agent of this build holds it, raise AlreadyRunning; if another build's
+        does, wait for it to leave (it does when a client of the build on disk reaches it)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        from app.agent.client import AgentClient
+
+        if AgentClient(self.paths, self.build).ask({"op": "status"}) is not None:
+            raise AlreadyRunning(f"another agent holds {self.paths.lock}")
+        end = time.monotonic() + HANDOVER_SECONDS
+        while True:  # a lock held across processes has no wake-up to wait on: look again, briefly
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    raise AlreadyRunning(f"another agent holds {self.paths.lock} and did not leave") from None
+                time.sleep(0.05)
 
     def _bind(self) -> None:
         try:
@@ -167,18 +192,21 @@ class Agent:
             self._done()
 
     def _greet(self, sock: socket.socket) -> dict[str, Any] | None:
-        """The peer's one request, once it proved to be this user and this version; None otherwise."""
+        """The peer's one request, once it proved to be this user and this build; None otherwise."""
         try:
             require_same_user(sock)
             sock.settimeout(REQUEST_SECONDS)
             theirs = wire.receive(sock)
-            wire.send(sock, wire.hello(self.version))  # ours either way: a client of another version learns why
-            wire.check_hello(theirs, self.version)
+            wire.send(sock, wire.hello(self.build))  # ours either way: a client of another build learns why
+            wire.check_hello(theirs, self.build)
             request = wire.receive(sock)
             sock.settimeout(None)  # the call's own deadlines bound it from here
             return request
         except (ForeignPeer, VersionMismatch) as exc:
             print(f"agent: refused a connection: {exc}", flush=True)
+            if isinstance(exc, VersionMismatch) and build() != self.build:
+                print("agent: sandchat's code changed since this agent started: leaving, for an agent of the new code", flush=True)
+                self.stop()
             return None
         except AgentError:
             return None  # a peer that left before its request (``agent stop`` reading the pid): nothing to say
@@ -201,7 +229,9 @@ class Agent:
             pass  # the client went away: its call was cancelled
 
     def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": self.version, "uptime": round(time.monotonic() - self.began, 3),
+        from app.version import version  # ~40 ms, for a person asking
+
+        return {"pid": os.getpid(), "version": version(), "build": self.build, "uptime": round(time.monotonic() - self.began, 3),
                 "idle": self.idle, "plugins": self.slots.status()}  # fmt: skip
 
 

@@ -5,8 +5,9 @@ JSON, not msgpack: ``runner.protocol`` alone knows msgpack, and the agent's traf
 launch decision, a request, reply chunks) is small text. Frames are bounded so a broken or
 hostile peer cannot make the other side allocate without limit.
 
-The first frame each way is a hello naming the sandchat version and the agent protocol;
-any difference is a ``VersionMismatch`` and the client runs the plugin itself.
+The first frame each way is a hello naming the sandchat build (``app.version.build``: the code
+running, so an edited or upgraded tree never talks to an agent still running the old one) and
+the agent protocol; any difference is a ``VersionMismatch`` and the client runs the plugin itself.
 """
 
 from __future__ import annotations
@@ -87,4 +88,4 @@ def check_hello(document: dict[str, Any], version: str) -> None:
         raise VersionMismatch(f"expected a hello, got {document.get('type')!r}")
     theirs = (document.get("version"), document.get("protocol"))
     if theirs != (version, PROTOCOL):
-        raise VersionMismatch(f"agent speaks sandchat {theirs[0]} protocol {theirs[1]}, this is {version} protocol {PROTOCOL}")
+        raise VersionMismatch(f"agent runs sandchat build {theirs[0]} protocol {theirs[1]}, this is {version} protocol {PROTOCOL}")

@@ -24,7 +24,7 @@ from app.commands.warm import agent_paths
 from app.context import Context
 from app.exits import EXIT_OK, EXIT_PLUGIN
 from app.render import table
-from app.version import version
+from app.version import build
 
 __all__ = ["run", "serve"]
 
@@ -34,7 +34,7 @@ _LOG_LIMIT = 1 << 20  # the agent's log is begun afresh past this, at a start
 
 def run(args: argparse.Namespace, context: Context) -> int:
     paths = agent_paths(context.settings)
-    client = AgentClient(paths, version())
+    client = AgentClient(paths, build())
     return _stop(client, context) if args.agent_command == "stop" else _status(client, args, context)
 
 
@@ -48,7 +48,7 @@ def _status(client: AgentClient, args: argparse.Namespace, context: Context) -> 
         elif pid is None:
             context.output.write(f"agent: not running (socket {client.paths.socket})\n")
         else:
-            context.output.write(f"agent: pid {pid} holds the socket but does not answer this version; sandchat agent stop ends it\n")
+            context.output.write(f"agent: pid {pid} holds the socket but does not answer this build; sandchat agent stop ends it\n")
         return EXIT_OK
     doc = {"running": True, "answering": True, "socket": str(client.paths.socket), **{k: v for k, v in reply.items() if k != "type"}}
     if args.json:
@@ -86,7 +86,7 @@ def _stop(client: AgentClient, context: Context) -> int:
 def serve(args: argparse.Namespace) -> int:
     """The agent itself, until stopped or idle; a second one for the same directory exits at once."""
     paths = AgentPaths(Path(args.dir).absolute())
-    agent = Agent(paths, version(), args.idle)
+    agent = Agent(paths, build(), args.idle)
     warm = read_warm_file(Path(args.warm)) if args.warm else None
     try:
         with agent.listening():

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import runner
 from app.agent import decision, wire
@@ -22,12 +23,12 @@ from app.agent.client import AgentClient, RemotePlugin
 from app.agent.errors import AgentError
 from app.agent.paths import AgentPaths, choose, ensure_private
 from app.context import Context
-from app.version import version
+from app.version import build
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
-__all__ = ["Handle", "agent_paths", "finish", "handle"]
+__all__ = ["Handle", "agent_paths", "finish", "handle", "prober"]
 
 Handle = runner.Plugin | RemotePlugin
 #: What the agent itself is given of the caller's environment (each plugin's is in its decision):
@@ -45,8 +46,17 @@ def handle(context: Context, name: str) -> Handle:
     direct = context.manager.handle(name)
     if not context.agent_idle:
         return direct
-    client = AgentClient(agent_paths(context.settings), version())
+    client = AgentClient(agent_paths(context.settings), build())
     return client.plugin(direct, os.fspath(context.settings.paths.health_db)) or direct
+
+
+def prober(context: Context) -> Callable[[runner.Plugin], dict[str, Any] | None] | None:
+    """For ``plugins health``: a probe run by the agent, on the process it keeps warm, when one answers."""
+    if not context.agent_idle:
+        return None
+    client = AgentClient(agent_paths(context.settings), build())
+    events = os.fspath(context.settings.paths.health_db)
+    return lambda direct: client.probe(direct.config, events)
 
 
 def finish(context: Context, used: Handle | None) -> None:
