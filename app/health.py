@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import runner
@@ -29,7 +29,7 @@ from runner import clean_text
 if TYPE_CHECKING:
     from app.manager import PluginManager
 
-__all__ = ["HEALTH_KEYS", "health_text", "probe", "probe_all"]
+__all__ = ["HEALTH_KEYS", "RUNTIME_KEYS", "Remote", "blank", "health_text", "probe", "probe_all", "probe_handle"]
 
 HEALTH_KEYS = (
     "name", "state", "healthy", "ready", "not_ready", "counting", "pid", "profile", "layers", "missing_layers", "network", "env",
@@ -42,18 +42,23 @@ _RECENT = 3  # endpoints named per kind: the newest, each once
 _PROBE_TEXT = "sandchat health probe: héllo wörld ✓"
 
 
-def _blank(name: str) -> dict[str, Any]:
+def blank(name: str) -> dict[str, Any]:
     report: dict[str, Any] = dict.fromkeys(HEALTH_KEYS)
     report.update(name=name, healthy=False, not_ready="", counting="", layers=[], missing_layers=[], network=[], env=[], stderr_tail=[])
     report.update(calls=0, errors=0, timeouts=0, restarts=0, last_error="", recent_connections=[], recent_refused=[])
     return report
 
 
-def probe(manager: PluginManager, name: str) -> dict[str, Any]:
+#: Probes plugin ``name``'s handle somewhere else (the sandchat agent, where it is warm) and returns
+#: the report's runtime part; None when it could not be handed over (then the probe runs here).
+Remote = Callable[[runner.Plugin], "dict[str, Any] | None"]
+
+
+def probe(manager: PluginManager, name: str, remote: Remote | None = None) -> dict[str, Any]:
     """Probe plugin ``name`` and describe it; never raises for a plugin's failure."""
-    report = _blank(name)
+    report = blank(name)
     try:
-        _probe(manager, name, report)
+        _probe(manager, name, report, remote)
     finally:  # read after the probe, so a crash the probe itself caused is counted
         counts = manager.events.counts(name)
         report.update(
@@ -69,9 +74,9 @@ def probe(manager: PluginManager, name: str) -> dict[str, Any]:
     return report
 
 
-def probe_all(manager: PluginManager, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def probe_all(manager: PluginManager, names: Iterable[str] | None = None, remote: Remote | None = None) -> list[dict[str, Any]]:
     """Start, ping and probe each plugin (every discovered one by default); one dict each (``plugins health --json``)."""
-    return [probe(manager, name) for name in (list(names) if names is not None else manager.names())]
+    return [probe(manager, name, remote) for name in (list(names) if names is not None else manager.names())]
 
 
 def _recent_endpoints(manager: PluginManager, name: str) -> dict[str, list[str]]:
@@ -85,7 +90,7 @@ def _recent_endpoints(manager: PluginManager, name: str) -> dict[str, list[str]]
     return recent
 
 
-def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
+def _probe(manager: PluginManager, name: str, report: dict[str, Any], remote: Remote | None) -> None:
     try:
         plugin_file = manager.plugin_file(name)
         report.update(path=str(plugin_file.path), description=plugin_file.metadata.description)
@@ -96,6 +101,25 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any]) -> None:
         state = "disabled" if isinstance(exc, Disabled) else "needs deps" if isinstance(exc, MissingDependencies) else "failed"
         report.update(state=state, last_error=str(exc))
         return
+    found = remote(handle) if remote is not None else None
+    if found is None:
+        probe_handle(handle, report)
+    else:
+        kept = {"profile": report["profile"]}  # the grant's, unless the child's hello says which it runs
+        report.update({key: found[key] for key in RUNTIME_KEYS if key in found})
+        report.update({key: value for key, value in kept.items() if report[key] is None})
+
+
+#: The part of a report a probe of the handle fills (the rest is the host's: files, grants, the health log).
+RUNTIME_KEYS = (
+    "state", "healthy", "ready", "not_ready", "counting", "pid", "profile", "layers", "missing_layers", "uptime_s", "startup_ms",
+    "ping_ms", "probe_tokens", "calls", "errors", "timeouts", "restarts", "rss_bytes", "memory_bytes", "cgroup", "last_error",
+    "stderr_tail", "class", "doc",
+)  # fmt: skip
+
+
+def probe_handle(handle: runner.Plugin, report: dict[str, Any]) -> None:
+    """Start (if needed), ping, count and ask ``handle`` if it is ready, and fill ``report``'s runtime part."""
     failure: runner.PluginError | None = None
     try:
         handle.start()  # start-up is reported on its own; the ping measures a warm round trip

@@ -19,7 +19,7 @@ import pytest
 from app.agent import wire
 from app.agent.client import AgentClient
 from app.agent.paths import AgentPaths, ensure_private
-from app.version import version
+from app.version import build
 from tests.agentkit import (
     PACED,
     cleanup,
@@ -293,7 +293,7 @@ def test_a_connection_from_another_uid_is_refused_by_the_agent_itself(tmp_path: 
         with open(directory / "agent.log", "ab") as log:  # the agent's own lines, as spawn_detached would put them
             agent = subprocess.Popen([*SANDCHAT, "agent", "serve", "--dir", str(directory), "--idle", "60"], env=cli_env(home),
                                      stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        reach = AgentClient(AgentPaths(directory), version())
+        reach = AgentClient(AgentPaths(directory), build())
         wait_until(lambda: reach.ask({"op": "status"}), 30, "the agent to answer")
         os.chmod(base, 0o755)
         os.chmod(directory, 0o711)  # what the agent never does: only so nobody can reach the socket at all
@@ -313,3 +313,20 @@ def test_a_connection_from_another_uid_is_refused_by_the_agent_itself(tmp_path: 
     finally:
         cleanup(home, zombies)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_plugins_health_reports_the_warm_process_with_its_calls_across_commands(home: Path) -> None:
+    import json
+
+    assert run(home, "prompt", "-p", "echo", "hello").returncode == 0
+    started = wait_warm(home, "echo")
+    first = run(home, "plugins", "health", "echo", "--json")
+    assert first.returncode == 0, first.stderr
+    [report] = json.loads(first.stdout)
+    assert (report["pid"], report["state"], report["ready"], report["restarts"]) == (started["pid"], "ready", True, 0)
+    assert report["profile"] == "untrusted" and report["path"].endswith("echo_plugin.py")
+    second = json.loads(run(home, "plugins", "health", "echo", "--json").stdout)[0]
+    assert second["pid"] == started["pid"]
+    assert second["calls"] > report["calls"] and second["uptime_s"] > report["uptime_s"]  # counted since the process started
+    off = json.loads(run(home, "plugins", "health", "echo", "--json", SANDCHAT_AGENT_IDLE="0").stdout)[0]
+    assert off["pid"] != started["pid"] and off["ready"]  # without the agent: a process of its own, as before

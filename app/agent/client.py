@@ -81,6 +81,20 @@ class AgentClient:
         except (AgentError, OSError):
             return None
 
+    def probe(self, config: runner.PluginConfig, events: str | None) -> dict[str, Any] | None:
+        """The runtime part of ``plugins health``'s report on the agent's process for ``config``; None
+        when no agent of this build carried it out (the caller probes the plugin itself)."""
+        try:
+            with self.open() as sock:
+                wire.send(sock, {"op": "probe", "name": config.name, "config": decision.to_plain(config), "events": events, "args": {}})
+                d = config.deadlines  # a start, then ping, count and check, each within its deadline
+                sock.settimeout(d.start + d.ping + d.count_tokens + d.check + 5)
+                frame = wire.receive(sock)
+        except (AgentError, OSError):
+            return None
+        value = frame.get("value") if frame.get("type") == "result" else None
+        return value if isinstance(value, dict) else None
+
     def plugin(self, direct: runner.Plugin, events: str | None) -> RemotePlugin | None:
         """A handle on ``direct``'s plugin served by the agent, if it answers now; else None."""
         try:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 Send = Callable[[dict[str, Any]], None]
 
 #: Which deadline bounds each operation's wait for the plugin (and so its place in the queue).
-_PHASES = {"start": "start", "stream": "total", "count_tokens": "count_tokens", "token_counting": "check"}
+_PHASES = {"start": "start", "stream": "total", "count_tokens": "count_tokens", "token_counting": "check", "probe": "start"}
 _QUEUE_POLL = 0.1  # how often a queued call looks at its client's cancel
 
 
@@ -152,6 +152,12 @@ def _run(plugin: runner.Plugin, op: str, args: dict[str, Any], send: Send, cance
         send({"type": "result", "value": plugin.count_tokens(str(args.get("text", "")))})
     elif op == "token_counting":
         send({"type": "result", "value": plugin.token_counting()})
+    elif op == "probe":  # plugins health: the warm process's own uptime and calls
+        from app.health import RUNTIME_KEYS, blank, probe_handle
+
+        report = blank(plugin.name)
+        probe_handle(plugin, report)
+        send({"type": "result", "value": {key: report[key] for key in RUNTIME_KEYS}})
     else:
         _stream(plugin, args, send, cancel)
 

@@ -185,9 +185,10 @@ def health(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     if args.watch:
         return _watch(args, context)
+    from app.commands.warm import prober
     from app.health import health_text, probe_all  # imports the runner: only when plugins are probed
 
-    reports = probe_all(manager, args.names or None)
+    reports = probe_all(manager, args.names or None, prober(context))
     context.output.write(health_text(reports, args.json) + "\n")
     return EXIT_OK if all(r["healthy"] and r["ready"] for r in reports) else EXIT_PLUGIN
 
@@ -200,11 +201,12 @@ def _grants(report: dict[str, Any]) -> str:
 
 def _watch(args: argparse.Namespace, context: Context) -> int:
     """Redraw the health table in place every few seconds until Ctrl-C."""
+    from app.commands.warm import prober
     from app.health import health_text, probe_all
 
-    out = context.output
+    out, remote = context.output, prober(context)
     while True:
-        reports = probe_all(context.manager, args.names or None)
+        reports = probe_all(context.manager, args.names or None, remote)
         out.raw("\x1b[H\x1b[2J")  # our own: home, clear screen
         out.write(time.strftime("%H:%M:%S ") + f"(every {args.watch:g}s, Ctrl-C to stop)\n")
         out.write(health_text(reports, args.json) + "\n")
