@@ -232,7 +232,7 @@ class PluginManager:
         """The runner configuration for plugin ``name``'s next start (``app.policy`` decides it)."""
         from app.policy import launch_config
 
-        return launch_config(self.plugin_file(name), self.settings, self.grants, self.keys, self.deadlines, self.timeout, self.envs)
+        return launch_config(self.plugin_file(name), self.settings, self.grants, self.keys, self.deadlines, self.timeout, lambda: self.envs)
 
     # -- handles -------------------------------------------------------------------------
 

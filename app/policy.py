@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import site
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +63,13 @@ def launch_config(
     keys: KeyStore,
     deadlines: runner.Deadlines,
     timeout: float | None = None,
-    envs: EnvStore | None = None,
+    envs: Callable[[], EnvStore] | None = None,
 ) -> runner.PluginConfig:
     """The runner configuration for one start of ``plugin_file``, decided from the file as it is now.
 
-    ``envs``: where the environments of plugins that declare dependencies are (the data
-    directory's ``envs/`` when not given).
+    ``envs``: gives the store of the environments of plugins that declare dependencies (the data
+    directory's ``envs/`` when not given); called only for those, since ``app.envs`` imports
+    packaging, which costs a command ~50 ms.
     """
     name = plugin_file.name
     code, meta = read_code(plugin_file)
@@ -112,7 +113,7 @@ class MissingDependencies(runner.PluginLoadError):
         super().__init__(plugin, message)
 
 
-def _environment(name: str, meta: Metadata, envs: EnvStore | None, settings: Settings) -> ChildPaths | None:
+def _environment(name: str, meta: Metadata, envs: Callable[[], EnvStore] | None, settings: Settings) -> ChildPaths | None:
     """The child's paths for a plugin that declares dependencies; raises MissingDependencies.
 
     Checked at every start, by one manifest read: installing with ``plugins deps`` changes no
@@ -122,7 +123,7 @@ def _environment(name: str, meta: Metadata, envs: EnvStore | None, settings: Set
     """
     from app.envs import EnvStore, child_paths
 
-    store = envs if envs is not None else EnvStore(settings.paths.envs)
+    store = envs() if envs is not None else EnvStore(settings.paths.envs)
     status = store.status(meta.declared)
     reason = status.reason(name)
     if reason is not None:
