@@ -228,6 +228,16 @@ class PluginManager:
 
     # -- launching -----------------------------------------------------------------------
 
+    def decide(self, name: str) -> runner.PluginConfig:
+        """Plugin ``name``'s launch decision as ``handle`` would start it now, refusals included (``app.refusals``),
+        for a caller that hands it to another process (the sandchat agent) instead of starting it here."""
+        from app.refusals import ShuttingDown
+
+        if self._closed:
+            raise ShuttingDown(name)
+        check_startable(name, self.settings, self.switches)
+        return self.launch_config(name)
+
     def launch_config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name``'s next start (``app.policy`` decides it)."""
         from app.policy import launch_config

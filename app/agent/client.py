@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import runner
@@ -95,26 +95,45 @@ class AgentClient:
         value = frame.get("value") if frame.get("type") == "result" else None
         return value if isinstance(value, dict) else None
 
-    def plugin(self, direct: runner.Plugin, events: str | None) -> RemotePlugin | None:
-        """A handle on ``direct``'s plugin served by the agent, if it answers now; else None."""
+    def plugin(self, config: runner.PluginConfig, direct: Callable[[], runner.Plugin], events: str | None) -> RemotePlugin | None:
+        """A handle on the plugin of launch decision ``config`` served by the agent, if it answers now; else None.
+
+        ``direct`` gives the caller's own handle, for a call the agent cannot be handed: only
+        then is it made, so a warm command never imports the runner's process machinery.
+        """
         try:
             sock = self.open()
         except (AgentError, OSError):
             return None
-        return RemotePlugin(self, direct, events, sock)
+        return RemotePlugin(self, config, direct, events, sock)
 
 
 class RemotePlugin:
-    """The calls ``sandchat prompt`` and ``tokens`` make, served by the agent for ``direct.config``."""
+    """The calls ``sandchat prompt`` and ``tokens`` make, served by the agent for ``config``."""
 
-    def __init__(self, client: AgentClient, direct: runner.Plugin, events: str | None, sock: socket.socket) -> None:
-        self.name = direct.name
-        self.config = direct.config  # the launch decision made now, by the caller, for this command
-        self.direct = direct  # where a call goes that the agent could not be handed
+    def __init__(
+        self, client: AgentClient, config: runner.PluginConfig, direct: Callable[[], runner.Plugin], events: str | None, sock: socket.socket
+    ) -> None:
+        self.name = config.name
+        self.config = config  # the launch decision made now, by the caller, for this command
+        self._direct = direct
+        self._direct_handle: runner.Plugin | None = None
         self._client = client
         self._events = events
         self._spare: socket.socket | None = sock  # the connection that proved the agent answers: the first call's
         self._window: int | None = None
+
+    @property
+    def direct(self) -> runner.Plugin:
+        """The caller's own handle, where a call goes that the agent could not be handed (made on first use)."""
+        if self._direct_handle is None:
+            self._direct_handle = self._direct()
+        return self._direct_handle
+
+    @property
+    def used_direct(self) -> runner.Plugin | None:
+        """The caller's own handle if a call needed it, else None."""
+        return self._direct_handle
 
     def _send(self, op: str, args: dict[str, Any]) -> socket.socket | None:
         """A connection that carries the request now, or None when the call must run on the direct handle."""

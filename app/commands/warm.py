@@ -15,7 +15,7 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import runner
 from app.agent import decision, wire
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Handle", "agent_paths", "finish", "handle", "prober"]
 
-Handle = runner.Plugin | RemotePlugin
+Handle: TypeAlias = "runner.Plugin | RemotePlugin"  # a string: runner.Plugin would import the runner's process machinery
 #: What the agent itself is given of the caller's environment (each plugin's is in its decision):
 #: XDG_RUNTIME_DIR because the runner finds the user's systemd manager (a plugin's cgroup) through it.
 _AGENT_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "XDG_RUNTIME_DIR")
@@ -43,11 +43,12 @@ def agent_paths(settings: Settings) -> AgentPaths:
 
 def handle(context: Context, name: str) -> Handle:
     """The handle this command uses for plugin ``name``: the agent's when it answers now."""
-    direct = context.manager.handle(name)
+    manager = context.manager
     if not context.agent_idle:
-        return direct
+        return manager.handle(name)
+    config = manager.decide(name)  # refused now if the plugin may not start, as handle() would
     client = AgentClient(agent_paths(context.settings), build())
-    return client.plugin(direct, os.fspath(context.settings.paths.health_db)) or direct
+    return client.plugin(config, lambda: manager.handle(name), os.fspath(context.settings.paths.health_db)) or manager.handle(name)
 
 
 def prober(context: Context) -> Callable[[runner.Plugin], dict[str, Any] | None] | None:
@@ -61,7 +62,7 @@ def prober(context: Context) -> Callable[[runner.Plugin], dict[str, Any] | None]
 
 def finish(context: Context, used: Handle | None) -> None:
     """After the command: if it started a plugin itself, start the agent with that decision (never fails)."""
-    if not context.agent_idle or not isinstance(used, runner.Plugin) or used.stats.starts == 0:
+    if not context.agent_idle or used is None or isinstance(used, RemotePlugin) or used.stats.starts == 0:
         return  # off, no plugin reached, an agent answered (a call it could not carry ran directly), or nothing started
     direct = used
     try:
