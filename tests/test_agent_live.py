@@ -215,7 +215,9 @@ def test_an_agent_of_another_version_or_one_that_hangs_is_passed_over(home: Path
     assert (result.returncode, result.stdout, result.stderr) == (0, "echo: hi\n", "")
     assert (counted.returncode, counted.stdout) == (0, "2\n")
     hellos = [frame for frame in fake.frames if frame.get("type") == "hello"]
-    assert len(hellos) == 2 and not any("op" in frame for frame in fake.frames)
+    # one hello per command, and one from each agent they started (the fake's lock held, it asks the
+    # holder who it is, and, not answered as its own build, waits for the lock): never a request
+    assert 2 <= len(hellos) <= 4 and not any("op" in frame for frame in fake.frames)
 
 
 def test_the_agent_exits_when_idle_and_leaves_nothing(home: Path) -> None:

@@ -231,7 +231,17 @@ def package_init_problems(name: str, source: str | None = None) -> list[str]:
 APP_LAYERS: tuple[tuple[str, ...], ...] = (
     ("app.__main__", "app.cli"),
     ("app.commands", "app.context"),  # a command's per-invocation context (settings, output, the manager) is theirs
-    ("app.chat", "app.chatcore", "app.repl", "app.slash", "app.health", "app.conformance", "app.web"),
+    (
+        "app.chat",
+        "app.chatcore",
+        "app.repl",
+        "app.slash",
+        "app.health",
+        "app.conformance",
+        "app.web",
+        "app.agent.server",
+        "app.agent.slots",
+    ),  # the agent's own process: it serves health probes too
     ("app.manager",),
 )
 #: Below the manager: the stores and the small modules everything may use (settings, files,
