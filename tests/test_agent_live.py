@@ -150,7 +150,13 @@ def test_errors_and_deadlines_read_the_same_through_the_agent(home: Path, plugin
     through = run(home, *ask)
     served = status(home)
     assert served is not None and (plugin in {p["name"] for p in served["plugins"]}) == (plugin != "nosuch")  # it ran in the agent
-    assert (through.returncode, through.stdout, through.stderr) == (direct.returncode, direct.stdout, direct.stderr)
+    assert (through.returncode, through.stderr) == (direct.returncode, direct.stderr)
+    if plugin == "slow_stream":  # how many words came before the deadline is the machine's timing, either way
+        for result in (direct, through):
+            words = result.stdout.split()
+            assert words and words == [str(i) for i in range(len(words))], result.stdout
+    else:
+        assert through.stdout == direct.stdout
     assert direct.returncode in (1, 2) and direct.stderr
 
 
