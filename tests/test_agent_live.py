@@ -338,3 +338,45 @@ def test_plugins_health_reports_the_warm_process_with_its_calls_across_commands(
     assert second["calls"] > report["calls"] and second["uptime_s"] > report["uptime_s"]  # counted since the process started
     off = json.loads(run(home, "plugins", "health", "echo", "--json", SANDCHAT_AGENT_IDLE="0").stdout)[0]
     assert off["pid"] != started["pid"] and off["ready"]  # without the agent: a process of its own, as before
+
+
+def _short_deadlines(home: Path, **deadlines: float) -> None:
+    """Deadlines for slow_stream in the home's settings file: each command's decision carries them."""
+    lines = "".join(f"{key} = {value}\n" for key, value in deadlines.items())
+    (home / "config.toml").write_text(f"[plugins.slow_stream]\n{lines}")
+
+
+def test_an_agent_that_hangs_mid_reply_costs_the_idle_deadline_not_the_whole_reply(home: Path) -> None:
+    _short_deadlines(home, idle=1, cancel_grace=1, stop_grace=1)  # silence allowed after a chunk: 1 + 1 + 2 + 5 s
+    plugins = ("--plugins-dir", str(TEST_PLUGINS))
+    run(home, "tokens", *plugins, "-p", "slow_stream", "x")
+    wait_warm(home, "slow_stream")
+    agent = status(home)
+    assert agent is not None
+    proc = popen(home, "prompt", *plugins, "-p", "slow_stream", "go")
+    assert first_bytes(proc).startswith(b"0 ")
+    os.kill(agent["pid"], signal.SIGSTOP)  # hung: the socket stays open, nothing more comes
+    try:
+        _, err = proc.communicate(timeout=40)  # the whole reply's deadline is 600 s
+    finally:
+        os.kill(agent["pid"], signal.SIGCONT)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 1
+    assert lines[0] == "sandchat: plugin 'slow_stream' timed out: the sandchat agent running it stopped answering", lines
+
+
+def test_a_call_queued_longer_than_its_silence_bound_is_still_served(home: Path) -> None:
+    # before its first frame a client allows start + first chunk + cancel + 2 stops + 5 s = 11 s of silence
+    _short_deadlines(home, start=2, first_chunk=1, cancel_grace=1, stop_grace=1)
+    plugins = ("--plugins-dir", str(TEST_PLUGINS))
+    run(home, "tokens", *plugins, "-p", "slow_stream", "x")
+    wait_warm(home, "slow_stream")
+    first = popen(home, "prompt", *plugins, "--timeout", "13", "-p", "slow_stream", "first")
+    assert first_bytes(first).startswith(b"0 ")
+    second = popen(home, "prompt", *plugins, "-p", "slow_stream", "queued")  # a stream waits for the slot up to its total deadline
+    assert first_bytes(second, 60).startswith(b"0 ")  # ~13 s later, once the first hit its --timeout
+    first.communicate(timeout=30)
+    assert first.returncode == 1  # its own --timeout
+    second.send_signal(signal.SIGINT)
+    _, err = second.communicate(timeout=30)
+    assert second.returncode == 130 and err.decode().splitlines()[-1] == "sandchat: interrupted", err

@@ -89,7 +89,8 @@ class AgentClient:
                 wire.send(sock, {"op": "probe", "name": config.name, "config": decision.to_plain(config), "events": events, "args": {}})
                 d = config.deadlines  # a start, then ping, count and check, each within its deadline
                 sock.settimeout(d.start + d.ping + d.count_tokens + d.check + 5)
-                frame = wire.receive(sock)
+                while (frame := wire.receive(sock)).get("type") == "waiting":
+                    pass  # queued behind a command's call on this plugin
         except (AgentError, OSError):
             return None
         value = frame.get("value") if frame.get("type") == "result" else None
@@ -146,9 +147,17 @@ class RemotePlugin:
             if sock is not None:
                 sock.close()
             return None
-        d = self.config.deadlines  # the longest the agent may be silent, its own deadlines all passing
-        sock.settimeout(d.start + d.total + d.cancel_grace + 2 * d.stop_grace + 5)
+        sock.settimeout(self._silence(op))
         return sock
+
+    def _silence(self, op: str, streaming: bool = False) -> float:
+        """The longest the agent may say nothing before its next frame, every deadline of its own
+        passing (a start, then the call's phase, a cancel and a stop); a queued call hears ``waiting``."""
+        d = self.config.deadlines
+        if streaming:
+            return d.idle + d.cancel_grace + 2 * d.stop_grace + 5
+        phase = {"stream": d.first_chunk, "count_tokens": d.count_tokens, "token_counting": d.check}.get(op, 0.0)
+        return d.start + phase + d.cancel_grace + 2 * d.stop_grace + 5
 
     def _result(self, op: str, args: dict[str, Any]) -> Any:
         sock = self._send(op, args)
@@ -162,7 +171,9 @@ class RemotePlugin:
 
     def _receive(self, sock: socket.socket) -> dict[str, Any]:
         try:
-            return wire.receive(sock)
+            while (frame := wire.receive(sock)).get("type") == "waiting":
+                pass  # queued behind another command's call on this plugin: the agent is alive
+            return frame
         except AgentError as exc:
             if isinstance(exc.__cause__, TimeoutError):
                 raise runner.PluginTimeout(self.name, "timed out: the sandchat agent running it stopped answering") from None
@@ -219,6 +230,7 @@ class RemotePlugin:
                     frame = self._receive(sock)
                     kind = frame.get("type")
                     if kind == "chunk":
+                        sock.settimeout(self._silence("stream", streaming=True))
                         yield str(frame.get("text", ""))
                     elif kind == "done":
                         return

@@ -31,6 +31,7 @@ Send = Callable[[dict[str, Any]], None]
 #: Which deadline bounds each operation's wait for the plugin (and so its place in the queue).
 _PHASES = {"start": "start", "stream": "total", "count_tokens": "count_tokens", "token_counting": "check", "probe": "start"}
 _QUEUE_POLL = 0.1  # how often a queued call looks at its client's cancel
+WAITING_EVERY = 1.0  # a queued call tells its client it waits this often: silence longer than its deadlines means a hung agent
 
 
 class Slot:
@@ -100,7 +101,7 @@ class Slots:
             threading.Thread(target=_watch, args=(sock, cancel), name="agent-cancel", daemon=True).start()
         slot, phase = self._slot(config.name), _PHASES[op]
         seconds, began = getattr(config.deadlines, phase), time.monotonic()
-        _queue(slot, config.name, phase, seconds, cancel)
+        _queue(slot, config.name, phase, seconds, cancel, send)
         try:
             plugin = slot.ready(config, self._listener(request.get("events")))
             plugin.set_deadlines(_less(config.deadlines, phase, time.monotonic() - began))
@@ -125,10 +126,15 @@ class Slots:
             closer.join()
 
 
-def _queue(slot: Slot, name: str, phase: str, seconds: float, cancel: runner.CancelToken) -> None:
-    """Take the slot's lock within the call's deadline, as the runner's own queue would, leaving on a cancel."""
+def _queue(slot: Slot, name: str, phase: str, seconds: float, cancel: runner.CancelToken, send: Send) -> None:
+    """Take the slot's lock within the call's deadline, as the runner's own queue would, leaving on a cancel;
+    a ``waiting`` frame every second meanwhile, so the client can tell a queue from a hung agent."""
     end = time.monotonic() + seconds
+    told = time.monotonic()
     while not slot.lock.acquire(timeout=max(0.0, min(_QUEUE_POLL, end - time.monotonic()))):
+        if time.monotonic() - told >= WAITING_EVERY:
+            send({"type": "waiting"})  # a client gone raises AgentError here: the call leaves the queue
+            told = time.monotonic()
         if cancel.cancelled:
             raise runner.PluginCancelled(name, "was cancelled while waiting for another call to end")
         if time.monotonic() >= end:
