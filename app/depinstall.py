@@ -181,12 +181,11 @@ def _pip_error(result: subprocess.CompletedProcess) -> str:
     return "; ".join(errors[:2]) or " ".join(last[0].split())
 
 
-def _check_references(declared: Declared, allow_build: bool) -> None:
-    if allow_build:
-        return
+def _check_references(declared: Declared) -> None:
+    # parse_declared refuses direct references; a Declared built some other way must not bring one back
     for req in declared.parsed():
-        if req.url and not req.url.split("#", 1)[0].split("?", 1)[0].endswith(".whl"):
-            raise InstallError(f"{req.name} @ {req.url} is not a wheel: installing it means building it, which needs --allow-build")
+        if req.url:
+            raise InstallError(f"{req.name} @ {req.url} is a direct reference: sandchat installs only releases from the package index")
 
 
 def _staged(stage: Path) -> tuple[Planned, ...]:
@@ -217,7 +216,7 @@ def plan(
     """Resolve and download ``declared`` into a staging folder; raise InstallError (one line) if pip cannot."""
     if not declared:
         raise InstallError("the plugin declares no dependencies")
-    _check_references(declared, allow_build)
+    _check_references(declared)
     store.root.mkdir(parents=True, exist_ok=True)
     stage = store.root / f".stage-{declared.key}-{_token()}"
     stage.mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.depinstall import BUILD_WARNING, IndexOptions, InstallError, install, pip_environ, plan
-from app.deps import DependencyError, env_key, missing, missing_message, parse_declared, python_problem
+from app.deps import Declared, DependencyError, env_key, missing, missing_message, parse_declared, python_problem
 from app.envs import EnvStore, child_paths
 from tests.deps.builders import build_sdist, build_wheel, module_files
 
@@ -102,7 +102,8 @@ def test_equal_sets_share_one_key_and_different_sets_do_not() -> None:
         (["tinylib >>= 1"], None, "dependencies entry 'tinylib >>= 1' is not a PEP 508 requirement"),
         (["ok", ""], None, "dependencies entry '' is not a PEP 508 requirement"),
         (["--index-url=http://evil/"], None, "dependencies entry '--index-url=http://evil/' is not a PEP 508"),
-        (["x @ file:///etc/passwd"], None, "'x @ file:///etc/passwd': a direct reference must be an https:// URL"),
+        (["x @ file:///etc/passwd"], None, "'x @ file:///etc/passwd' is a direct reference (a URL), which sandchat does not install"),
+        (["x @ https://e.example/x-1.0-py3-none-any.whl"], None, "name a release from the package index instead, e.g. 'x>=1.0'"),
         ("tinylib", None, "dependencies must be a list of strings"),
         ([1], None, "dependencies must be a list of strings"),
         ([f"p{i}" for i in range(65)], None, "dependencies lists 65 entries; at most 64"),
@@ -181,8 +182,8 @@ def test_an_sdist_only_requirement_is_refused_without_allow_build(store, index, 
     assert "srconly is available only as source (an sdist)" in message and "--allow-build" in message and "\n" not in message
     assert not marker.exists(), "planning built the sdist: its code ran"
     assert store.keys() == [] and _leftovers(store) == []
-    with pytest.raises(InstallError, match="is not a wheel: installing it means building it, which needs --allow-build"):
-        plan(parse_declared(["srconly @ https://example.invalid/srconly-1.0.tar.gz"]), store, index=index, environ=environ)
+    with pytest.raises(InstallError, match="srconly @ https://example.invalid/srconly-1.0.tar.gz is a direct reference"):
+        plan(Declared(("srconly @ https://example.invalid/srconly-1.0.tar.gz",)), store, index=index, environ=environ)
 
 
 def test_allow_build_builds_the_sdist_and_says_so(store, index, environ, house) -> None:

@@ -432,7 +432,6 @@ def test_bidi_and_line_separators_in_a_requirement_cannot_spoof_the_confirmation
             assert not set(text) & set("\u202e\u2028\u2029\x85\u200f\u2066"), (args, text[-300:])
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: an https:// direct reference makes the host connect to any address (127.0.0.1) before asking")
 def test_a_direct_reference_contacts_no_host_before_the_user_says_yes(tmp_path: Path, pip_env: dict[str, str]) -> None:
     import socket
     import threading
