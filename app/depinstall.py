@@ -317,7 +317,7 @@ def _move_into_place(store: EnvStore, tmp: Path, final: Path, replace: bool) -> 
             os.rename(tmp, final)  # the one step that makes it visible: complete, or not there
     manifest = store.manifest(final.name)
     if manifest is None:
-        raise InstallError(f"{final} exists but has no readable manifest: run: sandchat plugins deps --prune, then install again")
+        raise InstallError(f"{final} exists but has no readable manifest (sandchat did not make it): move it away, then install again")
     return Env(final.name, final, manifest)
 
 

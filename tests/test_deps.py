@@ -276,6 +276,22 @@ def test_prune_removes_environments_no_plugin_uses(store, index, environ, tmp_pa
     assert store.prune(keep=[], keep_recorded=False) == sorted([two.key, three.key]) and store.keys() == []
 
 
+def test_prune_leaves_every_folder_sandchat_did_not_make(store, index, environ) -> None:
+    """envs/ may be a link to a disk of the user's: only a folder whose manifest names it is an environment."""
+    env = _install(store, index, environ, ["tinylib==1.0"])
+    photos = store.root / "photos"
+    (photos / "2024").mkdir(parents=True)
+    copied = store.root / ("c" * 24)  # an environment copied under another name: its manifest names env.key
+    copied.mkdir()
+    (copied / "manifest.json").write_text((env.path / "manifest.json").read_text())
+    broken = store.root / ("b" * 24)
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    assert store.foreign() == sorted(["photos", copied.name, broken.name])
+    assert store.prune(keep=[], keep_recorded=False) == [env.key]
+    assert photos.is_dir() and copied.is_dir() and broken.is_dir() and not env.path.exists()
+
+
 def test_a_plugin_that_changes_its_set_moves_its_record(store, index, environ, tmp_path) -> None:
     path = tmp_path / "a_plugin.py"
     path.write_text("")

@@ -402,9 +402,6 @@ def test_a_plugin_without_dependencies_cannot_reach_the_environments(tmp_path: P
     assert set(json.loads(done.stdout).values()) <= {"PermissionError", "FileNotFoundError"}, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True, reason="HOLE: prune deletes any folder in envs/ with no manifest (not made by sandchat), e.g. via a symlinked envs/"
-)
 def test_prune_deletes_only_environments_sandchat_made(tmp_path: Path, pip_env: dict[str, str]) -> None:
     home = tmp_path / "home"
     home.mkdir()
