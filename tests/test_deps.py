@@ -133,7 +133,8 @@ def test_plan_lists_names_versions_sizes_and_installs_nothing(store, index, envi
         assert [(i.name, i.version, i.wheel) for i in p.items] == [("tinydep", "1.0", True), ("tinylib", "2.0", True)]
         on_disk = (house / "wheels" / "tinylib-2.0-py3-none-any.whl").stat().st_size
         assert next(i for i in p.items if i.name == "tinylib").size == on_disk
-        assert p.lines()[-1] == f"2 files, {p.total_size / 1024:.1f} KiB to install"
+        assert p.total_size == sum(i.unpacked for i in p.items) and p.download_size == sum(i.size for i in p.items)
+        assert p.lines()[-1] == f"2 files, {p.total_size} B to install (unpacked; {p.download_size / 1024:.1f} KiB downloaded)"
         assert p.lines()[0].startswith("tinydep 1.0") and p.lines()[0].endswith("wheel")
         assert store.keys() == [] and store.status(declared).missing == ("tinylib>=2",)
     assert _leftovers(store) == []  # the discarded plan took its staging folder with it
@@ -350,3 +351,80 @@ def test_a_set_whose_markers_exclude_this_machine_installs_an_empty_environment(
         assert p.items == ()
         env = install(p, store, index=index, environ=environ)
     assert list(env.lib.iterdir()) == [] and store.status(declared, verify=True).ok
+
+
+# --- what a plan may hold: references, sizes, files (app/depstage.py) ------------------------
+
+
+def _own_index(index: IndexOptions, folder: Path) -> IndexOptions:
+    return IndexOptions(find_links=(*index.find_links, str(folder)), no_index=True)
+
+
+def test_a_dependencys_https_reference_is_refused_before_pip_contacts_it(store, index, environ, tmp_path) -> None:
+    """The probe reads carrier's Requires-Dist before any pip run resolves it: no connection, one line naming both."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/internal-1.0-py3-none-any.whl"
+    build_wheel(tmp_path / "own", "carrier", "1.0", module_files("carrier", "1.0"), requires=["tinylib>=2", f"internal @ {url}"])
+    try:
+        with pytest.raises(InstallError) as caught:
+            plan(parse_declared(["carrier"]), store, index=_own_index(index, tmp_path / "own"), environ=environ)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    message = str(caught.value)
+    assert message.startswith(f"carrier 1.0 requires 'internal @ {url}', a direct reference") and "\n" not in message
+    assert _leftovers(store) == []
+
+
+def test_a_reference_in_an_extra_nobody_asked_for_is_refused_too(store, index, environ, tmp_path) -> None:
+    """PyPI refuses any wheel whose Requires-Dist has a direct reference, whatever its marker: so does sandchat."""
+    requires = ['fast @ file:///etc/passwd ; extra == "fast"\nProvides-Extra: fast']
+    build_wheel(tmp_path / "own", "nice", "1.0", module_files("nice", "1.0"), requires=requires)
+    with pytest.raises(InstallError, match="nice 1.0 requires 'fast @ file:///etc/passwd"):
+        plan(parse_declared(["nice"]), store, index=_own_index(index, tmp_path / "own"), environ=environ)
+
+
+def test_the_plan_shows_unpacked_sizes_and_refuses_past_the_cap(store, index, environ, tmp_path, monkeypatch) -> None:
+    from app import depstage
+    from tests.deps.builders import wheel_bytes
+    from tests.redteam_deps.hostile import deflated
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "zeros-1.0-py3-none-any.whl").write_bytes(deflated(wheel_bytes("zeros", "1.0", {"zeros/z.bin": b"\0" * (3 << 20)})))
+    with plan(parse_declared(["zeros"]), store, index=_own_index(index, own), environ=environ) as p:
+        [item] = p.items
+        assert item.unpacked > 3 << 20 > 100 * item.size and p.total_size == item.unpacked
+        assert p.lines()[0].split()[2:4] == ["3.0", "MiB"] and "3.0 MiB to install (unpacked;" in p.lines()[-1]
+    monkeypatch.setattr(depstage, "MAX_UNPACKED_BYTES", 2 << 20)
+    with pytest.raises(InstallError) as caught:
+        plan(parse_declared(["zeros"]), store, index=_own_index(index, own), environ=environ)
+    expected = "the dependencies unpack to more than 2 MiB (at zeros-1.0-py3-none-any.whl, the limit of one environment): refused"
+    assert str(caught.value) == expected
+    monkeypatch.setattr(depstage, "MAX_WHEEL_ENTRIES", 3)
+    with pytest.raises(InstallError, match=r"^zeros-1.0-py3-none-any.whl holds \d+ files; at most 3 are allowed$"):
+        plan(parse_declared(["zeros"]), store, index=_own_index(index, own), environ=environ)
+    assert _leftovers(store) == []
+
+
+def test_every_staged_file_is_shown_or_the_plan_is_refused(tmp_path) -> None:
+    from app.depstage import PINS, staged
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    build_wheel(stage, "tinylib", "1.0", module_files("tinylib", "1.0"))
+    (stage / PINS).write_text("tinylib==1.0\n")  # sandchat's own file: not pip's, not shown
+    assert [i.filename for i in staged(stage, allow_build=False)] == ["tinylib-1.0-py3-none-any.whl"]
+    (stage / "evil-1.0.tar.gz").write_bytes(b"")
+    with pytest.raises(InstallError, match=r"^pip fetched 'evil-1.0.tar.gz', which is not a wheel: refused \(building needs --allow"):
+        staged(stage, allow_build=False)
+    assert [i.filename for i in staged(stage, allow_build=True)] == ["evil-1.0.tar.gz", "tinylib-1.0-py3-none-any.whl"]
+    (stage / "evil-1.0.tar.gz").unlink()
+    (stage / "evil.tar.gz").write_bytes(b"")  # no version: no sdist name either
+    for allow_build in (False, True):
+        with pytest.raises(InstallError, match="'evil.tar.gz', which is not"):
+            staged(stage, allow_build=allow_build)
