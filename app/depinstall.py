@@ -2,9 +2,10 @@
 
 Two steps, so the CLI can ask in between, as ``plugins grant`` does:
 
-1. :func:`plan` runs ``pip download`` (wheels only, unless ``allow_build``) into a staging
-   folder beside the environments, and lists what came: names, versions, file sizes,
-   sha256. The user's index settings apply (pip.conf, ``PIP_*``); :class:`IndexOptions`
+1. :func:`plan` probes with ``pip download --no-deps`` (reading each wheel's requirements
+   before asking for them, so no direct reference is followed), resolves offline among what
+   came into a staging folder beside the environments, and lists it (``app/depstage.py``):
+   names, versions, unpacked sizes, sha256. The user's index settings apply (pip.conf, ``PIP_*``); :class:`IndexOptions`
    adds only what the caller passes.
 2. :func:`install` installs exactly those files with ``pip install --target`` from the
    staging folder with the index off (hash-checked when every file is a wheel) into
