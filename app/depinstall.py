@@ -2,9 +2,10 @@
 
 Two steps, so the CLI can ask in between, as ``plugins grant`` does:
 
-1. :func:`plan` runs ``pip download`` (wheels only, unless ``allow_build``) into a staging
-   folder beside the environments, and lists what came: names, versions, file sizes,
-   sha256. The user's index settings apply (pip.conf, ``PIP_*``); :class:`IndexOptions`
+1. :func:`plan` probes with ``pip download --no-deps`` (reading each wheel's requirements
+   before asking for them, so no direct reference is followed), resolves offline among what
+   came into a staging folder beside the environments, and lists it (``app/depstage.py``):
+   names, versions, unpacked sizes, sha256. The user's index settings apply (pip.conf, ``PIP_*``); :class:`IndexOptions`
    adds only what the caller passes.
 2. :func:`install` installs exactly those files with ``pip install --target`` from the
    staging folder with the index off (hash-checked when every file is a wheel) into
@@ -22,20 +23,20 @@ current directory is importable by it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+from packaging.requirements import InvalidRequirement, Requirement
 
-from app.deps import Declared, DependencyError, canonicalize_name, missing, python_tag
+from app.deps import Declared, canonicalize_name, missing, python_tag
+from app.depstage import PINS, InstallError, Planned, WheelInfo, asked_as, probed, staged
 from app.envs import Env, EnvStore
 
 __all__ = ["BUILD_WARNING", "IndexOptions", "InstallError", "Plan", "Planned", "install", "plan"]
@@ -45,6 +46,7 @@ BUILD_WARNING = (
     "on this machine, outside the sandbox, with your permissions"
 )
 DEFAULT_TIMEOUT = 900.0
+MAX_ROUNDS = 32  # how deep a dependency tree the probe follows (real ones are under 10)
 # Settings that would move, reshape or skip the install (sandchat decides those); index,
 # proxy, certificate, cache and constraint settings stay the user's.
 _PIP_ENV_DROPPED = frozenset(
@@ -54,10 +56,6 @@ _PIP_ENV_DROPPED = frozenset(
     "PIP_LOG PIP_ROOT_USER_ACTION PIP_BREAK_SYSTEM_PACKAGES".split()
 )
 _NO_SOURCES = re.compile(r"Skipping link: No sources permitted for ([A-Za-z0-9._-]+)")
-
-
-class InstallError(DependencyError):
-    """pip could not plan or install a plugin's dependencies (one line: what failed and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -76,21 +74,6 @@ class IndexOptions:
         return args + (["--no-index"] if self.no_index else [])
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One file pip chose: a wheel, or (only with allow_build) an sdist that will be built."""
-
-    name: str
-    version: str
-    filename: str
-    size: int
-    sha256: str
-
-    @property
-    def wheel(self) -> bool:
-        return self.filename.endswith(".whl")
-
-
 @dataclass
 class Plan:
     """What :func:`install` would install for ``declared``; holds a staging folder until installed or discarded."""
@@ -105,6 +88,11 @@ class Plan:
 
     @property
     def total_size(self) -> int:
+        """What lands on disk: the wheels unpacked (a zip of zeros is small; the plan shows what it becomes)."""
+        return sum(item.unpacked for item in self.items)
+
+    @property
+    def download_size(self) -> int:
         return sum(item.size for item in self.items)
 
     @property
@@ -116,9 +104,10 @@ class Plan:
         """The plan as the CLI shows it before asking: one line per file, then the total."""
         width = max((len(f"{i.name} {i.version}") for i in self.items), default=0)
         rows = [
-            f"{f'{i.name} {i.version}':<{width}}  {_size(i.size):>9}  {'wheel' if i.wheel else 'sdist: built here'}" for i in self.items
+            f"{f'{i.name} {i.version}':<{width}}  {_size(i.unpacked):>9}  {'wheel' if i.wheel else 'sdist: built here'}" for i in self.items
         ]
-        return rows + [f"{len(self.items)} file{'s' if len(self.items) != 1 else ''}, {_size(self.total_size)} to install"]
+        files = f"{len(self.items)} file{'s' if len(self.items) != 1 else ''}"
+        return rows + [f"{files}, {_size(self.total_size)} to install (unpacked; {_size(self.download_size)} downloaded)"]
 
     def discard(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
@@ -156,6 +145,7 @@ _NO_EXEC_PIP = (
     "install_no_exec(); del sys.path[0]; import runpy; sys.argv[0] = 'pip'; runpy.run_module('pip', run_name='__main__', alter_sys=True)"
 )
 _ROOT = str(Path(__file__).resolve().parent.parent)  # where runner/ is, for the line above
+_Run = Callable[[list[str]], subprocess.CompletedProcess]  # pip with plan()'s folder, environment and timeout, no exec
 
 
 def _pip(
@@ -181,27 +171,70 @@ def _pip_error(result: subprocess.CompletedProcess) -> str:
     return "; ".join(errors[:2]) or " ".join(last[0].split())
 
 
-def _check_references(declared: Declared, allow_build: bool) -> None:
-    if allow_build:
-        return
+def _check_references(declared: Declared) -> None:
+    # parse_declared refuses direct references; a Declared built some other way must not bring one back
     for req in declared.parsed():
-        if req.url and not req.url.split("#", 1)[0].split("?", 1)[0].endswith(".whl"):
-            raise InstallError(f"{req.name} @ {req.url} is not a wheel: installing it means building it, which needs --allow-build")
+        if req.url:
+            raise InstallError(f"{req.name} @ {req.url} is a direct reference: sandchat installs only releases from the package index")
 
 
-def _staged(stage: Path) -> tuple[Planned, ...]:
-    items = []
-    for path in sorted(stage.iterdir()):
-        try:
-            if path.name.endswith(".whl"):
-                name, version, _, _ = parse_wheel_filename(path.name)
-            else:
-                name, version = parse_sdist_filename(path.name)
-        except (InvalidWheelFilename, InvalidSdistFilename):
-            continue  # not a distribution (the pins file)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        items.append(Planned(canonicalize_name(name), str(version), path.name, path.stat().st_size, digest))
-    return tuple(items)
+def _resolve_error(declared: Declared, args: list[str], result: subprocess.CompletedProcess, run: _Run) -> InstallError:
+    reason = _pip_error(result)
+    if "--only-binary=:all:" in args and "No matching distribution" in reason:  # which projects did pip see only as source?
+        again = run(["download", "-vv", *args[1:]])
+        sources = sorted(set(_NO_SOURCES.findall(again.stdout + again.stderr)))
+        if sources:
+            reason = (
+                f"{', '.join(sources)} {'is' if len(sources) == 1 else 'are'} available only as source (an sdist), not as a wheel; "
+                "building runs the package's code outside the sandbox: rerun with --allow-build if you trust it"
+            )
+    return InstallError(f"cannot resolve {', '.join(declared.requirements)}: {reason}")
+
+
+def _probe(declared: Declared, probe: Path, base: list[str], run: _Run) -> None:
+    """Download into ``probe``, ``--no-deps`` and round by round, every release the set may need.
+
+    pip follows a dependency's direct reference (``x @ file:///...``, ``@ https://...``) as
+    soon as it resolves, before anything can read it; here pip resolves nothing: each round
+    asks for named requirements only, and each wheel's Requires-Dist is read (and a direct
+    reference refused) before the next round asks for what it names. One requirement per
+    name per round, so no round can conflict with itself; the real resolve is done later,
+    offline, among these files.
+    """
+    asked: set[str] = set()
+    pending = list(declared.requirements)
+    read: dict[str, tuple[str, WheelInfo]] = {}  # each probed wheel's project and requirements, read once
+    for _ in range(MAX_ROUNDS):
+        batch: dict[str, str] = {}
+        for text in pending:
+            batch.setdefault(canonicalize_name(Requirement(text).name), text)
+        args = [*base, "--no-deps", "--dest", str(probe), "--", *batch.values()]
+        result = run(args)
+        if result.returncode != 0:
+            raise _resolve_error(declared, args, result, run)
+        asked |= set(batch.values())
+        extras: dict[str, set[str]] = {}
+        for text in [*declared.requirements, *asked]:
+            req = Requirement(text)
+            extras.setdefault(canonicalize_name(req.name), {""}).update(canonicalize_name(e) for e in req.extras)
+        pending = [text for text in pending if text not in asked]
+        for name, info in probed(probe, read).items():
+            for text in info.requires:
+                try:
+                    wanted = asked_as(Requirement(text), extras.get(name, {""}))
+                except InvalidRequirement:
+                    continue  # the offline resolve below refuses it, following nothing
+                if wanted and wanted not in asked and wanted not in pending:
+                    pending.append(wanted)
+        if not pending:
+            return
+    raise InstallError(f"cannot resolve {', '.join(declared.requirements)}: dependencies nest deeper than {MAX_ROUNDS} levels")
+
+
+def _offline(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment for the resolve among probed files: none of the user's pip settings but constraints (no index to add)."""
+    kept = {k: v for k, v in (os.environ if environ is None else environ).items() if not k.startswith("PIP_") or k == "PIP_CONSTRAINT"}
+    return {**kept, "PIP_CONFIG_FILE": os.devnull}
 
 
 def plan(
@@ -214,33 +247,41 @@ def plan(
     timeout: float = DEFAULT_TIMEOUT,
     python: str = sys.executable,
 ) -> Plan:
-    """Resolve and download ``declared`` into a staging folder; raise InstallError (one line) if pip cannot."""
+    """Resolve and download ``declared`` into a staging folder; raise InstallError (one line) if pip cannot.
+
+    Without ``allow_build``: probe (see :func:`_probe`), then resolve offline among the probed
+    wheels into the staging folder. With it, an sdist's requirements are known only once its
+    backend has run, so pip resolves in one pass and its direct references are refused after.
+    """
     if not declared:
         raise InstallError("the plugin declares no dependencies")
-    _check_references(declared, allow_build)
+    _check_references(declared)
     store.root.mkdir(parents=True, exist_ok=True)
     stage = store.root / f".stage-{declared.key}-{_token()}"
+    probe = stage.with_name(stage.name + "-probe")
     stage.mkdir()
-    binary = ["--prefer-binary"] if allow_build else ["--only-binary=:all:"]
-    args = ["download", "--progress-bar", "off", "--dest", str(stage), *binary, *index.argv(), "--", *declared.requirements]
     started = time.monotonic()
     try:
-        result = _pip(args, stage, environ, timeout, python, may_exec=allow_build)
-        if result.returncode != 0:
-            reason = _pip_error(result)
-            if not allow_build and "No matching distribution" in reason:  # which projects did pip see only as source?
-                again = _pip(["download", "-vv", *args[1:]], stage, environ, timeout, python)  # may_exec=False: no build
-                sources = sorted(set(_NO_SOURCES.findall(again.stdout + again.stderr)))
-                if sources:
-                    reason = (
-                        f"{', '.join(sources)} {'is' if len(sources) == 1 else 'are'} available only as source (an sdist), not as a wheel; "
-                        "building runs the package's code outside the sandbox: rerun with --allow-build if you trust it"
-                    )
-            raise InstallError(f"cannot resolve {', '.join(declared.requirements)}: {reason}")
-        items = _staged(stage)
+        if allow_build:
+            args = ["download", "--progress-bar", "off", "--prefer-binary", *index.argv(), "--dest", str(stage)]
+            result = _pip([*args, "--", *declared.requirements], stage, environ, timeout, python, may_exec=True)
+            if result.returncode != 0:
+                raise InstallError(f"cannot resolve {', '.join(declared.requirements)}: {_pip_error(result)}")
+        else:
+            probe.mkdir()
+            base = ["download", "--progress-bar", "off", "--only-binary=:all:", *index.argv()]
+            _probe(declared, probe, base, lambda args: _pip(args, stage, environ, timeout, python))
+            offline = ["download", "--progress-bar", "off", "--only-binary=:all:", "--no-index", "--no-cache-dir"]
+            offline += ["--find-links", str(probe)]
+            result = _pip([*offline, "--dest", str(stage), "--", *declared.requirements], stage, _offline(environ), timeout, python)
+            if result.returncode != 0:
+                raise InstallError(f"cannot resolve {', '.join(declared.requirements)} among the releases found: {_pip_error(result)}")
+        items = staged(stage, allow_build)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
     return Plan(declared, declared.key, stage, items, allow_build, time.monotonic() - started)
 
 
@@ -292,7 +333,7 @@ def install(
 
 
 def _pip_install(plan: Plan, lib: Path, index: IndexOptions, environ: Mapping[str, str] | None, timeout: float, python: str) -> None:
-    pins = plan.stage / "pins.txt"
+    pins = plan.stage / PINS
     pins.write_text(_pins(plan))
     args = ["install", "--progress-bar", "off", "--no-user", "--target", str(lib), "--no-warn-script-location"]
     args += ["--find-links", str(plan.stage)]
@@ -318,7 +359,7 @@ def _move_into_place(store: EnvStore, tmp: Path, final: Path, replace: bool) -> 
             os.rename(tmp, final)  # the one step that makes it visible: complete, or not there
     manifest = store.manifest(final.name)
     if manifest is None:
-        raise InstallError(f"{final} exists but has no readable manifest: run: sandchat plugins deps --prune, then install again")
+        raise InstallError(f"{final} exists but has no readable manifest (sandchat did not make it): move it away, then install again")
     return Env(final.name, final, manifest)
 
 

@@ -67,9 +67,9 @@ def _normal(req: Requirement) -> str:
     text: str = canonicalize_name(req.name)
     if req.extras:
         text += "[" + ",".join(sorted(canonicalize_name(extra) for extra in req.extras)) + "]"
-    text += f" @ {req.url}" if req.url else str(SpecifierSet(str(req.specifier)))
+    text += str(SpecifierSet(str(req.specifier)))
     if req.marker is not None:
-        text += f" ; {req.marker}" if req.url else f"; {req.marker}"
+        text += f"; {req.marker}"
     return text
 
 
@@ -89,8 +89,11 @@ def parse_declared(dependencies: object = (), requires_python: object = None) ->
         except InvalidRequirement as exc:
             reason = " ".join(str(exc).split())
             raise DependencyError(f"dependencies entry {shown!r} is not a PEP 508 requirement: {reason}") from None
-        if req.url and not req.url.startswith("https://"):
-            raise DependencyError(f"dependencies entry {shown!r}: a direct reference must be an https:// URL")
+        if req.url:  # pip would fetch (or read) it while planning, before the user is asked: a plugin names no address
+            raise DependencyError(
+                f"dependencies entry {shown!r} is a direct reference (a URL), which sandchat does not install: "
+                f"name a release from the package index instead, e.g. '{canonicalize_name(req.name)}>=1.0'"
+            )
         normal.append(_normal(req))
     if requires_python is None:
         spec = ""

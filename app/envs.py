@@ -203,15 +203,17 @@ class EnvStore:
 
         ``keep_recorded``: also keep an environment while a plugin file recorded as its user
         still exists (a plugin in a ``--plugins-dir`` not named this time still needs it).
-        Unfinished installs and plans older than :data:`STALE_SECONDS` go too.
+        Unfinished installs and plans older than :data:`STALE_SECONDS` go too. A folder
+        without a manifest naming it is never deleted: ``envs`` may be a link to a disk
+        that holds the user's own folders too (see :meth:`foreign`).
         """
         keep = set(keep)
         removed = []
         with self.lock():
             for key in self.keys():
-                if key in keep:
+                manifest = self.manifest(key)
+                if key in keep or manifest is None:  # no manifest of its own: not an environment sandchat made (foreign())
                     continue
-                manifest = self.manifest(key) or {}
                 if keep_recorded and any(Path(u.get("path", "")).is_file() for u in manifest.get("plugins", [])):
                     continue
                 self._remove(self.path(key))
@@ -221,6 +223,10 @@ class EnvStore:
                 if entry.name.startswith(_TEMP_PREFIXES) and now - entry.stat().st_mtime > STALE_SECONDS:
                     self._remove(Path(entry.path))
         return removed
+
+    def foreign(self) -> list[str]:
+        """The folders under ``root`` sandchat did not make (no manifest naming them): prune leaves them."""
+        return [key for key in self.keys() if self.manifest(key) is None]
 
     def _remove(self, path: Path) -> None:
         """Rename first (a start that looks now sees nothing rather than half an environment), then delete."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.depinstall import BUILD_WARNING, IndexOptions, InstallError, install, pip_environ, plan
-from app.deps import DependencyError, env_key, missing, missing_message, parse_declared, python_problem
+from app.deps import Declared, DependencyError, env_key, missing, missing_message, parse_declared, python_problem
 from app.envs import EnvStore, child_paths
 from tests.deps.builders import build_sdist, build_wheel, module_files
 
@@ -102,7 +102,8 @@ def test_equal_sets_share_one_key_and_different_sets_do_not() -> None:
         (["tinylib >>= 1"], None, "dependencies entry 'tinylib >>= 1' is not a PEP 508 requirement"),
         (["ok", ""], None, "dependencies entry '' is not a PEP 508 requirement"),
         (["--index-url=http://evil/"], None, "dependencies entry '--index-url=http://evil/' is not a PEP 508"),
-        (["x @ file:///etc/passwd"], None, "'x @ file:///etc/passwd': a direct reference must be an https:// URL"),
+        (["x @ file:///etc/passwd"], None, "'x @ file:///etc/passwd' is a direct reference (a URL), which sandchat does not install"),
+        (["x @ https://e.example/x-1.0-py3-none-any.whl"], None, "name a release from the package index instead, e.g. 'x>=1.0'"),
         ("tinylib", None, "dependencies must be a list of strings"),
         ([1], None, "dependencies must be a list of strings"),
         ([f"p{i}" for i in range(65)], None, "dependencies lists 65 entries; at most 64"),
@@ -132,7 +133,8 @@ def test_plan_lists_names_versions_sizes_and_installs_nothing(store, index, envi
         assert [(i.name, i.version, i.wheel) for i in p.items] == [("tinydep", "1.0", True), ("tinylib", "2.0", True)]
         on_disk = (house / "wheels" / "tinylib-2.0-py3-none-any.whl").stat().st_size
         assert next(i for i in p.items if i.name == "tinylib").size == on_disk
-        assert p.lines()[-1] == f"2 files, {p.total_size / 1024:.1f} KiB to install"
+        assert p.total_size == sum(i.unpacked for i in p.items) and p.download_size == sum(i.size for i in p.items)
+        assert p.lines()[-1] == f"2 files, {p.total_size} B to install (unpacked; {p.download_size / 1024:.1f} KiB downloaded)"
         assert p.lines()[0].startswith("tinydep 1.0") and p.lines()[0].endswith("wheel")
         assert store.keys() == [] and store.status(declared).missing == ("tinylib>=2",)
     assert _leftovers(store) == []  # the discarded plan took its staging folder with it
@@ -181,8 +183,8 @@ def test_an_sdist_only_requirement_is_refused_without_allow_build(store, index, 
     assert "srconly is available only as source (an sdist)" in message and "--allow-build" in message and "\n" not in message
     assert not marker.exists(), "planning built the sdist: its code ran"
     assert store.keys() == [] and _leftovers(store) == []
-    with pytest.raises(InstallError, match="is not a wheel: installing it means building it, which needs --allow-build"):
-        plan(parse_declared(["srconly @ https://example.invalid/srconly-1.0.tar.gz"]), store, index=index, environ=environ)
+    with pytest.raises(InstallError, match="srconly @ https://example.invalid/srconly-1.0.tar.gz is a direct reference"):
+        plan(Declared(("srconly @ https://example.invalid/srconly-1.0.tar.gz",)), store, index=index, environ=environ)
 
 
 def test_allow_build_builds_the_sdist_and_says_so(store, index, environ, house) -> None:
@@ -275,6 +277,22 @@ def test_prune_removes_environments_no_plugin_uses(store, index, environ, tmp_pa
     assert store.prune(keep=[], keep_recorded=False) == sorted([two.key, three.key]) and store.keys() == []
 
 
+def test_prune_leaves_every_folder_sandchat_did_not_make(store, index, environ) -> None:
+    """envs/ may be a link to a disk of the user's: only a folder whose manifest names it is an environment."""
+    env = _install(store, index, environ, ["tinylib==1.0"])
+    photos = store.root / "photos"
+    (photos / "2024").mkdir(parents=True)
+    copied = store.root / ("c" * 24)  # an environment copied under another name: its manifest names env.key
+    copied.mkdir()
+    (copied / "manifest.json").write_text((env.path / "manifest.json").read_text())
+    broken = store.root / ("b" * 24)
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    assert store.foreign() == sorted(["photos", copied.name, broken.name])
+    assert store.prune(keep=[], keep_recorded=False) == [env.key]
+    assert photos.is_dir() and copied.is_dir() and broken.is_dir() and not env.path.exists()
+
+
 def test_a_plugin_that_changes_its_set_moves_its_record(store, index, environ, tmp_path) -> None:
     path = tmp_path / "a_plugin.py"
     path.write_text("")
@@ -333,3 +351,80 @@ def test_a_set_whose_markers_exclude_this_machine_installs_an_empty_environment(
         assert p.items == ()
         env = install(p, store, index=index, environ=environ)
     assert list(env.lib.iterdir()) == [] and store.status(declared, verify=True).ok
+
+
+# --- what a plan may hold: references, sizes, files (app/depstage.py) ------------------------
+
+
+def _own_index(index: IndexOptions, folder: Path) -> IndexOptions:
+    return IndexOptions(find_links=(*index.find_links, str(folder)), no_index=True)
+
+
+def test_a_dependencys_https_reference_is_refused_before_pip_contacts_it(store, index, environ, tmp_path) -> None:
+    """The probe reads carrier's Requires-Dist before any pip run resolves it: no connection, one line naming both."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/internal-1.0-py3-none-any.whl"
+    build_wheel(tmp_path / "own", "carrier", "1.0", module_files("carrier", "1.0"), requires=["tinylib>=2", f"internal @ {url}"])
+    try:
+        with pytest.raises(InstallError) as caught:
+            plan(parse_declared(["carrier"]), store, index=_own_index(index, tmp_path / "own"), environ=environ)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    message = str(caught.value)
+    assert message.startswith(f"carrier 1.0 requires 'internal @ {url}', a direct reference") and "\n" not in message
+    assert _leftovers(store) == []
+
+
+def test_a_reference_in_an_extra_nobody_asked_for_is_refused_too(store, index, environ, tmp_path) -> None:
+    """PyPI refuses any wheel whose Requires-Dist has a direct reference, whatever its marker: so does sandchat."""
+    requires = ['fast @ file:///etc/passwd ; extra == "fast"\nProvides-Extra: fast']
+    build_wheel(tmp_path / "own", "nice", "1.0", module_files("nice", "1.0"), requires=requires)
+    with pytest.raises(InstallError, match="nice 1.0 requires 'fast @ file:///etc/passwd"):
+        plan(parse_declared(["nice"]), store, index=_own_index(index, tmp_path / "own"), environ=environ)
+
+
+def test_the_plan_shows_unpacked_sizes_and_refuses_past_the_cap(store, index, environ, tmp_path, monkeypatch) -> None:
+    from app import depstage
+    from tests.deps.builders import wheel_bytes
+    from tests.redteam_deps.hostile import deflated
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "zeros-1.0-py3-none-any.whl").write_bytes(deflated(wheel_bytes("zeros", "1.0", {"zeros/z.bin": b"\0" * (3 << 20)})))
+    with plan(parse_declared(["zeros"]), store, index=_own_index(index, own), environ=environ) as p:
+        [item] = p.items
+        assert item.unpacked > 3 << 20 > 100 * item.size and p.total_size == item.unpacked
+        assert p.lines()[0].split()[2:4] == ["3.0", "MiB"] and "3.0 MiB to install (unpacked;" in p.lines()[-1]
+    monkeypatch.setattr(depstage, "MAX_UNPACKED_BYTES", 2 << 20)
+    with pytest.raises(InstallError) as caught:
+        plan(parse_declared(["zeros"]), store, index=_own_index(index, own), environ=environ)
+    expected = "the dependencies unpack to more than 2 MiB (at zeros-1.0-py3-none-any.whl, the limit of one environment): refused"
+    assert str(caught.value) == expected
+    monkeypatch.setattr(depstage, "MAX_WHEEL_ENTRIES", 3)
+    with pytest.raises(InstallError, match=r"^zeros-1.0-py3-none-any.whl holds \d+ files; at most 3 are allowed$"):
+        plan(parse_declared(["zeros"]), store, index=_own_index(index, own), environ=environ)
+    assert _leftovers(store) == []
+
+
+def test_every_staged_file_is_shown_or_the_plan_is_refused(tmp_path) -> None:
+    from app.depstage import PINS, staged
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    build_wheel(stage, "tinylib", "1.0", module_files("tinylib", "1.0"))
+    (stage / PINS).write_text("tinylib==1.0\n")  # sandchat's own file: not pip's, not shown
+    assert [i.filename for i in staged(stage, allow_build=False)] == ["tinylib-1.0-py3-none-any.whl"]
+    (stage / "evil-1.0.tar.gz").write_bytes(b"")
+    with pytest.raises(InstallError, match=r"^pip fetched 'evil-1.0.tar.gz', which is not a wheel: refused \(building needs --allow"):
+        staged(stage, allow_build=False)
+    assert [i.filename for i in staged(stage, allow_build=True)] == ["evil-1.0.tar.gz", "tinylib-1.0-py3-none-any.whl"]
+    (stage / "evil-1.0.tar.gz").unlink()
+    (stage / "evil.tar.gz").write_bytes(b"")  # no version: no sdist name either
+    for allow_build in (False, True):
+        with pytest.raises(InstallError, match="'evil.tar.gz', which is not"):
+            staged(stage, allow_build=allow_build)

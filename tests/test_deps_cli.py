@@ -206,6 +206,17 @@ def test_install_brings_the_dependencies_and_remove_and_prune_delete_unused_envi
     assert not [p for p in (home / "envs").iterdir() if not p.name.startswith(".")]
 
 
+def test_prune_says_in_one_line_which_folders_it_left(tmp_path: Path, pip_env: dict[str, str]) -> None:
+    home = tmp_path / "home"
+    (home / "envs" / "photos").mkdir(parents=True)
+    (home / "envs" / "music").mkdir()
+    pruned = sandchat(home, "plugins", "deps", "--prune", **pip_env)
+    assert pruned.returncode == 0, pruned.stderr
+    envs = home / "envs"
+    assert pruned.stdout == f"no unused environment\nleft 2 folders in {envs} that sandchat did not make (no manifest): music, photos\n"
+    assert (envs / "photos").is_dir() and (envs / "music").is_dir()
+
+
 def test_install_answered_no_installs_nothing_at_all(tmp_path: Path, pip_env: dict[str, str]) -> None:
     home = tmp_path / "home"
     source = _plugin(tmp_path / "download", "probe", ["tinylib==1.0"])

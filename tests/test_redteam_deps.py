@@ -69,7 +69,6 @@ def test_transitive_direct_reference_to_an_sdist_builds_nothing(store, house, en
     assert not marker.exists(), "the sdist's build backend ran on the host, outside the sandbox"
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: Requires-Dist 'x @ file:///u.whl' in a wheel reads a user file")
 def test_transitive_file_reference_is_not_followed(store, house, environ, tmp_path) -> None:
     hostile.transitive_file_wheel(house, tmp_path / "elsewhere")
     try:
@@ -279,7 +278,6 @@ def test_prune_and_remove_never_delete_through_a_symlink(tmp_path: Path, pip_env
     assert (precious / "keep.txt").read_text() == "mine" and (precious / "lib" / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: the plan shows compressed sizes: '1 file, 50 KiB' unpacks to 50 MiB, no limit")
 def test_the_size_shown_before_the_question_is_what_lands_on_disk(store, house, environ) -> None:
     from tests.deps.builders import wheel_bytes
 
@@ -402,9 +400,6 @@ def test_a_plugin_without_dependencies_cannot_reach_the_environments(tmp_path: P
     assert set(json.loads(done.stdout).values()) <= {"PermissionError", "FileNotFoundError"}, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True, reason="HOLE: prune deletes any folder in envs/ with no manifest (not made by sandchat), e.g. via a symlinked envs/"
-)
 def test_prune_deletes_only_environments_sandchat_made(tmp_path: Path, pip_env: dict[str, str]) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -432,7 +427,6 @@ def test_bidi_and_line_separators_in_a_requirement_cannot_spoof_the_confirmation
             assert not set(text) & set("\u202e\u2028\u2029\x85\u200f\u2066"), (args, text[-300:])
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: an https:// direct reference makes the host connect to any address (127.0.0.1) before asking")
 def test_a_direct_reference_contacts_no_host_before_the_user_says_yes(tmp_path: Path, pip_env: dict[str, str]) -> None:
     import socket
     import threading
@@ -463,7 +457,6 @@ def test_a_direct_reference_contacts_no_host_before_the_user_says_yes(tmp_path: 
     assert not contacted, "the host connected to an address the plugin chose, before any question"
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: a staged file whose name is no wheel/sdist name (evil.tar.gz) is left out of the plan shown")
 def test_the_plan_shows_every_file_pip_fetched(store, house, environ, tmp_path) -> None:
     marker = tmp_path / "built-marker"
     elsewhere = tmp_path / "elsewhere"
@@ -471,8 +464,11 @@ def test_the_plan_shows_every_file_pip_fetched(store, house, environ, tmp_path) 
     unversioned = elsewhere / "evilsd.tar.gz"  # no version in the name: packaging cannot parse it
     (elsewhere / "evilsd-1.0.tar.gz").rename(unversioned)
     build_wheel(house, "carrier", "1.0", module_files("carrier", "1.0"), requires=[f"evilsd @ {unversioned.as_uri()}"])
-    with plan(parse_declared(["carrier"]), store, index=_index(house), environ=environ) as p:
-        staged = sorted(f.name for f in p.stage.iterdir())
-        shown = sorted(i.filename for i in p.items)
-        lines = p.lines()
+    try:
+        with plan(parse_declared(["carrier"]), store, index=_index(house), environ=environ) as p:
+            staged = sorted(f.name for f in p.stage.iterdir())
+            shown = sorted(i.filename for i in p.items)
+            lines = p.lines()
+    except InstallError as refused:  # no plan, so nothing shown and nothing asked: the attack failed, if nothing is left staged
+        staged, shown, lines = sorted(f.name for f in store.root.iterdir() if f.name.startswith(".stage-")), [], [str(refused)]
     assert staged == shown, (staged, lines)

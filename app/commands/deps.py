@@ -49,6 +49,10 @@ def deps(args: argparse.Namespace, context: Context) -> int:
         removed = prune(context.manager)
         root = context.manager.envs.root
         out.write("".join(f"removed unused environment {root / key}\n" for key in removed) or "no unused environment\n")
+        left = context.manager.envs.foreign()
+        if left:
+            folders = f"{len(left)} folder{'s' if len(left) != 1 else ''}"
+            out.write(f"left {folders} in {root} that sandchat did not make (no manifest): {', '.join(left)}\n")
     return status
 
 
