@@ -374,14 +374,29 @@ def _dispatch(args: argparse.Namespace, context: Context) -> int:
     if args.command == "plugins":
         from app.commands import plugins
 
-        return plugins.run(args, context)
+        return _forgetting(args, context, plugins.run(args, context))
     if args.command == "agent":
         from app.commands import agent
 
         return agent.run(args, context)
     from app.commands import keys
 
-    return keys.run(args, context)
+    return _forgetting(args, context, keys.run(args, context))
+
+
+#: What changes a launch decision; the agent then closes the warm processes it concerns at once,
+#: rather than at their next call (a revoked key must not stay in a process until then).
+_CHANGES = {("plugins", "disable"), ("plugins", "revoke"), ("plugins", "grant"), ("plugins", "remove"), ("plugins", "deps"),
+            ("keys", "set"), ("keys", "remove")}  # fmt: skip
+
+
+def _forgetting(args: argparse.Namespace, context: Context, status: int) -> int:
+    action = getattr(args, "plugins_command", None) or getattr(args, "keys_command", None)
+    if (args.command, action) in _CHANGES:
+        from app.commands.warm import forget
+
+        forget(context, getattr(args, "name", None) if args.command == "plugins" else None)
+    return status
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["build", "version"]
@@ -38,7 +39,7 @@ def build() -> str:
 
     Two processes with the same digest run the same code; any edit, upgrade or reinstall changes it.
     """
-    entries: list[str] = []
+    entries = [sys.executable, sys.version]  # another interpreter runs other code, msgpack included
     for name in _SOURCES:
         top = _ROOT / name
         if top.is_file():

@@ -87,8 +87,7 @@ class AgentClient:
         try:
             with self.open() as sock:
                 wire.send(sock, {"op": "probe", "name": config.name, "config": decision.to_plain(config), "events": events, "args": {}})
-                d = config.deadlines  # a start, then ping, count and check, each within its deadline
-                sock.settimeout(d.start + d.ping + d.count_tokens + d.check + 5)
+                sock.settimeout(wire.SILENCE)
                 while (frame := wire.receive(sock)).get("type") == "waiting":
                     pass  # queued behind a command's call on this plugin
         except (AgentError, OSError):
@@ -147,17 +146,8 @@ class RemotePlugin:
             if sock is not None:
                 sock.close()
             return None
-        sock.settimeout(self._silence(op))
+        sock.settimeout(wire.SILENCE)  # the agent beats while a call queues or runs: a silence this long is a hang
         return sock
-
-    def _silence(self, op: str, streaming: bool = False) -> float:
-        """The longest the agent may say nothing before its next frame, every deadline of its own
-        passing (a start, then the call's phase, a cancel and a stop); a queued call hears ``waiting``."""
-        d = self.config.deadlines
-        if streaming:
-            return d.idle + d.cancel_grace + 2 * d.stop_grace + 5
-        phase = {"stream": d.first_chunk, "count_tokens": d.count_tokens, "token_counting": d.check}.get(op, 0.0)
-        return d.start + phase + d.cancel_grace + 2 * d.stop_grace + 5
 
     def _result(self, op: str, args: dict[str, Any]) -> Any:
         sock = self._send(op, args)
@@ -230,7 +220,6 @@ class RemotePlugin:
                     frame = self._receive(sock)
                     kind = frame.get("type")
                     if kind == "chunk":
-                        sock.settimeout(self._silence("stream", streaming=True))
                         yield str(frame.get("text", ""))
                     elif kind == "done":
                         return

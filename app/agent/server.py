@@ -216,6 +216,10 @@ class Agent:
         try:
             if op == "status":
                 wire.send(sock, {"type": "status", **self.status()})
+            elif op == "forget":
+                names = request.get("names")
+                closed = self.slots.forget([str(n) for n in names] if isinstance(names, list) else None)
+                wire.send(sock, {"type": "done", "closed": closed})
             elif op == "stop":
                 wire.send(sock, {"type": "done", "pid": os.getpid()})
                 self.stop()

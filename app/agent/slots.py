@@ -31,7 +31,7 @@ Send = Callable[[dict[str, Any]], None]
 #: Which deadline bounds each operation's wait for the plugin (and so its place in the queue).
 _PHASES = {"start": "start", "stream": "total", "count_tokens": "count_tokens", "token_counting": "check", "probe": "start"}
 _QUEUE_POLL = 0.1  # how often a queued call looks at its client's cancel
-WAITING_EVERY = 1.0  # a queued call tells its client it waits this often: silence longer than its deadlines means a hung agent
+PIECE = 1 << 20  # characters of a chunk per frame: at most 6 MiB of JSON, under wire.MAX_FRAME
 
 
 class Slot:
@@ -49,10 +49,10 @@ class Slot:
         """The handle for ``config``: the warm one if its decision is the same, else a new one (the old closed)."""
         digest = decision.digest(config)
         self.config = config  # the same decision with this call's deadlines, or a new one: a restart decides from it
-        if self.plugin is not None and digest == self.digest:
+        if self.plugin is not None and digest == self.digest and self.plugin.running:
             return self.plugin
-        if self.plugin is not None:
-            self.plugin.close("its launch decision changed")
+        if self.plugin is not None:  # another decision, or no live process to reuse: start afresh, as a command would
+            self.plugin.close("its launch decision changed" if digest != self.digest else "its process ended")
         self.plugin = runner.Plugin(lambda: self.config, on_event=on_event)  # type: ignore[arg-type,return-value]
         self.digest, self.calls = digest, 0
         return self.plugin
@@ -63,7 +63,7 @@ class Slot:
             return {"name": self.name, "state": "stopped"}
         uptime = plugin.uptime()
         return {"name": self.name, "state": plugin.state, "pid": plugin.pid, "uptime": None if uptime is None else round(uptime, 3),
-                "calls": self.calls, "starts": plugin.stats.starts, "digest": self.digest[:12]}  # fmt: skip
+                "calls": self.calls, "starts": plugin.stats.starts}  # fmt: skip
 
 
 class Slots:
@@ -96,19 +96,39 @@ class Slots:
             raise ValueError(f"unknown request {op!r}")
         config = decision.from_plain(request.get("config"))
         args = request.get("args") or {}
-        cancel = runner.CancelToken()
-        if sock is not None and op == "stream":
-            threading.Thread(target=_watch, args=(sock, cancel), name="agent-cancel", daemon=True).start()
-        slot, phase = self._slot(config.name), _PHASES[op]
+        cancel, finished, slot, phase = runner.CancelToken(), threading.Event(), self._slot(config.name), _PHASES[op]
+        send, beating = _beating(send, finished)
+        if sock is not None:
+            threading.Thread(target=_watch, args=(sock, cancel, finished, slot, op), name="agent-cancel", daemon=True).start()
         seconds, began = getattr(config.deadlines, phase), time.monotonic()
-        _queue(slot, config.name, phase, seconds, cancel, send)
         try:
-            plugin = slot.ready(config, self._listener(request.get("events")))
-            plugin.set_deadlines(_less(config.deadlines, phase, time.monotonic() - began))
-            slot.calls += 1
-            _run(plugin, op, args, send, cancel)
+            _queue(slot, config.name, phase, seconds, cancel)
+            try:
+                plugin = slot.ready(config, self._listener(request.get("events")))
+                plugin.set_deadlines(_less(config.deadlines, phase, time.monotonic() - began))
+                slot.calls += 1
+                _run(plugin, op, args, send, cancel)
+            finally:
+                slot.lock.release()
         finally:
-            slot.lock.release()
+            finished.set()
+            beating.join()  # no beat is being written when the server sends this call's error frame
+
+    def forget(self, names: list[str] | None) -> list[str]:
+        """Close the warm processes of ``names`` (all when None), each under its slot's lock; the names closed."""
+        with self._lock:
+            slots = [s for s in self._slots.values() if s.plugin is not None and (names is None or s.name in names)]
+        closed = []
+        for slot in slots:
+            if slot.lock.acquire(timeout=0) or _close_busy(slot):
+                try:
+                    if slot.plugin is not None:
+                        slot.plugin.close("what it may get changed")
+                        slot.plugin, slot.digest = None, ""
+                        closed.append(slot.name)
+                finally:
+                    slot.lock.release()
+        return closed
 
     def status(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -126,15 +146,18 @@ class Slots:
             closer.join()
 
 
-def _queue(slot: Slot, name: str, phase: str, seconds: float, cancel: runner.CancelToken, send: Send) -> None:
-    """Take the slot's lock within the call's deadline, as the runner's own queue would, leaving on a cancel;
-    a ``waiting`` frame every second meanwhile, so the client can tell a queue from a hung agent."""
+def _close_busy(slot: Slot) -> bool:
+    """A slot in use: its process is closed under the caller (its call ends as a cancelled one would); False."""
+    plugin = slot.plugin
+    if plugin is not None:
+        plugin.close("what it may get changed")
+    return False
+
+
+def _queue(slot: Slot, name: str, phase: str, seconds: float, cancel: runner.CancelToken) -> None:
+    """Take the slot's lock within the call's deadline, as the runner's own queue would, leaving on a cancel."""
     end = time.monotonic() + seconds
-    told = time.monotonic()
     while not slot.lock.acquire(timeout=max(0.0, min(_QUEUE_POLL, end - time.monotonic()))):
-        if time.monotonic() - told >= WAITING_EVERY:
-            send({"type": "waiting"})  # a client gone raises AgentError here: the call leaves the queue
-            told = time.monotonic()
         if cancel.cancelled:
             raise runner.PluginCancelled(name, "was cancelled while waiting for another call to end")
         if time.monotonic() >= end:
@@ -176,7 +199,8 @@ def _stream(plugin: runner.Plugin, args: dict[str, Any], send: Send, cancel: run
         stream = plugin.stream_response(system, str(args.get("user_message", "")), max_tokens, temperature, cancel=cancel)
     try:
         for chunk in stream:
-            send({"type": "chunk", "text": chunk})
+            for at in range(0, len(chunk), PIECE):  # a plugin's chunk may be 16 MiB, and JSON may make each character 6 bytes
+                send({"type": "chunk", "text": chunk[at : at + PIECE]})
     except AgentError:
         return  # the client is gone: leaving the loop closes the stream, which cancels the call
     finally:
@@ -184,11 +208,42 @@ def _stream(plugin: runner.Plugin, args: dict[str, Any], send: Send, cancel: run
     send({"type": "done"})
 
 
-def _watch(sock: socket.socket, cancel: runner.CancelToken) -> None:
-    """Cancel the call when its client sends a cancel frame or goes away (closed socket, Ctrl-C, death)."""
+def _watch(sock: socket.socket, cancel: runner.CancelToken, finished: threading.Event, slot: Slot, op: str) -> None:
+    """Cancel the call when its client sends a cancel frame or goes away (closed socket, Ctrl-C, death).
+
+    A stream ends at the cancel; the other calls take no cancel, so one still running when its
+    command is gone has its process closed, as it would have died with that command without
+    the agent (and the next command must not wait behind it).
+    """
     try:
         while wire.receive(sock).get("type") != "cancel":
             pass
     except AgentError:
         pass
     cancel.cancel()
+    plugin = slot.plugin
+    if op != "stream" and not finished.is_set() and plugin is not None and slot.lock.locked():
+        plugin.close("its command was interrupted")
+
+
+def _beating(send: Send, finished: threading.Event) -> tuple[Send, threading.Thread]:
+    """``send`` made safe from two threads, and a ``waiting`` frame every second until ``finished``:
+    the client takes a silence of ``wire.SILENCE`` seconds for a hung agent, whatever the call's deadlines."""
+    lock = threading.Lock()
+
+    def locked(frame: dict[str, Any]) -> None:
+        if frame.get("type") in ("result", "done", "error"):
+            finished.set()  # before the client can read it and leave: its leaving is then no interruption
+        with lock:
+            send(frame)
+
+    def beat() -> None:
+        while not finished.wait(wire.BEAT_EVERY):
+            try:
+                locked({"type": "waiting"})
+            except AgentError:
+                return  # the client is gone: the watcher cancels the call
+
+    beating = threading.Thread(target=beat, name="agent-beat", daemon=True)
+    beating.start()
+    return locked, beating

@@ -19,8 +19,10 @@ from typing import Any
 
 from app.agent.errors import VersionMismatch, WireError
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: "waiting" beats during a call, "forget", chunks in pieces
 MAX_FRAME = 8 * 1024 * 1024
+BEAT_EVERY = 1.0  # the agent sends {"type": "waiting"} this often while a call queues or runs
+SILENCE = 10.0  # seconds without a frame after which a client takes the agent for hung (ten beats missed)
 _HEADER = struct.Struct(">I")
 
 

@@ -28,7 +28,7 @@ from app.version import build
 if TYPE_CHECKING:
     from app.settings import Settings
 
-__all__ = ["Handle", "agent_paths", "finish", "handle", "prober"]
+__all__ = ["Handle", "agent_paths", "finish", "forget", "handle", "prober"]
 
 Handle: TypeAlias = "runner.Plugin | RemotePlugin"  # a string: runner.Plugin would import the runner's process machinery
 #: What the agent itself is given of the caller's environment (each plugin's is in its decision):
@@ -58,6 +58,16 @@ def prober(context: Context) -> Callable[[runner.Plugin], dict[str, Any] | None]
     client = AgentClient(agent_paths(context.settings), build())
     events = os.fspath(context.settings.paths.health_db)
     return lambda direct: client.probe(direct.config, events)
+
+
+def forget(context: Context, name: str | None) -> None:
+    """Ask a running agent to close plugin ``name``'s warm process (every one when None); never fails.
+
+    After a command that changes what a plugin may get (disable, revoke, a key): the agent
+    would restart it at its next call anyway, but must not keep the old one running till then.
+    """
+    request: dict[str, Any] = {"op": "forget", "names": None if name is None else [name]}
+    AgentClient(agent_paths(context.settings), build()).ask(request)  # any build's agent holds processes: see serve
 
 
 def finish(context: Context, used: Handle | None) -> None:
