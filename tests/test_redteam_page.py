@@ -310,7 +310,10 @@ def test_hostile_logged_conversations_reopen_inert(page: Any) -> None:
     )
     assert listed == []
     for index in range(buttons.count()):
+        shown = page.locator("#messages > *").element_handles()  # what the last reopen showed, replaced by this one
         page.locator("#conversations button").nth(index).click()
+        if shown:  # else a notice already there would be taken for this reopen's, and the page re-rendered under the checks
+            page.wait_for_function("(el) => !el.isConnected", arg=shown[0], timeout=WAIT)
         page.locator(".line.notice", has_text="Reopened a conversation").last.wait_for(timeout=WAIT)
         assert_inert(page)
         assert "\u202e" not in page.locator("#messages").text_content()

@@ -20,24 +20,24 @@ class ForeignPeer(AgentError):
     """A connection from another uid (or one whose credentials cannot be read)."""
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The connected peer's uid, as the kernel recorded it at connect time."""
+def _credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """The connected peer's (pid, uid, gid), as the kernel recorded them at connect time."""
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     except OSError as error:
         raise ForeignPeer(f"cannot read the peer's credentials: {error.strerror}") from error
-    _pid, uid, _gid = _UCRED.unpack(raw)
-    return uid
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The connected peer's uid."""
+    return _credentials(sock)[1]
 
 
 def peer_pid(sock: socket.socket) -> int:
-    """The connected peer's pid (for a client: the process that listens), as the kernel recorded it."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    except OSError as error:
-        raise ForeignPeer(f"cannot read the peer's credentials: {error.strerror}") from error
-    pid, _uid, _gid = _UCRED.unpack(raw)
-    return pid
+    """The connected peer's pid (for a client: the process that listens)."""
+    return _credentials(sock)[0]
 
 
 def require_same_user(sock: socket.socket) -> None:
