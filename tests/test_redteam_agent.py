@@ -354,7 +354,7 @@ def test_an_agent_stopped_before_the_hello_is_passed_over_at_once(home: Path) ->
         result = run(home, "prompt", "-p", "echo", "frozen")
         took = time.monotonic() - began
         assert (result.returncode, result.stdout, result.stderr) == (0, "echo: frozen\n", "")
-        assert took < 15, took
+        assert took < 60, took  # not the frozen agent's deadlines (start + total: 630 s); the fallback itself is ~1 s when idle
     finally:
         os.kill(pid, signal.SIGCONT)
 
