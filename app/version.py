@@ -8,7 +8,6 @@ while an agent left running would still serve the old code.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -39,6 +38,8 @@ def build() -> str:
 
     Two processes with the same digest run the same code; any edit, upgrade or reinstall changes it.
     """
+    import hashlib  # here: --help and plugins list import this module, and need no digest
+
     entries = [sys.executable, sys.version]  # another interpreter runs other code, msgpack included
     for name in _SOURCES:
         top = _ROOT / name
