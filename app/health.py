@@ -105,9 +105,9 @@ def _probe(manager: PluginManager, name: str, report: dict[str, Any], remote: Re
     if found is None:
         probe_handle(handle, report)
     else:
-        kept = {"profile": report["profile"]}  # the grant's, unless the child's hello says which it runs
+        granted = report["profile"]  # the grant's, unless the child's hello says which it runs
         report.update({key: found[key] for key in RUNTIME_KEYS if key in found})
-        report.update({key: value for key, value in kept.items() if report[key] is None})
+        report["profile"] = report["profile"] or granted
 
 
 #: The part of a report a probe of the handle fills (the rest is the host's: files, grants, the health log).

@@ -231,12 +231,16 @@ class PluginManager:
     def decide(self, name: str) -> runner.PluginConfig:
         """Plugin ``name``'s launch decision as ``handle`` would start it now, refusals included (``app.refusals``),
         for a caller that hands it to another process (the sandchat agent) instead of starting it here."""
+        self._check_startable(name)
+        return self.launch_config(name)
+
+    def _check_startable(self, name: str) -> None:
+        """Raise the refusal (``app.refusals``) when plugin ``name`` may not start now."""
         from app.refusals import ShuttingDown
 
         if self._closed:
             raise ShuttingDown(name)
         check_startable(name, self.settings, self.switches)
-        return self.launch_config(name)
 
     def launch_config(self, name: str) -> runner.PluginConfig:
         """The runner configuration for plugin ``name``'s next start (``app.policy`` decides it)."""
@@ -254,9 +258,7 @@ class PluginManager:
         import runner
         from app.refusals import ShuttingDown
 
-        if self._closed:
-            raise ShuttingDown(name)
-        check_startable(name, self.settings, self.switches)
+        self._check_startable(name)
         known = self.discovery.plugins.get(name)
         if known is not None and name in self._handles and file_stamp(known.path) != known.stamp:
             self.refresh()  # its file changed since we last looked: restart it from the new file

@@ -88,8 +88,7 @@ class AgentClient:
             with self.open() as sock:
                 wire.send(sock, {"op": "probe", "name": config.name, "config": decision.to_plain(config), "events": events, "args": {}})
                 sock.settimeout(wire.SILENCE)
-                while (frame := wire.receive(sock)).get("type") == "waiting":
-                    pass  # queued behind a command's call on this plugin
+                frame = _answer(sock)
         except (AgentError, OSError):
             return None
         value = frame.get("value") if frame.get("type") == "result" else None
@@ -130,11 +129,6 @@ class RemotePlugin:
             self._direct_handle = self._direct()
         return self._direct_handle
 
-    @property
-    def used_direct(self) -> runner.Plugin | None:
-        """The caller's own handle if a call needed it, else None."""
-        return self._direct_handle
-
     def _send(self, op: str, args: dict[str, Any]) -> socket.socket | None:
         """A connection that carries the request now, or None when the call must run on the direct handle."""
         sock, self._spare = self._spare, None
@@ -161,9 +155,7 @@ class RemotePlugin:
 
     def _receive(self, sock: socket.socket) -> dict[str, Any]:
         try:
-            while (frame := wire.receive(sock)).get("type") == "waiting":
-                pass  # queued behind another command's call on this plugin: the agent is alive
-            return frame
+            return _answer(sock)
         except AgentError as exc:
             if isinstance(exc.__cause__, TimeoutError):
                 raise runner.PluginTimeout(self.name, "timed out: the sandchat agent running it stopped answering") from None
@@ -230,3 +222,10 @@ class RemotePlugin:
                     sock.settimeout(CONNECT_SECONDS)
                     wire.send(sock, {"type": "cancel"})
                 raise
+
+
+def _answer(sock: socket.socket) -> dict[str, Any]:
+    """The agent's next frame that is not a ``waiting`` beat (the call queues or runs: the agent is alive)."""
+    while (frame := wire.receive(sock)).get("type") == "waiting":
+        pass
+    return frame

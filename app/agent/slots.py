@@ -120,7 +120,7 @@ class Slots:
             slots = [s for s in self._slots.values() if s.plugin is not None and (names is None or s.name in names)]
         closed = []
         for slot in slots:
-            if slot.lock.acquire(timeout=0) or _close_busy(slot):
+            if slot.lock.acquire(timeout=0):  # idle: close it and empty the slot
                 try:
                     if slot.plugin is not None:
                         slot.plugin.close("what it may get changed")
@@ -128,6 +128,8 @@ class Slots:
                         closed.append(slot.name)
                 finally:
                     slot.lock.release()
+            elif (plugin := slot.plugin) is not None:  # busy: its call ends as a cancelled one would; the next starts afresh
+                plugin.close("what it may get changed")
         return closed
 
     def status(self) -> list[dict[str, Any]]:
@@ -144,14 +146,6 @@ class Slots:
             closer.start()
         for closer in closers:
             closer.join()
-
-
-def _close_busy(slot: Slot) -> bool:
-    """A slot in use: its process is closed under the caller (its call ends as a cancelled one would); False."""
-    plugin = slot.plugin
-    if plugin is not None:
-        plugin.close("what it may get changed")
-    return False
 
 
 def _queue(slot: Slot, name: str, phase: str, seconds: float, cancel: runner.CancelToken) -> None:
