@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 import threading
 import time
@@ -58,6 +59,7 @@ class Agent:
         self._last = time.monotonic()  # the end of the last request (or the start)
         self._changed = threading.Condition()
         self._stopping = False
+        self._wake: tuple[int, int] | None = None  # a pipe: stop() writes, serve()'s wait returns
 
     @contextmanager
     def listening(self) -> Iterator[None]:
@@ -70,11 +72,15 @@ class Agent:
             os.close(fd)
             raise
         self._lock_fd = fd
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             self._bind()
             yield
         finally:
             self._unbind()
+            wake, self._wake = self._wake, None
+            for end in wake:
+                os.close(end)
             self._lock_fd = None
             os.close(fd)  # releases the flock: the next starter may bind
 
@@ -112,6 +118,7 @@ class Agent:
         finally:
             os.umask(old)
         listener.listen(16)
+        listener.setblocking(False)  # serve() waits in select, never in accept
         self._listener = listener
 
     def _unbind(self) -> None:
@@ -126,17 +133,20 @@ class Agent:
 
     def serve(self) -> None:
         """Accept connections until stopped or idle, then close every plugin."""
-        listener = self._listener
-        assert listener is not None, "serve() runs inside listening()"
+        listener, wake = self._listener, self._wake
+        assert listener is not None and wake is not None, "serve() runs inside listening()"
         try:
             while not self._idle_over():
-                listener.settimeout(self._until_idle())
+                # A wait on the listener and the wake pipe, not accept() with a timeout: on Linux a
+                # listener shut down under a timed accept() makes it spin until the timeout (minutes).
+                ready, _, _ = select.select([listener.fileno(), wake[0]], [], [], self._until_idle())
+                if listener.fileno() not in ready:
+                    continue  # the idle clock, or stop(): the loop's test says which
                 try:
                     sock, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break  # shut down by stop()
+                except (BlockingIOError, InterruptedError):
+                    continue  # the client gave up between the wait and the accept
+                sock.setblocking(True)
                 with self._changed:
                     self._busy += 1
                 threading.Thread(target=self._connection, args=(sock,), name="agent-connection", daemon=True).start()
@@ -152,15 +162,15 @@ class Agent:
             return self._stopping or (not self._busy and time.monotonic() - self._last >= self.idle)
 
     def stop(self) -> None:
-        """End ``serve``: the listener is shut, so its ``accept`` returns at once."""
+        """End ``serve``: its wait returns at once (safe from a signal handler, and twice)."""
         with self._changed:
             self._stopping = True
-        listener = self._listener
-        if listener is not None:
+        wake = self._wake
+        if wake is not None:
             try:
-                listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                os.write(wake[1], b"x")
+            except (BlockingIOError, OSError):
+                pass  # full (already woken) or closed (already out of serve)
 
     def warm(self, request: dict[str, Any]) -> None:
         """Start a plugin for a launch decision handed over at spawn (by the command that ran it itself)."""
