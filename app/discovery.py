@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Discovery", "Metadata", "MetadataError", "PluginFile", "Skipped",
-    "discover", "file_problem", "metadata_of", "parse_metadata", "plugin_name",
+    "discover", "file_problem", "find", "metadata_of", "parse_metadata", "plugin_name",
 ]  # fmt: skip
 
 _BLOCK = re.compile(r"(?m)^# /// plugin[ \t]*$\r?\n(?P<body>(?:^#(?:| .*)\r?\n)*?)^# ///[ \t]*$")
@@ -229,6 +229,27 @@ def _read_file(path: Path, source: str, previous: dict[Path, PluginFile]) -> Plu
         return PluginFile(name, path, source, metadata_of(head), stamp=stamp)  # as each start reads it
     except (OSError, MetadataError) as exc:
         return PluginFile(name, path, source, Metadata(), metadata_error=str(exc), stamp=stamp)
+
+
+def find(folders: Iterable[tuple[Path, str]], name: str) -> PluginFile | None:
+    """Plugin ``name``'s file as :func:`discover` finds it, reading no other; None unless exactly one file has that name.
+
+    For a command that uses one plugin (a warm ``prompt``): the other plugins' metadata is
+    not parsed. None leaves the why (missing, ambiguous) to a whole :func:`discover`.
+    """
+    if not _NAME.match(name):
+        return None
+    found: list[PluginFile] = []
+    seen: set[Path] = set()
+    for folder, source in folders:
+        folder = folder.resolve()
+        if folder in seen:
+            continue
+        seen.add(folder)
+        for path in (folder / f"{name}.py", folder / f"{name}_plugin.py"):  # the two stems plugin_name maps to name
+            if plugin_name(path) == name and path.exists() and _skip_reason(path) is None:
+                found.append(_read_file(path, source, {}))
+    return found[0] if len(found) == 1 else None
 
 
 def discover(folders: Iterable[tuple[Path, str]], previous: Discovery | None = None) -> Discovery:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.access import check_startable, is_disabled
-from app.discovery import Discovery, PluginFile, discover
+from app.discovery import Discovery, PluginFile, discover, find
 from app.files import file_stamp
 from app.grants import GrantStore
 from app.keys import KeyStore
@@ -218,6 +218,10 @@ class PluginManager:
 
         if self.settings.no_plugins:
             raise SafeMode(name)
+        if self._discovery is None:  # a command that uses this plugin alone: read no other file
+            only = find(self._folders, name)
+            if only is not None:
+                return only
         found = self.discovery.plugins.get(name)
         if found is not None:
             return found
