@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
@@ -120,31 +120,46 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only`` (a COMMAND), the options of that command alone.
+
+    Every command is listed either way; building the options of the other ones would cost
+    each command about 10 ms, which a warm ``prompt`` pays before its first byte.
+    """
     parser = _Parser(prog="sandchat", description="Chat with LLM plugins, each in its own sandbox. "
                      "With no COMMAND (options such as -p NAME allowed), opens the chat.")  # fmt: skip
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (text, fill) in _COMMAND_PARSERS.items():
+        child = sub.add_parser(name, help=text)
+        if only is None or only == name:
+            fill(child)
+    _accept_global_options(parser)
+    return parser
 
-    prompt = sub.add_parser("prompt", help="answer one prompt and exit: standard input (if piped), then TEXT")
+
+def _prompt_parser(prompt: argparse.ArgumentParser) -> None:
     _generation_options(prompt)
     earlier = prompt.add_mutually_exclusive_group()
     earlier.add_argument("-c", "--continue", dest="resume", action="store_true", help="continue the most recent conversation")
     earlier.add_argument("--cid", metavar="ID", help="continue conversation ID (a unique prefix will do; see: sandchat logs)")
     prompt.add_argument("text", nargs="*", metavar="TEXT", help="the prompt; several words are joined with spaces")
 
-    chat = sub.add_parser("chat", help="chat in the terminal (the default command)")
+
+def _chat_parser(chat: argparse.ArgumentParser) -> None:
     _generation_options(chat)
     chat.add_argument("-c", "--continue", dest="resume", action="store_true", help="resume the last conversation")
 
-    web = sub.add_parser("web", help="chat in a browser: a page on 127.0.0.1 behind a per-run token")
+
+def _web_parser(web: argparse.ArgumentParser) -> None:
     _generation_options(web)
     web.add_argument("--port", type=_port, default=0, metavar="N", help="port to serve on (default: any free one)")
     web.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to serve on (default 127.0.0.1; others are warned about)")
     web.add_argument("--no-browser", action="store_true", help="print the address only; do not open a browser")
 
-    logs = sub.add_parser("logs", help="show logged exchanges, oldest of the newest N first; 'logs path' prints the file")
+
+def _logs_parser(logs: argparse.ArgumentParser) -> None:
     logs.add_argument("action", nargs="?", choices=("list", "path"), default="list", help="list (default), or path: print logs.db's path")
     logs.add_argument("-n", dest="count", type=_count, default=10, metavar="N", help="the newest N (default 10; 0 for all)")
     logs.add_argument("-q", "--query", metavar="TEXT", help="only exchanges whose prompt or response has all these words")
@@ -154,11 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--cid", metavar="ID", help="only conversation ID (a unique prefix will do)")
     logs.add_argument("--json", action="store_true")
 
-    tokens = sub.add_parser("tokens", help="count the tokens of standard input (if piped), then TEXT")
+
+def _tokens_parser(tokens: argparse.ArgumentParser) -> None:
     tokens.add_argument("-p", "--plugin", metavar="NAME")
     tokens.add_argument("text", nargs="*", metavar="TEXT")
 
-    plugins = sub.add_parser("plugins", help="list, inspect and manage plugins")
+
+def _plugins_parser(plugins: argparse.ArgumentParser) -> None:
     psub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser, required=True)
     lst = psub.add_parser("list", help="list plugins without starting them")
     lst.add_argument("--json", action="store_true")
@@ -205,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = psub.add_parser("remove", help="delete a plugin from the user plugin folder and revoke its grant")
     remove.add_argument("name", metavar="NAME")
 
-    keys = sub.add_parser("keys", help="store API keys for plugins")
+
+def _keys_parser(keys: argparse.ArgumentParser) -> None:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser, required=True)
     kset = ksub.add_parser("set", help="store a key (hidden prompt, or standard input)")
     kset.add_argument("name", metavar="NAME")
@@ -216,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("list", help="list stored key names (never values)")
     ksub.add_parser("path", help="print the keys file's path")
 
-    agent = sub.add_parser("agent", help="the background agent that keeps plugins warm between commands")
+
+def _agent_parser(agent: argparse.ArgumentParser) -> None:
     asub = agent.add_subparsers(dest="agent_command", metavar="ACTION", parser_class=_Parser, required=True)
     status = asub.add_parser("status", help="show the agent and its warm plugins")
     status.add_argument("--json", action="store_true")
@@ -225,8 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dir", required=True)
     serve.add_argument("--idle", type=_positive_float, required=True)
     serve.add_argument("--warm")
-    _accept_global_options(parser)
-    return parser
+
+
+#: Each COMMAND: its one-line help and what adds its options, in the order --help lists them.
+_COMMAND_PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "prompt": ("answer one prompt and exit: standard input (if piped), then TEXT", _prompt_parser),
+    "chat": ("chat in the terminal (the default command)", _chat_parser),
+    "web": ("chat in a browser: a page on 127.0.0.1 behind a per-run token", _web_parser),
+    "logs": ("show logged exchanges, oldest of the newest N first; 'logs path' prints the file", _logs_parser),
+    "tokens": ("count the tokens of standard input (if piped), then TEXT", _tokens_parser),
+    "plugins": ("list, inspect and manage plugins", _plugins_parser),
+    "keys": ("store API keys for plugins", _keys_parser),
+    "agent": ("the background agent that keeps plugins warm between commands", _agent_parser),
+}
 
 
 def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> None:
@@ -238,22 +268,21 @@ def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> N
                 _accept_global_options(child, depth + 1)
 
 
-_COMMANDS = ("prompt", "chat", "web", "logs", "tokens", "plugins", "keys", "agent")
+_COMMANDS = tuple(_COMMAND_PARSERS)
 AGENT_IDLE = 600.0  # seconds: how long the agent keeps plugins warm after the last command (SANDCHAT_AGENT_IDLE)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; no COMMAND means ``chat``, so ``sandchat -p echo`` opens the chat with echo."""
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     at = _first_word(words)
     if at < len(words) and words[at] in ("-h", "--help", "--version"):
         pass  # about sandchat itself, not the chat
     elif at == len(words) or words[at].startswith("-"):
         words.insert(at, "chat")
     elif words[at] not in _COMMANDS:  # most likely a prompt, as `llm "question"` takes it
-        parser.error(f"unknown command {words[at]!r}; for a one-shot answer: sandchat prompt TEXT")
-    args = parser.parse_args(words)
+        build_parser(only="").error(f"unknown command {words[at]!r}; for a one-shot answer: sandchat prompt TEXT")
+    args = build_parser(only=words[at] if at < len(words) and words[at] in _COMMANDS else None).parse_args(words)
     for depth in (1, 2):  # after the command, after its action (plugins list, keys get)
         args.plugins_dir += getattr(args, f"plugins_dir_after{depth}", [])
         args.no_plugins = args.no_plugins or getattr(args, f"no_plugins_after{depth}", False)
