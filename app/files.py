@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,8 @@ class JsonFile:
 
     def write(self, data: Any) -> None:
         """Replace the file with ``data`` as JSON, atomically, mode 0600."""
+        import tempfile  # here: shutil and random, which every command that only reads would pay for
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
         try:

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.constants import MAX_SOURCE, PROFILES
+from runner.constants import DEFAULT_MAX_MESSAGE, MAX_SOURCE, PROFILES  # not runner.protocol: a config needs no msgpack
 from runner.endpoints import Endpoint, Proxies, parse_endpoint
-from runner.protocol import DEFAULT_MAX_MESSAGE
 
 __all__ = ["DEFAULT_MAX_REPLY", "PROFILES", "Deadlines", "Limits", "PluginConfig", "SandboxPolicy"]
 

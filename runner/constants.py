@@ -20,6 +20,9 @@ OPTIONAL_METHODS = ("stream_response", "generate_chat", "stream_chat")
 #: The ``kind`` of an error map says whose fault it was.
 ERROR_KINDS = ("plugin", "contract", "cancelled", "request", "load", "sandbox", "busy")
 
+#: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
 #: The sandbox profiles, strictest first.
 PROFILES = ("untrusted", "network", "none")
 

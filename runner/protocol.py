@@ -27,7 +27,17 @@ import msgpack
 
 from runner import budget
 from runner.budget import MAX_DEPTH, MAX_OBJECTS, BudgetExceeded, flat_reply
-from runner.constants import ERROR_KINDS, MAX_SOURCE, METHODS, NOTIFICATION, PROTOCOL_VERSION, REQUEST, RESPONSE, SOURCE_LENGTH_BYTES
+from runner.constants import (
+    DEFAULT_MAX_MESSAGE,
+    ERROR_KINDS,
+    MAX_SOURCE,
+    METHODS,
+    NOTIFICATION,
+    PROTOCOL_VERSION,
+    REQUEST,
+    RESPONSE,
+    SOURCE_LENGTH_BYTES,
+)
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE", "ERROR_KINDS", "MAX_DEPTH", "MAX_MSGID", "MAX_OBJECTS", "MAX_SOURCE", "METHODS", "NOTIFICATION",
@@ -35,9 +45,6 @@ __all__ = [
     "check_response", "chunk_of", "error_map", "is_notification", "notification_params", "reply_to", "request_of",
     "response_id", "scan", "source_frame",
 ]  # fmt: skip
-
-#: Largest message either side accepts, in bytes (a hostile peer cannot make us buffer more).
-DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 #: Request ids are msgpack uint32s; a sender wraps to 0 after this one.
 MAX_MSGID = 2**32 - 1

@@ -16,20 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import runner
-from app.chatlog import Exchange
 from app.commands import warm
 from app.commands.warm import Handle
 from app.context import Context
 from app.exits import EXIT_OK, EXIT_PLUGIN, EXIT_USAGE
-from app.hints import hint_for
-from app.history import Conversation, TooLong
 from app.refusals import Ambiguous, NotInstalled
 from app.render import Output
+
+if TYPE_CHECKING:  # the rest is imported where it is used: a warm command's first byte pays for every import before it
+    from app.chatlog import Exchange
+    from app.history import Conversation
 
 __all__ = ["prompt", "tokens"]
 
@@ -59,6 +59,7 @@ def _too_big(text: str, handle: Handle, context: Context) -> bool:
 
 def _failure(exc: runner.PluginError, context: Context) -> int:
     context.output.error(str(exc))
+    from app.hints import hint_for
     from app.pluginlog import log_traceback
 
     log_traceback(context.settings.paths.plugin_logs, exc)  # file and line for the author: `sandchat plugins logs NAME`
@@ -80,13 +81,12 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         return EXIT_USAGE
     name = context.plugin_name(args.plugin or (earlier.plugin if earlier else None))  # llm's rule: -c keeps the model
     system = args.system or (earlier.system if earlier else "")
-    conversation = Conversation(system, earlier.messages if earlier else [], earlier.id if earlier else uuid.uuid4().hex)
-    conversation.add("user", text)
+    conversation = earlier.conversation(system, text) if earlier else None
     shown: list[str] = []  # the cleaned answer, as printed: what the log keeps
     began, error, cancelled, handle = time.monotonic(), None, False, None
     try:
         handle = warm.handle(context, name)
-        if earlier:
+        if conversation is not None:
             chunks = _chunks(handle, conversation, args, context)
         elif not _too_big(system + text, handle, context):
             chunks = handle.stream_response(system, text, args.max_tokens, args.temperature)
@@ -110,7 +110,8 @@ def prompt(args: argparse.Namespace, context: Context) -> int:
         raise
     finally:
         if handle is not None:  # a prompt that reached a plugin (not a misspelt name)
-            _log(context, conversation.id, name, system, text, "".join(shown), time.monotonic() - began, error, cancelled)
+            cid = conversation.id if conversation else None
+            _log(context, cid, name, system, text, "".join(shown), time.monotonic() - began, error, cancelled)
             if not cancelled:
                 warm.finish(context, handle)
 
@@ -125,6 +126,14 @@ class _Earlier:
         for e in exchanges:  # as the chat's --continue reads it: an exchange that failed with no answer is left out
             if e.error is None or e.response:
                 self.messages += [{"role": "user", "content": e.prompt}, {"role": "assistant", "content": e.response}]
+
+    def conversation(self, system: str, text: str) -> Conversation:
+        """This conversation with the new prompt ``text`` added, under ``system``."""
+        from app.history import Conversation
+
+        conversation = Conversation(system, list(self.messages), self.id)
+        conversation.add("user", text)
+        return conversation
 
 
 def _earlier(args: argparse.Namespace, context: Context) -> _Earlier | None | Literal[False]:
@@ -146,6 +155,7 @@ def _earlier(args: argparse.Namespace, context: Context) -> _Earlier | None | Li
 
 def _chunks(handle: Handle, conversation: Conversation, args: argparse.Namespace, context: Context) -> Iterator[str] | None:
     """The reply to a continued conversation: its history, trimmed to the plugin's window as the chat trims it."""
+    from app.history import TooLong
     from app.tokencache import TokenCounter
 
     handle.start()  # its hello says its window
@@ -189,16 +199,17 @@ def _stream(chunks: Iterator[str], out: Output, shown: list[str]) -> None:
             out.write("\n")
 
 
-def _log(context: Context, conversation: str, name: str, system: str, prompt: str, response: str,
+def _log(context: Context, conversation: str | None, name: str, system: str, prompt: str, response: str,
          seconds: float, error: Exception | None, cancelled: bool) -> None:  # fmt: skip
     """Every prompt reaches logs.db like a chat exchange (a new conversation, or the one continued), failures included."""
     import sqlite3
+    import uuid
 
-    from app.chatlog import ChatLog
+    from app.chatlog import ChatLog, Exchange
 
     try:
         ChatLog(context.settings.paths.logs_db).add(Exchange(
-            conversation=conversation, plugin=name, system=system, prompt=prompt, response=response,
+            conversation=conversation or uuid.uuid4().hex, plugin=name, system=system, prompt=prompt, response=response,
             duration_s=round(seconds, 4), error=str(error) if error else None, cancelled=cancelled,
         ))  # fmt: skip
     except (OSError, sqlite3.Error) as exc:

@@ -11,7 +11,6 @@ finds the plugin warm.
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +91,8 @@ def _warm_file(paths: AgentPaths, config: runner.PluginConfig, events: str) -> s
         body = wire.encode(request)[4:]
     except AgentError:
         return None  # too large for the agent's frames: it will run the plugin for no one
+    import secrets  # only here, after the answer: hmac and OpenSSL cost a warm command's first byte
+
     path = paths.directory / f"warm-{secrets.token_hex(8)}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
