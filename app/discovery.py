@@ -20,7 +20,7 @@ environment of the plugin's own (``app.envs``); discovery only validates and nor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,6 +231,16 @@ def _read_file(path: Path, source: str, previous: dict[Path, PluginFile]) -> Plu
         return PluginFile(name, path, source, Metadata(), metadata_error=str(exc), stamp=stamp)
 
 
+def _distinct(folders: Iterable[tuple[Path, str]]) -> Iterator[tuple[Path, str]]:
+    """Each folder resolved, once (its first source wins), in order."""
+    seen: set[Path] = set()
+    for folder, source in folders:
+        folder = folder.resolve()
+        if folder not in seen:
+            seen.add(folder)
+            yield folder, source
+
+
 def find(folders: Iterable[tuple[Path, str]], name: str) -> PluginFile | None:
     """Plugin ``name``'s file as :func:`discover` finds it, reading no other; None unless exactly one file has that name.
 
@@ -240,12 +250,7 @@ def find(folders: Iterable[tuple[Path, str]], name: str) -> PluginFile | None:
     if not _NAME.match(name):
         return None
     found: list[PluginFile] = []
-    seen: set[Path] = set()
-    for folder, source in folders:
-        folder = folder.resolve()
-        if folder in seen:
-            continue
-        seen.add(folder)
+    for folder, source in _distinct(folders):
         for path in (folder / f"{name}.py", folder / f"{name}_plugin.py"):  # the two stems plugin_name maps to name
             if plugin_name(path) == name and path.exists() and _skip_reason(path) is None:
                 found.append(_read_file(path, source, {}))
@@ -258,12 +263,7 @@ def discover(folders: Iterable[tuple[Path, str]], previous: Discovery | None = N
     found: dict[str, list[PluginFile]] = {}
     skipped: list[Skipped] = []
     missing: list[Path] = []
-    seen: set[Path] = set()
-    for folder, source in folders:
-        folder = folder.resolve()
-        if folder in seen:
-            continue
-        seen.add(folder)
+    for folder, source in _distinct(folders):
         if not folder.is_dir():
             missing.append(folder)
             continue
