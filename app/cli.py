@@ -268,7 +268,6 @@ def _accept_global_options(parser: argparse.ArgumentParser, depth: int = 1) -> N
                 _accept_global_options(child, depth + 1)
 
 
-_COMMANDS = tuple(_COMMAND_PARSERS)
 AGENT_IDLE = 600.0  # seconds: how long the agent keeps plugins warm after the last command (SANDCHAT_AGENT_IDLE)
 
 
@@ -276,13 +275,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; no COMMAND means ``chat``, so ``sandchat -p echo`` opens the chat with echo."""
     words = list(sys.argv[1:] if argv is None else argv)
     at = _first_word(words)
-    if at < len(words) and words[at] in ("-h", "--help", "--version"):
+    first = words[at] if at < len(words) else None
+    if first in ("-h", "--help", "--version"):
         pass  # about sandchat itself, not the chat
-    elif at == len(words) or words[at].startswith("-"):
+    elif first is None or first.startswith("-"):
         words.insert(at, "chat")
-    elif words[at] not in _COMMANDS:  # most likely a prompt, as `llm "question"` takes it
-        build_parser(only="").error(f"unknown command {words[at]!r}; for a one-shot answer: sandchat prompt TEXT")
-    args = build_parser(only=words[at] if at < len(words) and words[at] in _COMMANDS else None).parse_args(words)
+        first = "chat"
+    elif first not in _COMMAND_PARSERS:  # most likely a prompt, as `llm "question"` takes it
+        _Parser(prog="sandchat").error(f"unknown command {first!r}; for a one-shot answer: sandchat prompt TEXT")
+    args = build_parser(only=first if first in _COMMAND_PARSERS else None).parse_args(words)
     for depth in (1, 2):  # after the command, after its action (plugins list, keys get)
         args.plugins_dir += getattr(args, f"plugins_dir_after{depth}", [])
         args.no_plugins = args.no_plugins or getattr(args, f"no_plugins_after{depth}", False)

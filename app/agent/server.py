@@ -144,8 +144,10 @@ class Agent:
                     continue  # the idle clock, or stop(): the loop's test says which
                 try:
                     sock, _ = listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue  # the client gave up between the wait and the accept
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue  # no connection after all, or one its client dropped before the accept
+                except OSError:
+                    break  # the listener failed (no file descriptors left): leave; the next command starts another
                 sock.setblocking(True)
                 with self._changed:
                     self._busy += 1
@@ -169,7 +171,7 @@ class Agent:
         if wake is not None:
             try:
                 os.write(wake[1], b"x")
-            except (BlockingIOError, OSError):
+            except OSError:
                 pass  # full (already woken) or closed (already out of serve)
 
     def warm(self, request: dict[str, Any]) -> None:
