@@ -22,7 +22,7 @@ from app.version import build
 pytestmark = pytest.mark.timeout(60)
 
 
-def _serving(tmp_path: Path, idle: float) -> tuple[Agent, threading.Thread, threading.Event]:
+def _serving(tmp_path: Path, idle: float) -> tuple[Agent, threading.Event]:
     agent = Agent(AgentPaths(tmp_path / "agent"), build(), idle)
     ended = threading.Event()
     listening = threading.Event()
@@ -33,14 +33,13 @@ def _serving(tmp_path: Path, idle: float) -> tuple[Agent, threading.Thread, thre
             agent.serve()
         ended.set()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    threading.Thread(target=run, daemon=True).start()
     assert listening.wait(10)
-    return agent, thread, ended
+    return agent, ended
 
 
 def test_stop_while_idle_ends_serve_at_once_without_spinning(tmp_path: Path) -> None:
-    agent, thread, ended = _serving(tmp_path, idle=600)
+    agent, ended = _serving(tmp_path, idle=600)
     assert not ended.wait(0.3)  # it is waiting on a ten-minute idle clock
     cpu = os.times()
     began = time.monotonic()
