@@ -279,15 +279,28 @@ def test_two_agents_started_at_once_leave_one_listening(home: Path) -> None:
 
 def test_a_prompt_the_agent_cannot_carry_runs_on_the_direct_handle(home: Path) -> None:
     run(home, "prompt", "-p", "echo", "start the agent")
-    pid = wait_warm(home, "echo")["pid"]
-    # Bytes that are not UTF-8 on standard input reach the prompt as lone surrogates: no JSON frame carries them.
-    result = subprocess.run([*SANDCHAT, "prompt", "-p", "echo"], input=b"caf\xe9", capture_output=True,
+    before = wait_warm(home, "echo")
+    big = "word " * (9 * 2**20 // 5)  # 9 MiB: under a plugin's 16 MiB message, over the agent's 8 MiB frame
+    result = subprocess.run([*SANDCHAT, "prompt", "-p", "echo"], input=big, capture_output=True, text=True,
                             env=cli_env(home, SANDCHAT_AGENT_IDLE="600"), timeout=50)  # fmt: skip
-    direct = subprocess.run([*SANDCHAT, "prompt", "-p", "echo"], input=b"caf\xe9", capture_output=True,
-                            env=cli_env(home), timeout=50)  # fmt: skip
-    assert (result.returncode, result.stdout, result.stderr) == (direct.returncode, direct.stdout, direct.stderr)
+    assert result.returncode == 0 and result.stdout.startswith("echo: word word "), result.stderr
     entry = warm(home, "echo")
-    assert entry is not None and entry["pid"] == pid
+    # one call through the agent (the start, for the context window), the 9 MiB stream not: it ran on the direct handle
+    assert entry is not None and (entry["pid"], entry["calls"]) == (before["pid"], before["calls"] + 1)
+
+
+def test_bytes_that_are_not_utf8_are_one_line_through_the_agent_and_without_it(home: Path) -> None:
+    run(home, "prompt", "-p", "echo", "start the agent")
+    wait_warm(home, "echo")
+    # Bytes that are not UTF-8 on standard input reach the prompt as lone surrogates: said before anything is sent.
+    for idle in ("600", "0"):
+        result = subprocess.run([*SANDCHAT, "prompt", "-p", "echo"], input=b"caf\xe9", capture_output=True,
+                                env=cli_env(home, SANDCHAT_AGENT_IDLE=idle), timeout=50)  # fmt: skip
+        assert (result.returncode, result.stdout) == (2, b""), result.stderr
+        assert (
+            result.stderr == b"sandchat: standard input is not UTF-8 text (byte 0xe9 at character 3); "
+            b"convert it first, e.g. iconv -f LATIN1 -t UTF-8 FILE | sandchat prompt ...\n"
+        )
 
 
 def test_a_connection_from_another_uid_is_refused_by_the_agent_itself(tmp_path: Path) -> None:

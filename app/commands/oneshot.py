@@ -45,6 +45,14 @@ def _read_text(args: argparse.Namespace, context: Context, *, allow_empty: bool 
     if not text.strip() and not allow_empty:
         context.output.error("the prompt is empty: give TEXT or pipe something in")
         return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # undecodable bytes arrive as lone surrogates: no plugin, frame or log takes them
+        where = "standard input" if piped and exc.start < len(piped) else "TEXT"
+        byte = text[exc.start].encode("utf-8", "surrogateescape")[:1].hex()
+        context.output.error(f"{where} is not UTF-8 text (byte 0x{byte} at character {exc.start}); "
+                             "convert it first, e.g. iconv -f LATIN1 -t UTF-8 FILE | sandchat prompt ...")  # fmt: skip
+        return None
     return text
 
 
