@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from app.argv import command_at
 from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
 from app.version import version
 
@@ -274,7 +275,7 @@ AGENT_IDLE = 600.0  # seconds: how long the agent keeps plugins warm after the l
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; no COMMAND means ``chat``, so ``sandchat -p echo`` opens the chat with echo."""
     words = list(sys.argv[1:] if argv is None else argv)
-    at = _first_word(words)
+    at = command_at(words)
     first = words[at] if at < len(words) else None
     if first in ("-h", "--help", "--version"):
         pass  # about sandchat itself, not the chat
@@ -288,20 +289,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.plugins_dir += getattr(args, f"plugins_dir_after{depth}", [])
         args.no_plugins = args.no_plugins or getattr(args, f"no_plugins_after{depth}", False)
     return args
-
-
-def _first_word(words: list[str]) -> int:
-    """Where the command (or the first word that is not a global option) is."""
-    at = 0
-    while at < len(words):
-        word = words[at]
-        if word == "--no-plugins" or word.startswith("--plugins-dir="):
-            at += 1
-        elif word == "--plugins-dir" and at + 1 < len(words):
-            at += 2
-        else:
-            return at
-    return len(words)
 
 
 def _install_signal_handlers() -> None:

@@ -71,7 +71,9 @@ class _Home:
         while time.monotonic() < end:
             found = self.run("agent", "status", "--json", agent=True)
             doc = json.loads(found.stdout or "{}")
-            if doc.get("answering") and any(p.get("name") == name and p.get("pid") for p in doc.get("plugins", [])):
+            forker = doc.get("forker") or {}
+            warm = any(p.get("name") == name and p.get("pid") for p in doc.get("plugins", []))
+            if doc.get("answering") and warm and forker.get("ready"):
                 return
             time.sleep(0.1)  # the agent starts in the background: a bench may poll
         raise RuntimeError(f"bench: {name} never became warm in the agent")

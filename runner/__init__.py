@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         PluginVersionError,
     )
     from runner.methods import Readiness
-    from runner.process import harden_host, resident_bytes, spawn_detached, stop_detached
+    from runner.process import fork_session, harden_host, resident_bytes, spawn_companion, spawn_detached, stop_companion, stop_detached
     from runner.restarts import RestartPolicy
     from runner.states import STATES
 
@@ -55,7 +55,7 @@ _HOMES = {
         "PluginUnavailable", "PluginVersionError",
     ),
     "methods": ("Readiness",),
-    "process": ("harden_host", "resident_bytes", "spawn_detached", "stop_detached"),
+    "process": ("fork_session", "harden_host", "resident_bytes", "spawn_companion", "spawn_detached", "stop_companion", "stop_detached"),
     "restarts": ("RestartPolicy",),
     "states": ("STATES",),
 }  # fmt: skip
@@ -100,11 +100,14 @@ __all__ = [
     "Stream",
     "StreamCleaner",
     "clean_text",
+    "fork_session",
     "harden_host",
     "parse_endpoint",
     "proxies_from",
     "resident_bytes",
+    "spawn_companion",
     "spawn_detached",
+    "stop_companion",
     "stop_detached",
 ]
 

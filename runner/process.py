@@ -20,8 +20,8 @@ from typing import Any
 from runner.cgroup import Cage, CageError, CageLimits, open_cage
 
 __all__ = [
-    "cage_for", "describe_exit", "harden_host", "kill", "resident_bytes", "session_members",
-    "spawn", "spawn_detached", "stop", "stop_detached", "sweep",
+    "cage_for", "describe_exit", "fork_session", "harden_host", "kill", "resident_bytes", "session_members",
+    "spawn", "spawn_companion", "spawn_detached", "stop", "stop_companion", "stop_detached", "sweep",
 ]  # fmt: skip
 
 _POLL = 0.005
@@ -131,6 +131,41 @@ def spawn_detached(argv: list[str], env: Mapping[str, str], cwd: str, log_path: 
     finally:
         os.close(out)
     return proc.pid
+
+
+def spawn_companion(argv: list[str], env: Mapping[str, str], cwd: str, log_path: str) -> subprocess.Popen[bytes]:
+    """Start a helper that lives only as long as its caller (the agent's forker), in a session of its own.
+
+    Its standard input is a pipe from the caller, never written: its end (the caller closed
+    it, exited or was killed) tells the helper to leave. Its output is appended to ``log_path``.
+    Ended with :func:`stop_companion`.
+    """
+    out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=out, stderr=out, env=dict(env), cwd=cwd, close_fds=True, start_new_session=True
+        )
+    finally:
+        os.close(out)
+
+
+def stop_companion(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """End a helper from :func:`spawn_companion`: close its standard input (the order to leave), then stop it."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    return stop(proc, grace)
+
+
+def fork_session() -> int:
+    """Fork this (single-threaded) process; the child, told by 0, leads a session of its own.
+
+    For the forker's workers: their own session, so stopping the forker (which sweeps its
+    session) never cuts a command that is running.
+    """
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+    return pid
 
 
 def stop_detached(pid: int, grace: float) -> str:

@@ -229,7 +229,7 @@ def package_init_problems(name: str, source: str | None = None) -> list[str]:
 
 #: The app's layers, top first: a module may import its own layer and those below, never above.
 APP_LAYERS: tuple[tuple[str, ...], ...] = (
-    ("app.__main__", "app.cli"),
+    ("app.__main__", "app.entry", "app.cli", "app.agent.forker", "app.agent.worker"),  # the forker's workers run the CLI
     ("app.commands", "app.context"),  # a command's per-invocation context (settings, output, the manager) is theirs
     (
         "app.chat",

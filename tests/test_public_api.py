@@ -23,7 +23,8 @@ def test_runner_surface_is_pinned() -> None:
         "PluginResultError", "PluginSandboxError", "PluginStartError", "PluginStartTimeout", "PluginStats",
         "PluginTimeout", "PluginUnavailable", "PluginVersionError", "Readiness", "RestartPolicy", "STATES", "SandboxPolicy", "Stream",
         "StreamCleaner", "clean_text",
-        "harden_host", "resident_bytes", "spawn_detached", "stop_detached", "LOG_HOST", "LOG_PREFIX", "LOG_TIME_FORMAT", "STDOUT_TAG",
+        "fork_session", "harden_host", "resident_bytes", "spawn_companion", "spawn_detached", "stop_companion", "stop_detached",
+        "LOG_HOST", "LOG_PREFIX", "LOG_TIME_FORMAT", "STDOUT_TAG",
     }  # fmt: skip
 
 

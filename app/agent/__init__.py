@@ -11,9 +11,11 @@ Imported only by the commands that use the agent (``prompt``, ``tokens``, ``agen
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: see app/__init__.py
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from app.agent.client import AgentClient, RemotePlugin
     from app.agent.errors import AgentError
     from app.agent.paths import AgentPaths

@@ -18,12 +18,13 @@ import fcntl
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import runner
 from app.agent import decision, wire
@@ -34,10 +35,15 @@ from app.agent.peer import ForeignPeer, require_same_user
 from app.agent.slots import Slots
 from app.version import build
 
+if TYPE_CHECKING:
+    import subprocess
+
 #: How long a connected client may take to say hello and send its request.
 REQUEST_SECONDS = 5.0
 #: How long a new agent waits for the lock of one that is leaving (it closes its plugins first).
 HANDOVER_SECONDS = 15.0
+#: How long the forker has to leave once its standard input closes (then SIGTERM, then SIGKILL).
+FORKER_GRACE = 2.0
 
 
 class AlreadyRunning(AgentError):
@@ -60,6 +66,7 @@ class Agent:
         self._changed = threading.Condition()
         self._stopping = False
         self._wake: tuple[int, int] | None = None  # a pipe: stop() writes, serve()'s wait returns
+        self._forker: subprocess.Popen[bytes] | None = None
 
     @contextmanager
     def listening(self) -> Iterator[None]:
@@ -75,7 +82,13 @@ class Agent:
         self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             self._bind()
-            yield
+            self._forker = _start_forker(self.paths)
+            try:
+                yield
+            finally:
+                forker, self._forker = self._forker, None
+                if forker is not None:
+                    runner.stop_companion(forker, FORKER_GRACE)
         finally:
             self._unbind()
             wake, self._wake = self._wake, None
@@ -248,7 +261,26 @@ class Agent:
         from app.version import version  # ~40 ms, for a person asking
 
         return {"pid": os.getpid(), "version": version(), "build": self.build, "uptime": round(time.monotonic() - self.began, 3),
-                "idle": self.idle, "plugins": self.slots.status()}  # fmt: skip
+                "idle": self.idle, "forker": self._forker_status(), "plugins": self.slots.status()}  # fmt: skip
+
+    def _forker_status(self) -> dict[str, Any] | None:
+        """The forker's pid and whether it listens (it does once its modules are loaded), or None."""
+        forker = self._forker
+        if forker is None or forker.poll() is not None:
+            return None
+        from app.agent.handoff import SOCKET_NAME
+
+        return {"pid": forker.pid, "ready": (self.paths.directory / SOCKET_NAME).exists()}
+
+
+def _start_forker(paths: AgentPaths) -> subprocess.Popen[bytes] | None:
+    """The forker beside this agent (``app.agent.forker``), or None: commands then run themselves, as before."""
+    argv = [sys.executable, "-m", "app.agent.forker", "--dir", os.fspath(paths.directory)]
+    try:
+        return runner.spawn_companion(argv, os.environ, os.getcwd(), os.fspath(paths.log))
+    except OSError as exc:
+        print(f"agent: cannot start the forker: {exc}", flush=True)
+        return None
 
 
 def _send_quietly(sock: socket.socket, frame: dict[str, Any]) -> None:

@@ -13,11 +13,14 @@ the agent protocol; any difference is a ``VersionMismatch`` and the client runs 
 from __future__ import annotations
 
 import json
-import socket
 import struct
-from typing import Any
 
 from app.agent.errors import VersionMismatch, WireError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: see app/__init__.py
+if TYPE_CHECKING:
+    import _socket  # socket.socket is one; the handoff client uses it bare
+    from typing import Any
 
 PROTOCOL = 2  # 2: "waiting" beats during a call, "forget", chunks in pieces
 MAX_FRAME = 8 * 1024 * 1024
@@ -48,7 +51,7 @@ def decode(body: bytes) -> dict[str, Any]:
     return document
 
 
-def send(sock: socket.socket, document: dict[str, Any]) -> None:
+def send(sock: _socket.socket, document: dict[str, Any]) -> None:
     """Write one frame; a closed or broken peer is a ``WireError``."""
     try:
         sock.sendall(encode(document))
@@ -56,7 +59,7 @@ def send(sock: socket.socket, document: dict[str, Any]) -> None:
         raise WireError(f"cannot send: {error}") from error
 
 
-def receive(sock: socket.socket) -> dict[str, Any]:
+def receive(sock: _socket.socket) -> dict[str, Any]:
     """Read one frame (under the socket's own timeout); end of stream or a bad length is a ``WireError``."""
     (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size))
     if length > MAX_FRAME:
@@ -64,7 +67,7 @@ def receive(sock: socket.socket) -> dict[str, Any]:
     return decode(_exactly(sock, length))
 
 
-def _exactly(sock: socket.socket, count: int) -> bytes:
+def _exactly(sock: _socket.socket, count: int) -> bytes:
     parts: list[bytes] = []
     wanted = count
     while wanted:

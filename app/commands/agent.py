@@ -56,6 +56,10 @@ def _status(client: AgentClient, args: argparse.Namespace, context: Context) -> 
         return EXIT_OK
     out = context.output
     out.write(f"agent: pid {doc['pid']}, up {_seconds(doc.get('uptime'))}, exits after {_seconds(doc.get('idle'))} idle\n")
+    forker = doc.get("forker")
+    if isinstance(forker, dict):
+        state = "ready" if forker.get("ready") else "loading"
+        out.write(f"forker: pid {forker.get('pid')}, {state} (prompt and tokens start from its loaded modules)\n")
     plugins = doc.get("plugins") or []
     if not plugins:
         out.write("no warm plugins\n")

@@ -31,8 +31,9 @@ __all__ = ["Handle", "agent_paths", "finish", "forget", "handle", "prober"]
 
 Handle: TypeAlias = "runner.Plugin | RemotePlugin"  # a string: runner.Plugin would import the runner's process machinery
 #: What the agent itself is given of the caller's environment (each plugin's is in its decision):
-#: XDG_RUNTIME_DIR because the runner finds the user's systemd manager (a plugin's cgroup) through it.
-_AGENT_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "XDG_RUNTIME_DIR")
+#: XDG_RUNTIME_DIR because the runner finds the user's systemd manager (a plugin's cgroup) through it;
+#: the locale because the forker's workers run a command only for a client of the same locale.
+_AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "XDG_RUNTIME_DIR")
 APP_ROOT = Path(__file__).resolve().parent.parent.parent  # holds the app package: `python -m app` from here
 
 
