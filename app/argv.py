@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["command_at"]
+__all__ = ["HANDED_OVER", "command_at"]
+
+#: The commands ``app.entry`` hands to a warm forker, and the only ones a forker's worker runs.
+HANDED_OVER = ("prompt", "tokens")
 
 
 def command_at(words: list[str]) -> int:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-from app.argv import command_at
+from app.argv import HANDED_OVER, command_at
 
 __all__ = ["main"]
-
-HANDED_OVER = ("prompt", "tokens")
 
 
 def main() -> int:

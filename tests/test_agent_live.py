@@ -327,7 +327,7 @@ def test_a_connection_from_another_uid_is_refused_by_the_agent_itself(tmp_path: 
         nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I", "-S", "-c", probe],
                                 capture_output=True, text=True, timeout=30)  # fmt: skip
         assert nobody.stdout.strip() == "b''", nobody.stderr  # closed without a word
-        assert "refused a connection from uid 65534" in (directory / "agent.log").read_text()
+        assert "agent: refused a connection: the peer runs as uid 65534, not as this user (uid 0)" in (directory / "agent.log").read_text()
         os.chmod(directory, 0o700)
         reach.ask({"op": "stop"})
         agent.wait(timeout=30)

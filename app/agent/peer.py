@@ -44,4 +44,4 @@ def require_same_user(sock: socket.socket) -> None:
     """Raise ``ForeignPeer`` unless the peer runs as this process's uid."""
     uid = peer_uid(sock)
     if uid != os.getuid():
-        raise ForeignPeer(f"refused a connection from uid {uid}")
+        raise ForeignPeer(f"the peer runs as uid {uid}, not as this user (uid {os.getuid()})")

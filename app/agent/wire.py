@@ -46,6 +46,8 @@ def decode(body: bytes) -> dict[str, Any]:
         document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
         raise WireError(f"frame is not JSON: {error}") from error
+    except RecursionError:  # "[[[[..." a few thousand deep: the parser's own bound, not a crash of ours
+        raise WireError("frame nests deeper than a JSON parser follows") from None
     if not isinstance(document, dict):
         raise WireError(f"frame is a {type(document).__name__}, not an object")
     return document

@@ -23,6 +23,7 @@ from typing import Any
 
 from app.agent import handoff, wire
 from app.agent.errors import AgentError, WireError
+from app.argv import HANDED_OVER, command_at
 
 _STREAMS = (("<stdin>", "r"), ("<stdout>", "w"), ("<stderr>", "w"))
 _FDS = len(_STREAMS)
@@ -66,9 +67,14 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     length = int.from_bytes(data[:4], "big")
     if length > handoff.MAX_REQUEST:
         raise WireError(f"a request of {length} bytes")
-    body = data[4:]
+    body, deadline = data[4:], time.monotonic() + handoff.REQUEST_SECONDS
     while len(body) < length:
-        part = sock.recv(min(length - len(body), 1 << 16))
+        # One bound for the whole request, not per read: a byte a second would hold a worker forever.
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            part = sock.recv(min(length - len(body), 1 << 16))
+        except OSError as error:  # the timeout included
+            raise WireError(f"cannot receive: {error}") from error
         if not part:
             raise WireError("the request is cut short")
         body += part
@@ -86,6 +92,9 @@ def _refusal(request: dict[str, Any], fds: list[int], loaded: str, now: str) -> 
     argv, env = request.get("argv"), request.get("env")
     if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
         return "argv is not a list of strings"
+    at = command_at(argv)
+    if at == len(argv) or argv[at] not in HANDED_OVER:
+        return f"not a command the forker runs: {(argv[at] if at < len(argv) else '')[:40]!r}"  # the entry point hands over no other
     if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k for k, v in env.items())):
         return "the environment is not a map of names to strings"
     if not (isinstance(request.get("umask"), int) and 0 <= request["umask"] <= 0o777 and isinstance(request.get("argv0"), str)):
@@ -204,7 +213,7 @@ def _relay(sock: socket.socket, over: threading.Event) -> None:
                 os.kill(os.getpid(), signal.SIGHUP)
             return
         signum = frame.get("signum")
-        if frame.get("type") == "signal" and signum in handoff.RELAYED and not over.is_set():
+        if frame.get("type") == "signal" and type(signum) is int and signum in handoff.RELAYED and not over.is_set():
             os.kill(os.getpid(), signum)
 
 
