@@ -1,7 +1,7 @@
 """Figure 14: a one-shot ``sandchat prompt`` cold (no agent) beside the next command with the agent warm.
 
-Whole processes (``python -m app prompt -p NAME hi``, what the ``sandchat`` script runs), from
-one scratch home, timed to the first byte on standard output and to the exit:
+Whole processes (the installed ``sandchat`` command beside this interpreter, as a user types
+it; ``python -m app`` where it is not installed), from one scratch home, timed to the first byte on standard output and to the exit:
 
 - 14: ``claude`` against the local Messages API stand-in (``tests/fakeapi``: the real SDK,
   HTTP and SSE on 127.0.0.1; the plugin granted that endpoint and its two variables).
@@ -31,6 +31,8 @@ from pathlib import Path
 from bench.common import PYTHON, ROOT, Row, Settings, Stat, interleave, timed
 
 BARE = [PYTHON, "-I", "-c", "pass"]
+_SCRIPT = Path(PYTHON).parent / "sandchat"
+SANDCHAT = [str(_SCRIPT)] if _SCRIPT.is_file() else [PYTHON, "-m", "app"]
 WARM_LIMIT_MS = 150.0
 PROMPT = "hi"
 MAX_TOKENS = 16  # the first byte is the figure; a short reply keeps the local model's generation from loading the machine
@@ -45,13 +47,13 @@ class _Home:
 
     def run(self, *args: str, agent: bool) -> subprocess.CompletedProcess[str]:
         env = dict(self.env, SANDCHAT_AGENT_IDLE="600" if agent else "0")
-        return subprocess.run([PYTHON, "-m", "app", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        return subprocess.run([*SANDCHAT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
     def timed_prompt(self, name: str, agent: bool) -> tuple[float, float]:
         """Milliseconds to the first byte of the answer on stdout, and to the exit."""
         env = dict(self.env, SANDCHAT_AGENT_IDLE="600" if agent else "0")
         began = time.perf_counter()
-        proc = subprocess.Popen([PYTHON, "-m", "app", "prompt", "--max-tokens", str(MAX_TOKENS), "-p", name, PROMPT], env=env, cwd=ROOT,
+        proc = subprocess.Popen([*SANDCHAT, "prompt", "--max-tokens", str(MAX_TOKENS), "-p", name, PROMPT], env=env, cwd=ROOT,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 120)
@@ -120,7 +122,7 @@ def _startup(home: _Home, reps: int, placement: str) -> list[Row]:
     env = dict(home.env, SANDCHAT_AGENT_IDLE="600")
 
     def one(key: str) -> None:
-        argv = [PYTHON, "-m", "app", *commands[key]]
+        argv = [*SANDCHAT, *commands[key]]
         times[key].append(timed(lambda: subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, check=True)) * 1e3)
 
     blocks = [lambda: bare.append(timed(lambda: subprocess.run(BARE, check=True)) * 1e3)]

@@ -2,7 +2,8 @@
 
 A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON, one object.
 JSON, not msgpack: ``runner.protocol`` alone knows msgpack, and the agent's traffic (a
-launch decision, a request, reply chunks) is small text. Frames are bounded so a broken or
+launch decision, a request, reply chunks) is small text; read and written by
+``app.agent.leanjson``, which a warm command's client imports without ``re``. Frames are bounded so a broken or
 hostile peer cannot make the other side allocate without limit.
 
 The first frame each way is a hello naming the sandchat build (``app.version.build``: the code
@@ -12,9 +13,9 @@ the agent protocol; any difference is a ``VersionMismatch`` and the client runs 
 
 from __future__ import annotations
 
-import json
 import struct
 
+from app.agent import leanjson
 from app.agent.errors import VersionMismatch, WireError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: see app/__init__.py
@@ -32,7 +33,7 @@ _HEADER = struct.Struct(">I")
 def encode(document: dict[str, Any]) -> bytes:
     """One frame: the header and the JSON body; raises ``WireError`` if it would exceed ``MAX_FRAME``."""
     try:
-        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = leanjson.dumps(document).encode("utf-8")
     except UnicodeEncodeError as error:  # a lone surrogate (bytes that were not UTF-8 on standard input)
         raise WireError(f"frame is not UTF-8 text: {error.reason}") from None
     if len(body) > MAX_FRAME:
@@ -43,7 +44,7 @@ def encode(document: dict[str, Any]) -> bytes:
 def decode(body: bytes) -> dict[str, Any]:
     """A frame's body as a JSON object; raises ``WireError`` on anything else."""
     try:
-        document = json.loads(body.decode("utf-8"))
+        document = leanjson.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
         raise WireError(f"frame is not JSON: {error}") from error
     except RecursionError:  # "[[[[..." a few thousand deep: the parser's own bound, not a crash of ours
