@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from app.argv import command_at
-from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_USAGE
+from app.exits import EXIT_INTERRUPTED, EXIT_PLUGIN, EXIT_READER_LEFT, EXIT_USAGE
 from app.version import version
 
 if TYPE_CHECKING:
@@ -302,6 +302,29 @@ def _install_signal_handlers() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``sandchat ARGV``: its exit status. Output whose reader left (``| head -1``) ends it quietly, as git does."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # argparse's exits too: what is still buffered must fail here, not in the interpreter's last flush
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_left()
+
+
+def _reader_left() -> int:
+    """Standard output's reader is gone: say nothing (there is no one to tell), and let the exit's flush go nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_READER_LEFT
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from app.context import Context
     from app.render import Output
     from app.settings import SettingsError, load
@@ -334,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.notice("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # not the disk: the reader of our output left (main says nothing)
     except OSError as exc:  # the disk said no (read-only, missing, full): the path and what to do, in one line
         output.error(_disk_problem(exc, settings))
         return EXIT_PLUGIN

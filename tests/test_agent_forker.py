@@ -88,6 +88,20 @@ def test_output_and_exit_status_are_those_of_the_command_run_itself(home: Path, 
         assert (through.returncode, through.stdout, through.stderr) == (direct.returncode, direct.stdout, direct.stderr), args
 
 
+def test_a_warm_prompt_into_a_pipe_whose_reader_left_ends_quietly_with_141_as_it_would_alone(home: Path, paced: Path) -> None:
+    forker = warmed(home, "prompt", "--plugins-dir", str(paced), "-p", "paced", "w")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([*SANDCHAT, "prompt", "--plugins-dir", str(paced), "-p", "paced", "x"], stdin=subprocess.DEVNULL,
+                                stdout=write, stderr=subprocess.PIPE, env=cli_env(home, SANDCHAT_AGENT_IDLE="600"), timeout=60)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, b"")
+    assert "a command ran itself" not in (home / "agent" / "agent.log").read_text()  # the worker ran it
+    wait_until(lambda: not workers(forker), 20, "the worker to end")
+
+
 def test_the_worker_takes_the_clients_working_directory_and_environment(home: Path, paced: Path, tmp_path: Path) -> None:
     warmed(home, "prompt", "--plugins-dir", str(paced), "-p", "paced", "w")
     here = tmp_path  # holds plugins/: a relative --plugins-dir only resolves from the client's directory

@@ -219,3 +219,27 @@ def test_prompt_continue_trims_a_long_history_to_the_plugins_window_and_says_so(
     assert result.stdout.startswith("saw old question") and result.stdout.endswith("| ok | newest\n")
     assert "old question 0 " not in result.stdout  # the oldest went first
     assert result.stderr.startswith("sandchat: sent the newest ") and "do not fit the context window of 'tiny_window'" in result.stderr
+
+
+# -- output into a pipe whose reader left ------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "argv", [["plugins", "list"], ["--version"], ["prompt", "-p", "echo", "hi"], ["tokens", "-p", "echo", "hi"], ["agent", "status"]]
+)
+def test_output_into_a_pipe_whose_reader_left_ends_quietly_with_141_as_git_does(home: Path, argv: list[str]) -> None:
+    """``sandchat plugins list | head -0``: no traceback, and no advice to fix directories that are fine."""
+    import os
+    import subprocess
+
+    from tests.helpers import SANDCHAT, cli_env
+
+    read, write = os.pipe()
+    os.close(read)  # the reader left before the first byte
+    try:
+        result = subprocess.run([*SANDCHAT, *argv], stdin=subprocess.DEVNULL, stdout=write, stderr=subprocess.PIPE, text=True,
+                                env=cli_env(home), timeout=50)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
