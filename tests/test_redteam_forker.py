@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -26,7 +27,7 @@ import pytest
 
 from app.agent import wire
 from tests.agentkit import ON, PACED, cleanup, first_bytes, our_zombies, paced_answer, popen, run, status, wait_warm
-from tests.helpers import cli_env, parent_of, processes, wait_until
+from tests.helpers import SANDCHAT, cli_env, parent_of, processes, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -243,3 +244,51 @@ def test_signal_frames_raise_only_the_signals_a_client_relays(home: Path, paced:
         else:
             assert not printed.endswith(b"s29 \n")  # cut, as Ctrl-C cuts it
     assert status(home) is not None
+
+
+def test_a_client_in_a_network_namespace_of_its_own_is_not_run_from_the_forkers(home: Path, paced: Path) -> None:
+    """``unshare -n sandchat prompt``: the same uid, less reach. Its command runs itself, in its namespace, not in a worker."""
+    if os.getuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a network namespace")
+    warmed(home, paced)
+    result = subprocess.run(["unshare", "-n", *SANDCHAT, "prompt", "--plugins-dir", str(paced), "-p", "paced", "n"], cwd=REPO,
+                            env=cli_env(home, **ON), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (0, paced_answer("n"), "")
+    log = (home / "agent" / "agent.log").read_text()
+    assert "forker: refused a connection: the peer is confined otherwise than this process (net namespace)" in log
+    assert "agent: refused a connection: the peer is confined otherwise than this process (net namespace)" in log
+
+
+def test_a_worker_takes_on_the_clients_resource_limits_and_niceness(home: Path, paced: Path) -> None:
+    forker = warmed(home, paced)
+    argv = ["prlimit", "--nofile=64:64", "--", "nice", "-n", "7", *SANDCHAT, "prompt", "--plugins-dir", str(paced), "-p", "paced", "l"]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=cli_env(home, **ON), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert first_bytes(proc).startswith(b"l0 ")
+        (worker,) = workers(forker)
+        limits = Path(f"/proc/{worker}/limits").read_text()
+        assert [line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files")] == [["64", "64"]]
+        assert int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 7  # field 19: nice
+    finally:
+        out, err = proc.communicate(timeout=40)
+    assert (proc.returncode, err) == (0, b"")
+
+
+def test_an_environment_no_process_could_have_is_refused_before_running(home: Path, paced: Path) -> None:
+    warmed(home, paced)
+    for env in ({"A": "b\0c"}, {f"V{i}": "x" for i in range(10_001)}):
+        reply = wire.decode(attack(home, wire.encode(request(home, ["prompt", "-p", "paced", "x"], env=env)))[4:])
+        assert reply["type"] == "refused" and "NUL" in reply["why"], reply
+    for codec in ("rot13", "base64"):
+        reply = wire.decode(
+            attack(home, wire.encode(request(home, ["prompt", "-p", "paced", "x"], streams=[[codec, "strict", False, False]] * 3)))[4:]
+        )
+        assert reply == {"type": "refused", "why": "bad stream settings"}
+    folder = os.open(REPO, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        said = attack(home, wire.encode(request(home, ["prompt", "-p", "paced", "x"])), [folder, folder, folder])
+    finally:
+        os.close(folder)
+    assert wire.decode(said[4:]) == {"type": "refused", "why": "a standard stream is a directory"}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import runner
 from app.agent import handoff, worker
-from app.agent.peer import ForeignPeer, require_same_user
+from app.agent.peer import ForeignPeer, require_same_reach
 from app.version import build
 
 #: What a ``prompt`` or ``tokens`` command imports after it starts: loaded once here, shared by every fork.
@@ -103,7 +103,7 @@ class Forker:
             return
         with sock:
             try:
-                require_same_user(sock)
+                require_same_reach(sock)
             except ForeignPeer as exc:
                 print(f"forker: refused a connection: {exc}", flush=True)
                 return

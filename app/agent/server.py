@@ -31,7 +31,7 @@ from app.agent import decision, wire
 from app.agent.errordata import error_data
 from app.agent.errors import AgentError, VersionMismatch
 from app.agent.paths import AgentPaths, ensure_private
-from app.agent.peer import ForeignPeer, require_same_user
+from app.agent.peer import ForeignPeer, require_same_reach
 from app.agent.slots import Slots
 from app.version import build
 
@@ -219,7 +219,7 @@ class Agent:
     def _greet(self, sock: socket.socket) -> dict[str, Any] | None:
         """The peer's one request, once it proved to be this user and this build; None otherwise."""
         try:
-            require_same_user(sock)
+            require_same_reach(sock)
             sock.settimeout(REQUEST_SECONDS)
             theirs = wire.receive(sock)
             wire.send(sock, wire.hello(self.build))  # ours either way: a client of another build learns why
@@ -275,9 +275,12 @@ class Agent:
 
 def _start_forker(paths: AgentPaths) -> subprocess.Popen[bytes] | None:
     """The forker beside this agent (``app.agent.forker``), or None: commands then run themselves, as before."""
-    argv = [sys.executable, "-m", "app.agent.forker", "--dir", os.fspath(paths.directory)]
+    argv = [sys.executable, "-m", "app.agent.forker", "--dir", os.path.abspath(paths.directory)]
+    # From the folder holding app/, whatever this agent's own directory: `-m` puts the working
+    # directory first on the module path, and every worker would inherit what it found there.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
-        return runner.spawn_companion(argv, os.environ, os.getcwd(), os.fspath(paths.log))
+        return runner.spawn_companion(argv, os.environ, root, os.fspath(paths.log))
     except OSError as exc:
         print(f"agent: cannot start the forker: {exc}", flush=True)
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import io
 import os
+import resource
 import signal
 import socket
 import sys
@@ -23,10 +24,12 @@ from typing import Any
 
 from app.agent import handoff, wire
 from app.agent.errors import AgentError, WireError
+from app.agent.peer import peer_pid
 from app.argv import HANDED_OVER, command_at
 
 _STREAMS = (("<stdin>", "r"), ("<stdout>", "w"), ("<stderr>", "w"))
 _FDS = len(_STREAMS)
+MAX_VARIABLES = 10_000  # Linux's limit on argv and environment together (~2 MiB) makes even this unlikely
 
 
 def work(sock: socket.socket, loaded: str) -> int:
@@ -37,7 +40,7 @@ def work(sock: socket.socket, loaded: str) -> int:
         sock.setblocking(True)
         sock.settimeout(handoff.REQUEST_SECONDS)
         request, fds = _receive(sock)
-        why = _refusal(request, fds, loaded, build()) or _enter(request)
+        why = _refusal(request, fds, loaded, build()) or _adopt_limits(peer_pid(sock)) or _enter(request)
         wire.send(sock, {"type": "refused", "why": why} if why else {"type": "running", "pid": os.getpid()})
     except AgentError:
         return 0
@@ -97,6 +100,10 @@ def _refusal(request: dict[str, Any], fds: list[int], loaded: str, now: str) -> 
         return f"not a command the forker runs: {(argv[at] if at < len(argv) else '')[:40]!r}"  # the entry point hands over no other
     if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k for k, v in env.items())):
         return "the environment is not a map of names to strings"
+    if len(env) > MAX_VARIABLES or any("\0" in k or "\0" in v for k, v in env.items()):
+        return f"an environment of {len(env)} variables, or one with a NUL"  # no process could have it; putenv is quadratic
+    if any(_is_directory(fd) for fd in fds):
+        return "a standard stream is a directory"
     if not (isinstance(request.get("umask"), int) and 0 <= request["umask"] <= 0o777 and isinstance(request.get("argv0"), str)):
         return "a bad umask or argv0"
     streams = request.get("streams")
@@ -117,6 +124,15 @@ def _enter(request: dict[str, Any]) -> str | None:
     return None
 
 
+def _is_directory(fd: int) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    except OSError:
+        return True  # not even a descriptor: as unusable
+
+
 def _good_stream(spec: Any) -> bool:
     if not (isinstance(spec, list) and len(spec) == 4):
         return False
@@ -126,11 +142,37 @@ def _good_stream(spec: Any) -> bool:
     import codecs
 
     try:
-        codecs.lookup(encoding)
+        text = codecs.lookup(encoding)._is_text_encoding  # rot13, base64: codecs, but not a stream's encoding
         codecs.lookup_error(errors)
     except LookupError:
         return False
-    return True
+    return bool(text)
+
+
+def _adopt_limits(pid: int) -> str | None:
+    """Take on the client's resource limits and niceness, as it would run alone; or why that cannot be."""
+    for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
+        which = getattr(resource, name)
+        try:
+            soft, hard = resource.prlimit(pid, which)
+            if _above(hard, resource.getrlimit(which)[1]):
+                return f"the client's {name} is above the forker's"  # a worker may lower a limit, never raise one
+            resource.setrlimit(which, (soft, hard))
+        except (OSError, ValueError) as error:
+            return f"cannot take on the client's {name}: {error}"
+    try:
+        theirs, ours = os.getpriority(os.PRIO_PROCESS, pid), os.getpriority(os.PRIO_PROCESS, 0)
+        if theirs < ours:
+            return "the client runs at a higher priority than the forker"
+        os.setpriority(os.PRIO_PROCESS, 0, theirs)
+    except OSError as error:
+        return f"cannot take on the client's niceness: {error}"
+    return None
+
+
+def _above(limit: int, than: int) -> bool:
+    unlimited = resource.RLIM_INFINITY
+    return than != unlimited and (limit == unlimited or limit > than)
 
 
 def _shadowed(argv0: str, cwd: str) -> str | None:
