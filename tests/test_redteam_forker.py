@@ -257,6 +257,13 @@ def test_a_client_in_a_network_namespace_of_its_own_is_not_run_from_the_forkers(
     log = (home / "agent" / "agent.log").read_text()
     assert "forker: refused a connection: the peer is confined otherwise than this process (net namespace)" in log
     assert "agent: refused a connection: the peer is confined otherwise than this process (net namespace)" in log
+    # The command it ran itself started an agent in its namespace (as any cold command does): that one
+    # leaves at once, rather than wait for the lock and take over from an agent that will never leave for it.
+    serving = f"agent serve --dir {home / 'agent'}"
+    wait_until(
+        lambda: sum(serving in cmd for _, _, cmd in processes()) == 1, 10, "the confined command's agent to leave"
+    )  # under the 15 s it would wait
+    assert status(home) is not None
 
 
 def test_a_worker_takes_on_the_clients_resource_limits_and_niceness(home: Path, paced: Path) -> None:

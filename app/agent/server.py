@@ -31,7 +31,7 @@ from app.agent import decision, wire
 from app.agent.errordata import error_data
 from app.agent.errors import AgentError, VersionMismatch
 from app.agent.paths import AgentPaths, ensure_private
-from app.agent.peer import ForeignPeer, require_same_reach
+from app.agent.peer import ForeignPeer, confinement_difference, require_same_reach
 from app.agent.slots import Slots
 from app.version import build
 
@@ -107,8 +107,12 @@ class Agent:
             pass
         from app.agent.client import AgentClient
 
-        if AgentClient(self.paths, self.build).ask({"op": "status"}) is not None:
+        holder = AgentClient(self.paths, self.build)
+        if holder.ask({"op": "status"}) is not None:
             raise AlreadyRunning(f"another agent holds {self.paths.lock}")
+        pid = holder.pid()
+        if pid is not None and confinement_difference(pid):  # it refused us, and will not leave for us: no handover
+            raise AlreadyRunning(f"an agent confined otherwise than this one holds {self.paths.lock}")
         end = time.monotonic() + HANDOVER_SECONDS
         while True:  # a lock held across processes has no wake-up to wait on: look again, briefly
             try:
