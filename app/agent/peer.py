@@ -79,7 +79,10 @@ def confinement_difference(pid: int) -> str | None:
 
 def require_same_user(sock: socket.socket) -> None:
     """Raise ``ForeignPeer`` unless the peer runs as this process's uid (what a client asks of the agent)."""
-    uid = peer_uid(sock)
+    _require_uid(peer_uid(sock))
+
+
+def _require_uid(uid: int) -> None:
     if uid != os.getuid():
         raise ForeignPeer(f"the peer runs as uid {uid}, not as this user (uid {os.getuid()})")
 
@@ -91,8 +94,7 @@ def require_same_reach(sock: socket.socket) -> None:
     command), so a client with less reach than theirs runs its command itself, in its own confinement.
     """
     pid, uid, _gid = _credentials(sock)
-    if uid != os.getuid():
-        raise ForeignPeer(f"the peer runs as uid {uid}, not as this user (uid {os.getuid()})")
+    _require_uid(uid)
     difference = confinement_difference(pid)
     if difference:
         raise ForeignPeer(difference)
